@@ -1,0 +1,168 @@
+"""Settings, validation and plug-in loading shared by every component (no I/O)."""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import random
+import re
+import socket
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .keys import DEFAULT_NAMESPACE, Keys
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME_RULE = "1 to 64 characters: letters, digits, '_', '-' or '.'"
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+MIN_PERIOD_S = 0.05
+MAX_PERIOD_S = 86_400.0
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_PERIOD_S = 60.0
+
+# Exit codes
+EXIT_OK = 0
+EXIT_FAILURE = 1   # a runtime refusal: name owned by a live process, wrong password, period mismatch
+EXIT_USAGE = 2     # the command line is wrong
+
+
+class FatalError(Exception):
+    """An error no retry can fix; the process reports it in one line and exits."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(f"invalid {what} {name!r}: use {NAME_RULE}")
+    return name
+
+
+def check_namespace(ns: str) -> str:
+    if not NAMESPACE_RE.match(ns or ""):
+        raise ValueError(f"invalid namespace {ns!r}: use {NAME_RULE}")
+    return ns
+
+
+def period_to_ms(period_s: float) -> int:
+    """Validate a period in seconds and return it in whole milliseconds."""
+    try:
+        p = float(period_s)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid period {period_s!r}: give seconds as a number, e.g. 60 or 0.5")
+    if not math.isfinite(p) or p < MIN_PERIOD_S or p > MAX_PERIOD_S:
+        raise ValueError(f"invalid period {period_s!r}: must be between {MIN_PERIOD_S} and {MAX_PERIOD_S:.0f} seconds")
+    return int(round(p * 1000))
+
+
+def parse_name_list(text: str, what: str = "generator name") -> list[str]:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"give at least one {what}, separated by commas")
+    for n in names:
+        check_name(n, what)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"{what} listed twice: {', '.join(dupes)}")
+    return names
+
+
+def load_callable(spec: str) -> Callable:
+    """Resolve ``module:function`` (ValueError with a clear message when it does not resolve)."""
+    if not spec or ":" not in spec:
+        raise ValueError(f"{spec!r} is not of the form module:function")
+    mod_name, _, attr = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # ImportError, or the module raising at import
+        raise ValueError(f"cannot import module {mod_name!r} ({type(e).__name__}: {e})") from None
+    obj = mod
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ValueError(f"module {mod_name!r} has no attribute {attr!r}")
+    if not callable(obj):
+        raise ValueError(f"{spec!r} is not callable")
+    return obj
+
+
+def new_owner_id() -> str:
+    """Identify one process: host, pid and a random suffix (pids are reused across restarts)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+
+
+def new_instance_id() -> str:
+    return f"{random.getrandbits(64):016x}"
+
+
+@dataclass
+class Settings:
+    """What every component needs: where Redis is, which namespace, which period."""
+
+    redis_url: str = DEFAULT_REDIS_URL
+    namespace: str = DEFAULT_NAMESPACE
+    period_ms: int = int(DEFAULT_PERIOD_S * 1000)
+    socket_timeout: float = 5.0
+    owner: str = field(default_factory=new_owner_id)
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.namespace)
+
+    @property
+    def period(self) -> float:
+        return self.period_ms / 1000.0
+
+    @property
+    def backoff_cap(self) -> float:
+        """Retries are capped at the smaller of the period and 5 s."""
+        return min(self.period, 5.0)
+
+    @property
+    def block_ms(self) -> int:
+        """Longest single blocking wait: short, so stop requests and hung servers are noticed fast."""
+        return max(10, min(1000, self.period_ms // 2))
+
+
+def fmt_value(x: float) -> str:
+    """The exact, shortest text of a float (what goes into Redis and the logs)."""
+    return repr(float(x))
+
+
+def parse_finite(text) -> float | None:
+    """A finite float from Redis text, or None for anything else (garbage, NaN, inf, missing)."""
+    if text is None:
+        return None
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        x = float(text)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def parse_int(text) -> int | None:
+    if text is None:
+        return None
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def as_str(x) -> str:
+    if x is None:
+        return ""
+    if isinstance(x, bytes):
+        return x.decode(errors="replace")
+    return str(x)

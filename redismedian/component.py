@@ -1,0 +1,270 @@
+"""The loop every component shares: wake at each period boundary, ride out outages, stop cleanly.
+
+A component implements :meth:`Component.startup` (once, when Redis first answers) and
+:meth:`Component.step` (once per epoch).  Everything about time, retries and signals
+lives here, so each component's module holds only its own rules.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+import redis
+
+from . import keys as K
+from .clock import ServerClock, boundary_ms, epoch_of
+from .common import EXIT_FAILURE, FatalError, Settings, new_instance_id
+from .connection import TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error, make_client, redact_url
+
+# How long a stop request may take before the process exits anyway (the promise is 2 s).
+STOP_GRACE_S = 1.5
+
+
+class Exit(Exception):
+    """Leave the run loop: ``code`` is the process exit status, ``message`` is logged."""
+
+    def __init__(self, message: str, code: int = 0):
+        super().__init__(message)
+        self.code = code
+
+
+class Component:
+    kind = "component"
+
+    def __init__(self, settings: Settings, name: str | None = None, client: redis.Redis | None = None,
+                 clock: ServerClock | None = None, stop: threading.Event | None = None,
+                 logger: logging.Logger | None = None):
+        self.settings = settings
+        self.name = name
+        self.keys = settings.keys
+        self.period_ms = settings.period_ms
+        self.client = client if client is not None else make_client(
+            settings.redis_url, settings.socket_timeout, client_name=f"redismedian-{self.kind}")
+        self.clock = clock or ServerClock()
+        self.stop = stop or threading.Event()
+        self.log = logger or logging.getLogger(f"redismedian.{self.kind}")
+        self.instance = ""            # NS:meta instance seen last; a change means Redis lost its data
+        self.fresh_instance = new_instance_id()
+        self.started = False
+        self.last_epoch: int | None = None
+        self.outage = Outage(settings.redis_url, self.log)
+        self.backoff = Backoff(settings.backoff_cap)
+        self._last_problem: str | None = None
+
+    # -- for subclasses ----------------------------------------------------
+    def startup(self) -> None:
+        """Runs once Redis answers: take the name, register, check the period."""
+
+    def step(self, epoch: int) -> None:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Runs once on the way out (Redis may be gone: keep it short)."""
+
+    @property
+    def lease_ttl_ms(self) -> int:
+        return K.lease_ttl_ms(self.period_ms)
+
+    def meta_args(self) -> list:
+        return [self.period_ms, self.instance, self.fresh_instance, self.settings.owner, self.lease_ttl_ms]
+
+    def check_reply(self, reply, what: str) -> list:
+        """Common answers of every script: time, deployment record, lease."""
+        status = _s(reply[0])
+        now = int(reply[1])
+        self.clock.observe(now)
+        if status == "period":
+            raise FatalError(
+                f"namespace {self.settings.namespace!r} runs with period {_fmt_period(_s(reply[2]))}, "
+                f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
+                "use the same --period, or another --namespace")
+        if status == "lease":
+            raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({_s(reply[2])}); "
+                             "stopping so that only one process acts under this name")
+        if status == "wrongtype":
+            raise DataProblem(_s(reply[2]))
+        if len(reply) > 2:
+            inst = _s(reply[2])
+            if self.instance and inst != self.instance:
+                self.log.warning("Redis lost its data (deployment record re-created); restoring this %s's state",
+                                 self.kind)
+            self.instance = inst
+        return [status] + list(reply[1:])
+
+    def script(self, source: str):
+        """A registered script (redis-py loads it again by itself after a Redis restart)."""
+        cache = self.__dict__.setdefault("_scripts", {})
+        if source not in cache:
+            cache[source] = self.client.register_script(source)
+        return cache[source]
+
+    def problem(self, text: str) -> None:
+        """Log a data problem once until it changes (not every period)."""
+        if text != self._last_problem:
+            self.log.error("%s", text)
+            self._last_problem = text
+
+    def problem_cleared(self) -> None:
+        if self._last_problem is not None:
+            self.log.info("recovered from: %s", self._last_problem)
+            self._last_problem = None
+
+    # -- the loop ------------------------------------------------------------
+    def next_epoch(self) -> int | None:
+        """The epoch to act on now, waiting for its boundary; None when asked to stop."""
+        while not self.stop.is_set():
+            now = self.clock.now_ms()
+            epoch = epoch_of(now, self.period_ms)
+            if self.last_epoch is None or epoch > self.last_epoch:
+                if self.last_epoch is not None and epoch > self.last_epoch + 1:
+                    self.log.warning("skipped %d missed period(s) (stalled or Redis unavailable)",
+                                     epoch - self.last_epoch - 1)
+                return epoch
+            target = boundary_ms(self.last_epoch + 1, self.period_ms)
+            # +1 ms: never wake a hair before the boundary by the server's clock
+            if self.clock.wait(self.stop, (target - now + 1) / 1000.0):
+                return None
+        return None
+
+    def run(self, max_epochs: int | None = None) -> int:
+        """Run until stopped; returns the process exit status."""
+        done = 0
+        try:
+            while not self.stop.is_set():
+                try:
+                    if not self.clock.synced or self.outage.active:
+                        self.clock.sync(self.client)
+                    if not self.started:
+                        self.startup()
+                        self.started = True
+                    if self.outage.active:
+                        self.outage.recovered()
+                    self.backoff.reset()
+                    epoch = self.next_epoch()
+                    if epoch is None:
+                        break
+                    try:
+                        self.step(epoch)
+                        self.problem_cleared()
+                    except DataProblem as e:
+                        self.problem(f"cannot act on epoch {epoch}: {e}")
+                    except redis.exceptions.ResponseError as e:
+                        if is_auth_error(e):
+                            raise
+                        self.problem(f"Redis refused a command in epoch {epoch}: {describe_error(e)}")
+                    self.last_epoch = epoch
+                    done += 1
+                    if max_epochs is not None and done >= max_epochs:
+                        break
+                except FatalError:
+                    raise
+                except Exit:
+                    raise
+                except Exception as e:  # noqa: BLE001 - classified below
+                    if is_auth_error(e):
+                        raise FatalError(f"Redis at {redact_url(self.settings.redis_url)} refused our "
+                                         f"credentials: {describe_error(e)}") from None
+                    if not isinstance(e, TRANSIENT_ERRORS):
+                        raise
+                    self.outage.failed(e, self.backoff.cap)
+                    self.clock.wait(self.stop, self.backoff.next_delay())
+        except Exit as e:
+            (self.log.info if e.code == 0 else self.log.error)("%s", e)
+            return e.code
+        except FatalError as e:
+            self.log.error("%s", e)
+            return e.code
+        finally:
+            self._shutdown_quietly()
+        return 0
+
+    def _shutdown_quietly(self) -> None:
+        if not self.started:
+            return
+        try:
+            self.shutdown()
+        except Exception as e:  # noqa: BLE001 - Redis may be gone; we are leaving anyway
+            self.log.debug("shutdown incomplete: %s", describe_error(e))
+
+    def release_lease(self, key: str, value: str | None = None) -> None:
+        """Give up a lease we hold, so that a successor need not wait for it to expire."""
+        from .scripts import LEASE_RELEASE
+        self.script(LEASE_RELEASE)(keys=[key], args=[value or self.settings.owner])
+
+
+class DataProblem(Exception):
+    """Something in Redis is not what it should be (wrong type, garbage); the epoch is skipped."""
+
+
+def acquire_name(component: Component, key: str, what: str) -> None:
+    """Own ``what`` through the lease at ``key``, or raise FatalError when a live process owns it.
+
+    A lease left by a dead process is taken over once it expires (at most one lease TTL,
+    about 1.5 periods).  A holder that renews its lease while we wait is alive: refuse at once.
+    """
+    from .scripts import LEASE_ACQUIRE
+    import time as _time
+    owner, ttl = component.settings.owner, component.lease_ttl_ms
+    acquire = component.script(LEASE_ACQUIRE)
+    reply = acquire(keys=[key], args=[owner, ttl])
+    if int(reply[0]) == 1:
+        return
+    holder, pttl = _s(reply[1]), int(reply[2])
+    component.log.warning("%s is held by %s; waiting up to %.1fs for its lease to expire",
+                          what, holder, max(pttl, 0) / 1000)
+    start = _time.monotonic()
+    poll = max(0.05, min(0.25, component.period_ms / 4000))
+    while not component.stop.is_set():
+        if component.clock.wait(component.stop, poll):
+            break
+        reply = acquire(keys=[key], args=[owner, ttl])
+        if int(reply[0]) == 1:
+            component.log.info("took over %s from %s (its lease expired)", what, holder)
+            return
+        elapsed_ms = (_time.monotonic() - start) * 1000
+        new_holder, new_pttl = _s(reply[1]), int(reply[2])
+        renewed = new_holder != holder or (pttl >= 0 and new_pttl > pttl - elapsed_ms + 100)
+        if renewed or new_pttl < 0 and elapsed_ms > ttl:
+            raise FatalError(f"{what} is owned by another live process ({new_holder}); "
+                             f"stop it first, or pick another name")
+    raise Exit("stopped while waiting for " + what, EXIT_FAILURE)
+
+
+def install_signal_handlers(stop: threading.Event, logger: logging.Logger) -> None:
+    """SIGTERM/SIGINT only set the stop flag; the loop wakes at once and leaves cleanly.
+
+    A watchdog makes the process exit anyway after STOP_GRACE_S (e.g. when Redis hangs), and a
+    second signal exits at once.
+    """
+    def handler(signum, frame):
+        if stop.is_set():
+            os._exit(128 + signum)
+        logger.info("received %s, stopping", signal.Signals(signum).name)
+        stop.set()
+        t = threading.Timer(STOP_GRACE_S, _force_exit, args=(logger,))
+        t.daemon = True
+        t.start()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _force_exit(logger: logging.Logger) -> None:
+    logger.warning("clean stop took longer than %.1fs (Redis not answering?); exiting now", STOP_GRACE_S)
+    logging.shutdown()
+    os._exit(0)
+
+
+def _s(x) -> str:
+    if isinstance(x, bytes):
+        return x.decode(errors="replace")
+    return "" if x is None else str(x)
+
+
+def _fmt_period(ms) -> str:
+    try:
+        return f"{int(ms) / 1000:g}s"
+    except (TypeError, ValueError):
+        return repr(ms)

@@ -1,0 +1,168 @@
+"""``redismedian demo``: the original topology as child processes, with a Redis if none answers."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import redis
+
+from .connection import describe_error, is_auth_error, make_client, redact_url
+
+TOPOLOGY = [
+    ("g1", ["generator", "--name", "g1"]),
+    ("g2", ["generator", "--name", "g2"]),
+    ("g3", ["generator", "--name", "g3"]),
+    ("trader", ["trader"]),
+    ("X", ["strategy", "--name", "X", "--signals", "g1"]),
+    ("Y", ["strategy", "--name", "Y", "--signals", "g2,g3"]),
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        make_client(url, socket_timeout=1.0).ping()
+        return True
+    except Exception as e:  # noqa: BLE001
+        if is_auth_error(e):
+            raise SystemExit(f"demo: Redis at {redact_url(url)} refused our credentials: {describe_error(e)}")
+        return False
+
+
+class PrivateRedis:
+    """A throw-away Redis on a free loopback port: redis-server if installed, else fakeredis."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.server = None
+        self.tmp = tempfile.mkdtemp(prefix="redismedian-demo-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.kind = ""
+
+    def start(self) -> "PrivateRedis":
+        binary = shutil.which("redis-server")
+        if binary:
+            self.proc = subprocess.Popen(
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", self.tmp, "--logfile", os.path.join(self.tmp, "redis.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            self.kind = f"redis-server (pid {self.proc.pid})"
+        else:
+            from fakeredis import TcpFakeServer
+            self.server = TcpFakeServer(("127.0.0.1", self.port), server_type="redis")
+            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+            self.kind = "fakeredis TCP server (redis-server is not installed)"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if redis_answers(self.url):
+                return self
+            if self.proc and self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.stop()
+        raise SystemExit(f"demo: could not start a private Redis ({self.kind}); see {self.tmp}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.server is not None:
+            self.server.shutdown()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _pump(name: str, stream, lock: threading.Lock) -> None:
+    width = max(len(n) for n, _ in TOPOLOGY)
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip()
+        with lock:
+            print(f"[{name:>{width}}] {line}", flush=True)
+
+
+def clear_namespace(url: str, namespace: str) -> int:
+    client = make_client(url)
+    n = 0
+    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+        client.unlink(key)
+        n += 1
+    return n
+
+
+def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | None, log_level: str) -> int:
+    private = None
+    if redis_answers(redis_url):
+        url = redis_url
+        print(f"demo: using the Redis at {redact_url(url)}, namespace {namespace!r}", flush=True)
+    else:
+        private = PrivateRedis().start()
+        url = private.url
+        print(f"demo: no Redis answered at {redact_url(redis_url)}; started a private {private.kind} at {url}",
+              flush=True)
+    if clear_namespace(url, namespace):
+        print(f"demo: cleared the keys left in namespace {namespace!r} by an earlier demo", flush=True)
+    print(f"demo: period {period_ms / 1000:g}s. Watch `redismedian status --redis-url {redact_url(url)} "
+          f"--namespace {namespace}` in another terminal; Ctrl-C stops everything.", flush=True)
+
+    env = dict(os.environ, REDISMEDIAN_REDIS_URL=url, REDISMEDIAN_NAMESPACE=namespace,
+               REDISMEDIAN_PERIOD=str(period_ms / 1000), REDISMEDIAN_LOG_LEVEL=log_level,
+               PYTHONUNBUFFERED="1")
+    lock = threading.Lock()
+    children: list[tuple[str, subprocess.Popen]] = []
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    old_int = signal.signal(signal.SIGINT, on_signal)
+    old_term = signal.signal(signal.SIGTERM, on_signal)
+    rc = 0
+    try:
+        for name, args in TOPOLOGY:
+            proc = subprocess.Popen([sys.executable, "-m", "redismedian", *args], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            threading.Thread(target=_pump, args=(name, proc.stdout, lock), daemon=True).start()
+            children.append((name, proc))
+        end = None if duration is None else time.monotonic() + duration
+        while not stopping.wait(0.2):
+            if end is not None and time.monotonic() >= end:
+                break
+            dead = [(n, p.returncode) for n, p in children if p.poll() is not None]
+            if dead:
+                for n, code in dead:
+                    print(f"demo: {n} exited with status {code}; stopping the demo", flush=True)
+                rc = 1
+                break
+    finally:
+        print("demo: stopping", flush=True)
+        for _, p in children:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for _, p in children:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if private is not None:
+            private.stop()
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        print("demo: stopped", flush=True)
+    return rc

@@ -1,0 +1,291 @@
+"""Lua scripts: each component's per-period work is one atomic script call.
+
+Every script starts with the same prelude: read the server clock (``TIME``), check the
+deployment record (``NS:meta``: the period, and an instance id that changes when Redis
+lost its data), and hold the caller's lease.  Scripts validate before they write, so a
+refusal never leaves a half-done change behind.
+"""
+from __future__ import annotations
+
+PRELUDE = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The type of a key that exists with another type than `want`, else nil.
+local function wrongtype(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then return t end
+  return nil
+end
+
+-- Check (and, when missing, create) the deployment record.
+-- Returns instance, changed | nil, code, detail.
+local function meta_check(key, period, known, fresh, now)
+  local bad = wrongtype(key, 'hash')
+  if bad then return nil, 'wrongtype', key .. ' is a ' .. bad .. ', expected a hash' end
+  local m = redis.call('HMGET', key, 'period_ms', 'instance')
+  if not m[1] then
+    redis.call('HSET', key, 'period_ms', period)
+    m[1] = period
+  end
+  if tostring(m[1]) ~= tostring(period) then return nil, 'period', tostring(m[1]) end
+  if not m[2] then
+    redis.call('HSET', key, 'instance', fresh, 'created', now)
+    m[2] = fresh
+  end
+  return m[2], (m[2] ~= known)
+end
+
+-- Hold a lease: take it when free, renew it when ours.  Returns true | false, holder.
+local function lease_hold(key, owner, ttl)
+  if wrongtype(key, 'string') then redis.call('DEL', key) end
+  local cur = redis.call('GET', key)
+  if not cur then
+    redis.call('SET', key, owner, 'PX', ttl)
+    return true
+  end
+  if cur ~= owner then return false, cur end
+  redis.call('PEXPIRE', key, ttl)
+  return true
+end
+
+-- The shortest text that reads back as the same double.
+local function fmt(x)
+  for p = 15, 17 do
+    local s = string.format('%.' .. p .. 'g', x)
+    if tonumber(s) == x then return s end
+  end
+  return string.format('%.17g', x)
+end
+
+local function finite(x)
+  return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge
+end
+"""
+
+# KEYS: lease   ARGV: owner, ttl_ms
+# -> {1} when the lease is now ours, {0, holder, pttl} when somebody else holds it.
+LEASE_ACQUIRE = PRELUDE + r"""
+if wrongtype(KEYS[1], 'string') then redis.call('DEL', KEYS[1]) end
+local cur = redis.call('GET', KEYS[1])
+if (not cur) or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {1}
+end
+return {0, cur, redis.call('PTTL', KEYS[1])}
+"""
+
+# KEYS: lease   ARGV: owner  -> 1 when released, 0 when not ours
+LEASE_RELEASE = r"""
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS: meta, signal, feed, lease
+# ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
+#       epoch, name, value, status, error, signal_ttl_ms, feed_maxlen
+GENERATOR_PUBLISH = PRELUDE + r"""
+local now = now_ms()
+local period = tonumber(ARGV[1])
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+if not inst then return {changed, now, detail} end
+local held, holder = lease_hold(KEYS[4], ARGV[4], ARGV[5])
+if not held then return {'lease', now, holder} end
+local epoch = tonumber(ARGV[6])
+local cur = math.floor(now / period)
+if cur < epoch then return {'early', now, inst} end
+if cur > epoch then return {'late', now, inst, cur} end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'value', ARGV[8], 'epoch', ARGV[6], 'ts', now, 'status', ARGV[9])
+if ARGV[10] ~= '' then redis.call('HSET', KEYS[2], 'error', ARGV[10]) end
+redis.call('PEXPIRE', KEYS[2], ARGV[11])
+local repaired = ''
+local bad = wrongtype(KEYS[3], 'stream')
+if bad then redis.call('DEL', KEYS[3]); repaired = KEYS[3] .. ' was a ' .. bad end
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', 'name', ARGV[7], 'epoch', ARGV[6],
+           'value', ARGV[8], 'status', ARGV[9], 'error', ARGV[10], 'ts', now)
+return {'ok', now, inst, changed and 1 or 0, repaired}
+"""
+
+# KEYS: meta, registry, lease, decision, status, index(epoch), ready(epoch)
+# ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
+#       epoch, name, value ('' = no decision), state, reason, signals,
+#       decision_ttl_ms, status_ttl_ms, ready_ttl_ms, register ('1' at start-up)
+STRATEGY_REPORT = PRELUDE + r"""
+local now = now_ms()
+local period = tonumber(ARGV[1])
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+if not inst then return {changed, now, detail} end
+local bad = wrongtype(KEYS[2], 'set')
+if bad then return {'wrongtype', now, KEYS[2] .. ' is a ' .. bad .. ', expected a set'} end
+local name = ARGV[7]
+local restored = 0
+if redis.call('SISMEMBER', KEYS[2], name) == 0 then
+  if ARGV[15] ~= '1' and not changed then return {'deregistered', now, inst} end
+  redis.call('SADD', KEYS[2], name)
+  if ARGV[15] ~= '1' then restored = 1 end
+end
+local held, holder = lease_hold(KEYS[3], ARGV[4], ARGV[5])
+if not held then return {'lease', now, holder} end
+local epoch = tonumber(ARGV[6])
+local cur = math.floor(now / period)
+local state, reason, value = ARGV[9], ARGV[10], ARGV[8]
+local submitted = 0
+if value ~= '' and cur ~= epoch then
+  state = 'error'
+  reason = 'decision for epoch ' .. ARGV[6] .. ' came too late (server is in epoch ' .. cur .. ')'
+  value = ''
+end
+if value ~= '' then
+  if wrongtype(KEYS[4], 'hash') then redis.call('DEL', KEYS[4]) end
+  redis.call('HSET', KEYS[4], 'value', value, 'epoch', ARGV[6], 'ts', now)
+  redis.call('PEXPIRE', KEYS[4], ARGV[12])
+  if wrongtype(KEYS[6], 'zset') then redis.call('DEL', KEYS[6]) end
+  redis.call('ZADD', KEYS[6], value, name)
+  redis.call('PEXPIRE', KEYS[6], ARGV[12])
+  if redis.call('ZCARD', KEYS[6]) >= redis.call('SCARD', KEYS[2]) then
+    if wrongtype(KEYS[7], 'list') then redis.call('DEL', KEYS[7]) end
+    redis.call('RPUSH', KEYS[7], name)
+    redis.call('PEXPIRE', KEYS[7], ARGV[14])
+  end
+  submitted = 1
+end
+if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
+redis.call('HSET', KEYS[5], 'state', state, 'reason', reason, 'epoch', ARGV[6], 'ts', now,
+           'signals', ARGV[11], 'value', value)
+redis.call('PEXPIRE', KEYS[5], ARGV[13])
+return {'ok', now, inst, restored, submitted, reason}
+"""
+
+# KEYS: meta, registry, index(epoch), trader, medians, lease, fence, ready(epoch), scratch
+# ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
+#       epoch, final ('1' at the deadline), medians_maxlen, members_limit,
+#       strategy status key prefix, reasons_limit, fence token held ('' if none)
+TRADER_COLLECT = PRELUDE + r"""
+local now = now_ms()
+local period = tonumber(ARGV[1])
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+if not inst then return {changed, now, detail} end
+local epoch = tonumber(ARGV[6])
+local owner = ARGV[4]
+
+-- Leadership, fenced: the lease holds "owner|token"; a new leader increments the token.
+if wrongtype(KEYS[6], 'string') then redis.call('DEL', KEYS[6]) end
+local lease = redis.call('GET', KEYS[6])
+local token = ARGV[12]
+local took = 0
+if not lease then
+  if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
+  token = tostring(redis.call('INCR', KEYS[7]))
+  redis.call('SET', KEYS[6], owner .. '|' .. token, 'PX', ARGV[5])
+  took = 1
+elseif lease ~= owner .. '|' .. token then
+  return {'standby', now, inst, lease}
+else
+  redis.call('PEXPIRE', KEYS[6], ARGV[5])
+end
+
+local cur = math.floor(now / period)
+if cur ~= epoch then return {'expired', now, inst, token, took, cur} end
+if wrongtype(KEYS[4], 'hash') then redis.call('DEL', KEYS[4]) end
+if took == 1 then
+  redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
+             'epoch', epoch, 'ts', now, 'fence', token, 'leader', owner)
+  redis.call('HDEL', KEYS[4], 'median', 'count')
+end
+local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
+if published and published >= epoch then return {'done', now, inst, token, took} end
+
+local function fail(reason, code)
+  redis.call('HSET', KEYS[4], 'state', 'error', 'reason', reason, 'epoch', epoch, 'ts', now,
+             'fence', token, 'leader', owner)
+  redis.call('HDEL', KEYS[4], 'median', 'count')
+  return {code or 'error', now, inst, token, took, reason}
+end
+
+local bad = wrongtype(KEYS[2], 'set')
+if bad then return fail(KEYS[2] .. ' is a ' .. bad .. ', expected a set of strategy names') end
+local nreg = redis.call('SCARD', KEYS[2])
+if nreg == 0 then
+  redis.call('HSET', KEYS[4], 'state', 'idle', 'reason', 'no strategies registered', 'epoch', epoch,
+             'ts', now, 'fence', token, 'leader', owner)
+  redis.call('HDEL', KEYS[4], 'median', 'count')
+  return {'idle', now, inst, token, took}
+end
+bad = wrongtype(KEYS[3], 'zset')
+if bad then return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions') end
+
+local have = redis.call('ZINTERCARD', 2, KEYS[3], KEYS[2])
+if have < nreg then
+  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, have, nreg} end
+  local missing = redis.call('ZDIFF', 2, KEYS[2], KEYS[3])
+  table.sort(missing)
+  local limit = tonumber(ARGV[11])
+  local parts = {}
+  for i = 1, math.min(#missing, limit) do
+    local m = missing[i]
+    local skey = ARGV[10] .. m
+    local why
+    if wrongtype(skey, 'hash') then
+      why = 'no decision (status unreadable)'
+    else
+      local st = redis.call('HMGET', skey, 'state', 'reason', 'epoch')
+      if st[3] == tostring(epoch) and st[2] and st[2] ~= '' then
+        why = st[2]
+      elseif st[3] then
+        why = 'no decision (last report for epoch ' .. st[3] .. ')'
+      else
+        why = 'no decision (not running?)'
+      end
+    end
+    parts[#parts + 1] = m .. ': ' .. why
+  end
+  if #missing > limit then parts[#parts + 1] = 'and ' .. (#missing - limit) .. ' more' end
+  return fail(#missing .. ' of ' .. nreg .. ' strategies missing: ' .. table.concat(parts, '; '))
+end
+
+-- Every registered strategy delivered.  Drop decisions of strategies deregistered meanwhile.
+local src = KEYS[3]
+if redis.call('ZCARD', KEYS[3]) > nreg then
+  redis.call('ZINTERSTORE', KEYS[9], 2, KEYS[3], KEYS[2], 'WEIGHTS', 1, 0)
+  redis.call('PEXPIRE', KEYS[9], period)
+  src = KEYS[9]
+end
+local lo = redis.call('ZRANGE', src, 0, 0, 'WITHSCORES')
+local hi = redis.call('ZRANGE', src, -1, -1, 'WITHSCORES')
+if not finite(tonumber(lo[2])) then
+  if src == KEYS[9] then redis.call('DEL', KEYS[9]) end
+  return fail(lo[1] .. ': decision is not a finite number (' .. lo[2] .. ')')
+end
+if not finite(tonumber(hi[2])) then
+  if src == KEYS[9] then redis.call('DEL', KEYS[9]) end
+  return fail(hi[1] .. ': decision is not a finite number (' .. hi[2] .. ')')
+end
+local median
+if nreg % 2 == 1 then
+  local r = redis.call('ZRANGE', src, (nreg - 1) / 2, (nreg - 1) / 2, 'WITHSCORES')
+  median = tonumber(r[2])
+else
+  local r = redis.call('ZRANGE', src, nreg / 2 - 1, nreg / 2, 'WITHSCORES')
+  median = (tonumber(r[2]) + tonumber(r[4])) / 2
+end
+local text = fmt(median)
+local members = ''
+if nreg <= tonumber(ARGV[9]) then
+  local names = redis.call('ZRANGE', src, 0, -1)
+  table.sort(names)
+  members = table.concat(names, ',')
+end
+if src == KEYS[9] then redis.call('DEL', KEYS[9]) end
+if wrongtype(KEYS[5], 'stream') then redis.call('DEL', KEYS[5]) end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'epoch', epoch, 'median', text,
+           'count', nreg, 'members', members, 'fence', token, 'ts', now)
+redis.call('HSET', KEYS[4], 'state', 'ok', 'reason', '', 'epoch', epoch, 'median', text, 'count', nreg,
+           'ts', now, 'fence', token, 'leader', owner, 'published', epoch)
+redis.call('DEL', KEYS[8])
+return {'published', now, inst, token, took, text, nreg}
+"""

@@ -1,0 +1,173 @@
+"""Operator views and actions: ``status`` (one view of every part) and ``deregister``."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from .clock import epoch_of, time_reply_ms
+from .common import FatalError, as_str, parse_finite, parse_int
+from .keys import Keys
+
+
+def _hash(client: redis.Redis, key: str) -> dict[str, str] | str:
+    """A hash as text, or a string saying why it cannot be read."""
+    try:
+        raw = client.hgetall(key)
+    except redis.exceptions.ResponseError as e:
+        if "WRONGTYPE" in str(e):
+            return f"unreadable: {key} is a {as_str(client.type(key))}, expected a hash"
+        raise
+    return {as_str(k): as_str(v) for k, v in raw.items()}
+
+
+def _scan_names(client: redis.Redis, pattern: str) -> list[str]:
+    prefix = pattern[:-1]
+    return sorted({as_str(k)[len(prefix):] for k in client.scan_iter(match=pattern, count=1000)})
+
+
+def _age(now_ms: int, ts: str | None) -> float | None:
+    t = parse_int(ts)
+    return None if t is None else round((now_ms - t) / 1000.0, 3)
+
+
+def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (the ``--json`` output)."""
+    now = time_reply_ms(client.time())
+    meta = _hash(client, keys.meta)
+    period_ms = parse_int(meta.get("period_ms")) if isinstance(meta, dict) else None
+    epoch = epoch_of(now, period_ms) if period_ms else None
+    out: dict[str, Any] = {"namespace": keys.ns, "server_time_ms": now, "period_ms": period_ms,
+                           "epoch": epoch, "problems": []}
+    if isinstance(meta, str):
+        out["problems"].append(meta)
+
+    # trader
+    trader = _hash(client, keys.trader)
+    lease = as_str(client.get(keys.lease("trader"))) if client.type(keys.lease("trader")) == b"string" else ""
+    if isinstance(trader, str):
+        out["trader"] = {"state": "unknown", "reason": trader}
+    else:
+        out["trader"] = {
+            "state": trader.get("state", "absent") if (lease or trader) else "absent",
+            "reason": trader.get("reason", "" if lease else "no trader running"),
+            "epoch": parse_int(trader.get("epoch")), "median": parse_finite(trader.get("median")),
+            "count": parse_int(trader.get("count")), "age_s": _age(now, trader.get("ts")),
+            "leader": lease or None, "fence": parse_int(trader.get("fence")),
+            "published_epoch": parse_int(trader.get("published")),
+        }
+        if not lease and trader:
+            out["trader"]["state"] = "down"
+            out["trader"]["reason"] = f"no trader holds the lead (last state {trader.get('state', '?')})"
+        elif epoch is not None and out["trader"]["epoch"] is not None and out["trader"]["epoch"] < epoch - 1:
+            out["trader"]["reason"] = (out["trader"]["reason"] + "; " if out["trader"]["reason"] else "") + \
+                f"last evaluated epoch {out['trader']['epoch']} is old"
+
+    # generators
+    gens = []
+    for name in _scan_names(client, keys.signal_pattern):
+        h = _hash(client, keys.signal(name))
+        owner = client.get(keys.lease("generator", name)) if client.type(
+            keys.lease("generator", name)) == b"string" else None
+        if isinstance(h, str):
+            gens.append({"name": name, "state": "unreadable", "reason": h})
+            continue
+        e = parse_int(h.get("epoch"))
+        state, reason = h.get("status", "?"), h.get("error", "")
+        if state == "ok" and epoch is not None and (e is None or e < epoch):
+            state, reason = "stale", f"last signal for epoch {e}"
+        if owner is None:
+            reason = (reason + "; " if reason else "") + "no live process holds this name"
+        gens.append({"name": name, "state": state, "value": parse_finite(h.get("value")), "epoch": e,
+                     "age_s": _age(now, h.get("ts")), "owner": as_str(owner) or None, "reason": reason})
+    out["generators"] = gens
+
+    # strategies
+    try:
+        registered = sorted(as_str(m) for m in client.smembers(keys.strategies))
+    except redis.exceptions.ResponseError:
+        registered = []
+        out["problems"].append(f"{keys.strategies} is a {as_str(client.type(keys.strategies))}, expected a set")
+    names = sorted(set(registered) | set(_scan_names(client, keys.strategy_status_pattern)))
+    strats = []
+    for name in names:
+        h = _hash(client, keys.strategy_status(name))
+        owner = client.get(keys.lease("strategy", name)) if client.type(
+            keys.lease("strategy", name)) == b"string" else None
+        if isinstance(h, str):
+            strats.append({"name": name, "registered": name in registered, "state": "unreadable", "reason": h})
+            continue
+        e = parse_int(h.get("epoch"))
+        state, reason = h.get("state", "absent"), h.get("reason", "")
+        if owner is None:
+            state, reason = "down", "no live process holds this name" + (f" (last: {reason})" if reason else "")
+        elif state == "ok" and epoch is not None and (e is None or e < epoch - 1):
+            state, reason = "stale", f"last report for epoch {e}"
+        strats.append({"name": name, "registered": name in registered, "state": state,
+                       "value": parse_finite(h.get("value")), "epoch": e, "age_s": _age(now, h.get("ts")),
+                       "signals": h.get("signals", ""), "owner": as_str(owner) or None, "reason": reason})
+    out["strategies"] = strats
+    return out
+
+
+def render(data: dict[str, Any], url: str) -> str:
+    """The human view of :func:`gather`'s data."""
+    lines = []
+    p = data["period_ms"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(data["server_time_ms"] / 1000))
+    lines.append(f"redismedian at {url}, namespace {data['namespace']}, "
+                 f"period {p / 1000:g}s, epoch {data['epoch']}, server time {when}" if p else
+                 f"redismedian at {url}, namespace {data['namespace']}: no deployment record yet "
+                 f"(nothing has run here), server time {when}")
+    for prob in data["problems"]:
+        lines.append(f"PROBLEM: {prob}")
+    t = data["trader"]
+    lines.append("")
+    lines.append(f"trader      {t.get('state', '?'):<9} epoch {_v(t.get('epoch'))}  median {_v(t.get('median'))}"
+                 f"  count {_v(t.get('count'))}  age {_v(t.get('age_s'))}s  leader {_v(t.get('leader'))}")
+    if t.get("reason"):
+        lines.append(f"            reason: {t['reason']}")
+    lines.append("")
+    lines.append(_table("generators", ["name", "state", "value", "epoch", "age_s", "reason"], data["generators"]))
+    lines.append("")
+    lines.append(_table("strategies", ["name", "registered", "state", "value", "epoch", "age_s", "signals",
+                                       "reason"], data["strategies"]))
+    return "\n".join(lines)
+
+
+def _v(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    return str(x)
+
+
+def _table(title: str, cols: list[str], rows: list[dict]) -> str:
+    if not rows:
+        return f"{title}: none"
+    cells = [[_v(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    out = [f"{title}:", "  " + "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
+    for row in cells:
+        out.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+    return "\n".join(out)
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def deregister(client: redis.Redis, keys: Keys, name: str) -> None:
+    """Remove ``name`` from the registry: exactly ``SREM NS:strategies name``."""
+    try:
+        removed = client.srem(keys.strategies, name)
+    except redis.exceptions.ResponseError as e:
+        raise FatalError(f"cannot deregister: {keys.strategies} is a {as_str(client.type(keys.strategies))}, "
+                         f"not a set ({e})") from None
+    if not removed:
+        known = sorted(as_str(m) for m in client.smembers(keys.strategies))
+        raise FatalError(f"no strategy named {name!r} is registered in namespace {keys.ns!r} "
+                         f"(registered: {', '.join(known) if known else 'none'})")

@@ -1,0 +1,241 @@
+"""Strategy: reads one or more generators' signals, decides, and submits under its name.
+
+Each epoch it waits (blocking on the ``NS:signals`` feed, no polling) until every one of
+its generators has written a signal for that epoch, or until ``--signal-timeout``.  It
+submits only if every signal is for the current epoch, ``ok`` and finite; otherwise it
+submits nothing and records why, which the trader then shows as its reason.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import redis
+
+from . import keys as K
+from .clock import boundary_ms
+from .common import FatalError, fmt_value, parse_finite, parse_int
+from .component import Component, Exit, acquire_name
+from .connection import describe_error
+from .scripts import STRATEGY_REPORT
+
+MAX_STREAM_ID_SEQ = 18446744073709551615
+FEED_READ_COUNT = 10_000
+
+
+def default_decide(signals: Mapping[str, float]) -> float:
+    """The mean of the signals (the original strategies' behaviour for one signal)."""
+    values = list(signals.values())
+    return sum(values) / len(values)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One generator's signal as found in Redis (any field may be garbage)."""
+
+    epoch_text: str | None
+    value_text: str | None
+    status: str | None
+    error: str | None
+
+    @property
+    def epoch(self) -> int | None:
+        return parse_int(self.epoch_text)
+
+    @classmethod
+    def from_fields(cls, fields: Mapping) -> "Reading":
+        return cls(_get(fields, "epoch"), _get(fields, "value"), _get(fields, "status"), _get(fields, "error"))
+
+
+def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
+           stored: Mapping[str, Reading | None]) -> tuple[dict[str, float] | None, str]:
+    """Decide whether the strategy may act on ``epoch`` (pure).
+
+    ``feed`` holds this epoch's entries from the signal feed; ``stored`` holds the signal
+    hashes (read only when the feed lacks something).  Returns ({generator: value} in
+    ``generators`` order, "") when every signal is for ``epoch``, ok and finite, else
+    (None, reason) naming every problem.
+    """
+    values: dict[str, float] = {}
+    problems: list[str] = []
+    for g in generators:
+        r = feed.get(g)
+        if r is None:
+            h = stored.get(g)
+            if h is None:
+                problems.append(f"signal {g} missing (generator not running?)")
+                continue
+            if h.epoch is None:
+                problems.append(f"signal {g} malformed (epoch {h.epoch_text!r:.40})")
+                continue
+            if h.epoch < epoch:
+                problems.append(f"signal {g} stale (last epoch {h.epoch})")
+                continue
+            if h.epoch > epoch:
+                problems.append(f"signal {g} is for a later epoch ({h.epoch})")
+                continue
+            r = h
+        if r.status != "ok":
+            if r.status == "error":
+                problems.append(f"signal {g} error: {r.error or 'no message'}")
+            else:
+                problems.append(f"signal {g} has status {r.status!r:.40}")
+            continue
+        x = parse_finite(r.value_text)
+        if x is None:
+            problems.append(f"signal {g} is not a finite number ({r.value_text!r:.40})")
+            continue
+        values[g] = x
+    if problems:
+        return None, "; ".join(problems)
+    return values, ""
+
+
+def run_decide(fn: Callable[[Mapping[str, float]], float], values: Mapping[str, float]) -> tuple[str, str]:
+    """Run the decision plug-in; returns (value text, error message), exactly one non-empty."""
+    try:
+        raw = fn(dict(values))
+    except Exception as e:  # noqa: BLE001 - a failing plug-in is reported, not fatal
+        return "", f"decide function raised {type(e).__name__}: {e}"
+    try:
+        if isinstance(raw, bool):
+            raise TypeError
+        x = float(raw)
+    except (TypeError, ValueError):
+        return "", f"decide function returned {type(raw).__name__} {raw!r:.80}, not a number"
+    if not math.isfinite(x):
+        return "", f"decide function returned {x!r}, not a finite number"
+    return fmt_value(x), ""
+
+
+class Strategy(Component):
+    kind = "strategy"
+
+    def __init__(self, settings, name: str, generators: list[str],
+                 decide_fn: Callable[[Mapping[str, float]], float] = default_decide,
+                 signal_timeout_ms: int | None = None, **kw):
+        super().__init__(settings, name=name, **kw)
+        self.generators = list(generators)
+        self.decide_fn = decide_fn
+        self.signal_timeout_ms = (signal_timeout_ms if signal_timeout_ms is not None
+                                  else default_signal_timeout_ms(self.period_ms))
+        self.lease_key = self.keys.lease("strategy", name)
+
+    # -- start-up -----------------------------------------------------------
+    def startup(self) -> None:
+        acquire_name(self, self.lease_key, f"strategy name {self.name!r}")
+        epoch = self.clock.now_ms() // self.period_ms
+        self.report(epoch, "", "starting", "registered, waiting for the next period", register=True)
+        self.log.info("registered %s (signals %s, period %gs)", self.name, ",".join(self.generators),
+                      self.settings.period)
+
+    # -- one period ---------------------------------------------------------
+    def step(self, epoch: int) -> None:
+        feed, feed_problem = self.wait_for_signals(epoch)
+        if self.stop.is_set():
+            return
+        stored = self.read_stored([g for g in self.generators if g not in feed]) if len(feed) < len(
+            self.generators) else {}
+        values, reason = assess(self.generators, epoch, feed, stored)
+        if feed_problem and values is None:
+            reason = f"{reason}; {feed_problem}"
+        value = ""
+        if values is not None:
+            value, reason = run_decide(self.decide_fn, values)
+        state = "ok" if value else "error"
+        submitted, reason = self.report(epoch, value, state, reason)
+        if submitted:
+            self.log.info("%s submitted %s", self.name, value)
+        else:
+            self.log.warning("%s: no decision for epoch %d: %s", self.name, epoch, reason)
+
+    def wait_for_signals(self, epoch: int) -> tuple[dict[str, Reading], str]:
+        """This epoch's feed entries of our generators, waiting until all are in or the timeout."""
+        mine = set(self.generators)
+        found: dict[str, Reading] = {}
+        start = boundary_ms(epoch, self.period_ms)
+        deadline = start + self.signal_timeout_ms
+        last_id = f"{start - 1}-{MAX_STREAM_ID_SEQ}"  # everything written since the boundary
+        while not self.stop.is_set():
+            remaining = deadline - self.clock.now_ms()
+            if remaining <= 0:
+                break
+            try:
+                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT,
+                                          block=max(1, min(self.settings.block_ms, remaining)))
+            except redis.exceptions.ResponseError as e:
+                return found, f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    r = Reading.from_fields(fields or {})
+                    name = _get(fields, "name")
+                    if name in mine and r.epoch == epoch:
+                        found[name] = r
+            if len(found) == len(mine):
+                break
+        return found, ""
+
+    def read_stored(self, generators: list[str]) -> dict[str, Reading | None]:
+        """The signal hashes of ``generators`` (one round trip), for the reason text."""
+        if not generators:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for g in generators:
+            pipe.hmget(self.keys.signal(g), "epoch", "value", "status", "error")
+        replies = pipe.execute(raise_on_error=False)
+        out: dict[str, Reading | None] = {}
+        for g, rep in zip(generators, replies):
+            if isinstance(rep, Exception):  # wrong type: somebody else wrote this key
+                out[g] = Reading("unreadable: " + describe_error(rep), None, None, None)
+            elif rep is None or all(v is None for v in rep):
+                out[g] = None
+            else:
+                e, v, s, err = (x.decode(errors="replace") if isinstance(x, bytes) else x for x in rep)
+                out[g] = Reading(e, v, s, err)
+        return out
+
+    def report(self, epoch: int, value: str, state: str, reason: str, register: bool = False) -> tuple[bool, str]:
+        """Submit (when ``value``) and record our state, in one script call."""
+        k = self.keys
+        reply = self.script(STRATEGY_REPORT)(
+            keys=[k.meta, k.strategies, self.lease_key, k.decision(self.name), k.strategy_status(self.name),
+                  k.decisions(epoch), k.ready(epoch)],
+            args=[*self.meta_args(), epoch, self.name, value, state, reason[:2000], ",".join(self.generators),
+                  K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(self.period_ms, K.STATUS_TTL_PERIODS),
+                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), "1" if register else "0"])
+        result = self.check_reply(reply, self.name)
+        if result[0] == "deregistered":
+            raise Exit(f"{self.name} was deregistered (removed from {k.strategies}); exiting. "
+                       "Start it again to register it again.", 0)
+        if result[0] != "ok":
+            raise FatalError(f"unexpected reply from Redis: {result!r}")
+        if int(result[3]):
+            self.log.warning("re-registered %s after Redis lost its data", self.name)
+        reason_back = result[5].decode(errors="replace") if isinstance(result[5], bytes) else str(result[5])
+        return bool(int(result[4])), reason_back
+
+    def shutdown(self) -> None:
+        self.release_lease(self.lease_key)
+        self.log.info("strategy %s stopped (still registered: the trader will report it missing "
+                      "until it is back or deregistered)", self.name)
+
+
+def default_signal_timeout_ms(period_ms: int) -> int:
+    """Strategies wait for their signals up to half a period."""
+    return period_ms // 2
+
+
+def _get(fields, name: str) -> str | None:
+    v = fields.get(name.encode(), fields.get(name)) if fields else None
+    return v.decode(errors="replace") if isinstance(v, bytes) else v
+
+
+def main() -> None:
+    from .cli import strategy_command
+    strategy_command(prog_name="python -m redismedian.strategy")
+
+
+if __name__ == "__main__":
+    main()
