@@ -1,6 +1,7 @@
 """The ``redismedian`` command line: a thin click layer over the components."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -41,14 +42,32 @@ def _seconds(ctx, param, value):
     return value
 
 
+def _export(ctx, param, value):
+    """Sentinel passwords travel in the environment, where the client (and any child) finds them."""
+    if value:
+        os.environ[param.envvar] = value
+
+
+def sentinel_options(f: Callable) -> Callable:
+    from .sentinel import ENV_MASTER_PASSWORD, ENV_SENTINEL_PASSWORD
+    f = click.option("--sentinel-password", envvar=ENV_SENTINEL_PASSWORD, show_envvar=True, expose_value=False,
+                     callback=_export, help="Password of the sentinels (redis+sentinel:// URLs only).")(f)
+    f = click.option("--master-password", envvar=ENV_MASTER_PASSWORD, show_envvar=True, expose_value=False,
+                     callback=_export, help="Password of the Redis master found through the sentinels "
+                                            "(instead of the one in a redis+sentinel:// URL).")(f)
+    return f
+
+
 def redis_options(f: Callable) -> Callable:
+    f = sentinel_options(f)
     f = click.option("--namespace", default=K.DEFAULT_NAMESPACE, show_default=True, envvar="REDISMEDIAN_NAMESPACE",
                      show_envvar=True, callback=_namespace,
                      help="Prefix of every key, so several deployments can share one Redis.")(f)
     f = click.option("--redis-url", default=DEFAULT_REDIS_URL, show_default=True, envvar="REDISMEDIAN_REDIS_URL",
                      show_envvar=True, callback=_url,
                      help="Redis to coordinate through: redis://[user:password@]host:port/db, rediss:// "
-                          "for TLS, or unix:///path.sock.")(f)
+                          "for TLS, unix:///path.sock, or redis+sentinel://[[user]:password@]host:port"
+                          "[,host:port...]/service[/db] to follow a master through Redis Sentinel.")(f)
     return f
 
 

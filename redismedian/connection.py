@@ -9,10 +9,13 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, SlaveNotFoundError
+
+from . import sentinel
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("redis", "rediss", "unix")
+SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
 
 # Errors that mean "Redis is not reachable or not usable right now": retry with backoff.
 TRANSIENT_ERRORS = (
@@ -21,6 +24,8 @@ TRANSIENT_ERRORS = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
+    MasterNotFoundError,   # Sentinel: no master right now (about two seconds around a failover)
+    SlaveNotFoundError,
     ConnectionError,
     TimeoutError,
 )
@@ -30,6 +35,8 @@ AUTH_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.Authentica
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (safe to log)."""
+    if sentinel.is_sentinel_url(url):
+        return sentinel.redact(url)
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -46,6 +53,9 @@ def redact_url(url: str) -> str:
 
 def check_url(url: str) -> str:
     """Validate a Redis URL without connecting (ValueError with a clear message)."""
+    if sentinel.is_sentinel_url(url):
+        sentinel.parse(url)
+        return url
     try:
         parts = urlsplit(url)
         parts.port  # raises ValueError on a bad port
@@ -74,6 +84,11 @@ def make_client(url: str, socket_timeout: float = 5.0, **kwargs) -> redis.Redis:
     single retry only papers over a pooled connection that went stale while idle.
     """
     check_url(url)
+    if sentinel.is_sentinel_url(url):
+        return sentinel.make_client(
+            url, socket_timeout, socket_connect_timeout=min(socket_timeout, 2.0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+            health_check_interval=0, client_name=kwargs.pop("client_name", None), **kwargs)
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,
@@ -87,12 +102,14 @@ def make_client(url: str, socket_timeout: float = 5.0, **kwargs) -> redis.Redis:
 
 def describe_error(exc: BaseException) -> str:
     """One line describing a Redis error, without secrets."""
+    if isinstance(exc, MasterNotFoundError):
+        return sentinel.describe(exc)
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
 
 
 def is_auth_error(exc: BaseException) -> bool:
-    if isinstance(exc, AUTH_ERRORS):
+    if isinstance(exc, AUTH_ERRORS) or sentinel.is_auth_failure(exc):
         return True
     msg = str(exc)
     return isinstance(exc, redis.exceptions.ResponseError) and msg.startswith(("WRONGPASS", "NOAUTH", "NOPERM"))

@@ -19,6 +19,7 @@ READY_TTL_PERIODS = 2        # NS:ready:<E> doorbell for the trader
 LEASE_TTL_PERIODS = 1.5      # name leases; renewed every period, so a live holder never loses one
 # The lease must survive scheduling jitter even at very short periods.
 LEASE_MIN_TTL_MS = 300
+TRADER_HEARTBEAT_PERIODS = 3  # NS:traders lists a trader that reported within this many periods
 
 SIGNAL_FEED_MAXLEN = 10_000   # approximate length of the NS:signals feed stream
 DEFAULT_MEDIANS_MAXLEN = 100_000  # approximate length of the NS:medians history stream
@@ -44,13 +45,28 @@ class Keys:
     # -- deployment-wide -------------------------------------------------
     @property
     def meta(self) -> str:
-        """Hash: ``period_ms``, ``instance`` (random id; changes when Redis lost its data), ``created``."""
+        """Hash: ``period_ms``, ``instance`` (random id; changes when Redis lost its data), ``created``,
+        ``registry`` (version of the registry backup, incremented at every change)."""
         return f"{self.ns}:meta"
 
     @property
     def strategies(self) -> str:
         """Set of registered strategy names (``SREM`` here == ``redismedian deregister``)."""
         return f"{self.ns}:strategies"
+
+    @property
+    def registry_backup(self) -> str:
+        """Set: the registry as our own tools last left it (registration adds, deregistration removes).
+
+        A registry that vanishes as a whole (DEL, eviction, expiry, wrong type) is restored from
+        this copy; names missing from a registry that still exists were deregistered.
+        """
+        return f"{self.ns}:strategies:backup"
+
+    @property
+    def traders(self) -> str:
+        """Hash: one field per running trader process (owner id) -> ``role|server ms|fence``."""
+        return f"{self.ns}:traders"
 
     @property
     def signals_feed(self) -> str:

@@ -20,17 +20,23 @@ local function wrongtype(key, want)
   return nil
 end
 
--- Check (and, when missing, create) the deployment record.
--- Returns instance, changed | nil, code, detail.
+-- Check (and, when missing, create) the deployment record.  A record that is not a hash, or
+-- whose period is not a period (garbage), is replaced: to everybody it then looks like Redis
+-- lost its data, which restores what each component owns.  A valid but different period is
+-- another deployment's: refused.  Returns instance, changed | nil, code, detail.
 local function meta_check(key, period, known, fresh, now)
-  local bad = wrongtype(key, 'hash')
-  if bad then return nil, 'wrongtype', key .. ' is a ' .. bad .. ', expected a hash' end
+  if wrongtype(key, 'hash') then redis.call('DEL', key) end
   local m = redis.call('HMGET', key, 'period_ms', 'instance')
+  local p = tonumber(m[1])
+  if m[1] and not (p and p == math.floor(p) and p >= 50 and p <= 86400000) then
+    redis.call('DEL', key)
+    m = {false, false}
+  end
   if not m[1] then
     redis.call('HSET', key, 'period_ms', period)
     m[1] = period
   end
-  if tostring(m[1]) ~= tostring(period) then return nil, 'period', tostring(m[1]) end
+  if tonumber(m[1]) ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
   if not m[2] then
     redis.call('HSET', key, 'instance', fresh, 'created', now)
     m[2] = fresh
@@ -38,10 +44,20 @@ local function meta_check(key, period, known, fresh, now)
   return m[2], (m[2] ~= known)
 end
 
--- Hold a lease: take it when free, renew it when ours.  Returns true | false, holder.
-local function lease_hold(key, owner, ttl)
+-- A lease with no expiry was not written by a live holder (they all set PX): garbage, free.
+local function lease_get(key)
   if wrongtype(key, 'string') then redis.call('DEL', key) end
   local cur = redis.call('GET', key)
+  if cur and redis.call('PTTL', key) == -1 then
+    redis.call('DEL', key)
+    cur = false
+  end
+  return cur
+end
+
+-- Hold a lease: take it when free, renew it when ours.  Returns true | false, holder.
+local function lease_hold(key, owner, ttl)
+  local cur = lease_get(key)
   if not cur then
     redis.call('SET', key, owner, 'PX', ttl)
     return true
@@ -49,6 +65,55 @@ local function lease_hold(key, owner, ttl)
   if cur ~= owner then return false, cur end
   redis.call('PEXPIRE', key, ttl)
   return true
+end
+
+-- The registry version (NS:meta field 'registry'), incremented at every change of the backup.
+local function registry_version(meta)
+  return tonumber(redis.call('HGET', meta, 'registry') or '0') or 0
+end
+
+local function registry_bump(meta)
+  if redis.call('EXISTS', meta) == 0 then return 0 end
+  local v = redis.pcall('HINCRBY', meta, 'registry', 1)
+  if type(v) == 'table' then      -- garbage in the field
+    redis.call('HSET', meta, 'registry', 1)
+    return 1
+  end
+  return v
+end
+
+-- Keep the registry and its backup consistent (O(1) unless something changed):
+-- * a registry that is not a set is garbage: removed (then restored as below);
+-- * a registry that vanished while the backup lists names was lost (DEL, eviction, expiry):
+--   restored from the backup.  Deregistration never empties the backup: it removes the name
+--   from both (redismedian deregister), or from the registry only (SREM), which is adopted below;
+-- * a registry that exists is authoritative: when its size differs from the backup's, names were
+--   SREMed (deregistered) or SADDed by hand, and the backup becomes a copy of it.
+-- Returns version, backup size, note ('' unless something was repaired).
+local function registry_guard(meta, reg, backup)
+  local note = ''
+  local bad = wrongtype(backup, 'set')
+  if bad then
+    redis.call('DEL', backup)
+    note = backup .. ' was a ' .. bad .. ' (removed); '
+  end
+  bad = wrongtype(reg, 'set')
+  if bad then
+    redis.call('DEL', reg)
+    note = note .. reg .. ' was a ' .. bad .. ' (removed); '
+  end
+  local nb = redis.call('SCARD', backup)
+  if redis.call('EXISTS', reg) == 0 then
+    if nb > 0 then
+      redis.call('SUNIONSTORE', reg, backup)
+      note = note .. reg .. ' had vanished: restored ' .. nb .. ' registrations from ' .. backup
+    end
+  elseif redis.call('SCARD', reg) ~= nb then
+    redis.call('SUNIONSTORE', backup, reg)
+    nb = redis.call('SCARD', backup)
+    registry_bump(meta)
+  end
+  return registry_version(meta), nb, note
 end
 
 -- The shortest text that reads back as the same double.
@@ -68,8 +133,7 @@ end
 # KEYS: lease   ARGV: owner, ttl_ms
 # -> {1} when the lease is now ours, {0, holder, pttl} when somebody else holds it.
 LEASE_ACQUIRE = PRELUDE + r"""
-if wrongtype(KEYS[1], 'string') then redis.call('DEL', KEYS[1]) end
-local cur = redis.call('GET', KEYS[1])
+local cur = lease_get(KEYS[1])
 if (not cur) or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1}
@@ -111,23 +175,32 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', 'name', ARGV[7], 'epoc
 return {'ok', now, inst, changed and 1 or 0, repaired}
 """
 
-# KEYS: meta, registry, lease, decision, status, index(epoch), ready(epoch)
+# KEYS: meta, registry, lease, decision, status, index(epoch), ready(epoch), registry backup
 # ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
 #       epoch, name, value ('' = no decision), state, reason, signals,
-#       decision_ttl_ms, status_ttl_ms, ready_ttl_ms, register ('1' at start-up)
+#       decision_ttl_ms, status_ttl_ms, ready_ttl_ms, register ('1' at start-up),
+#       highest registry version this process saw in this instance ('' if none)
+# -> {'ok', now, instance, restored, submitted, reason, registry version, repair note}
+#    {'deregistered', now, instance, registry version}
 STRATEGY_REPORT = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
-local bad = wrongtype(KEYS[2], 'set')
-if bad then return {'wrongtype', now, KEYS[2] .. ' is a ' .. bad .. ', expected a set'} end
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[8])
 local name = ARGV[7]
 local restored = 0
 if redis.call('SISMEMBER', KEYS[2], name) == 0 then
-  if ARGV[15] ~= '1' and not changed then return {'deregistered', now, inst} end
+  -- Absent from a registry that exists: deregistered, unless our registration itself was lost
+  -- (Redis lost its data: new instance; or a failover dropped the last writes: older version).
+  local seen = tonumber(ARGV[16])
+  local lost = changed or (seen ~= nil and ver < seen)
+  if ARGV[15] ~= '1' and not lost then return {'deregistered', now, inst, ver} end
   redis.call('SADD', KEYS[2], name)
   if ARGV[15] ~= '1' then restored = 1 end
+end
+if ARGV[15] == '1' or restored == 1 then
+  if redis.call('SADD', KEYS[8], name) == 1 then ver = registry_bump(KEYS[1]) end
 end
 local held, holder = lease_hold(KEYS[3], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
@@ -158,70 +231,120 @@ if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
 redis.call('HSET', KEYS[5], 'state', state, 'reason', reason, 'epoch', ARGV[6], 'ts', now,
            'signals', ARGV[11], 'value', value)
 redis.call('PEXPIRE', KEYS[5], ARGV[13])
-return {'ok', now, inst, restored, submitted, reason}
+return {'ok', now, inst, restored, submitted, reason, ver, note}
 """
 
-# KEYS: meta, registry, index(epoch), trader, medians, lease, fence, ready(epoch), scratch
-# ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
-#       epoch, final ('1' at the deadline), medians_maxlen, members_limit,
-#       strategy status key prefix, reasons_limit, fence token held ('' if none)
+# KEYS: meta, registry, index(epoch), trader, medians, lease, fence, ready(epoch), scratch,
+#       registry backup, traders (heartbeats)
+# ARGV: 1 period_ms, 2 known_instance, 3 fresh_instance, 4 owner, 5 lease_ttl_ms,
+#       6 epoch, 7 final ('1' at the deadline), 8 medians_maxlen, 9 members_limit,
+#       10 strategy status key prefix, 11 reasons_limit, 12 fence token held ('' if none),
+#       13 instance of the registry this trader remembers ('' = remembers nothing),
+#       14 its registry version, 15 its number of names,
+#       16 highest fencing token this trader has seen, 17 last epoch this trader published,
+#       18 heartbeat lifetime (ms)
+# Every reply after the deployment check starts {status, now, instance, registry version,
+# backup size, repair note, ...}:
+#   {'lost', ..., why}                  the registry lost names this trader remembers: restore them
+#   {'standby', ..., holder, pttl}      another trader leads (its lease expires in pttl ms)
+#   {status, ..., token, took, ...}     leading: published / waiting / error / idle / expired / done
 TRADER_COLLECT = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[10])
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 
+-- Never compute over a registry that lost names we knew (checked before leading or publishing).
+if ARGV[13] ~= '' then
+  local mver, mcount = tonumber(ARGV[14]) or 0, tonumber(ARGV[15]) or 0
+  local why = nil
+  if inst ~= ARGV[13] then
+    why = 'Redis lost its data (new deployment record)'
+  elseif ver < mver then
+    why = 'the registry went back from version ' .. mver .. ' to ' .. ver .. ' (writes lost at a failover?)'
+  elseif ver == mver and nb ~= mcount then
+    why = KEYS[10] .. ' changed outside redismedian (' .. mcount .. ' names, now ' .. nb .. ')'
+  end
+  if why then return {'lost', now, inst, ver, nb, note, why} end
+end
+
+-- Heartbeats: every trader lists itself; stale or garbage entries are dropped.
+local hb_ttl = tonumber(ARGV[18])
+if wrongtype(KEYS[11], 'hash') then redis.call('DEL', KEYS[11]) end
+local function heartbeat(role, extra)
+  redis.call('HSET', KEYS[11], owner, role .. '|' .. now .. '|' .. extra)
+  redis.call('PEXPIRE', KEYS[11], hb_ttl)
+end
+
 -- Leadership, fenced: the lease holds "owner|token"; a new leader increments the token.
-if wrongtype(KEYS[6], 'string') then redis.call('DEL', KEYS[6]) end
-local lease = redis.call('GET', KEYS[6])
+local lease = lease_get(KEYS[6])
 local token = ARGV[12]
 local took = 0
 if not lease then
   if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
-  token = tostring(redis.call('INCR', KEYS[7]))
+  local t = redis.pcall('INCR', KEYS[7])
+  if type(t) == 'table' then                -- garbage counter
+    redis.call('DEL', KEYS[7])
+    t = redis.call('INCR', KEYS[7])
+  end
+  local floor = tonumber(ARGV[16]) or 0     -- stays monotonic across a data loss we saw
+  if t <= floor then
+    t = floor + 1
+    redis.call('SET', KEYS[7], t)
+  end
+  token = tostring(t)
   redis.call('SET', KEYS[6], owner .. '|' .. token, 'PX', ARGV[5])
   took = 1
 elseif lease ~= owner .. '|' .. token then
-  return {'standby', now, inst, lease}
+  heartbeat('standby', lease)
+  return {'standby', now, inst, ver, nb, note, lease, redis.call('PTTL', KEYS[6])}
 else
   redis.call('PEXPIRE', KEYS[6], ARGV[5])
 end
+heartbeat('leader', token)
+local hb = redis.call('HGETALL', KEYS[11])   -- a handful of traders
+for i = 1, #hb, 2 do
+  local ts = tonumber(string.match(hb[i + 1], '^%a+|(%d+)|') or '')
+  if not ts or ts < now - hb_ttl then redis.call('HDEL', KEYS[11], hb[i]) end
+end
 
 local cur = math.floor(now / period)
-if cur ~= epoch then return {'expired', now, inst, token, took, cur} end
+if cur ~= epoch then return {'expired', now, inst, ver, nb, note, token, took, cur} end
 if wrongtype(KEYS[4], 'hash') then redis.call('DEL', KEYS[4]) end
 if took == 1 then
   redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
              'epoch', epoch, 'ts', now, 'fence', token, 'leader', owner)
   redis.call('HDEL', KEYS[4], 'median', 'count')
 end
+-- Published already (by us, or by the leader before us)?  Garbage in the field is ignored.
 local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
-if published and published >= epoch then return {'done', now, inst, token, took} end
+if published == epoch or (tonumber(ARGV[17]) or -1) >= epoch then
+  return {'done', now, inst, ver, nb, note, token, took}
+end
 
 local function fail(reason, code)
   redis.call('HSET', KEYS[4], 'state', 'error', 'reason', reason, 'epoch', epoch, 'ts', now,
              'fence', token, 'leader', owner)
   redis.call('HDEL', KEYS[4], 'median', 'count')
-  return {code or 'error', now, inst, token, took, reason}
+  return {code or 'error', now, inst, ver, nb, note, token, took, reason}
 end
 
-local bad = wrongtype(KEYS[2], 'set')
-if bad then return fail(KEYS[2] .. ' is a ' .. bad .. ', expected a set of strategy names') end
 local nreg = redis.call('SCARD', KEYS[2])
 if nreg == 0 then
   redis.call('HSET', KEYS[4], 'state', 'idle', 'reason', 'no strategies registered', 'epoch', epoch,
              'ts', now, 'fence', token, 'leader', owner)
   redis.call('HDEL', KEYS[4], 'median', 'count')
-  return {'idle', now, inst, token, took}
+  return {'idle', now, inst, ver, nb, note, token, took}
 end
-bad = wrongtype(KEYS[3], 'zset')
+local bad = wrongtype(KEYS[3], 'zset')
 if bad then return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions') end
 
 local have = redis.call('ZINTERCARD', 2, KEYS[3], KEYS[2])
 if have < nreg then
-  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, have, nreg} end
+  if ARGV[7] ~= '1' then return {'waiting', now, inst, ver, nb, note, token, took, have, nreg} end
   local missing = redis.call('ZDIFF', 2, KEYS[2], KEYS[3])
   table.sort(missing)
   local limit = tonumber(ARGV[11])
@@ -235,13 +358,14 @@ if have < nreg then
     else
       local st = redis.call('HMGET', skey, 'state', 'reason', 'epoch')
       if st[3] == tostring(epoch) and st[2] and st[2] ~= '' then
-        why = st[2]
+        why = string.sub(st[2], 1, 500)
       elseif st[3] then
-        why = 'no decision (last report for epoch ' .. st[3] .. ')'
+        why = 'no decision (last report for epoch ' .. string.sub(st[3], 1, 40) .. ')'
       else
         why = 'no decision (not running?)'
       end
     end
+    if #m > 64 then m = string.sub(m, 1, 64) .. '...' end
     parts[#parts + 1] = m .. ': ' .. why
   end
   if #missing > limit then parts[#parts + 1] = 'and ' .. (#missing - limit) .. ' more' end
@@ -287,5 +411,47 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'epoch', epoch, 'median
 redis.call('HSET', KEYS[4], 'state', 'ok', 'reason', '', 'epoch', epoch, 'median', text, 'count', nreg,
            'ts', now, 'fence', token, 'leader', owner, 'published', epoch)
 redis.call('DEL', KEYS[8])
-return {'published', now, inst, token, took, text, nreg}
+return {'published', now, inst, ver, nb, note, token, took, text, nreg}
+"""
+
+# KEYS: meta, registry, registry backup
+# ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms (unused),
+#       registry version the caller remembers, name...
+# Adds the names back to the registry and its backup; the version moves past both the current and
+# the remembered one.  -> {'ok', now, instance, version, backup size, number added, first added...}
+#                         {'changed', now, instance} when the caller's instance is not current
+REGISTRY_RESTORE = PRELUDE + r"""
+local now = now_ms()
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+if not inst then return {changed, now, detail} end
+if changed then return {'changed', now, inst} end
+registry_guard(KEYS[1], KEYS[2], KEYS[3])
+local added, shown = 0, {}
+for i = 7, #ARGV do
+  redis.call('SADD', KEYS[3], ARGV[i])
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    added = added + 1
+    if #shown < 20 then shown[#shown + 1] = ARGV[i] end
+  end
+end
+local ver = math.max(registry_version(KEYS[1]), tonumber(ARGV[6]) or 0) + 1
+redis.call('HSET', KEYS[1], 'registry', ver)
+local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3]), added}
+for _, n in ipairs(shown) do reply[#reply + 1] = n end
+return reply
+"""
+
+# KEYS: meta, registry, registry backup   ARGV: name
+# `redismedian deregister`: remove the name from the registry and its backup (so that even
+# removing the last strategy is told apart from losing the registry).
+# -> {1} when removed, {0, registered names (up to 50)...} when not registered
+DEREGISTER = PRELUDE + r"""
+registry_guard(KEYS[1], KEYS[2], KEYS[3])
+local removed = redis.call('SREM', KEYS[2], ARGV[1])
+local removed_backup = redis.call('SREM', KEYS[3], ARGV[1])
+if removed == 1 or removed_backup == 1 then registry_bump(KEYS[1]) end
+if removed == 1 then return {1} end
+local reply = {0}
+for _, n in ipairs(redis.call('SRANDMEMBER', KEYS[2], 50)) do reply[#reply + 1] = n end
+return reply
 """

@@ -9,6 +9,7 @@ import redis
 
 from .clock import epoch_of, time_reply_ms
 from .common import FatalError, as_str, parse_finite, parse_int
+from . import keys as K
 from .keys import Keys
 
 
@@ -65,6 +66,8 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
             out["trader"]["reason"] = (out["trader"]["reason"] + "; " if out["trader"]["reason"] else "") + \
                 f"last evaluated epoch {out['trader']['epoch']} is old"
 
+    out["traders"] = _traders(client, keys, now, period_ms)
+
     # generators
     gens = []
     for name in _scan_names(client, keys.signal_pattern):
@@ -112,6 +115,28 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     return out
 
 
+def _traders(client: redis.Redis, keys: Keys, now: int, period_ms: int | None) -> list[dict[str, Any]]:
+    """Every trader process that reported recently: its role (leader / standby) and age."""
+    h = _hash(client, keys.traders)
+    if isinstance(h, str):
+        return [{"owner": "?", "role": "unknown", "reason": h}]
+    fresh_ms = (period_ms or 60_000) * K.TRADER_HEARTBEAT_PERIODS
+    rows = []
+    for owner, value in sorted(h.items()):
+        role, _, rest = value.partition("|")
+        ts, _, extra = rest.partition("|")
+        t = parse_int(ts)
+        if t is None or role not in ("leader", "standby") or now - t > fresh_ms:
+            continue
+        row = {"owner": owner, "role": role, "age_s": _age(now, ts)}
+        if role == "leader":
+            row["fence"] = parse_int(extra)
+        else:
+            row["following"] = extra
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["role"] != "leader", r["owner"]))
+
+
 def render(data: dict[str, Any], url: str) -> str:
     """The human view of :func:`gather`'s data."""
     lines = []
@@ -129,6 +154,8 @@ def render(data: dict[str, Any], url: str) -> str:
                  f"  count {_v(t.get('count'))}  age {_v(t.get('age_s'))}s  leader {_v(t.get('leader'))}")
     if t.get("reason"):
         lines.append(f"            reason: {t['reason']}")
+    for tr in data.get("traders", []):
+        lines.append(f"            {tr['role']:<8} {tr['owner']}  (reported {_v(tr.get('age_s'))}s ago)")
     lines.append("")
     lines.append(_table("generators", ["name", "state", "value", "epoch", "age_s", "reason"], data["generators"]))
     lines.append("")
@@ -161,13 +188,18 @@ def to_json(data: dict[str, Any]) -> str:
 
 
 def deregister(client: redis.Redis, keys: Keys, name: str) -> None:
-    """Remove ``name`` from the registry: exactly ``SREM NS:strategies name``."""
+    """Remove ``name`` from the registry and from its backup (``SREM`` on both, atomically).
+
+    Removing it from the backup too is what tells a deregistration apart from a registry that
+    vanished by accident, even when the last strategy is deregistered (docs/guarantees.md).
+    """
+    from .scripts import DEREGISTER
     try:
-        removed = client.srem(keys.strategies, name)
+        reply = client.register_script(DEREGISTER)(keys=[keys.meta, keys.strategies, keys.registry_backup],
+                                                   args=[name])
     except redis.exceptions.ResponseError as e:
-        raise FatalError(f"cannot deregister: {keys.strategies} is a {as_str(client.type(keys.strategies))}, "
-                         f"not a set ({e})") from None
-    if not removed:
-        known = sorted(as_str(m) for m in client.smembers(keys.strategies))
+        raise FatalError(f"cannot deregister {name!r}: {e}") from None
+    if not int(reply[0]):
+        known = sorted(as_str(m) for m in reply[1:])
         raise FatalError(f"no strategy named {name!r} is registered in namespace {keys.ns!r} "
                          f"(registered: {', '.join(known) if known else 'none'})")

@@ -121,6 +121,7 @@ class Strategy(Component):
         self.signal_timeout_ms = (signal_timeout_ms if signal_timeout_ms is not None
                                   else default_signal_timeout_ms(self.period_ms))
         self.lease_key = self.keys.lease("strategy", name)
+        self.registry_seen: int | None = None   # highest registry version seen in this deployment record
 
     # -- start-up -----------------------------------------------------------
     def startup(self) -> None:
@@ -201,20 +202,30 @@ class Strategy(Component):
         k = self.keys
         reply = self.script(STRATEGY_REPORT)(
             keys=[k.meta, k.strategies, self.lease_key, k.decision(self.name), k.strategy_status(self.name),
-                  k.decisions(epoch), k.ready(epoch)],
+                  k.decisions(epoch), k.ready(epoch), k.registry_backup],
             args=[*self.meta_args(), epoch, self.name, value, state, reason[:2000], ",".join(self.generators),
                   K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(self.period_ms, K.STATUS_TTL_PERIODS),
-                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), "1" if register else "0"])
+                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), "1" if register else "0",
+                  "" if self.registry_seen is None else self.registry_seen])
+        known_instance = self.instance
         result = self.check_reply(reply, self.name)
         if result[0] == "deregistered":
             raise Exit(f"{self.name} was deregistered (removed from {k.strategies}); exiting. "
                        "Start it again to register it again.", 0)
         if result[0] != "ok":
             raise FatalError(f"unexpected reply from Redis: {result!r}")
+        # The registry version only grows within one deployment record; a lower one means lost writes.
+        version = int(result[6])
+        if self.instance != known_instance or self.registry_seen is None:
+            self.registry_seen = version
+        else:
+            self.registry_seen = max(self.registry_seen, version)
+        if result[7]:
+            self.log.warning("registry repaired: %s", _text(result[7]))
         if int(result[3]):
-            self.log.warning("re-registered %s after Redis lost its data", self.name)
-        reason_back = result[5].decode(errors="replace") if isinstance(result[5], bytes) else str(result[5])
-        return bool(int(result[4])), reason_back
+            self.log.warning("re-registered %s: Redis lost its registration (data loss, or writes lost "
+                             "at a failover)", self.name)
+        return bool(int(result[4])), _text(result[5])
 
     def shutdown(self) -> None:
         self.release_lease(self.lease_key)
@@ -225,6 +236,10 @@ class Strategy(Component):
 def default_signal_timeout_ms(period_ms: int) -> int:
     """Strategies wait for their signals up to half a period."""
     return period_ms // 2
+
+
+def _text(x) -> str:
+    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
 
 
 def _get(fields, name: str) -> str | None:

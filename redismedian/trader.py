@@ -10,13 +10,17 @@ deregistered.  Several traders may run: one leads (a fenced lease), the others s
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from typing import Iterable
+
+import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import FatalError
+from .common import FatalError, parse_int
 from .component import Component
-from .scripts import TRADER_COLLECT
+from .connection import describe_error
+from .scripts import REGISTRY_RESTORE, TRADER_COLLECT
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 
@@ -31,6 +35,15 @@ def default_decision_timeout_ms(period_ms: int) -> int:
     return period_ms * 4 // 5
 
 
+@dataclass
+class RegistryMemory:
+    """The registry as this trader last saw it: what it restores when Redis loses names."""
+
+    instance: str
+    version: int
+    names: frozenset
+
+
 class Trader(Component):
     kind = "trader"
 
@@ -43,6 +56,9 @@ class Trader(Component):
         self.token = ""          # fencing token while we lead, "" while standing by
         self.leader_seen = None  # who leads while we stand by (logged when it changes)
         self.state = None        # last state we logged: ok / error / idle
+        self.memory: RegistryMemory | None = None
+        self.fence_floor = 0     # highest fencing token seen: a new token is always above it
+        self.last_published = -1
 
     def startup(self) -> None:
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
@@ -50,11 +66,15 @@ class Trader(Component):
 
     def collect(self, epoch: int, final: bool) -> list:
         k = self.keys
+        m = self.memory
         reply = self.script(TRADER_COLLECT)(
             keys=[k.meta, k.strategies, k.decisions(epoch), k.trader, k.medians, k.lease("trader"),
-                  k.trader_fence, k.ready(epoch), k.decisions_scratch(epoch)],
+                  k.trader_fence, k.ready(epoch), k.decisions_scratch(epoch), k.registry_backup, k.traders],
             args=[*self.meta_args(), epoch, "1" if final else "0", self.medians_maxlen,
-                  K.MEDIAN_MEMBERS_LIMIT, k.strategy_status(""), REASONS_LIMIT, self.token])
+                  K.MEDIAN_MEMBERS_LIMIT, k.strategy_status(""), REASONS_LIMIT, self.token,
+                  m.instance if m else "", m.version if m else 0, len(m.names) if m else 0,
+                  self.fence_floor, self.last_published,
+                  K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS)])
         return [_s(x) if isinstance(x, bytes) else x for x in self.check_reply(reply, "trader")]
 
     def step(self, epoch: int) -> None:
@@ -66,33 +86,114 @@ class Trader(Component):
             if self.token and not final:
                 # Leading: sleep until the set completes (or a short step passes), then check.
                 block = max(1, min(self.settings.block_ms, deadline - now))
-                self.client.blpop([ready_key], timeout=block / 1000.0)
+                try:
+                    self.client.blpop([ready_key], timeout=block / 1000.0)
+                except redis.exceptions.ResponseError:   # somebody wrote another type there
+                    if self.clock.wait(self.stop, block / 1000.0):
+                        return
                 final = self.clock.now_ms() >= deadline
             result = self.collect(epoch, final)
+            if result[0] == "lost":
+                self.restore(result[6])
+                continue
+            self.note_registry(result)
+            if result[0] == "standby":
+                if self.stand_by(result, deadline):
+                    return
+                continue
             if self.handle(epoch, result):
                 return
 
-    def handle(self, epoch: int, result: list) -> bool:
-        """Act on one collect reply; True when the epoch is settled."""
-        status = result[0]
-        if status == "standby":
-            if self.token:
-                self.log.warning("lost the lead to %s; standing by", result[3])
-            elif self.leader_seen != result[3]:
-                self.log.info("standing by (leader: %s)", result[3])
-            self.token, self.leader_seen = "", result[3]
+    # -- registrations survive Redis data loss -------------------------------------------------
+    def note_registry(self, result: list) -> None:
+        """Log repairs, and re-read the registry backup when its version moved (rare)."""
+        inst, version, note = str(result[2]), int(result[3]), str(result[5])
+        if note:
+            self.log.warning("registry repaired: %s", note)
+        m = self.memory
+        if m is None or m.instance != inst or m.version != version:
+            self.refresh_memory()
+
+    def refresh_memory(self) -> None:
+        k = self.keys
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hget(k.meta, "instance")
+        pipe.hget(k.meta, "registry")
+        pipe.smembers(k.registry_backup)
+        try:
+            inst, version, names = pipe.execute()
+        except redis.exceptions.ResponseError as e:   # garbage in the way: next period repairs it
+            self.problem(f"cannot read the registry backup {k.registry_backup}: {describe_error(e)}")
+            return
+        if inst is None:
+            return
+        names = frozenset(_s(n) for n in names)
+        old = self.memory
+        self.memory = RegistryMemory(_s(inst), parse_int(version) or 0, names)
+        if old is not None and old.instance == self.memory.instance:
+            added, removed = sorted(names - old.names), sorted(old.names - names)
+            if added:
+                self.log.info("registered: %s", _names(added))
+            if removed:
+                self.log.info("deregistered: %s", _names(removed))
+
+    def restore(self, why: str) -> None:
+        """Put back every registration we remember that Redis lost (never a silent smaller set)."""
+        m = self.memory
+        k = self.keys
+        names = sorted(m.names) if m else []
+        reply = self.script(REGISTRY_RESTORE)(
+            keys=[k.meta, k.strategies, k.registry_backup],
+            args=[*self.meta_args(), m.version if m else 0, *names])
+        result = self.check_reply(reply, "trader")
+        if result[0] == "changed":
+            return          # another data loss in between: the next collect says so again
+        added = int(result[5])
+        shown = [_s(x) for x in result[6:]]
+        if added:
+            self.log.warning("%s; restored %d registration(s) it lost: %s%s", why, added, ", ".join(shown),
+                             " ..." if added > len(shown) else "")
+        else:
+            self.log.warning("%s; every registration we knew is still there", why)
+        self.memory = None
+        self.refresh_memory()
+
+    # -- leading and standing by ----------------------------------------------------------------
+    def stand_by(self, result: list, deadline: int) -> bool:
+        """Another trader leads.  Check again the moment its lease would expire if that is still
+        before this epoch's deadline (a dead leader is replaced within its lease time); True when
+        the epoch is settled."""
+        holder, pttl = str(result[6]), int(result[7])
+        _owner, _, tok = holder.rpartition("|")
+        self.fence_floor = max(self.fence_floor, parse_int(tok) or 0)
+        if self.token:
+            self.log.warning("lost the lead to %s; standing by", holder)
+        elif self.leader_seen != holder:
+            self.log.info("standing by (leader: %s)", holder)
+        self.token, self.leader_seen = "", holder
+        if pttl < 0:
+            return False                       # the lease just expired: look again now
+        wake = self.clock.now_ms() + pttl + 1
+        if wake >= deadline:
             return True
-        token, took = str(result[3]), int(result[4])
+        return self.clock.wait(self.stop, (wake - self.clock.now_ms()) / 1000.0)
+
+    def handle(self, epoch: int, result: list) -> bool:
+        """Act on one collect reply while leading; True when the epoch is settled."""
+        status = result[0]
+        token, took = str(result[6]), int(result[7])
         if took:
             self.log.info("took the lead (fencing token %s)", token)
         self.token = token
+        self.fence_floor = max(self.fence_floor, parse_int(token) or 0)
         if status == "waiting":
             return False
         if status == "published":
-            self.log.info("median: %s", repr(float(result[5])))
+            self.last_published = epoch
+            self.log.info("median: %s", repr(float(result[8])))
             self.state = "ok"
         elif status == "error":
-            self.log.warning("error in epoch %d: %s", epoch, result[5])
+            self.log.warning("error in epoch %d: %s", epoch, result[8])
             self.state = "error"
         elif status == "idle":
             if self.state != "idle":
@@ -107,11 +208,17 @@ class Trader(Component):
     def shutdown(self) -> None:
         if self.token:
             self.release_lease(self.keys.lease("trader"), f"{self.settings.owner}|{self.token}")
+        self.client.hdel(self.keys.traders, self.settings.owner)
         self.log.info("trader stopped")
 
 
+def _names(names: list[str], limit: int = 10) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _s(x) -> str:
-    return x.decode(errors="replace")
+    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
 
 
 def main() -> None:
