@@ -64,6 +64,15 @@ class Keys:
         return f"{self.ns}:strategies:backup"
 
     @property
+    def deregistered(self) -> str:
+        """Hash: strategy name -> server ms of its deregistration (cleared when it registers again).
+
+        A name missing from the registry with no record here was lost, not deregistered: it is
+        restored.
+        """
+        return f"{self.ns}:deregistered"
+
+    @property
     def traders(self) -> str:
         """Hash: one field per running trader process (owner id) -> ``role|server ms|fence``."""
         return f"{self.ns}:traders"

@@ -69,38 +69,35 @@ end
 
 -- The registry version (NS:meta field 'registry'), incremented at every change of the backup.
 local function registry_version(meta)
-  return tonumber(redis.call('HGET', meta, 'registry') or '0') or 0
+  local v = tonumber(redis.call('HGET', meta, 'registry') or '0')
+  if not v or v ~= math.floor(v) or v < 0 or v > 1e15 then return 0 end   -- garbage
+  return v
 end
 
 local function registry_bump(meta)
   if redis.call('EXISTS', meta) == 0 then return 0 end
-  local v = redis.pcall('HINCRBY', meta, 'registry', 1)
-  if type(v) == 'table' then      -- garbage in the field
-    redis.call('HSET', meta, 'registry', 1)
-    return 1
-  end
+  local v = registry_version(meta) + 1
+  redis.call('HSET', meta, 'registry', v)
   return v
 end
 
--- Keep the registry and its backup consistent (O(1) unless something changed):
--- * a registry that is not a set is garbage: removed (then restored as below);
+-- Keep the registry, its backup and the deregistration records consistent (O(1) unless something
+-- changed).  A name leaves the registry only by deregistration, and every deregistration leaves
+-- a record (NS:deregistered: name -> server ms):
+-- * types other than set / set / hash are garbage: removed (then restored as below);
 -- * a registry that vanished while the backup lists names was lost (DEL, eviction, expiry):
---   restored from the backup.  Deregistration never empties the backup: it removes the name
---   from both (redismedian deregister), or from the registry only (SREM), which is adopted below;
+--   restored from the backup.  Deregistration removes a name from both, so it is never undone;
 -- * a registry that exists is authoritative: when its size differs from the backup's, names were
---   SREMed (deregistered) or SADDed by hand, and the backup becomes a copy of it.
+--   SREMed (deregistered: recorded) or SADDed by hand, and the backup becomes a copy of it.
 -- Returns version, backup size, note ('' unless something was repaired).
-local function registry_guard(meta, reg, backup)
+local function registry_guard(meta, reg, backup, dereg, now)
   local note = ''
-  local bad = wrongtype(backup, 'set')
-  if bad then
-    redis.call('DEL', backup)
-    note = backup .. ' was a ' .. bad .. ' (removed); '
-  end
-  bad = wrongtype(reg, 'set')
-  if bad then
-    redis.call('DEL', reg)
-    note = note .. reg .. ' was a ' .. bad .. ' (removed); '
+  for _, kt in ipairs({{backup, 'set'}, {reg, 'set'}, {dereg, 'hash'}}) do
+    local bad = wrongtype(kt[1], kt[2])
+    if bad then
+      redis.call('DEL', kt[1])
+      note = note .. kt[1] .. ' was a ' .. bad .. ' (removed); '
+    end
   end
   local nb = redis.call('SCARD', backup)
   if redis.call('EXISTS', reg) == 0 then
@@ -109,6 +106,9 @@ local function registry_guard(meta, reg, backup)
       note = note .. reg .. ' had vanished: restored ' .. nb .. ' registrations from ' .. backup
     end
   elseif redis.call('SCARD', reg) ~= nb then
+    for _, gone in ipairs(redis.call('SDIFF', backup, reg)) do
+      redis.call('HSET', dereg, gone, now)
+    end
     redis.call('SUNIONSTORE', backup, reg)
     nb = redis.call('SCARD', backup)
     registry_bump(meta)
@@ -175,11 +175,11 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', 'name', ARGV[7], 'epoc
 return {'ok', now, inst, changed and 1 or 0, repaired}
 """
 
-# KEYS: meta, registry, lease, decision, status, index(epoch), ready(epoch), registry backup
+# KEYS: meta, registry, lease, decision, status, index(epoch), ready(epoch), registry backup,
+#       deregistration records
 # ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
 #       epoch, name, value ('' = no decision), state, reason, signals,
-#       decision_ttl_ms, status_ttl_ms, ready_ttl_ms, register ('1' at start-up),
-#       highest registry version this process saw in this instance ('' if none)
+#       decision_ttl_ms, status_ttl_ms, ready_ttl_ms, register ('1' at start-up)
 # -> {'ok', now, instance, restored, submitted, reason, registry version, repair note}
 #    {'deregistered', now, instance, registry version}
 STRATEGY_REPORT = PRELUDE + r"""
@@ -187,19 +187,20 @@ local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[8])
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[8], KEYS[9], now)
 local name = ARGV[7]
 local restored = 0
 if redis.call('SISMEMBER', KEYS[2], name) == 0 then
-  -- Absent from a registry that exists: deregistered, unless our registration itself was lost
-  -- (Redis lost its data: new instance; or a failover dropped the last writes: older version).
-  local seen = tonumber(ARGV[16])
-  local lost = changed or (seen ~= nil and ver < seen)
-  if ARGV[15] ~= '1' and not lost then return {'deregistered', now, inst, ver} end
+  -- Absent: deregistered if there is a record of it; otherwise the registration itself was lost
+  -- (Redis lost its data, a failover dropped the last writes, registry and backup deleted).
+  if ARGV[15] ~= '1' and redis.call('HEXISTS', KEYS[9], name) == 1 then
+    return {'deregistered', now, inst, ver}
+  end
   redis.call('SADD', KEYS[2], name)
   if ARGV[15] ~= '1' then restored = 1 end
 end
 if ARGV[15] == '1' or restored == 1 then
+  redis.call('HDEL', KEYS[9], name)
   if redis.call('SADD', KEYS[8], name) == 1 then ver = registry_bump(KEYS[1]) end
 end
 local held, holder = lease_hold(KEYS[3], ARGV[4], ARGV[5])
@@ -235,7 +236,7 @@ return {'ok', now, inst, restored, submitted, reason, ver, note}
 """
 
 # KEYS: meta, registry, index(epoch), trader, medians, lease, fence, ready(epoch), scratch,
-#       registry backup, traders (heartbeats)
+#       registry backup, traders (heartbeats), deregistration records
 # ARGV: 1 period_ms, 2 known_instance, 3 fresh_instance, 4 owner, 5 lease_ttl_ms,
 #       6 epoch, 7 final ('1' at the deadline), 8 medians_maxlen, 9 members_limit,
 #       10 strategy status key prefix, 11 reasons_limit, 12 fence token held ('' if none),
@@ -245,7 +246,7 @@ return {'ok', now, inst, restored, submitted, reason, ver, note}
 #       18 heartbeat lifetime (ms)
 # Every reply after the deployment check starts {status, now, instance, registry version,
 # backup size, repair note, ...}:
-#   {'lost', ..., why}                  the registry lost names this trader remembers: restore them
+#   {'registry'}                        the registry is not the one this trader remembers: look first
 #   {'standby', ..., holder, pttl}      another trader leads (its lease expires in pttl ms)
 #   {status, ..., token, took, ...}     leading: published / waiting / error / idle / expired / done
 TRADER_COLLECT = PRELUDE + r"""
@@ -253,22 +254,14 @@ local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[10])
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[10], KEYS[12], now)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 
--- Never compute over a registry that lost names we knew (checked before leading or publishing).
-if ARGV[13] ~= '' then
-  local mver, mcount = tonumber(ARGV[14]) or 0, tonumber(ARGV[15]) or 0
-  local why = nil
-  if inst ~= ARGV[13] then
-    why = 'Redis lost its data (new deployment record)'
-  elseif ver < mver then
-    why = 'the registry went back from version ' .. mver .. ' to ' .. ver .. ' (writes lost at a failover?)'
-  elseif ver == mver and nb ~= mcount then
-    why = KEYS[10] .. ' changed outside redismedian (' .. mcount .. ' names, now ' .. nb .. ')'
-  end
-  if why then return {'lost', now, inst, ver, nb, note, why} end
+-- Never lead or publish over a registry that changed since this trader last looked at it: it
+-- first checks that every name that left was deregistered, and restores the others.
+if ARGV[13] ~= '' and (inst ~= ARGV[13] or ver ~= tonumber(ARGV[14]) or nb ~= tonumber(ARGV[15])) then
+  return {'registry', now, inst, ver, nb, note}
 end
 
 -- Heartbeats: every trader lists itself; stale or garbage entries are dropped.
@@ -414,7 +407,7 @@ redis.call('DEL', KEYS[8])
 return {'published', now, inst, ver, nb, note, token, took, text, nreg}
 """
 
-# KEYS: meta, registry, registry backup
+# KEYS: meta, registry, registry backup, deregistration records
 # ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms (unused),
 #       registry version the caller remembers, name...
 # Adds the names back to the registry and its backup; the version moves past both the current and
@@ -425,7 +418,7 @@ local now = now_ms()
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
 if changed then return {'changed', now, inst} end
-registry_guard(KEYS[1], KEYS[2], KEYS[3])
+registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local added, shown = 0, {}
 for i = 7, #ARGV do
   redis.call('SADD', KEYS[3], ARGV[i])
@@ -441,15 +434,19 @@ for _, n in ipairs(shown) do reply[#reply + 1] = n end
 return reply
 """
 
-# KEYS: meta, registry, registry backup   ARGV: name
-# `redismedian deregister`: remove the name from the registry and its backup (so that even
-# removing the last strategy is told apart from losing the registry).
+# KEYS: meta, registry, registry backup, deregistration records   ARGV: name
+# `redismedian deregister`: remove the name from the registry and its backup and record the
+# deregistration (so that removing the last strategy is told apart from losing the registry).
 # -> {1} when removed, {0, registered names (up to 50)...} when not registered
 DEREGISTER = PRELUDE + r"""
-registry_guard(KEYS[1], KEYS[2], KEYS[3])
+local now = now_ms()
+registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local removed = redis.call('SREM', KEYS[2], ARGV[1])
 local removed_backup = redis.call('SREM', KEYS[3], ARGV[1])
-if removed == 1 or removed_backup == 1 then registry_bump(KEYS[1]) end
+if removed == 1 or removed_backup == 1 then
+  redis.call('HSET', KEYS[4], ARGV[1], now)
+  registry_bump(KEYS[1])
+end
 if removed == 1 then return {1} end
 local reply = {0}
 for _, n in ipairs(redis.call('SRANDMEMBER', KEYS[2], 50)) do reply[#reply + 1] = n end

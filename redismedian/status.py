@@ -195,7 +195,8 @@ def deregister(client: redis.Redis, keys: Keys, name: str) -> None:
     """
     from .scripts import DEREGISTER
     try:
-        reply = client.register_script(DEREGISTER)(keys=[keys.meta, keys.strategies, keys.registry_backup],
+        reply = client.register_script(DEREGISTER)(keys=[keys.meta, keys.strategies, keys.registry_backup,
+                                                         keys.deregistered],
                                                    args=[name])
     except redis.exceptions.ResponseError as e:
         raise FatalError(f"cannot deregister {name!r}: {e}") from None

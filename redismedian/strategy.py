@@ -121,7 +121,6 @@ class Strategy(Component):
         self.signal_timeout_ms = (signal_timeout_ms if signal_timeout_ms is not None
                                   else default_signal_timeout_ms(self.period_ms))
         self.lease_key = self.keys.lease("strategy", name)
-        self.registry_seen: int | None = None   # highest registry version seen in this deployment record
 
     # -- start-up -----------------------------------------------------------
     def startup(self) -> None:
@@ -202,29 +201,21 @@ class Strategy(Component):
         k = self.keys
         reply = self.script(STRATEGY_REPORT)(
             keys=[k.meta, k.strategies, self.lease_key, k.decision(self.name), k.strategy_status(self.name),
-                  k.decisions(epoch), k.ready(epoch), k.registry_backup],
+                  k.decisions(epoch), k.ready(epoch), k.registry_backup, k.deregistered],
             args=[*self.meta_args(), epoch, self.name, value, state, reason[:2000], ",".join(self.generators),
                   K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(self.period_ms, K.STATUS_TTL_PERIODS),
-                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), "1" if register else "0",
-                  "" if self.registry_seen is None else self.registry_seen])
-        known_instance = self.instance
+                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), "1" if register else "0"])
         result = self.check_reply(reply, self.name)
         if result[0] == "deregistered":
             raise Exit(f"{self.name} was deregistered (removed from {k.strategies}); exiting. "
                        "Start it again to register it again.", 0)
         if result[0] != "ok":
             raise FatalError(f"unexpected reply from Redis: {result!r}")
-        # The registry version only grows within one deployment record; a lower one means lost writes.
-        version = int(result[6])
-        if self.instance != known_instance or self.registry_seen is None:
-            self.registry_seen = version
-        else:
-            self.registry_seen = max(self.registry_seen, version)
         if result[7]:
             self.log.warning("registry repaired: %s", _text(result[7]))
         if int(result[3]):
-            self.log.warning("re-registered %s: Redis lost its registration (data loss, or writes lost "
-                             "at a failover)", self.name)
+            self.log.warning("re-registered %s: Redis lost its registration (it was never deregistered)",
+                             self.name)
         return bool(int(result[4])), _text(result[5])
 
     def shutdown(self) -> None:

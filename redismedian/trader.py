@@ -23,6 +23,7 @@ from .connection import describe_error
 from .scripts import REGISTRY_RESTORE, TRADER_COLLECT
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
+MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the epoch up
 
 
 def median(values: Iterable[float]) -> float:
@@ -69,7 +70,8 @@ class Trader(Component):
         m = self.memory
         reply = self.script(TRADER_COLLECT)(
             keys=[k.meta, k.strategies, k.decisions(epoch), k.trader, k.medians, k.lease("trader"),
-                  k.trader_fence, k.ready(epoch), k.decisions_scratch(epoch), k.registry_backup, k.traders],
+                  k.trader_fence, k.ready(epoch), k.decisions_scratch(epoch), k.registry_backup, k.traders,
+                  k.deregistered],
             args=[*self.meta_args(), epoch, "1" if final else "0", self.medians_maxlen,
                   K.MEDIAN_MEMBERS_LIMIT, k.strategy_status(""), REASONS_LIMIT, self.token,
                   m.instance if m else "", m.version if m else 0, len(m.names) if m else 0,
@@ -80,6 +82,7 @@ class Trader(Component):
     def step(self, epoch: int) -> None:
         deadline = boundary_ms(epoch, self.period_ms) + self.decision_timeout_ms
         ready_key = self.keys.ready(epoch)
+        checks = 0
         while not self.stop.is_set():
             now = self.clock.now_ms()
             final = now >= deadline
@@ -93,10 +96,17 @@ class Trader(Component):
                         return
                 final = self.clock.now_ms() >= deadline
             result = self.collect(epoch, final)
-            if result[0] == "lost":
-                self.restore(result[6])
+            if result[5]:
+                self.log.warning("registry repaired: %s", result[5])
+            if result[0] == "registry":
+                checks += 1
+                if checks > MAX_REGISTRY_CHECKS:   # the registry keeps changing under us: next period
+                    self.problem(f"the registry kept changing during epoch {epoch}; not publishing it")
+                    return
+                self.sync_registry(str(result[2]))
                 continue
-            self.note_registry(result)
+            if self.memory is None:
+                self.sync_registry(str(result[2]))
             if result[0] == "standby":
                 if self.stand_by(result, deadline):
                     return
@@ -105,16 +115,32 @@ class Trader(Component):
                 return
 
     # -- registrations survive Redis data loss -------------------------------------------------
-    def note_registry(self, result: list) -> None:
-        """Log repairs, and re-read the registry backup when its version moved (rare)."""
-        inst, version, note = str(result[2]), int(result[3]), str(result[5])
-        if note:
-            self.log.warning("registry repaired: %s", note)
+    def sync_registry(self, instance: str) -> None:
+        """The registry moved since we last looked (the collect script refused to go on): adopt it,
+        after putting back every name we knew that left it without a deregistration record."""
         m = self.memory
-        if m is None or m.instance != inst or m.version != version:
-            self.refresh_memory()
+        if m is not None and m.instance != instance:
+            self.restore(sorted(m.names), "Redis lost its data (new deployment record)")
+            return
+        fetched = self.read_registry()
+        if fetched is None:
+            return
+        if m is not None:
+            removed = sorted(m.names - fetched.names)
+            if removed:
+                records = self.client.hmget(self.keys.deregistered, removed)
+                lost = [n for n, r in zip(removed, records) if r is None]
+                if lost:
+                    self.restore(lost, "registrations left the registry without being deregistered "
+                                       "(registry deleted, or writes lost at a failover)")
+                    return
+                self.log.info("deregistered: %s", _names(removed))
+            added = sorted(fetched.names - m.names)
+            if added:
+                self.log.info("registered: %s", _names(added))
+        self.memory = fetched
 
-    def refresh_memory(self) -> None:
+    def read_registry(self) -> RegistryMemory | None:
         k = self.keys
         pipe = self.client.pipeline(transaction=True)
         pipe.hget(k.meta, "instance")
@@ -122,28 +148,21 @@ class Trader(Component):
         pipe.smembers(k.registry_backup)
         try:
             inst, version, names = pipe.execute()
-        except redis.exceptions.ResponseError as e:   # garbage in the way: next period repairs it
+        except redis.exceptions.ResponseError as e:   # garbage in the way: the next script repairs it
             self.problem(f"cannot read the registry backup {k.registry_backup}: {describe_error(e)}")
-            return
+            return None
         if inst is None:
-            return
-        names = frozenset(_s(n) for n in names)
-        old = self.memory
-        self.memory = RegistryMemory(_s(inst), parse_int(version) or 0, names)
-        if old is not None and old.instance == self.memory.instance:
-            added, removed = sorted(names - old.names), sorted(old.names - names)
-            if added:
-                self.log.info("registered: %s", _names(added))
-            if removed:
-                self.log.info("deregistered: %s", _names(removed))
+            return None
+        v = parse_int(version)
+        return RegistryMemory(_s(inst), v if v is not None and 0 <= v <= 10**15 else 0,
+                              frozenset(_s(n) for n in names))
 
-    def restore(self, why: str) -> None:
-        """Put back every registration we remember that Redis lost (never a silent smaller set)."""
+    def restore(self, names: list[str], why: str) -> None:
+        """Put back registrations that Redis lost (never a silent smaller population)."""
         m = self.memory
         k = self.keys
-        names = sorted(m.names) if m else []
         reply = self.script(REGISTRY_RESTORE)(
-            keys=[k.meta, k.strategies, k.registry_backup],
+            keys=[k.meta, k.strategies, k.registry_backup, k.deregistered],
             args=[*self.meta_args(), m.version if m else 0, *names])
         result = self.check_reply(reply, "trader")
         if result[0] == "changed":
@@ -151,12 +170,12 @@ class Trader(Component):
         added = int(result[5])
         shown = [_s(x) for x in result[6:]]
         if added:
-            self.log.warning("%s; restored %d registration(s) it lost: %s%s", why, added, ", ".join(shown),
+            self.log.warning("%s; restored %d registration(s): %s%s", why, added, ", ".join(shown),
                              " ..." if added > len(shown) else "")
-        else:
-            self.log.warning("%s; every registration we knew is still there", why)
-        self.memory = None
-        self.refresh_memory()
+        if m is None or m.instance != _s(result[2]):
+            # A new deployment record: remember the registry as it is there now (what we restored,
+            # and whoever registered meanwhile).
+            self.memory = self.read_registry()
 
     # -- leading and standing by ----------------------------------------------------------------
     def stand_by(self, result: list, deadline: int) -> bool:

@@ -161,33 +161,64 @@ def test_backup_damaged_by_hand_is_rebuilt_from_the_trader_memory(dep):
     assert names(dep.client, K.strategies) == {"A", "B"} == names(dep.client, K.registry_backup)
 
 
+def lose_registration(dep, name):
+    """What a replica that missed ``name``'s registration looks like after a failover: the name
+    absent from registry and backup, the registry version one lower, no deregistration record."""
+    version = int(dep.client.hget(K.meta, "registry"))
+    dep.client.srem(K.strategies, name)
+    dep.client.srem(K.registry_backup, name)
+    dep.client.hset(K.meta, "registry", version - 1)
+
+
 def test_registration_lost_at_a_failover_is_restored_not_taken_as_deregistration(dep):
-    """Asynchronous replication can drop the last writes: the new master has an older registry
-    version.  The strategy re-registers instead of exiting, and the trader restores it."""
+    """Asynchronous replication can drop the last writes.  With no deregistration record, the
+    strategy re-registers instead of exiting, and the trader restores it before publishing."""
     dep.start("A", "B")
     dep.submit("A", "B")
     dep.run_trader()
-    version = int(dep.client.hget(K.meta, "registry"))
-    # What a replica that missed B's registration looks like: B absent, version one lower.
-    dep.client.srem(K.strategies, "B")
-    dep.client.srem(K.registry_backup, "B")
-    dep.client.hset(K.meta, "registry", version - 1)
+    lose_registration(dep, "B")
     dep.submit("B")                                       # does not exit
     assert names(dep.client, K.strategies) == {"A", "B"}
-    dep.client.srem(K.strategies, "B")
-    dep.client.srem(K.registry_backup, "B")
-    dep.client.hset(K.meta, "registry", version - 1)
+    lose_registration(dep, "B")
     h = dep.run_trader()                                  # the trader restores it before publishing
     assert names(dep.client, K.strategies) == {"A", "B"}
     assert h["state"] == "ok" and h["count"] == "2"      # B's decision of this epoch counts again
+
+
+def test_registry_and_backup_both_deleted(dep):
+    """Both copies gone, nothing recorded as deregistered: the live strategies re-register, and
+    the trader restores the dead one (then reports it missing)."""
+    dep.start("A", "B", "C")
+    dep.submit("A", "B", "C")
+    dep.run_trader()
+    dep.client.delete(K.strategies, K.registry_backup)
+    dep.submit("A", "C")                                  # neither exits
+    h = dep.run_trader()
+    assert names(dep.client, K.strategies) == {"A", "B", "C"}
+    assert h["state"] == "ok" and h["count"] == "3"      # B's decision of this epoch was already in
+    dep.client.delete(K.decisions(dep.epoch))
+    dep.submit("A", "C")
+    h = dep.run_trader()
+    assert h["state"] == "error" and h["reason"].startswith("1 of 3 strategies missing: B:")
+
+
+def test_every_deregistration_is_recorded(dep):
+    dep.start("A", "B", "C")
+    dep.client.srem(K.strategies, "A")                   # by hand
+    deregister(dep.client, K, "B")                        # with the CLI
+    dep.run_trader()
+    assert set(dep.client.hkeys(K.deregistered)) == {b"A", b"B"}
+    dep.strategies["A"].shutdown()                        # (gives up its name lease)
+    dep.start("A")                                        # registering again clears the record
+    assert set(dep.client.hkeys(K.deregistered)) == {b"B"}
 
 
 def test_trader_only_refetches_the_registry_when_its_version_moves(dep, monkeypatch):
     dep.start("A", "B")
     dep.run_trader()
     calls = []
-    real = dep.trader.refresh_memory
-    monkeypatch.setattr(dep.trader, "refresh_memory", lambda: (calls.append(1), real()))
+    real = dep.trader.read_registry
+    monkeypatch.setattr(dep.trader, "read_registry", lambda: (calls.append(1), real())[1])
     for _ in range(3):
         dep.run_trader()
     assert calls == []
