@@ -388,7 +388,9 @@ if nreg % 2 == 1 then
   median = tonumber(r[2])
 else
   local r = redis.call('ZRANGE', src, nreg / 2 - 1, nreg / 2, 'WITHSCORES')
-  median = (tonumber(r[2]) + tonumber(r[4])) / 2
+  local a, b = tonumber(r[2]), tonumber(r[4])
+  median = (a + b) / 2
+  if not finite(median) then median = a / 2 + b / 2 end   -- two huge decisions overflow the sum
 end
 local text = fmt(median)
 local members = ''
