@@ -16,6 +16,7 @@ The invariant, checked over everything a run published to ``NS:medians``:
 """
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 import time
@@ -92,10 +93,12 @@ class MedianWatcher(threading.Thread):
         for entry_id, f in client.xrange(f"{self.ns}:medians", min=start, max="+"):
             eid = entry_id.decode()
             self._last = eid
-            key = (inst, eid)
-            if key in self._ids:
+            # Entry ids are the server's time: a new dataset (Redis restarted empty) has new ones, a
+            # failover keeps them.  A new instance id alone (garbage in NS:meta) re-reads the same
+            # stream: the same ids, skipped here, so that only a second XADD counts as a duplicate.
+            if eid in self._ids:
                 continue
-            self._ids.add(key)
+            self._ids.add(eid)
             g = {k.decode(): v.decode(errors="replace") for k, v in f.items()}
             e = Entry(int(g["epoch"]), g["median"], int(g["count"]),
                       tuple(m for m in g.get("members", "").split(",") if m), int(g.get("fence") or 0),
@@ -263,6 +266,134 @@ def on_timeout(fn: Callable, seconds: float):
     t.daemon = True
     t.start()
     return t
+
+
+# -- garbage ---------------------------------------------------------------------------------
+NOT_NUMBERS = ["nan", "NaN", "inf", "-inf", "Infinity", "", "abc", "1e400", "-1e999", "0x10", "--1", "1,5",
+               "\x00\xff\xfe", " ", "None"]
+HUGE = "9" * 1_000_000   # a megabyte of digits: float() makes it inf
+
+
+def is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def keys_read(epoch: int) -> dict:
+    """Every key a component reads, with the type it should have."""
+    return {
+        f"{NS}:meta": "hash", f"{NS}:signal:g1": "hash", f"{NS}:signals": "stream",
+        f"{NS}:strategies": "set", f"{NS}:strategies:backup": "set", f"{NS}:deregistered": "hash",
+        f"{NS}:decisions:{epoch}": "zset", f"{NS}:decisions:{epoch + 1}": "zset",
+        f"{NS}:decision:X": "hash", f"{NS}:strategy:X": "hash",
+        f"{NS}:ready:{epoch}": "list", f"{NS}:ready:{epoch + 1}": "list",
+        f"{NS}:trader": "hash", f"{NS}:traders": "hash", f"{NS}:medians": "stream",
+        f"{NS}:lease:trader": "string", f"{NS}:lease:generator:g1": "string",
+        f"{NS}:lease:strategy:X": "string", f"{NS}:trader:fence": "string",
+    }
+
+
+def write_as(client, key: str, kind: str, value: str = "garbage") -> None:
+    """Replace ``key`` by a value of type ``kind`` (no expiry: what a careless hand writes)."""
+    client.delete(key)
+    {"string": lambda: client.set(key, value), "hash": lambda: client.hset(key, "junk", value),
+     "list": lambda: client.rpush(key, value), "set": lambda: client.sadd(key, value),
+     "zset": lambda: client.zadd(key, {value: 1.0}), "stream": lambda: client.xadd(key, {"junk": value}),
+     }[kind]()
+
+
+OTHER_TYPE = {"hash": "string", "string": "list", "list": "hash", "set": "zset", "zset": "set", "stream": "hash"}
+
+
+def current_epoch(topo) -> int:
+    return int(now_ms() // (topo.period * 1000))
+
+
+def heal(topo) -> None:
+    """What an operator does: remove garbage names from the registry (by the rules they are
+    registrations, so only a deregistration removes them)."""
+    c = topo.client()
+    try:
+        junk = [m for m in c.smembers(f"{NS}:strategies") if m.decode(errors="replace") not in ALL]
+    except redis.exceptions.ResponseError:
+        junk = []
+    if junk:
+        c.srem(f"{NS}:strategies", *junk)
+
+
+def assert_recovers(topo, what: str) -> float:
+    back = now_ms()
+    e = wait_until(lambda: next((x for x in topo.watcher.snapshot() if x.ts >= back and set(x.members) == ALL),
+                                None), 12 * topo.period + 5, what=f"a full median after {what}")
+    assert all(p.alive() for p in [*topo.procs.values(), *topo.traders]), topo.alive()
+    return topo.periods(e.ts - back)
+
+
+def status_survives(topo) -> None:
+    for args in (("status",), ("status", "--json")):
+        out = topo.cluster.cli(*args)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+def apply(c, op, epoch: int) -> None:
+    def key(k: str) -> str:   # keys_read(0) names epoch 0 and 1: map them onto now and next
+        for n, real in ((1, epoch + 1), (0, epoch)):
+            k = k.replace(f":decisions:{n}", f":decisions:{real}").replace(f":ready:{n}", f":ready:{real}")
+        return k
+    try:
+        if op[0] == "type":
+            write_as(c, key(op[1]), op[2])
+        elif op[0] == "field":
+            c.hset(op[1], op[2], op[3])
+        elif op[0] == "hdel":
+            c.hdel(op[1], op[2])
+        elif op[0] == "feed":
+            c.xadd(f"{NS}:signals", {"name": op[1], "epoch": str(epoch) if op[2] == "now" else op[2],
+                                     "value": op[3], "status": "ok"})
+        elif op[0] == "member":
+            c.sadd(op[1], op[2])
+        elif op[0] == "score":
+            c.zadd(f"{NS}:decisions:{epoch if op[1] == 'now' else epoch + 1}", {op[2]: op[3]})
+        elif op[0] == "string":
+            c.set(op[1], op[2])
+    except redis.exceptions.ResponseError:
+        pass   # the key had another type already (an earlier op): that is garbage too
+
+
+HASH_KEYS = [f"{NS}:meta", f"{NS}:signal:g1", f"{NS}:strategy:X", f"{NS}:trader", f"{NS}:traders",
+             f"{NS}:decision:X"]
+FIELDS = ["period_ms", "instance", "registry", "value", "epoch", "status", "reason", "published", "fence", "state",
+          "junk"]
+LEASE_KEYS = [f"{NS}:lease:trader", f"{NS}:lease:generator:g1", f"{NS}:lease:strategy:X", f"{NS}:trader:fence"]
+
+
+def random_garbage_text(rng) -> str:
+    r = rng.random()
+    if r < 0.1:
+        return HUGE
+    if r < 0.7:
+        return rng.choice(NOT_NUMBERS)
+    return "".join(rng.choice("abcxyz:|-_ \t\u00e9\u2603") for _ in range(rng.randint(1, 30)))
+
+
+def random_garbage_op(rng) -> tuple:
+    """One garbage write, like the hypothesis strategy of test_fault_garbage (for the soak)."""
+    kind = rng.choice(["type", "field", "hdel", "feed", "member", "score", "string"])
+    if kind == "type":
+        return ("type", rng.choice(sorted(keys_read(0))), rng.choice(sorted(set(OTHER_TYPE.values()))))
+    if kind == "field":
+        return ("field", rng.choice(HASH_KEYS), rng.choice(FIELDS), random_garbage_text(rng))
+    if kind == "hdel":
+        return ("hdel", rng.choice(HASH_KEYS[:3]), rng.choice(FIELDS[:6]))
+    if kind == "feed":
+        return ("feed", rng.choice(["g1", "g2", "g3", "junk"]), rng.choice(["now", "junk"]), random_garbage_text(rng))
+    if kind == "member":
+        return ("member", rng.choice([f"{NS}:strategies", f"{NS}:strategies:backup"]), random_garbage_text(rng) or "x")
+    if kind == "score":
+        return ("score", rng.choice(["now", "next"]), rng.choice(["X", "Y", "junk"]), rng.choice([math.inf, -math.inf]))
+    return ("string", rng.choice(LEASE_KEYS), random_garbage_text(rng))
 
 
 # -- fixtures (import them into a test module to use them) ------------------------------------

@@ -19,24 +19,14 @@ from redismedian.clock import time_reply_ms
 from redismedian.common import Settings
 from redismedian.keys import Keys
 from redismedian.trader import Trader
-from tests.faultkit import ALL, NS, assert_invariant, now_ms, report, topo  # noqa: F401
+from tests.faultkit import (HUGE, NOT_NUMBERS, NS, OTHER_TYPE, apply, assert_invariant, assert_recovers,  # noqa: F401
+                            current_epoch, heal, is_number, keys_read, now_ms, report, status_survives, topo,
+                            write_as)
 from tests.support import wait_until
 
 HOUR_MS = 3_600_000
-NOT_NUMBERS = ["nan", "NaN", "inf", "-inf", "Infinity", "", "abc", "1e400", "-1e999", "0x10", "--1", "1,5",
-               "\x00\xff\xfe", " ", "None"]
-HUGE = "9" * 1_000_000   # a megabyte of digits: float() makes it inf
-
-
-def _is_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
 garbage_text = st.one_of(st.sampled_from(NOT_NUMBERS), st.just(HUGE),
-                         st.text(max_size=40).filter(lambda t: not _is_number(t)))
+                         st.text(max_size=40).filter(lambda t: not is_number(t)))
 
 
 # -- 1. the publishing script, property-based -------------------------------------------------
@@ -102,62 +92,6 @@ def test_publishing_script_is_exact_or_an_error(shared_redis, registered, extra)
 
 
 # -- 2. live: garbage in every key at once ------------------------------------------------------
-
-def keys_read(epoch: int) -> dict:
-    """Every key a component reads, with the type it should have."""
-    return {
-        f"{NS}:meta": "hash", f"{NS}:signal:g1": "hash", f"{NS}:signals": "stream",
-        f"{NS}:strategies": "set", f"{NS}:strategies:backup": "set", f"{NS}:deregistered": "hash",
-        f"{NS}:decisions:{epoch}": "zset", f"{NS}:decisions:{epoch + 1}": "zset",
-        f"{NS}:decision:X": "hash", f"{NS}:strategy:X": "hash",
-        f"{NS}:ready:{epoch}": "list", f"{NS}:ready:{epoch + 1}": "list",
-        f"{NS}:trader": "hash", f"{NS}:traders": "hash", f"{NS}:medians": "stream",
-        f"{NS}:lease:trader": "string", f"{NS}:lease:generator:g1": "string",
-        f"{NS}:lease:strategy:X": "string", f"{NS}:trader:fence": "string",
-    }
-
-
-def write_as(client, key: str, kind: str, value: str = "garbage") -> None:
-    """Replace ``key`` by a value of type ``kind`` (no expiry: what a careless hand writes)."""
-    client.delete(key)
-    {"string": lambda: client.set(key, value), "hash": lambda: client.hset(key, "junk", value),
-     "list": lambda: client.rpush(key, value), "set": lambda: client.sadd(key, value),
-     "zset": lambda: client.zadd(key, {value: 1.0}), "stream": lambda: client.xadd(key, {"junk": value}),
-     }[kind]()
-
-
-OTHER_TYPE = {"hash": "string", "string": "list", "list": "hash", "set": "zset", "zset": "set", "stream": "hash"}
-
-
-def current_epoch(topo) -> int:
-    return int(now_ms() // (topo.period * 1000))
-
-
-def heal(topo) -> None:
-    """What an operator does: remove garbage names from the registry (by the rules they are
-    registrations, so only a deregistration removes them)."""
-    c = topo.client()
-    try:
-        junk = [m for m in c.smembers(f"{NS}:strategies") if m.decode(errors="replace") not in ALL]
-    except redis.exceptions.ResponseError:
-        junk = []
-    if junk:
-        c.srem(f"{NS}:strategies", *junk)
-
-
-def assert_recovers(topo, what: str) -> float:
-    back = now_ms()
-    e = wait_until(lambda: next((x for x in topo.watcher.snapshot() if x.ts >= back and set(x.members) == ALL),
-                                None), 12 * topo.period + 5, what=f"a full median after {what}")
-    assert all(p.alive() for p in [*topo.procs.values(), *topo.traders]), topo.alive()
-    return topo.periods(e.ts - back)
-
-
-def status_survives(topo) -> None:
-    for args in (("status",), ("status", "--json")):
-        out = topo.cluster.cli(*args)
-        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
-
 
 @pytest.mark.integration
 def test_wrong_types_in_every_key_at_once(topo):
@@ -226,31 +160,6 @@ def garbage_ops():
                                                       f"{NS}:lease:strategy:X", f"{NS}:trader:fence"]),
                   garbage_text),
     )
-
-
-def apply(c, op, epoch: int) -> None:
-    def key(k: str) -> str:   # keys_read(0) names epoch 0 and 1: map them onto now and next
-        for n, real in ((1, epoch + 1), (0, epoch)):
-            k = k.replace(f":decisions:{n}", f":decisions:{real}").replace(f":ready:{n}", f":ready:{real}")
-        return k
-    try:
-        if op[0] == "type":
-            write_as(c, key(op[1]), op[2])
-        elif op[0] == "field":
-            c.hset(op[1], op[2], op[3])
-        elif op[0] == "hdel":
-            c.hdel(op[1], op[2])
-        elif op[0] == "feed":
-            c.xadd(f"{NS}:signals", {"name": op[1], "epoch": str(epoch) if op[2] == "now" else op[2],
-                                     "value": op[3], "status": "ok"})
-        elif op[0] == "member":
-            c.sadd(op[1], op[2])
-        elif op[0] == "score":
-            c.zadd(f"{NS}:decisions:{epoch if op[1] == 'now' else epoch + 1}", {op[2]: op[3]})
-        elif op[0] == "string":
-            c.set(op[1], op[2])
-    except redis.exceptions.ResponseError:
-        pass   # the key had another type already (an earlier op): that is garbage too
 
 
 @pytest.mark.integration
