@@ -25,7 +25,7 @@ import time
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Enum, Gauge, Histogram, Info
 
-STATES = ("starting", "ok", "error", "idle", "standby", "stopped")
+STATES = ("starting", "ok", "error", "idle", "standby")
 ERROR_KINDS = (
     "redis_unavailable",   # an outage started (counted once per outage, not per retry)
     "redis_refused",       # Redis refused a command (e.g. a wrong key type)

@@ -221,3 +221,82 @@ def test_render_acl_overlapping_passwords_and_missing_secret(tmp_path):
     (tmp_path / "secrets" / "strategy.Y").unlink()
     r = run_render(ACL_TEMPLATE, tmp_path / "secrets", tmp_path / "again.acl")
     assert r.returncode == 1 and "strategy.Y" in r.stderr and not (tmp_path / "again.acl").exists()
+
+
+def test_password_rotation_as_in_the_runbook(acl, tmp_path):
+    """docs/operations.md, "Rotating passwords": no moment where the component cannot log in."""
+    server, pw = acl
+    secret = tmp_path / "secrets" / "generator.g1"
+    admin = server.client()
+    c = Cluster(server.url_for(), tmp_path, period=0.5, namespace=NS)
+    env = c.env(REDISMEDIAN_REDIS_URL=server.url_for("generator.g1"), REDISMEDIAN_PASSWORD_FILE=str(secret))
+    old, new = pw["generator.g1"], "rotated-password-0123456789"
+    try:
+        g = c.generator("g1", env=env)
+        g.wait_for_output(r"g1 signal ", timeout=15)
+        with open(secret, "a") as f:                                              # 1. append the new one
+            f.write(new + "\n")
+        admin.execute_command("ACL", "SETUSER", "generator.g1", ">" + new)       # 2. Redis accepts both
+        assert g.stop() == 0                                                      # 3. restart the component
+        g = c.generator("g1", env=env)
+        g.wait_for_output(r"g1 signal ", timeout=15)
+        admin.execute_command("ACL", "SETUSER", "generator.g1", "<" + old)       # 4. forget the old one
+        secret.write_text(new + "\n")
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=server.port, username="generator.g1", password=old).ping()
+        g.wait_for_output(r"g1 signal ", timeout=15, count=3)                    # still running, logged in
+        assert g.alive() and "refused" not in g.output()
+        r = _cli(c, ["check", "generator", "g1"], REDISMEDIAN_REDIS_URL=server.url_for("generator.g1"),
+                 REDISMEDIAN_PASSWORD_FILE=str(secret))
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        c.stop_all()
+
+
+def test_sentinel_and_replica_users_from_the_runbook_work(tmp_path):
+    """docs/operations.md, "Moving to Sentinel": the replication and Sentinel users it gives are
+    enough for a replica to sync and for a Sentinel to monitor the master."""
+    import re
+    from tests.support import REDIS_SERVER, RedisServer, free_port
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    rules = {}
+    for user in ("replica", "sentinel"):
+        m = re.search(rf"`user {user} on #<sha256> ([^`]+)`", doc.replace("\n     ", " "))
+        assert m, f"no {user} user in the runbook"
+        rules[user] = m.group(1).split()
+    acl_file = tmp_path / "users.acl"
+    acl_file.write_text("user admin on >adminpw ~* &* +@all\n"
+                        f"user replica on >replpw {' '.join(rules['replica'])}\n"
+                        f"user sentinel on >sentpw {' '.join(rules['sentinel'])}\n"
+                        "user default off\n")
+    master = ConfRedis(tmp_path / "master", admin_password="adminpw",
+                       extra=["--aclfile", str(acl_file), "--repl-diskless-sync-delay", "0"]).start()
+    replica = ConfRedis(tmp_path / "replica", admin_password="adminpw",
+                        extra=["--aclfile", str(acl_file), "--replicaof", "127.0.0.1", str(master.port),
+                               "--masteruser", "replica", "--masterauth", "replpw"]).start()
+    sentinel_port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                    f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
+                    "sentinel auth-user mymaster sentinel\nsentinel auth-pass mymaster sentpw\n"
+                    "sentinel down-after-milliseconds mymaster 1000\n")
+    import subprocess as sp
+    sentinel = sp.Popen([REDIS_SERVER, str(conf), "--sentinel", "--logfile", str(tmp_path / "sentinel.log")],
+                        stdout=sp.DEVNULL, stderr=sp.DEVNULL, start_new_session=True)
+    try:
+        m = master.client(decode_responses=True)
+        m.set("probe", "1")
+        wait_until(lambda: replica.client(decode_responses=True).get("probe") == "1", 15, what="replica in sync")
+        s = redis.Redis(host="127.0.0.1", port=sentinel_port, decode_responses=True, socket_timeout=5)
+
+        def monitored():
+            info = s.execute_command("SENTINEL", "MASTER", "mymaster")
+            info = dict(zip(info[::2], info[1::2])) if isinstance(info, list) else info
+            return info["flags"] == "master" and int(info["num-slaves"]) == 1 and info
+        wait_until(monitored, 15, what="sentinel monitoring the master and seeing the replica")
+        assert m.execute_command("ACL", "LOG") == [], "the replica or the sentinel was denied a command"
+    finally:
+        sentinel.kill()
+        sentinel.wait(10)
+        replica.kill()
+        master.kill()
