@@ -11,6 +11,8 @@ import sys
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redismedian.acl import render_acl
 from redismedian.scripts import STRATEGY_REPORT
@@ -20,6 +22,7 @@ from tests.support import ROOT, Cluster, wait_until
 
 pytestmark = pytest.mark.integration
 NS = "redismedian"
+NO_RETRY = Retry(NoBackoff(), 0)   # a refused login fails at once (redis-py retries with backoff by default)
 
 
 def test_committed_acl_file_is_what_the_acl_command_prints():
@@ -181,7 +184,7 @@ def test_strategy_credentials_cannot_overwrite_signals_or_other_decisions(acl):
         assert _denied(fn, *args), f"operator: {fn.__name__}{tuple(args)} was allowed"
     assert op.srem(f"{NS}:strategies", "Y") == 1
     # Nobody logs in without a password: the default user is off.
-    anon = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5)
+    anon = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=5, retry=NO_RETRY)
     with pytest.raises(redis.exceptions.AuthenticationError):
         anon.get(sig)
 
@@ -215,7 +218,8 @@ def test_render_acl_overlapping_passwords_and_missing_secret(tmp_path):
             c = redis.Redis(host="127.0.0.1", port=server.port, username="operator", password=p, socket_timeout=5)
             assert c.ping()
         with pytest.raises(redis.exceptions.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=server.port, username="operator", password="wrong").ping()
+            redis.Redis(host="127.0.0.1", port=server.port, username="operator", password="wrong",
+                        retry=NO_RETRY).ping()
     finally:
         server.kill()
     (tmp_path / "secrets" / "strategy.Y").unlink()
@@ -243,7 +247,8 @@ def test_password_rotation_as_in_the_runbook(acl, tmp_path):
         admin.execute_command("ACL", "SETUSER", "generator.g1", "<" + old)       # 4. forget the old one
         secret.write_text(new + "\n")
         with pytest.raises(redis.exceptions.AuthenticationError):
-            redis.Redis(host="127.0.0.1", port=server.port, username="generator.g1", password=old).ping()
+            redis.Redis(host="127.0.0.1", port=server.port, username="generator.g1", password=old,
+                        retry=NO_RETRY).ping()
         g.wait_for_output(r"g1 signal ", timeout=15, count=3)                    # still running, logged in
         assert g.alive() and "refused" not in g.output()
         r = _cli(c, ["check", "generator", "g1"], REDISMEDIAN_REDIS_URL=server.url_for("generator.g1"),
