@@ -12,9 +12,10 @@ from typing import Callable
 
 from .keys import DEFAULT_NAMESPACE, Keys
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "g1\n" through.
+NAME_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 NAME_RULE = "1 to 64 characters: letters, digits, '_', '-' or '.'"
-NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAMESPACE_RE = NAME_RE
 
 MIN_PERIOD_S = 0.05
 MAX_PERIOD_S = 86_400.0
