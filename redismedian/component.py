@@ -100,10 +100,16 @@ class Component:
             cache[source] = self.client.register_script(source)
         return cache[source]
 
-    def problem(self, text: str) -> None:
-        """Log a data problem once until it changes (not every period)."""
+    def problem(self, text: str, epoch: int | None = None) -> None:
+        """Log a data problem once until it changes (not every period).
+
+        The epoch is shown but not compared: the same problem in the next epoch is not news.
+        """
         if text != self._last_problem:
-            self.log.error("%s", text)
+            if epoch is None:
+                self.log.error("%s", text)
+            else:
+                self.log.error("cannot act on epoch %d: %s", epoch, text)
             self._last_problem = text
 
     def problem_cleared(self) -> None:
@@ -137,11 +143,18 @@ class Component:
                     if not self.clock.synced or self.outage.active:
                         self.clock.sync(self.client)
                     if not self.started:
-                        self.startup()
+                        try:
+                            self.startup()
+                        except (DataProblem, redis.exceptions.ResponseError) as e:
+                            if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                                raise
+                            # e.g. the registry is not a set: report it, and try again shortly
+                            self.problem(f"cannot start: {describe_error(e)}")
+                            self._redis_answered()
+                            self.clock.wait(self.stop, self.backoff.next_delay())
+                            continue
                         self.started = True
-                    if self.outage.active:
-                        self.outage.recovered()
-                    self.backoff.reset()
+                        self.problem_cleared()
                     epoch = self.next_epoch()
                     if epoch is None:
                         break
@@ -149,11 +162,16 @@ class Component:
                         self.step(epoch)
                         self.problem_cleared()
                     except DataProblem as e:
-                        self.problem(f"cannot act on epoch {epoch}: {e}")
+                        self.problem(str(e), epoch)
                     except redis.exceptions.ResponseError as e:
-                        if is_auth_error(e):
+                        # READONLY / TRYAGAIN are ResponseErrors too, but transient: retried as an outage
+                        if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                             raise
-                        self.problem(f"Redis refused a command in epoch {epoch}: {describe_error(e)}")
+                        self.problem(f"Redis refused a command: {describe_error(e)}", epoch)
+                    # Only now has Redis really answered: TIME alone also works on a read-only
+                    # replica or while it loads, where every script still fails.
+                    self._redis_answered()
+                    self.backoff.reset()
                     self.last_epoch = epoch
                     done += 1
                     if max_epochs is not None and done >= max_epochs:
@@ -179,6 +197,10 @@ class Component:
         finally:
             self._shutdown_quietly()
         return 0
+
+    def _redis_answered(self) -> None:
+        if self.outage.active:
+            self.outage.recovered()
 
     def _shutdown_quietly(self) -> None:
         if not self.started:
