@@ -227,7 +227,6 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     about 1.5 periods).  A holder that renews its lease while we wait is alive: refuse at once.
     """
     from .scripts import LEASE_ACQUIRE
-    import time as _time
     owner, ttl = component.settings.owner, component.lease_ttl_ms
     acquire = component.script(LEASE_ACQUIRE)
     reply = acquire(keys=[key], args=[owner, ttl])
@@ -236,7 +235,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     holder, pttl = _s(reply[1]), int(reply[2])
     component.log.warning("%s is held by %s; waiting up to %.1fs for its lease to expire",
                           what, holder, max(pttl, 0) / 1000)
-    start = _time.monotonic()
+    start = component.clock.now_ms()
     poll = max(0.05, min(0.25, component.period_ms / 4000))
     while not component.stop.is_set():
         if component.clock.wait(component.stop, poll):
@@ -245,7 +244,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
         if int(reply[0]) == 1:
             component.log.info("took over %s from %s (its lease expired)", what, holder)
             return
-        elapsed_ms = (_time.monotonic() - start) * 1000
+        elapsed_ms = component.clock.now_ms() - start
         new_holder, new_pttl = _s(reply[1]), int(reply[2])
         renewed = new_holder != holder or (pttl >= 0 and new_pttl > pttl - elapsed_ms + 100)
         if renewed or new_pttl < 0 and elapsed_ms > ttl:
