@@ -83,7 +83,7 @@ class Component:
         if status == "lease":
             raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({_s(reply[2])}); "
                              "stopping so that only one process acts under this name")
-        if status == "wrongtype":
+        if status in ("wrongtype", "baddata"):
             raise DataProblem(_s(reply[2]))
         if len(reply) > 2:
             inst = _s(reply[2])

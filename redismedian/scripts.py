@@ -30,7 +30,12 @@ local function meta_check(key, period, known, fresh, now)
     redis.call('HSET', key, 'period_ms', period)
     m[1] = period
   end
-  if tostring(m[1]) ~= tostring(period) then return nil, 'period', tostring(m[1]) end
+  local p = tonumber(m[1])
+  if not p or p ~= p or p <= 0 or p == math.huge or p ~= math.floor(p) then
+    return nil, 'baddata', key .. ' has period_ms ' .. string.format('%q', tostring(m[1])):sub(1, 60) ..
+      ', not a period in ms: fix it or delete ' .. key
+  end
+  if p ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
   if not m[2] then
     redis.call('HSET', key, 'instance', fresh, 'created', now)
     m[2] = fresh
