@@ -43,10 +43,21 @@ local function meta_check(key, period, known, fresh, now)
   return m[2], (m[2] ~= known)
 end
 
+-- The holder of a lease, or nil when nobody holds it.  What no redismedian process writes
+-- at a lease key (another type, or a string that never expires) is removed, not obeyed.
+local function lease_get(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' then return nil end
+  if t ~= 'string' or redis.call('PTTL', key) < 0 then
+    redis.call('DEL', key)
+    return nil
+  end
+  return redis.call('GET', key)
+end
+
 -- Hold a lease: take it when free, renew it when ours.  Returns true | false, holder.
 local function lease_hold(key, owner, ttl)
-  if wrongtype(key, 'string') then redis.call('DEL', key) end
-  local cur = redis.call('GET', key)
+  local cur = lease_get(key)
   if not cur then
     redis.call('SET', key, owner, 'PX', ttl)
     return true
@@ -73,8 +84,7 @@ end
 # KEYS: lease   ARGV: owner, ttl_ms
 # -> {1} when the lease is now ours, {0, holder, pttl} when somebody else holds it.
 LEASE_ACQUIRE = PRELUDE + r"""
-if wrongtype(KEYS[1], 'string') then redis.call('DEL', KEYS[1]) end
-local cur = redis.call('GET', KEYS[1])
+local cur = lease_get(KEYS[1])
 if (not cur) or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1}
