@@ -15,7 +15,7 @@ import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import FatalError, fmt_value, parse_finite, parse_int
+from .common import FatalError, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, Exit, acquire_name
 from .connection import describe_error
 from .scripts import STRATEGY_REPORT
@@ -97,16 +97,8 @@ def run_decide(fn: Callable[[Mapping[str, float]], float], values: Mapping[str, 
     try:
         raw = fn(dict(values))
     except Exception as e:  # noqa: BLE001 - a failing plug-in is reported, not fatal
-        return "", f"decide function raised {type(e).__name__}: {e}"
-    try:
-        if isinstance(raw, bool):
-            raise TypeError
-        x = float(raw)
-    except (TypeError, ValueError):
-        return "", f"decide function returned {type(raw).__name__} {raw!r:.80}, not a number"
-    if not math.isfinite(x):
-        return "", f"decide function returned {x!r}, not a finite number"
-    return fmt_value(x), ""
+        return "", plugin_error("decide function", e)
+    return plugin_number(raw, "decide function")
 
 
 class Strategy(Component):
