@@ -132,13 +132,17 @@ class Env:
         return component
 
     def publish(self, epoch: int, **signals: float) -> None:
-        """Generators named after the keywords write their values for ``epoch``."""
+        """Generators named after the keywords write their values for ``epoch`` (going there and back)."""
+        now = self.clock.now_ms()
+        if now // self.period_ms != epoch:
+            self.at(epoch, 0.05)
         for name, value in signals.items():
             g = self._gens.get(name)
             if g is None:
                 g = self._gens[name] = self.started(self.generator(name, fn=lambda e, n=name: self._values[n]))
             self._values[name] = value
             g.step(epoch)
+        self.clock.set_ms(now)
 
     # -- reading back -----------------------------------------------------------
     def hash(self, key: str) -> dict[str, str]:
