@@ -286,7 +286,10 @@ if nreg % 2 == 1 then
   median = tonumber(r[2])
 else
   local r = redis.call('ZRANGE', src, nreg / 2 - 1, nreg / 2, 'WITHSCORES')
-  median = (tonumber(r[2]) + tonumber(r[4])) / 2
+  local a, b = tonumber(r[2]), tonumber(r[4])
+  median = (a + b) / 2
+  -- Two finite decisions near the largest double overflow when added: halve first (exact then).
+  if not finite(median) then median = a / 2 + b / 2 end
 end
 local text = fmt(median)
 local members = ''

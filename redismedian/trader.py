@@ -9,6 +9,7 @@ deregistered.  Several traders may run: one leads (a fenced lease), the others s
 """
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Iterable
 
@@ -22,8 +23,16 @@ REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 
 
 def median(values: Iterable[float]) -> float:
-    """The reference median: middle value, or the mean of the two middle values."""
-    return statistics.median(list(values))
+    """The reference median: middle value, or the mean of the two middle values.
+
+    Same as the trader's Lua: statistics.median, except that two finite middle values whose
+    sum overflows give their halves' sum instead of inf.
+    """
+    data = sorted(values)
+    m = statistics.median(data)
+    if math.isinf(m) and all(math.isfinite(x) for x in data):
+        m = data[len(data) // 2 - 1] / 2 + data[len(data) // 2] / 2
+    return m
 
 
 def default_decision_timeout_ms(period_ms: int) -> int:
