@@ -27,6 +27,7 @@ from redismedian.trader import Trader
 
 PERIOD_MS = 3_600_000       # long: nothing a test does by accident crosses a boundary
 EPOCH = 480_000             # the epoch tests start in (a date in 2024)
+START_OFFSET_MS = 1_000     # where in its epoch a test starts: after the boundary, before any deadline
 
 
 class _FakeTime:
@@ -83,7 +84,7 @@ class Env:
     def __init__(self, monkeypatch, period_ms: int = PERIOD_MS, namespace: str = "t"):
         self.period_ms = period_ms
         self.E = EPOCH
-        self.clock = FakeClock(boundary_ms(self.E, period_ms) + period_ms // 10)
+        self.clock = FakeClock(boundary_ms(self.E, period_ms) + min(START_OFFSET_MS, period_ms // 10))
         patch_fakeredis_time(monkeypatch, self.clock)
         self.server = fakeredis.FakeServer()
         self.r = ClockedRedis(server=self.server, clock=self.clock)
@@ -93,9 +94,11 @@ class Env:
         self._values: dict[str, float] = {}
 
     # -- time ----------------------------------------------------------------
-    def at(self, epoch: int, frac: float = 0.1) -> int:
-        """Move the clock to ``frac`` of the way into ``epoch``; returns the time in ms."""
-        ms = boundary_ms(epoch, self.period_ms) + int(frac * self.period_ms)
+    def at(self, epoch: int, frac: float | None = None) -> int:
+        """Move the clock to ``frac`` of the way into ``epoch`` (default: 1 s after its boundary,
+        before every deadline); returns the time in ms."""
+        offset = START_OFFSET_MS if frac is None else int(frac * self.period_ms)
+        ms = boundary_ms(epoch, self.period_ms) + offset
         self.clock.set_ms(ms)
         return ms
 
@@ -118,10 +121,14 @@ class Env:
                  **kw) -> Strategy:
         if decide is not None:
             kw["decide_fn"] = decide
+        # Waiting is blocking reads of up to 1 s each: keep the default deadline short so that
+        # tests reaching it do not make hundreds of (instant) reads.
+        kw.setdefault("signal_timeout_ms", 5_000)
         return Strategy(settings or self.settings_for(), name=name, generators=list(generators),
                         client=kw.pop("client", self.r), clock=self.clock, **kw)
 
     def trader(self, settings: Settings | None = None, **kw) -> Trader:
+        kw.setdefault("decision_timeout_ms", 10_000)
         return Trader(settings or self.settings_for(), client=kw.pop("client", self.r), clock=self.clock, **kw)
 
     # -- whole steps -----------------------------------------------------------
@@ -135,7 +142,7 @@ class Env:
         """Generators named after the keywords write their values for ``epoch`` (going there and back)."""
         now = self.clock.now_ms()
         if now // self.period_ms != epoch:
-            self.at(epoch, 0.05)
+            self.at(epoch)
         for name, value in signals.items():
             g = self._gens.get(name)
             if g is None:
