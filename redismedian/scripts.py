@@ -189,12 +189,20 @@ local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 
 -- Leadership, fenced: the lease holds "owner|token"; a new leader increments the token.
-if wrongtype(KEYS[6], 'string') then redis.call('DEL', KEYS[6]) end
-local lease = redis.call('GET', KEYS[6])
+local lease = lease_get(KEYS[6])
 local token = ARGV[12]
 local took = 0
 if not lease then
   if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
+  local f = redis.call('GET', KEYS[7])
+  if f and (not string.match(f, '^%d+$') or #f > 15) then
+    -- Not a counter (INCR would fail, and no trader could ever lead): go on from the last
+    -- token the trader record shows, so that tokens still only grow.
+    local last = ''
+    if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then last = redis.call('HGET', KEYS[4], 'fence') or '' end
+    if not string.match(last, '^%d+$') or #last > 15 then last = '0' end
+    redis.call('SET', KEYS[7], last)
+  end
   token = tostring(redis.call('INCR', KEYS[7]))
   redis.call('SET', KEYS[6], owner .. '|' .. token, 'PX', ARGV[5])
   took = 1
@@ -213,7 +221,9 @@ if took == 1 then
   redis.call('HDEL', KEYS[4], 'median', 'count')
 end
 local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
-if published and published >= epoch then return {'done', now, inst, token, took} end
+-- Only this epoch counts: 'published' beyond the current epoch can only be garbage, and
+-- obeying it would stop publication until the server clock caught up with it.
+if published == epoch then return {'done', now, inst, token, took} end
 
 local function fail(reason, code)
   redis.call('HSET', KEYS[4], 'state', 'error', 'reason', reason, 'epoch', epoch, 'ts', now,
@@ -232,7 +242,11 @@ if nreg == 0 then
   return {'idle', now, inst, token, took}
 end
 bad = wrongtype(KEYS[3], 'zset')
-if bad then return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions') end
+if bad then
+  -- the next strategy to submit repairs it: only an error once the deadline has come
+  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, 0, nreg} end
+  return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions')
+end
 
 local have = redis.call('ZINTERCARD', 2, KEYS[3], KEYS[2])
 if have < nreg then
