@@ -17,7 +17,7 @@ from . import keys as K
 from .clock import boundary_ms
 from .common import FatalError, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, Exit, acquire_name
-from .connection import describe_error
+from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import STRATEGY_REPORT
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
@@ -38,6 +38,7 @@ class Reading:
     value_text: str | None
     status: str | None
     error: str | None
+    unreadable: str = ""     # why the key could not be read at all (e.g. it is not a hash)
 
     @property
     def epoch(self) -> int | None:
@@ -65,6 +66,9 @@ def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
             h = stored.get(g)
             if h is None:
                 problems.append(f"signal {g} missing (generator not running?)")
+                continue
+            if h.unreadable:
+                problems.append(f"signal {g} unreadable ({h.unreadable})")
                 continue
             if h.epoch is None:
                 problems.append(f"signal {g} malformed (epoch {h.epoch_text!r:.40})")
@@ -149,15 +153,23 @@ class Strategy(Component):
         start = boundary_ms(epoch, self.period_ms)
         deadline = start + self.signal_timeout_ms
         last_id = f"{start - 1}-{MAX_STREAM_ID_SEQ}"  # everything written since the boundary
+        problem = ""
         while not self.stop.is_set():
             remaining = deadline - self.clock.now_ms()
             if remaining <= 0:
                 break
+            block = max(1, min(self.settings.block_ms, remaining))
             try:
-                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT,
-                                          block=max(1, min(self.settings.block_ms, remaining)))
+                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT, block=block)
             except redis.exceptions.ResponseError as e:
-                return found, f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
+                if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                    raise
+                # Somebody else wrote the feed key; the next generator to publish repairs it.
+                problem = f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
+                if self.clock.wait(self.stop, block / 1000.0):
+                    break
+                continue
+            problem = ""
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     last_id = entry_id
@@ -167,7 +179,7 @@ class Strategy(Component):
                         found[name] = r
             if len(found) == len(mine):
                 break
-        return found, ""
+        return found, problem
 
     def read_stored(self, generators: list[str]) -> dict[str, Reading | None]:
         """The signal hashes of ``generators`` (one round trip), for the reason text."""
@@ -180,7 +192,7 @@ class Strategy(Component):
         out: dict[str, Reading | None] = {}
         for g, rep in zip(generators, replies):
             if isinstance(rep, Exception):  # wrong type: somebody else wrote this key
-                out[g] = Reading("unreadable: " + describe_error(rep), None, None, None)
+                out[g] = Reading(None, None, None, None, f"{self.keys.signal(g)}: {describe_error(rep)}")
             elif rep is None or all(v is None for v in rep):
                 out[g] = None
             else:
