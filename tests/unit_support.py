@@ -18,6 +18,7 @@ import time as _real_time
 
 import fakeredis
 import pytest
+import redis
 
 from redismedian.clock import FakeClock, boundary_ms
 from redismedian.common import Settings, new_owner_id
@@ -71,6 +72,10 @@ class ClockedRedis(fakeredis.FakeRedis):
         return None
 
     def xread(self, streams, count=None, block=None, noack=False):
+        for key in streams:   # fakeredis raises AttributeError here where Redis answers WRONGTYPE
+            if self.type(key) not in (b"stream", b"none"):
+                raise redis.exceptions.ResponseError(
+                    "WRONGTYPE Operation against a key holding the wrong kind of value")
         reply = super().xread(streams, count=count)
         if not reply and block:
             self.blocked.append(("xread", block / 1000.0))
