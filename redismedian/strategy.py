@@ -7,7 +7,6 @@ submits nothing and records why, which the trader then shows as its reason.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 

@@ -53,7 +53,8 @@ def test_bad_names_are_usage_errors_saying_what_is_allowed(started, cmd, bad):
     assert not started
 
 
-@pytest.mark.parametrize("signals,needle", [("g1,bad name", "invalid"), ("g1,g1", "listed twice"), (",", "at least one")])
+@pytest.mark.parametrize("signals,needle", [("g1,bad name", "invalid"), ("g1,g1", "listed twice"),
+                                            (",", "at least one")])
 def test_bad_signal_lists_are_usage_errors(started, signals, needle):
     usage_error(invoke("strategy", "--name", "X", "--signals", signals), needle)
 
@@ -76,7 +77,8 @@ def test_unresolvable_plugin_is_a_usage_error_at_start(started, args):
 
 def test_plugins_resolve_to_the_functions(started):
     assert invoke("generator", "--name", "g1", "--signal", "tests.plugins:sig_b").exit_code == 0
-    assert invoke("strategy", "--name", "X", "--signals", "g2,g1", "--decide", "tests.plugins:decide_max").exit_code == 0
+    assert invoke("strategy", "--name", "X", "--signals", "g2,g1",
+                  "--decide", "tests.plugins:decide_max").exit_code == 0
     (g, _), (s, _) = started
     assert isinstance(g, Generator) and g.signal_fn is plugins.sig_b and g.name == "g1"
     assert isinstance(s, Strategy) and s.decide_fn is plugins.decide_max and s.generators == ["g2", "g1"]
@@ -154,7 +156,8 @@ def test_bad_socket_timeouts_are_usage_errors(started, value):
 
 
 def test_deadlines_are_passed_in_ms(started):
-    assert invoke("strategy", "--name", "X", "--signals", "g1", "--period", "10", "--signal-timeout", "2.5").exit_code == 0
+    assert invoke("strategy", "--name", "X", "--signals", "g1", "--period", "10",
+                  "--signal-timeout", "2.5").exit_code == 0
     assert invoke("trader", "--period", "10", "--decision-timeout", "9").exit_code == 0
     assert started[0][0].signal_timeout_ms == 2500 and started[1][0].decision_timeout_ms == 9000
 

@@ -13,7 +13,8 @@ from tests.unit_support import env, messages  # noqa: F401 - fixture
 
 
 # -- compute_signal (pure) -----------------------------------------------------------------------
-@pytest.mark.parametrize("raw,text", [(0.25, "0.25"), (3, "3.0"), (-1e-300, "-1e-300"), (fractions.Fraction(1, 4), "0.25"),
+@pytest.mark.parametrize("raw,text", [(0.25, "0.25"), (3, "3.0"), (-1e-300, "-1e-300"),
+                                      (fractions.Fraction(1, 4), "0.25"),
                                       (decimal.Decimal("0.5"), "0.5"), (1 / 3, repr(1 / 3))])
 def test_numbers_are_signals(raw, text):
     assert compute_signal(lambda e: raw, 7) == (text, "")

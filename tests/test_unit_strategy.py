@@ -182,7 +182,8 @@ def test_waiting_is_blocking_not_polling(env):
 @pytest.mark.parametrize("setup,reason", [
     (lambda env: None, "signal g1 missing (generator not running?)"),
     (lambda env: env.publish(env.E - 1, g1=0.5), "signal g1 stale (last epoch {E1})"),
-    (lambda env: env.publish(env.E, g1=float("nan")), "signal g1 error: signal function returned nan, not a finite number"),
+    (lambda env: env.publish(env.E, g1=float("nan")),
+     "signal g1 error: signal function returned nan, not a finite number"),
 ])
 def test_no_submission_without_a_good_signal(env, setup, reason):
     setup(env)
