@@ -339,9 +339,9 @@ def check_cmd(kind, name, redis_url, namespace):
 
     Without arguments, checks the whole deployment (the trader published for the current or the
     previous period; every registered strategy and every generator is ok and current), reading
-    everything like `status` (the operator user can). `check generator NAME`, `check strategy NAME`
-    and `check trader` check one component, reading only its own keys, so each component's own
-    Redis user can run its check."""
+    everything like `status` (the operator user can). With KIND (generator, strategy or trader)
+    and NAME (the generator's or strategy's name; none for the trader), checks that one component,
+    reading only its own keys, so each component's own Redis user can run its check."""
     from .ops import check_component, check_deployment
     from .status import gather
     if kind == "trader" and name:

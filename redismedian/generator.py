@@ -61,8 +61,8 @@ class Generator(Component):
         if len(result) > 4 and result[4]:
             self.log.warning("repaired %s (overwritten by another process)", _s(result[4]))
         if error:
-            self.metrics.error("signal_function")
             self.metrics.state("error")
+            self.metrics.error("signal_function")
             self.log.error("%s signal error in epoch %d: %s", self.name, epoch, error)
         else:
             self.metrics.submitted(int(result[1]))

@@ -145,8 +145,8 @@ class Strategy(Component):
             self.metrics.state("ok")
             self.log.info("%s submitted %s", self.name, value)
         else:
-            self.metrics.error("late" if value else "signals" if values is None else "decide_function")
             self.metrics.state("error")
+            self.metrics.error("late" if value else "signals" if values is None else "decide_function")
             self.log.warning("%s: no decision for epoch %d: %s", self.name, epoch, reason)
 
     def wait_for_signals(self, epoch: int) -> tuple[dict[str, Reading], str]:

@@ -112,11 +112,13 @@ class Trader(Component):
         if status == "published":
             self.log.info("median: %s", repr(float(result[5])))
             self.state = "ok"
-            self.metrics.submitted(int(result[1]))
+            self.metrics.state("ok")
             self.metrics.median(float(result[5]))
+            self.metrics.submitted(int(result[1]))
         elif status == "error":
             self.log.warning("error in epoch %d: %s", epoch, result[5])
             self.state = "error"
+            self.metrics.state("error")   # before the counter: a scrape never sees the count without the state
             self.metrics.error("missing_decisions" if "strategies missing" in str(result[5]) else "bad_data")
         elif status == "idle":
             if self.state != "idle":

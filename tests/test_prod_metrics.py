@@ -81,14 +81,18 @@ def test_components_serve_metrics_over_http(cluster, redis_server):
     sm = _scrape(ports["X"])
     assert sample(sm, "redismedian_submissions_total", component="strategy", name="X") >= 1
 
-    # The generator dies: the strategy reports missing signals, the trader missing decisions.
-    g1.kill()
+    # The generator dies: the strategy reports missing signals, the trader missing decisions
+    # (counted from now: the first period may already have had some, before X submitted).
     s = {"component": "strategy", "name": "X"}
-    wait_until(lambda: sample(_scrape(ports["X"]), "redismedian_errors_total", kind="signals", **s) >= 1, 15,
+    s_before = sample(_scrape(ports["X"]), "redismedian_errors_total", kind="signals", **s)
+    t_before = sample(_scrape(ports["trader"]), "redismedian_errors_total", kind="missing_decisions", **t)
+    g1.kill()
+    wait_until(lambda: sample(_scrape(ports["X"]), "redismedian_errors_total", kind="signals", **s) > s_before, 15,
                what="strategy error counted")
-    m = wait_until(lambda: (lambda m: sample(m, "redismedian_errors_total", kind="missing_decisions", **t) >= 1
-                            and m)(_scrape(ports["trader"])), 15, what="trader error counted")
+    m = wait_until(lambda: (lambda m: sample(m, "redismedian_errors_total", kind="missing_decisions", **t)
+                            > t_before and m)(_scrape(ports["trader"])), 15, what="trader error counted")
     assert sample(m, "redismedian_state", redismedian_state="error", **t) == 1
+    assert sample(m, "redismedian_state", redismedian_state="ok", **t) == 0
 
 
 @pytest.mark.integration
