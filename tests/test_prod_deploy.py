@@ -17,7 +17,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,6 +33,14 @@ DOCKERFILE = DEPLOY / "Dockerfile"
 SYSTEMD = DEPLOY / "systemd"
 ACL_USERS = [line.split()[1] for line in ACL_TEMPLATE.read_text().splitlines() if " on " in line]
 TOPOLOGY = {"generator": ["g1", "g2", "g3"], "strategy": ["X", "Y"]}
+
+
+def _pyproject() -> dict:
+    """The two facts the tests need from pyproject.toml (tomllib needs Python 3.11)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    scripts = re.search(r"^\[project\.scripts\]\n((?:[^\[\n].*\n?)*)", text, re.M).group(1)
+    return {"requires-python": re.search(r'^requires-python = ">=([\d.]+)"', text, re.M).group(1),
+            "scripts": {line.split("=")[0].strip() for line in scripts.splitlines() if "=" in line}}
 
 
 # -- the real command line ------------------------------------------------------------------------
@@ -237,9 +244,9 @@ def test_dockerfile_installs_the_package_runs_unprivileged_and_bakes_no_secret()
              "HEALTHCHECK"}
     assert {w for w, _ in inst} <= known
     assert inst[0][0] == "FROM" and re.match(r"python:3\.(\d+)-slim$", inst[0][1])
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pyproject = _pyproject()
     minor = int(re.match(r"python:3\.(\d+)", inst[0][1]).group(1))
-    assert minor >= int(pyproject["project"]["requires-python"].split(".")[1])
+    assert minor >= int(pyproject["requires-python"].split(".")[1])
     for word, rest in inst:
         if word == "COPY":
             *sources, _dest = rest.split()
@@ -251,7 +258,7 @@ def test_dockerfile_installs_the_package_runs_unprivileged_and_bakes_no_secret()
     users = [r for w, r in inst if w == "USER"]
     assert users and users[-1] not in ("root", "0")
     entry = json.loads([r for w, r in inst if w == "ENTRYPOINT"][-1])
-    assert entry == ["redismedian"] and "redismedian" in pyproject["project"]["scripts"]
+    assert entry == ["redismedian"] and "redismedian" in pyproject["scripts"]
     cmd = json.loads([r for w, r in inst if w == "CMD"][-1])
     with pytest.raises(click.exceptions.Exit):   # `redismedian --help` prints help and exits 0
         cli.make_context("redismedian", cmd)
@@ -309,7 +316,7 @@ def _local_env_file(path: str) -> Path:
 def test_systemd_units_call_real_commands_with_real_options():
     assert sorted(p.name for p in SYSTEMD.glob("*.service")) == [
         "redismedian-generator@.service", "redismedian-strategy@.service", "redismedian-trader.service"]
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    pyproject = _pyproject()
     for path, inst, kind in _instances():
         unit = _unit(path)
         sub = (lambda v: v.replace("%i", inst)) if inst else (lambda v: v)
@@ -317,7 +324,7 @@ def test_systemd_units_call_real_commands_with_real_options():
         assert _values(unit, "Install", "WantedBy") == ["multi-user.target"]
         (exec_start,) = _values(unit, "Service", "ExecStart")
         argv = shlex.split(sub(exec_start))
-        assert argv[0] == "/opt/redismedian/bin/redismedian" and Path(argv[0]).name in pyproject["project"]["scripts"]
+        assert argv[0] == "/opt/redismedian/bin/redismedian" and Path(argv[0]).name in pyproject["scripts"]
         env: dict[str, str] = {}
         for f in _values(unit, "Service", "EnvironmentFile"):
             local = _local_env_file(sub(f))
