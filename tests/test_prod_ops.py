@@ -193,3 +193,13 @@ def test_check_history_and_watch_on_a_live_pipeline(cluster, redis_server):
     assert time.monotonic() - t0 < 15
     r = cluster.cli("check", "strategy")
     assert r.returncode == 2 and "give the strategy's name" in r.stderr
+
+
+@pytest.mark.integration
+def test_watch_stops_cleanly_on_ctrl_c(cluster):
+    import signal
+    p = cluster.start("status", "--watch", name="watch")
+    p.wait_for_output(r"redismedian at ", timeout=15)
+    p.signal(signal.SIGINT)
+    assert p.wait(10) == 0
+    assert "Traceback" not in p.output()
