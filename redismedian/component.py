@@ -10,13 +10,16 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import redis
 
 from . import keys as K
 from .clock import ServerClock, boundary_ms, epoch_of
 from .common import EXIT_FAILURE, FatalError, Settings, new_instance_id
-from .connection import TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error, make_client, redact_url
+from .connection import (TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error, is_permission_error,
+                         make_client, redact_url)
+from .metrics import NullMetrics
 
 # How long a stop request may take before the process exits anyway (the promise is 2 s).
 STOP_GRACE_S = 1.5
@@ -35,13 +38,14 @@ class Component:
 
     def __init__(self, settings: Settings, name: str | None = None, client: redis.Redis | None = None,
                  clock: ServerClock | None = None, stop: threading.Event | None = None,
-                 logger: logging.Logger | None = None):
+                 logger: logging.Logger | None = None, metrics: NullMetrics | None = None):
         self.settings = settings
         self.name = name
         self.keys = settings.keys
         self.period_ms = settings.period_ms
         self.client = client if client is not None else make_client(
-            settings.redis_url, settings.socket_timeout, client_name=f"redismedian-{self.kind}")
+            settings.redis_url, settings.socket_timeout, client_name=f"redismedian-{self.kind}",
+            **settings.redis_options)
         self.clock = clock or ServerClock()
         self.stop = stop or threading.Event()
         self.log = logger or logging.getLogger(f"redismedian.{self.kind}")
@@ -51,6 +55,7 @@ class Component:
         self.outage = Outage(settings.redis_url, self.log)
         self.backoff = Backoff(settings.backoff_cap)
         self._last_problem: str | None = None
+        self.metrics = metrics or NullMetrics()
 
     # -- for subclasses ----------------------------------------------------
     def startup(self) -> None:
@@ -67,8 +72,8 @@ class Component:
         return K.lease_ttl_ms(self.period_ms)
 
     def meta_args(self) -> list:
-        # A new instance id for every call: the same process may re-create the deployment record
-        # after Redis lost it, and the new record must not look like the old one.
+        # A new candidate instance id every call: if this process re-creates the record after Redis
+        # lost its data, the id must differ from the one it created before, or nobody notices the loss.
         return [self.period_ms, self.instance, new_instance_id(), self.settings.owner, self.lease_ttl_ms]
 
     def check_reply(self, reply, what: str) -> list:
@@ -84,7 +89,7 @@ class Component:
         if status == "lease":
             raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({_s(reply[2])}); "
                              "stopping so that only one process acts under this name")
-        if status == "wrongtype":
+        if status in ("wrongtype", "baddata"):
             raise DataProblem(_s(reply[2]))
         if len(reply) > 2:
             inst = _s(reply[2])
@@ -95,16 +100,30 @@ class Component:
         return [status] + list(reply[1:])
 
     def script(self, source: str):
-        """A registered script (redis-py loads it again by itself after a Redis restart)."""
+        """A registered script (redis-py loads it again by itself after a Redis restart), timed."""
         cache = self.__dict__.setdefault("_scripts", {})
         if source not in cache:
-            cache[source] = self.client.register_script(source)
+            registered = self.client.register_script(source)
+
+            def call(keys=(), args=(), _script=registered):
+                t0 = time.perf_counter()
+                try:
+                    return _script(keys=list(keys), args=list(args))
+                finally:
+                    self.metrics.script_call(time.perf_counter() - t0)
+            cache[source] = call
         return cache[source]
 
-    def problem(self, text: str) -> None:
-        """Log a data problem once until it changes (not every period)."""
+    def problem(self, text: str, epoch: int | None = None) -> None:
+        """Log a data problem once until it changes (not every period).
+
+        The epoch is shown but not compared: the same problem in the next epoch is not news.
+        """
         if text != self._last_problem:
-            self.log.error("%s", text)
+            if epoch is None:
+                self.log.error("%s", text)
+            else:
+                self.log.error("cannot act on epoch %d: %s", epoch, text)
             self._last_problem = text
 
     def problem_cleared(self) -> None:
@@ -122,6 +141,7 @@ class Component:
                 if self.last_epoch is not None and epoch > self.last_epoch + 1:
                     self.log.warning("skipped %d missed period(s) (stalled or Redis unavailable)",
                                      epoch - self.last_epoch - 1)
+                    self.metrics.skipped(epoch - self.last_epoch - 1)
                 return epoch
             target = boundary_ms(self.last_epoch + 1, self.period_ms)
             # +1 ms: never wake a hair before the boundary by the server's clock
@@ -138,11 +158,18 @@ class Component:
                     if not self.clock.synced or self.outage.active:
                         self.clock.sync(self.client)
                     if not self.started:
-                        self.startup()
+                        try:
+                            self.startup()
+                        except (DataProblem, redis.exceptions.ResponseError) as e:
+                            if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                                raise
+                            # e.g. the registry is not a set: report it, and try again shortly
+                            self.problem(f"cannot start: {describe_error(e)}")
+                            self._redis_answered()
+                            self.clock.wait(self.stop, self.backoff.next_delay())
+                            continue
                         self.started = True
-                    if self.outage.active:
-                        self.outage.recovered()
-                    self.backoff.reset()
+                        self.problem_cleared()
                     epoch = self.next_epoch()
                     if epoch is None:
                         break
@@ -150,12 +177,20 @@ class Component:
                         self.step(epoch)
                         self.problem_cleared()
                     except DataProblem as e:
-                        self.problem(f"cannot act on epoch {epoch}: {e}")
+                        self.metrics.error("data_problem")
+                        self.problem(str(e), epoch)
                     except redis.exceptions.ResponseError as e:
-                        if is_auth_error(e):
+                        # READONLY / TRYAGAIN are ResponseErrors too, but transient: retried as an outage
+                        if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                             raise
-                        self.problem(f"Redis refused a command in epoch {epoch}: {describe_error(e)}")
+                        self.metrics.error("redis_refused")
+                        self.problem(f"Redis refused a command: {describe_error(e)}", epoch)
+                    # Only now has Redis really answered: TIME alone also works on a read-only
+                    # replica or while it loads, where every script still fails.
+                    self._redis_answered()
+                    self.backoff.reset()
                     self.last_epoch = epoch
+                    self.metrics.period((self.clock.now_ms() - boundary_ms(epoch, self.period_ms)) / 1000.0)
                     done += 1
                     if max_epochs is not None and done >= max_epochs:
                         break
@@ -165,10 +200,15 @@ class Component:
                     raise
                 except Exception as e:  # noqa: BLE001 - classified below
                     if is_auth_error(e):
-                        raise FatalError(f"Redis at {redact_url(self.settings.redis_url)} refused our "
-                                         f"credentials: {describe_error(e)}") from None
+                        what = ("denied a command to our user (check its ACL)" if is_permission_error(e)
+                                else "refused our credentials")
+                        raise FatalError(f"Redis at {redact_url(self.settings.redis_url)} {what}: "
+                                         f"{describe_error(e)}") from None
                     if not isinstance(e, TRANSIENT_ERRORS):
                         raise
+                    if not self.outage.active:
+                        self.metrics.error("redis_unavailable")
+                        self.metrics.redis_up(False)
                     self.outage.failed(e, self.backoff.cap)
                     self.clock.wait(self.stop, self.backoff.next_delay())
         except Exit as e:
@@ -180,6 +220,11 @@ class Component:
         finally:
             self._shutdown_quietly()
         return 0
+
+    def _redis_answered(self) -> None:
+        if self.outage.active:
+            self.outage.recovered()
+            self.metrics.redis_up(True)
 
     def _shutdown_quietly(self) -> None:
         if not self.started:
@@ -206,7 +251,6 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     about 1.5 periods).  A holder that renews its lease while we wait is alive: refuse at once.
     """
     from .scripts import LEASE_ACQUIRE
-    import time as _time
     owner, ttl = component.settings.owner, component.lease_ttl_ms
     acquire = component.script(LEASE_ACQUIRE)
     reply = acquire(keys=[key], args=[owner, ttl])
@@ -215,7 +259,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     holder, pttl = _s(reply[1]), int(reply[2])
     component.log.warning("%s is held by %s; waiting up to %.1fs for its lease to expire",
                           what, holder, max(pttl, 0) / 1000)
-    start = _time.monotonic()
+    start = component.clock.now_ms()
     poll = max(0.05, min(0.25, component.period_ms / 4000))
     while not component.stop.is_set():
         if component.clock.wait(component.stop, poll):
@@ -224,7 +268,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
         if int(reply[0]) == 1:
             component.log.info("took over %s from %s (its lease expired)", what, holder)
             return
-        elapsed_ms = (_time.monotonic() - start) * 1000
+        elapsed_ms = component.clock.now_ms() - start
         new_holder, new_pttl = _s(reply[1]), int(reply[2])
         renewed = new_holder != holder or (pttl >= 0 and new_pttl > pttl - elapsed_ms + 100)
         if renewed or new_pttl < 0 and elapsed_ms > ttl:

@@ -7,13 +7,11 @@ number produces ``status=error`` with the message: strategies then stop submitti
 """
 from __future__ import annotations
 
-import math
-import numbers
 import random
 from typing import Callable
 
 from . import keys as K
-from .common import fmt_value
+from .common import plugin_error, plugin_number
 from .component import Component, acquire_name
 from .scripts import GENERATOR_PUBLISH
 
@@ -28,13 +26,8 @@ def compute_signal(fn: Callable[[int], float], epoch: int) -> tuple[str, str]:
     try:
         raw = fn(epoch)
     except Exception as e:  # noqa: BLE001 - a failing plug-in is reported, not fatal
-        return "", f"signal function raised {type(e).__name__}: {e}"
-    if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
-        return "", f"signal function returned {type(raw).__name__} {raw!r:.80}, not a number"
-    value = float(raw)
-    if not math.isfinite(value):
-        return "", f"signal function returned {value!r}, not a finite number"
-    return fmt_value(value), ""
+        return "", plugin_error("signal function", e)
+    return plugin_number(raw, "signal function")
 
 
 class Generator(Component):
@@ -62,13 +55,18 @@ class Generator(Component):
                 continue
             break
         if result[0] == "late":
+            self.metrics.error("late")
             self.log.warning("%s: epoch %d ended before its signal was written; skipped", self.name, epoch)
             return
         if len(result) > 4 and result[4]:
             self.log.warning("repaired %s (overwritten by another process)", _s(result[4]))
         if error:
+            self.metrics.state("error")
+            self.metrics.error("signal_function")
             self.log.error("%s signal error in epoch %d: %s", self.name, epoch, error)
         else:
+            self.metrics.submitted(int(result[1]))
+            self.metrics.state("ok")
             self.log.info("%s signal %s (epoch %d)", self.name, value, epoch)
 
     def _publish(self, epoch, value, status, error):

@@ -20,23 +20,22 @@ local function wrongtype(key, want)
   return nil
 end
 
--- Check (and, when missing, create) the deployment record.  A record that is not a hash, or
--- whose period is not a period (garbage), is replaced: to everybody it then looks like Redis
--- lost its data, which restores what each component owns.  A valid but different period is
--- another deployment's: refused.  Returns instance, changed | nil, code, detail.
+-- Check (and, when missing, create) the deployment record.
+-- Returns instance, changed | nil, code, detail.
 local function meta_check(key, period, known, fresh, now)
-  if wrongtype(key, 'hash') then redis.call('DEL', key) end
+  local bad = wrongtype(key, 'hash')
+  if bad then return nil, 'wrongtype', key .. ' is a ' .. bad .. ', expected a hash' end
   local m = redis.call('HMGET', key, 'period_ms', 'instance')
-  local p = tonumber(m[1])
-  if m[1] and not (p and p == math.floor(p) and p >= 50 and p <= 86400000) then
-    redis.call('DEL', key)
-    m = {false, false}
-  end
   if not m[1] then
     redis.call('HSET', key, 'period_ms', period)
     m[1] = period
   end
-  if tonumber(m[1]) ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
+  local p = tonumber(m[1])
+  if not p or p ~= p or p <= 0 or p == math.huge or p ~= math.floor(p) then
+    return nil, 'baddata', key .. ' has period_ms ' .. string.format('%q', tostring(m[1])):sub(1, 60) ..
+      ', not a period in ms: fix it or delete ' .. key
+  end
+  if p ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
   if not m[2] then
     redis.call('HSET', key, 'instance', fresh, 'created', now)
     m[2] = fresh
@@ -44,15 +43,16 @@ local function meta_check(key, period, known, fresh, now)
   return m[2], (m[2] ~= known)
 end
 
--- A lease with no expiry was not written by a live holder (they all set PX): garbage, free.
+-- The holder of a lease, or nil when nobody holds it.  What no redismedian process writes
+-- at a lease key (another type, or a string that never expires) is removed, not obeyed.
 local function lease_get(key)
-  if wrongtype(key, 'string') then redis.call('DEL', key) end
-  local cur = redis.call('GET', key)
-  if cur and redis.call('PTTL', key) == -1 then
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' then return nil end
+  if t ~= 'string' or redis.call('PTTL', key) < 0 then
     redis.call('DEL', key)
-    cur = false
+    return nil
   end
-  return cur
+  return redis.call('GET', key)
 end
 
 -- Hold a lease: take it when free, renew it when ours.  Returns true | false, holder.
@@ -75,7 +75,7 @@ local function registry_version(meta)
 end
 
 local function registry_bump(meta)
-  if redis.call('EXISTS', meta) == 0 then return 0 end
+  if redis.call('TYPE', meta)['ok'] ~= 'hash' then return 0 end
   local v = registry_version(meta) + 1
   redis.call('HSET', meta, 'registry', v)
   return v
@@ -84,26 +84,48 @@ end
 -- Keep the registry, its backup and the deregistration records consistent (O(1) unless something
 -- changed).  A name leaves the registry only by deregistration, and every deregistration leaves
 -- a record (NS:deregistered: name -> server ms):
--- * types other than set / set / hash are garbage: removed (then restored as below);
--- * a registry that vanished while the backup lists names was lost (DEL, eviction, expiry):
---   restored from the backup.  Deregistration removes a name from both, so it is never undone;
+-- * a registry that is not a set is garbage: overwritten with the backup (SUNIONSTORE replaces a
+--   key of any type, so no role needs DEL on the registry); a backup or a record hash that is
+--   not what it should be is replaced too;
+-- * a registry that vanished while the backup lists two or more names was lost (DEL, eviction,
+--   expiry): restored from the backup.  SREM of the last name deletes the key too, and Redis
+--   cannot tell that from DEL: a vanished registry whose backup lists one name is taken as that
+--   name's deregistration (recorded), unless the caller just saw Redis lose its data (`lost`);
 -- * a registry that exists is authoritative: when its size differs from the backup's, names were
 --   SREMed (deregistered: recorded) or SADDed by hand, and the backup becomes a copy of it.
--- Returns version, backup size, note ('' unless something was repaired).
-local function registry_guard(meta, reg, backup, dereg, now)
+-- Returns version, backup size, note ('' unless something was repaired), restored (boolean).
+local function registry_guard(meta, reg, backup, dereg, now, lost)
   local note = ''
-  for _, kt in ipairs({{backup, 'set'}, {reg, 'set'}, {dereg, 'hash'}}) do
-    local bad = wrongtype(kt[1], kt[2])
-    if bad then
-      redis.call('DEL', kt[1])
-      note = note .. kt[1] .. ' was a ' .. bad .. ' (removed); '
-    end
+  local restored = false
+  local bad = wrongtype(dereg, 'hash')
+  if bad then
+    redis.call('DEL', dereg)
+    note = dereg .. ' was a ' .. bad .. ' (removed); '
+  end
+  local rt = redis.call('TYPE', reg)['ok']
+  bad = wrongtype(backup, 'set')
+  if bad then
+    if rt == 'set' then redis.call('SUNIONSTORE', backup, reg) else redis.call('DEL', backup) end
+    note = note .. backup .. ' was a ' .. bad .. ' (replaced); '
+  end
+  if rt ~= 'none' and rt ~= 'set' then
+    redis.call('SUNIONSTORE', reg, backup)
+    note = note .. reg .. ' was a ' .. rt .. ' (replaced by ' .. backup .. '); '
+    rt = redis.call('TYPE', reg)['ok']
+    restored = (rt == 'set')
   end
   local nb = redis.call('SCARD', backup)
-  if redis.call('EXISTS', reg) == 0 then
-    if nb > 0 then
+  if rt == 'none' then
+    if nb > 1 or (nb == 1 and lost) then
       redis.call('SUNIONSTORE', reg, backup)
+      restored = true
       note = note .. reg .. ' had vanished: restored ' .. nb .. ' registrations from ' .. backup
+    elseif nb == 1 then
+      local last = redis.call('SRANDMEMBER', backup)
+      redis.call('HSET', dereg, last, now)
+      redis.call('SREM', backup, last)
+      nb = 0
+      registry_bump(meta)
     end
   elseif redis.call('SCARD', reg) ~= nb then
     for _, gone in ipairs(redis.call('SDIFF', backup, reg)) do
@@ -113,7 +135,7 @@ local function registry_guard(meta, reg, backup, dereg, now)
     nb = redis.call('SCARD', backup)
     registry_bump(meta)
   end
-  return registry_version(meta), nb, note
+  return registry_version(meta), nb, note, restored
 end
 
 -- The shortest text that reads back as the same double.
@@ -187,13 +209,16 @@ local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[8], KEYS[9], now)
+local ver, nb, note, revived = registry_guard(KEYS[1], KEYS[2], KEYS[8], KEYS[9], now, changed)
 local name = ARGV[7]
 local restored = 0
+if revived and changed and ARGV[15] ~= '1' and redis.call('SISMEMBER', KEYS[2], name) == 1 then
+  restored = 1   -- Redis lost its data, and our registration came back with the backup
+end
 if redis.call('SISMEMBER', KEYS[2], name) == 0 then
   -- Absent: deregistered if there is a record of it; otherwise the registration itself was lost
   -- (Redis lost its data, a failover dropped the last writes, registry and backup deleted).
-  if ARGV[15] ~= '1' and redis.call('HEXISTS', KEYS[9], name) == 1 then
+  if ARGV[15] ~= '1' and not changed and redis.call('HEXISTS', KEYS[9], name) == 1 then
     return {'deregistered', now, inst, ver}
   end
   redis.call('SADD', KEYS[2], name)
@@ -254,7 +279,7 @@ local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[10], KEYS[12], now)
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[10], KEYS[12], now, changed)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 
@@ -278,12 +303,18 @@ local token = ARGV[12]
 local took = 0
 if not lease then
   if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
-  local t = redis.pcall('INCR', KEYS[7])
-  if type(t) == 'table' then                -- garbage counter
-    redis.call('DEL', KEYS[7])
-    t = redis.call('INCR', KEYS[7])
+  local f = redis.call('GET', KEYS[7])
+  if f and (not string.match(f, '^%d+$') or #f > 15) then
+    -- Not a counter (INCR would fail, and no trader could ever lead): go on from the last
+    -- token the trader record shows, so that tokens still only grow.
+    local last = ''
+    if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then last = redis.call('HGET', KEYS[4], 'fence') or '' end
+    if not string.match(last, '^%d+$') or #last > 15 then last = '0' end
+    redis.call('SET', KEYS[7], last)
   end
-  local floor = tonumber(ARGV[16]) or 0     -- stays monotonic across a data loss we saw
+  local t = redis.call('INCR', KEYS[7])
+  -- Above every token this trader has seen, too: tokens only grow, even after Redis lost the counter.
+  local floor = tonumber(ARGV[16]) or 0
   if t <= floor then
     t = floor + 1
     redis.call('SET', KEYS[7], t)
@@ -314,6 +345,9 @@ if took == 1 then
 end
 -- Published already (by us, or by the leader before us)?  Garbage in the field is ignored.
 local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
+-- Only this epoch counts: 'published' beyond the current epoch can only be garbage, and
+-- obeying it would stop publication until the server clock caught up with it.  The trader also
+-- remembers what it published itself (Redis may have lost the record since).
 if published == epoch or (tonumber(ARGV[17]) or -1) >= epoch then
   return {'done', now, inst, ver, nb, note, token, took}
 end
@@ -333,7 +367,11 @@ if nreg == 0 then
   return {'idle', now, inst, ver, nb, note, token, took}
 end
 local bad = wrongtype(KEYS[3], 'zset')
-if bad then return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions') end
+if bad then
+  -- the next strategy to submit repairs it: only an error once the deadline has come
+  if ARGV[7] ~= '1' then return {'waiting', now, inst, ver, nb, note, token, took, 0, nreg} end
+  return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions')
+end
 
 local have = redis.call('ZINTERCARD', 2, KEYS[3], KEYS[2])
 if have < nreg then
@@ -390,7 +428,8 @@ else
   local r = redis.call('ZRANGE', src, nreg / 2 - 1, nreg / 2, 'WITHSCORES')
   local a, b = tonumber(r[2]), tonumber(r[4])
   median = (a + b) / 2
-  if not finite(median) then median = a / 2 + b / 2 end   -- two huge decisions overflow the sum
+  -- Two finite decisions near the largest double overflow when added: halve first (exact then).
+  if not finite(median) then median = a / 2 + b / 2 end
 end
 local text = fmt(median)
 local members = ''
@@ -420,15 +459,18 @@ local now = now_ms()
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
 if changed then return {'changed', now, inst} end
-registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
+registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
 local added, shown = 0, {}
 for i = 7, #ARGV do
   redis.call('SADD', KEYS[3], ARGV[i])
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
     added = added + 1
     if #shown < 20 then shown[#shown + 1] = ARGV[i] end
   end
 end
+-- The trader never SADDs to the registry itself (its ACL user may not): the registry becomes the
+-- union of itself and the backup.
+if added > 0 then redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[3]) end
 local ver = math.max(registry_version(KEYS[1]), tonumber(ARGV[6]) or 0) + 1
 redis.call('HSET', KEYS[1], 'registry', ver)
 local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3]), added}
@@ -439,18 +481,18 @@ return reply
 # KEYS: meta, registry, registry backup, deregistration records   ARGV: name
 # `redismedian deregister`: remove the name from the registry and its backup and record the
 # deregistration (so that removing the last strategy is told apart from losing the registry).
-# -> {1} when removed, {0, registered names (up to 50)...} when not registered
+# -> {1, repair note} when removed, {0, repair note, registered names (up to 50)...} when not
 DEREGISTER = PRELUDE + r"""
 local now = now_ms()
-registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
+local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
 local removed = redis.call('SREM', KEYS[2], ARGV[1])
 local removed_backup = redis.call('SREM', KEYS[3], ARGV[1])
 if removed == 1 or removed_backup == 1 then
   redis.call('HSET', KEYS[4], ARGV[1], now)
   registry_bump(KEYS[1])
 end
-if removed == 1 then return {1} end
-local reply = {0}
+if removed == 1 then return {1, note} end
+local reply = {0, note}
 for _, n in ipairs(redis.call('SRANDMEMBER', KEYS[2], 50)) do reply[#reply + 1] = n end
 return reply
 """

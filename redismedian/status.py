@@ -38,12 +38,19 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` output)."""
     now = time_reply_ms(client.time())
     meta = _hash(client, keys.meta)
-    period_ms = parse_int(meta.get("period_ms")) if isinstance(meta, dict) else None
+    problems: list[str] = []
+    period_ms = None
+    if isinstance(meta, str):
+        problems.append(meta)
+    elif meta.get("period_ms") is not None:
+        p = parse_finite(meta["period_ms"])
+        if p is not None and p > 0 and p == int(p):
+            period_ms = int(p)
+        else:   # the components refuse to run on it too
+            problems.append(f"{keys.meta} has period_ms {meta['period_ms']!r:.40}, not a period in ms")
     epoch = epoch_of(now, period_ms) if period_ms else None
     out: dict[str, Any] = {"namespace": keys.ns, "server_time_ms": now, "period_ms": period_ms,
-                           "epoch": epoch, "problems": []}
-    if isinstance(meta, str):
-        out["problems"].append(meta)
+                           "epoch": epoch, "problems": problems}
 
     # trader
     trader = _hash(client, keys.trader)
@@ -199,8 +206,12 @@ def deregister(client: redis.Redis, keys: Keys, name: str) -> None:
                                                          keys.deregistered],
                                                    args=[name])
     except redis.exceptions.ResponseError as e:
+        if "WRONGTYPE" not in str(e):
+            raise           # e.g. an ACL denial: the command line reports it
         raise FatalError(f"cannot deregister {name!r}: {e}") from None
+    note = as_str(reply[1]).strip("; ")
     if not int(reply[0]):
-        known = sorted(as_str(m) for m in reply[1:])
-        raise FatalError(f"no strategy named {name!r} is registered in namespace {keys.ns!r} "
+        known = sorted(as_str(m) for m in reply[2:])
+        raise FatalError((f"{note}; " if note else "")
+                         + f"no strategy named {name!r} is registered in namespace {keys.ns!r} "
                          f"(registered: {', '.join(known) if known else 'none'})")

@@ -7,7 +7,6 @@ submits nothing and records why, which the trader then shows as its reason.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -15,9 +14,9 @@ import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import FatalError, fmt_value, parse_finite, parse_int
+from .common import FatalError, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, Exit, acquire_name
-from .connection import describe_error
+from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import STRATEGY_REPORT
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
@@ -38,6 +37,7 @@ class Reading:
     value_text: str | None
     status: str | None
     error: str | None
+    unreadable: str = ""     # why the key could not be read at all (e.g. it is not a hash)
 
     @property
     def epoch(self) -> int | None:
@@ -65,6 +65,9 @@ def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
             h = stored.get(g)
             if h is None:
                 problems.append(f"signal {g} missing (generator not running?)")
+                continue
+            if h.unreadable:
+                problems.append(f"signal {g} unreadable ({h.unreadable})")
                 continue
             if h.epoch is None:
                 problems.append(f"signal {g} malformed (epoch {h.epoch_text!r:.40})")
@@ -97,16 +100,8 @@ def run_decide(fn: Callable[[Mapping[str, float]], float], values: Mapping[str, 
     try:
         raw = fn(dict(values))
     except Exception as e:  # noqa: BLE001 - a failing plug-in is reported, not fatal
-        return "", f"decide function raised {type(e).__name__}: {e}"
-    try:
-        if isinstance(raw, bool):
-            raise TypeError
-        x = float(raw)
-    except (TypeError, ValueError):
-        return "", f"decide function returned {type(raw).__name__} {raw!r:.80}, not a number"
-    if not math.isfinite(x):
-        return "", f"decide function returned {x!r}, not a finite number"
-    return fmt_value(x), ""
+        return "", plugin_error("decide function", e)
+    return plugin_number(raw, "decide function")
 
 
 class Strategy(Component):
@@ -146,8 +141,12 @@ class Strategy(Component):
         state = "ok" if value else "error"
         submitted, reason = self.report(epoch, value, state, reason)
         if submitted:
+            self.metrics.submitted()
+            self.metrics.state("ok")
             self.log.info("%s submitted %s", self.name, value)
         else:
+            self.metrics.state("error")
+            self.metrics.error("late" if value else "signals" if values is None else "decide_function")
             self.log.warning("%s: no decision for epoch %d: %s", self.name, epoch, reason)
 
     def wait_for_signals(self, epoch: int) -> tuple[dict[str, Reading], str]:
@@ -157,15 +156,23 @@ class Strategy(Component):
         start = boundary_ms(epoch, self.period_ms)
         deadline = start + self.signal_timeout_ms
         last_id = f"{start - 1}-{MAX_STREAM_ID_SEQ}"  # everything written since the boundary
+        problem = ""
         while not self.stop.is_set():
             remaining = deadline - self.clock.now_ms()
             if remaining <= 0:
                 break
+            block = max(1, min(self.settings.block_ms, remaining))
             try:
-                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT,
-                                          block=max(1, min(self.settings.block_ms, remaining)))
+                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT, block=block)
             except redis.exceptions.ResponseError as e:
-                return found, f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
+                if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                    raise
+                # Somebody else wrote the feed key; the next generator to publish repairs it.
+                problem = f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
+                if self.clock.wait(self.stop, block / 1000.0):
+                    break
+                continue
+            problem = ""
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     last_id = entry_id
@@ -175,7 +182,7 @@ class Strategy(Component):
                         found[name] = r
             if len(found) == len(mine):
                 break
-        return found, ""
+        return found, problem
 
     def read_stored(self, generators: list[str]) -> dict[str, Reading | None]:
         """The signal hashes of ``generators`` (one round trip), for the reason text."""
@@ -188,7 +195,7 @@ class Strategy(Component):
         out: dict[str, Reading | None] = {}
         for g, rep in zip(generators, replies):
             if isinstance(rep, Exception):  # wrong type: somebody else wrote this key
-                out[g] = Reading("unreadable: " + describe_error(rep), None, None, None)
+                out[g] = Reading(None, None, None, None, f"{self.keys.signal(g)}: {describe_error(rep)}")
             elif rep is None or all(v is None for v in rep):
                 out[g] = None
             else:
@@ -214,8 +221,8 @@ class Strategy(Component):
         if result[7]:
             self.log.warning("registry repaired: %s", _text(result[7]))
         if int(result[3]):
-            self.log.warning("re-registered %s: Redis lost its registration (it was never deregistered)",
-                             self.name)
+            self.log.warning("re-registered %s after Redis lost its data (its registration was gone, "
+                             "and it was never deregistered)", self.name)
         return bool(int(result[4])), _text(result[5])
 
     def shutdown(self) -> None:

@@ -9,6 +9,7 @@ deregistered.  Several traders may run: one leads (a fenced lease), the others s
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Iterable
@@ -19,7 +20,7 @@ from . import keys as K
 from .clock import boundary_ms
 from .common import FatalError, parse_int
 from .component import Component
-from .connection import describe_error
+from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import REGISTRY_RESTORE, TRADER_COLLECT
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
@@ -27,8 +28,16 @@ MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the
 
 
 def median(values: Iterable[float]) -> float:
-    """The reference median: middle value, or the mean of the two middle values."""
-    return statistics.median(list(values))
+    """The reference median: middle value, or the mean of the two middle values.
+
+    Same as the trader's Lua: statistics.median, except that two finite middle values whose
+    sum overflows give their halves' sum instead of inf.
+    """
+    data = sorted(values)
+    m = statistics.median(data)
+    if math.isinf(m) and all(math.isfinite(x) for x in data):
+        m = data[len(data) // 2 - 1] / 2 + data[len(data) // 2] / 2
+    return m
 
 
 def default_decision_timeout_ms(period_ms: int) -> int:
@@ -91,9 +100,13 @@ class Trader(Component):
                 block = max(1, min(self.settings.block_ms, deadline - now))
                 try:
                     self.client.blpop([ready_key], timeout=block / 1000.0)
-                except redis.exceptions.ResponseError:   # somebody wrote another type there
-                    if self.clock.wait(self.stop, block / 1000.0):
-                        return
+                except redis.exceptions.ResponseError as e:
+                    if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                        raise
+                    # Not a list: somebody else wrote it.  The doorbell is ours to clear.
+                    self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
+                                     ready_key, describe_error(e))
+                    self.client.delete(ready_key)
                 final = self.clock.now_ms() >= deadline
             result = self.collect(epoch, final)
             if result[5]:
@@ -182,6 +195,7 @@ class Trader(Component):
         """Another trader leads.  Check again the moment its lease would expire if that is still
         before this epoch's deadline (a dead leader is replaced within its lease time); True when
         the epoch is settled."""
+        self.metrics.state("standby")
         holder, pttl = str(result[6]), int(result[7])
         _owner, _, tok = holder.rpartition("|")
         self.fence_floor = max(self.fence_floor, parse_int(tok) or 0)
@@ -211,17 +225,26 @@ class Trader(Component):
             self.last_published = epoch
             self.log.info("median: %s", repr(float(result[8])))
             self.state = "ok"
+            self.metrics.state("ok")
+            self.metrics.median(float(result[8]))
+            self.metrics.submitted(int(result[1]))
         elif status == "error":
             self.log.warning("error in epoch %d: %s", epoch, result[8])
             self.state = "error"
+            self.metrics.state("error")   # before the counter: a scrape never sees the count without the state
+            self.metrics.error("missing_decisions" if "strategies missing" in str(result[8]) else "bad_data")
         elif status == "idle":
             if self.state != "idle":
                 self.log.info("idle: no strategies registered")
             self.state = "idle"
-        elif status in ("expired", "done"):
+        elif status == "expired":
+            self.metrics.error("late")
+        elif status == "done":
             pass
         else:
             raise FatalError(f"unexpected reply from Redis: {result!r}")
+        if self.state:
+            self.metrics.state(self.state)
         return True
 
     def shutdown(self) -> None:

@@ -312,9 +312,16 @@ def current_epoch(topo) -> int:
 
 
 def heal(topo) -> None:
-    """What an operator does: remove garbage names from the registry (by the rules they are
-    registrations, so only a deregistration removes them)."""
+    """What an operator does after garbage: remove garbage names from the registry (by the rules
+    they are registrations, so only a deregistration removes them), and delete a deployment record
+    that is not one (the components report it and wait: "fix it or delete NS:meta")."""
     c = topo.client()
+    try:
+        period = c.hget(f"{NS}:meta", "period_ms")
+        if period is not None and period != str(int(topo.period * 1000)).encode():
+            c.delete(f"{NS}:meta")
+    except redis.exceptions.ResponseError:      # not a hash
+        c.delete(f"{NS}:meta")
     try:
         junk = [m for m in c.smembers(f"{NS}:strategies") if m.decode(errors="replace") not in ALL]
     except redis.exceptions.ResponseError:

@@ -124,13 +124,26 @@ def test_deregistering_the_last_strategy_with_the_cli_leaves_nothing_to_restore(
     assert dep.run_trader()["state"] == "idle"
 
 
-def test_srem_of_the_last_strategy_is_indistinguishable_from_a_del_and_is_restored(dep):
-    """The documented limit: SREM of the last name deletes the key, exactly like DEL."""
+def test_srem_of_the_last_strategy_is_its_deregistration(dep):
+    """SREM of the last name deletes the key, exactly like DEL: with one name in the backup the
+    vanished registry is taken as that name's deregistration (it is recorded)."""
     dep.start("A")
     dep.run_trader()
     dep.client.srem(K.strategies, "A")
+    with pytest.raises(Exit):
+        dep.submit("A")
+    assert dep.client.hexists(K.deregistered, "A")
+    assert dep.run_trader()["state"] == "idle"
+
+
+def test_two_names_removed_at_once_look_like_a_deletion_and_are_restored(dep):
+    """The documented limit: a registry emptied in one go (here SREM of both names) cannot be
+    told from DEL, and two or more names vanishing at once are restored."""
+    dep.start("A", "B")
+    dep.run_trader()
+    dep.client.srem(K.strategies, "A", "B")
     dep.submit("A")
-    assert names(dep.client, K.strategies) == {"A"}
+    assert names(dep.client, K.strategies) == {"A", "B"}
 
 
 def test_data_loss_restores_what_the_trader_knew_and_names_the_dead(dep):
