@@ -62,10 +62,8 @@ def parse(url: str) -> SentinelURL:
     if "@" in netloc:
         userinfo, _, netloc = netloc.rpartition("@")
         user, colon, pw = userinfo.partition(":")
-        username = unquote(user) or None
+        username = unquote(user) or None        # user@host: a user name (the password from elsewhere)
         password = unquote(pw) if colon else None
-        if not colon:          # redis://password@host is redis-py's form for a bare password
-            username, password = None, unquote(user) or None
     else:
         username = password = None
     hosts = []
@@ -112,9 +110,10 @@ def redact(url: str) -> str:
     return f"{head}://{userinfo}@{hosts}{slash}{path}"
 
 
-def passwords(u: SentinelURL) -> tuple[str | None, str | None]:
-    """(master password, sentinel password): the options/environment win over the URL."""
-    master = os.environ.get(ENV_MASTER_PASSWORD) or u.password
+def passwords(u: SentinelURL, given: str | None = None) -> tuple[str | None, str | None]:
+    """(master password, sentinel password).  The master's: --master-password, else ``given``
+    (--password-file or $REDISMEDIAN_PASSWORD, see connection.client_options), else the URL's."""
+    master = os.environ.get(ENV_MASTER_PASSWORD) or given or u.password
     sentinel = os.environ.get(ENV_SENTINEL_PASSWORD) or None
     return master, sentinel
 
@@ -122,7 +121,7 @@ def passwords(u: SentinelURL) -> tuple[str | None, str | None]:
 def make_client(url: str, socket_timeout: float, **connection_kwargs) -> redis.Redis:
     """A client of the current master of the URL's service (found through the sentinels)."""
     u = parse(url)
-    master_pw, sentinel_pw = passwords(u)
+    master_pw, sentinel_pw = passwords(u, connection_kwargs.pop("password", None))
     t = min(socket_timeout, SENTINEL_TIMEOUT_S)
     sentinel_kwargs = {"socket_timeout": t, "socket_connect_timeout": t}
     if sentinel_pw:

@@ -212,6 +212,13 @@ class Topology:
         self.procs[name] = p
         return p
 
+    def wait_up(self, proc: Proc, timeout: float = 60) -> float:
+        """Wait until a (re)started process is running: it logged its start line (a generator or
+        strategy after taking its name).  Returns that moment (ms).  Interpreter start-up on a
+        loaded machine can take seconds: recovery is measured from here."""
+        proc.wait_for_output(r"(generator \S+ started|registered \S+ \(signals|trader started)", timeout)
+        return now_ms()
+
     def periods(self, ms: float) -> float:
         return ms / 1000.0 / self.period
 

@@ -48,11 +48,13 @@ def test_component_fault_then_recovery(topo, fault, victim):
         topo.wait_trader_error(*AFFECTED[victim])
     # Bring the part back.
     if fault == "kill":
-        back_ms = now_ms()
+        restart_ms = now_ms()
         if victim == "trader":
-            topo.traders[0] = topo.cluster.trader()
+            new = topo.traders[0] = topo.cluster.trader()
         else:
-            topo.restart(victim)
+            new = topo.restart(victim)
+        back_ms = topo.wait_up(new)   # the failed part is back: its process runs again
+        report(f"{fault} {victim} start-up", startup_periods=topo.periods(back_ms - restart_ms))
     else:
         back_ms = now_ms()
         proc.signal(signal.SIGCONT)

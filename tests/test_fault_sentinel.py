@@ -25,6 +25,20 @@ def test_sentinel_url_forms():
     u = parse("redis+sentinel://app:p%40ss@[::1]:5000,h2/svc/")
     assert u.sentinels == (("::1", 5000), ("h2", 26379)) and u.username == "app" and u.password == "p@ss"
     assert u.db == 0
+    u = parse("redis+sentinel://strategy.X@h1:26379/svc")      # user only: the password comes from a file
+    assert u.username == "strategy.X" and u.password is None
+
+
+def test_password_file_reaches_the_master(tmp_path, monkeypatch):
+    from redismedian.connection import client_options
+    (tmp_path / "pw").write_text("from-file\n")
+    url = "redis+sentinel://strategy.X@127.0.0.1:1/svc"
+    opts = client_options(url, password_file=str(tmp_path / "pw"))
+    client = make_client(url, socket_timeout=0.5, **opts)
+    kw = client.connection_pool.connection_kwargs
+    assert kw["password"] == "from-file" and kw["username"] == "strategy.X"
+    monkeypatch.setenv("REDISMEDIAN_MASTER_PASSWORD", "from-option")
+    assert make_client(url, socket_timeout=0.5, **opts).connection_pool.connection_kwargs["password"] == "from-option"
 
 
 @pytest.mark.parametrize("url,why", [
