@@ -199,12 +199,9 @@ class Strategy(Component):
     def report(self, epoch: int, value: str, state: str, reason: str, register: bool = False) -> tuple[bool, str]:
         """Submit (when ``value``) and record our state, in one script call."""
         k = self.keys
-        reply = self.script(STRATEGY_REPORT)(
-            keys=[k.meta, k.strategies, self.lease_key, k.decision(self.name), k.strategy_status(self.name),
-                  k.decisions(epoch), k.ready(epoch)],
-            args=[*self.meta_args(), epoch, self.name, value, state, reason[:2000], ",".join(self.generators),
-                  K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(self.period_ms, K.STATUS_TTL_PERIODS),
-                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), "1" if register else "0"])
+        keys, args = report_request(k, self.name, self.generators, self.meta_args(), self.period_ms, epoch, value,
+                                    state, reason, register)
+        reply = self.script(STRATEGY_REPORT)(keys=keys, args=args)
         result = self.check_reply(reply, self.name)
         if result[0] == "deregistered":
             raise Exit(f"{self.name} was deregistered (removed from {k.strategies}); exiting. "
@@ -220,6 +217,17 @@ class Strategy(Component):
         self.release_lease(self.lease_key)
         self.log.info("strategy %s stopped (still registered: the trader will report it missing "
                       "until it is back or deregistered)", self.name)
+
+
+def report_request(k: K.Keys, name: str, generators: list[str], meta_args: list, period_ms: int, epoch: int,
+                   value: str, state: str, reason: str, register: bool = False) -> tuple[list, list]:
+    """The keys and arguments of one STRATEGY_REPORT call (the benchmarks' load generator uses it too)."""
+    keys = [k.meta, k.strategies, k.lease("strategy", name), k.decision(name), k.strategy_status(name),
+            k.decisions(epoch), k.ready(epoch)]
+    args = [*meta_args, epoch, name, value, state, reason[:2000], ",".join(generators),
+            K.ttl_ms(period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(period_ms, K.STATUS_TTL_PERIODS),
+            K.ttl_ms(period_ms, K.READY_TTL_PERIODS), "1" if register else "0"]
+    return keys, args
 
 
 def default_signal_timeout_ms(period_ms: int) -> int:
