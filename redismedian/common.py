@@ -124,8 +124,9 @@ class Settings:
 
     @property
     def block_ms(self) -> int:
-        """Longest single blocking wait: short, so stop requests and hung servers are noticed fast."""
-        return max(10, min(1000, self.period_ms // 2))
+        """Longest single blocking wait: short, so stop requests and hung servers are noticed fast,
+        and always well inside the socket timeout."""
+        return max(10, min(1000, self.period_ms // 2, int(self.socket_timeout * 500)))
 
 
 def fmt_value(x: float) -> str:
