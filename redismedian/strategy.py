@@ -1,7 +1,7 @@
 """Strategy: reads one or more generators' signals, decides, and submits under its name.
 
-Each epoch it waits (blocking on the ``NS:signals`` feed, no polling) until every one of
-its generators has written a signal for that epoch, or until ``--signal-timeout``.  It
+Each epoch it waits (blocking on its generators' ``NS:signals:<g>`` feeds, no polling) until
+every one of its generators has written a signal for that epoch, or until ``--signal-timeout``.  It
 submits only if every signal is for the current epoch, ``ok`` and finite; otherwise it
 submits nothing and records why, which the trader then shows as its reason.
 """
@@ -151,29 +151,37 @@ class Strategy(Component):
             self.log.warning("%s: no decision for epoch %d: %s", self.name, epoch, reason)
 
     def wait_for_signals(self, epoch: int) -> tuple[dict[str, Reading], str]:
-        """This epoch's feed entries of our generators, waiting until all are in or the timeout."""
-        mine = set(self.generators)
+        """This epoch's entries on our generators' feeds, waiting until all are in or the timeout.
+
+        Only our own generators' feeds are read, so each blocking read returns with at least one
+        of our signals: at most one read per signal per period (usually one in all, as generators
+        write at the same boundary), however many generators and strategies there are.
+        """
         found: dict[str, Reading] = {}
         start = boundary_ms(epoch, self.period_ms)
         deadline = start + self.signal_timeout_ms
-        last_id = f"{start - 1}-{MAX_STREAM_ID_SEQ}"  # everything written since the boundary
+        since = f"{start - 1}-{MAX_STREAM_ID_SEQ}"  # everything written since the boundary
+        feeds = {self.keys.signal_feed(g): g for g in self.generators}
+        last_ids = {key: since for key in feeds}
         while not self.stop.is_set():
             remaining = deadline - self.clock.now_ms()
             if remaining <= 0:
                 break
+            pending = {key: last_ids[key] for key, g in feeds.items() if g not in found}
             try:
-                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT,
+                reply = self.client.xread(pending, count=FEED_READ_COUNT,
                                           block=max(1, min(self.settings.block_ms, remaining)))
             except redis.exceptions.ResponseError as e:
-                return found, f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
-            for _stream, entries in reply or ():
+                return found, f"signal feed unreadable ({', '.join(pending)}): {describe_error(e)}"
+            for stream, entries in reply or ():
+                key = stream.decode(errors="replace") if isinstance(stream, bytes) else str(stream)
+                g = feeds.get(key)
                 for entry_id, fields in entries:
-                    last_id = entry_id
+                    last_ids[key] = entry_id
                     r = Reading.from_fields(fields or {})
-                    name = _get(fields, "name")
-                    if name in mine and r.epoch == epoch:
-                        found[name] = r
-            if len(found) == len(mine):
+                    if g is not None and _get(fields, "name") == g and r.epoch == epoch:
+                        found[g] = r
+            if len(found) == len(feeds):
                 break
         return found, ""
 
