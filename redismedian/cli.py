@@ -1,6 +1,7 @@
 """The ``redismedian`` command line: a thin click layer over the components."""
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable
 
@@ -36,8 +37,9 @@ _plugin = _validator(load_callable)
 
 
 def _seconds(ctx, param, value):
-    if value is not None and not value > 0:
-        raise click.BadParameter("must be a positive number of seconds")
+    # "inf" parses as a float: refuse it here (it used to end in an OverflowError traceback)
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise click.BadParameter("must be a positive, finite number of seconds")
     return value
 
 

@@ -46,7 +46,6 @@ class Component:
         self.stop = stop or threading.Event()
         self.log = logger or logging.getLogger(f"redismedian.{self.kind}")
         self.instance = ""            # NS:meta instance seen last; a change means Redis lost its data
-        self.fresh_instance = new_instance_id()
         self.started = False
         self.last_epoch: int | None = None
         self.outage = Outage(settings.redis_url, self.log)
@@ -68,7 +67,9 @@ class Component:
         return K.lease_ttl_ms(self.period_ms)
 
     def meta_args(self) -> list:
-        return [self.period_ms, self.instance, self.fresh_instance, self.settings.owner, self.lease_ttl_ms]
+        # A new candidate instance id every call: if this process re-creates the record after Redis
+        # lost its data, the id must differ from the one it created before, or nobody notices the loss.
+        return [self.period_ms, self.instance, new_instance_id(), self.settings.owner, self.lease_ttl_ms]
 
     def check_reply(self, reply, what: str) -> list:
         """Common answers of every script: time, deployment record, lease."""
@@ -83,7 +84,7 @@ class Component:
         if status == "lease":
             raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({_s(reply[2])}); "
                              "stopping so that only one process acts under this name")
-        if status == "wrongtype":
+        if status in ("wrongtype", "baddata"):
             raise DataProblem(_s(reply[2]))
         if len(reply) > 2:
             inst = _s(reply[2])
@@ -100,10 +101,16 @@ class Component:
             cache[source] = self.client.register_script(source)
         return cache[source]
 
-    def problem(self, text: str) -> None:
-        """Log a data problem once until it changes (not every period)."""
+    def problem(self, text: str, epoch: int | None = None) -> None:
+        """Log a data problem once until it changes (not every period).
+
+        The epoch is shown but not compared: the same problem in the next epoch is not news.
+        """
         if text != self._last_problem:
-            self.log.error("%s", text)
+            if epoch is None:
+                self.log.error("%s", text)
+            else:
+                self.log.error("cannot act on epoch %d: %s", epoch, text)
             self._last_problem = text
 
     def problem_cleared(self) -> None:
@@ -137,11 +144,18 @@ class Component:
                     if not self.clock.synced or self.outage.active:
                         self.clock.sync(self.client)
                     if not self.started:
-                        self.startup()
+                        try:
+                            self.startup()
+                        except (DataProblem, redis.exceptions.ResponseError) as e:
+                            if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                                raise
+                            # e.g. the registry is not a set: report it, and try again shortly
+                            self.problem(f"cannot start: {describe_error(e)}")
+                            self._redis_answered()
+                            self.clock.wait(self.stop, self.backoff.next_delay())
+                            continue
                         self.started = True
-                    if self.outage.active:
-                        self.outage.recovered()
-                    self.backoff.reset()
+                        self.problem_cleared()
                     epoch = self.next_epoch()
                     if epoch is None:
                         break
@@ -149,11 +163,16 @@ class Component:
                         self.step(epoch)
                         self.problem_cleared()
                     except DataProblem as e:
-                        self.problem(f"cannot act on epoch {epoch}: {e}")
+                        self.problem(str(e), epoch)
                     except redis.exceptions.ResponseError as e:
-                        if is_auth_error(e):
+                        # READONLY / TRYAGAIN are ResponseErrors too, but transient: retried as an outage
+                        if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                             raise
-                        self.problem(f"Redis refused a command in epoch {epoch}: {describe_error(e)}")
+                        self.problem(f"Redis refused a command: {describe_error(e)}", epoch)
+                    # Only now has Redis really answered: TIME alone also works on a read-only
+                    # replica or while it loads, where every script still fails.
+                    self._redis_answered()
+                    self.backoff.reset()
                     self.last_epoch = epoch
                     done += 1
                     if max_epochs is not None and done >= max_epochs:
@@ -180,6 +199,10 @@ class Component:
             self._shutdown_quietly()
         return 0
 
+    def _redis_answered(self) -> None:
+        if self.outage.active:
+            self.outage.recovered()
+
     def _shutdown_quietly(self) -> None:
         if not self.started:
             return
@@ -205,7 +228,6 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     about 1.5 periods).  A holder that renews its lease while we wait is alive: refuse at once.
     """
     from .scripts import LEASE_ACQUIRE
-    import time as _time
     owner, ttl = component.settings.owner, component.lease_ttl_ms
     acquire = component.script(LEASE_ACQUIRE)
     reply = acquire(keys=[key], args=[owner, ttl])
@@ -214,7 +236,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     holder, pttl = _s(reply[1]), int(reply[2])
     component.log.warning("%s is held by %s; waiting up to %.1fs for its lease to expire",
                           what, holder, max(pttl, 0) / 1000)
-    start = _time.monotonic()
+    start = component.clock.now_ms()
     poll = max(0.05, min(0.25, component.period_ms / 4000))
     while not component.stop.is_set():
         if component.clock.wait(component.stop, poll):
@@ -223,7 +245,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
         if int(reply[0]) == 1:
             component.log.info("took over %s from %s (its lease expired)", what, holder)
             return
-        elapsed_ms = (_time.monotonic() - start) * 1000
+        elapsed_ms = component.clock.now_ms() - start
         new_holder, new_pttl = _s(reply[1]), int(reply[2])
         renewed = new_holder != holder or (pttl >= 0 and new_pttl > pttl - elapsed_ms + 100)
         if renewed or new_pttl < 0 and elapsed_ms > ttl:

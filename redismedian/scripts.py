@@ -30,7 +30,12 @@ local function meta_check(key, period, known, fresh, now)
     redis.call('HSET', key, 'period_ms', period)
     m[1] = period
   end
-  if tostring(m[1]) ~= tostring(period) then return nil, 'period', tostring(m[1]) end
+  local p = tonumber(m[1])
+  if not p or p ~= p or p <= 0 or p == math.huge or p ~= math.floor(p) then
+    return nil, 'baddata', key .. ' has period_ms ' .. string.format('%q', tostring(m[1])):sub(1, 60) ..
+      ', not a period in ms: fix it or delete ' .. key
+  end
+  if p ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
   if not m[2] then
     redis.call('HSET', key, 'instance', fresh, 'created', now)
     m[2] = fresh
@@ -38,10 +43,21 @@ local function meta_check(key, period, known, fresh, now)
   return m[2], (m[2] ~= known)
 end
 
+-- The holder of a lease, or nil when nobody holds it.  What no redismedian process writes
+-- at a lease key (another type, or a string that never expires) is removed, not obeyed.
+local function lease_get(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' then return nil end
+  if t ~= 'string' or redis.call('PTTL', key) < 0 then
+    redis.call('DEL', key)
+    return nil
+  end
+  return redis.call('GET', key)
+end
+
 -- Hold a lease: take it when free, renew it when ours.  Returns true | false, holder.
 local function lease_hold(key, owner, ttl)
-  if wrongtype(key, 'string') then redis.call('DEL', key) end
-  local cur = redis.call('GET', key)
+  local cur = lease_get(key)
   if not cur then
     redis.call('SET', key, owner, 'PX', ttl)
     return true
@@ -68,8 +84,7 @@ end
 # KEYS: lease   ARGV: owner, ttl_ms
 # -> {1} when the lease is now ours, {0, holder, pttl} when somebody else holds it.
 LEASE_ACQUIRE = PRELUDE + r"""
-if wrongtype(KEYS[1], 'string') then redis.call('DEL', KEYS[1]) end
-local cur = redis.call('GET', KEYS[1])
+local cur = lease_get(KEYS[1])
 if (not cur) or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1}
@@ -174,12 +189,20 @@ local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 
 -- Leadership, fenced: the lease holds "owner|token"; a new leader increments the token.
-if wrongtype(KEYS[6], 'string') then redis.call('DEL', KEYS[6]) end
-local lease = redis.call('GET', KEYS[6])
+local lease = lease_get(KEYS[6])
 local token = ARGV[12]
 local took = 0
 if not lease then
   if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
+  local f = redis.call('GET', KEYS[7])
+  if f and (not string.match(f, '^%d+$') or #f > 15) then
+    -- Not a counter (INCR would fail, and no trader could ever lead): go on from the last
+    -- token the trader record shows, so that tokens still only grow.
+    local last = ''
+    if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then last = redis.call('HGET', KEYS[4], 'fence') or '' end
+    if not string.match(last, '^%d+$') or #last > 15 then last = '0' end
+    redis.call('SET', KEYS[7], last)
+  end
   token = tostring(redis.call('INCR', KEYS[7]))
   redis.call('SET', KEYS[6], owner .. '|' .. token, 'PX', ARGV[5])
   took = 1
@@ -198,7 +221,9 @@ if took == 1 then
   redis.call('HDEL', KEYS[4], 'median', 'count')
 end
 local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
-if published and published >= epoch then return {'done', now, inst, token, took} end
+-- Only this epoch counts: 'published' beyond the current epoch can only be garbage, and
+-- obeying it would stop publication until the server clock caught up with it.
+if published == epoch then return {'done', now, inst, token, took} end
 
 local function fail(reason, code)
   redis.call('HSET', KEYS[4], 'state', 'error', 'reason', reason, 'epoch', epoch, 'ts', now,
@@ -217,7 +242,11 @@ if nreg == 0 then
   return {'idle', now, inst, token, took}
 end
 bad = wrongtype(KEYS[3], 'zset')
-if bad then return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions') end
+if bad then
+  -- the next strategy to submit repairs it: only an error once the deadline has come
+  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, 0, nreg} end
+  return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions')
+end
 
 local have = redis.call('ZINTERCARD', 2, KEYS[3], KEYS[2])
 if have < nreg then
@@ -271,7 +300,10 @@ if nreg % 2 == 1 then
   median = tonumber(r[2])
 else
   local r = redis.call('ZRANGE', src, nreg / 2 - 1, nreg / 2, 'WITHSCORES')
-  median = (tonumber(r[2]) + tonumber(r[4])) / 2
+  local a, b = tonumber(r[2]), tonumber(r[4])
+  median = (a + b) / 2
+  -- Two finite decisions near the largest double overflow when added: halve first (exact then).
+  if not finite(median) then median = a / 2 + b / 2 end
 end
 local text = fmt(median)
 local members = ''
