@@ -55,13 +55,18 @@ class Generator(Component):
                 continue
             break
         if result[0] == "late":
+            self.metrics.error("late")
             self.log.warning("%s: epoch %d ended before its signal was written; skipped", self.name, epoch)
             return
         if len(result) > 4 and result[4]:
             self.log.warning("repaired %s (overwritten by another process)", _s(result[4]))
         if error:
+            self.metrics.state("error")
+            self.metrics.error("signal_function")
             self.log.error("%s signal error in epoch %d: %s", self.name, epoch, error)
         else:
+            self.metrics.submitted(int(result[1]))
+            self.metrics.state("ok")
             self.log.info("%s signal %s (epoch %d)", self.name, value, epoch)
 
     def _publish(self, epoch, value, status, error):
