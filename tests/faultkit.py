@@ -291,7 +291,7 @@ def is_number(text: str) -> bool:
 def keys_read(epoch: int) -> dict:
     """Every key a component reads, with the type it should have."""
     return {
-        f"{NS}:meta": "hash", f"{NS}:signal:g1": "hash", f"{NS}:signals": "stream",
+        f"{NS}:meta": "hash", f"{NS}:signal:g1": "hash", f"{NS}:signals:g1": "stream",
         f"{NS}:strategies": "set", f"{NS}:strategies:backup": "set", f"{NS}:deregistered": "hash",
         f"{NS}:decisions:{epoch}": "zset", f"{NS}:decisions:{epoch + 1}": "zset",
         f"{NS}:decision:X": "hash", f"{NS}:strategy:X": "hash",
@@ -364,7 +364,7 @@ def apply(c, op, epoch: int) -> None:
         elif op[0] == "hdel":
             c.hdel(op[1], op[2])
         elif op[0] == "feed":
-            c.xadd(f"{NS}:signals", {"name": op[1], "epoch": str(epoch) if op[2] == "now" else op[2],
+            c.xadd(f"{NS}:signals:{op[1]}", {"name": op[1], "epoch": str(epoch) if op[2] == "now" else op[2],
                                      "value": op[3], "status": "ok"})
         elif op[0] == "member":
             c.sadd(op[1], op[2])

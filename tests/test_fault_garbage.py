@@ -118,8 +118,8 @@ def test_garbage_values_and_missing_fields_everywhere(topo):
         e = current_epoch(topo)
         c.hset(f"{NS}:signal:g1", mapping={"value": value, "status": "ok", "epoch": str(e)})
         c.hdel(f"{NS}:signal:g2", "epoch")
-        c.xadd(f"{NS}:signals", {"name": "g3", "epoch": str(e + 1), "value": value, "status": "ok"})
-        c.xadd(f"{NS}:signals", {"name": "g2"})                      # missing fields
+        c.xadd(f"{NS}:signals:g3", {"name": "g3", "epoch": str(e + 1), "value": value, "status": "ok"})
+        c.xadd(f"{NS}:signals:g2", {"name": "g2"})                   # missing fields
         c.zadd(f"{NS}:decisions:{e + 1}", {"X": math.inf, "junk": -math.inf})
         c.hset(f"{NS}:strategy:X", mapping={"reason": value, "epoch": value})
         c.hset(f"{NS}:trader", mapping={"published": value, "fence": value, "median": value})
