@@ -68,6 +68,8 @@ class MedianWatcher(threading.Thread):
         self._halt = threading.Event()
         self._last = "-"
         self._inst = None
+        self.last_error = ""
+        self.polls = 0
         self.lock = threading.Lock()
 
     def client(self):
@@ -79,9 +81,11 @@ class MedianWatcher(threading.Thread):
             try:
                 client = client or self.client()
                 self.poll(client)
-            except redis.exceptions.ResponseError:
-                pass            # somebody turned the stream into another type: the trader repairs it
-            except Exception:   # noqa: BLE001 - Redis away, hung or failing over: try again
+                self.polls += 1
+            except redis.exceptions.ResponseError as e:
+                self.last_error = repr(e)   # somebody turned the stream into another type: repaired
+            except Exception as e:  # noqa: BLE001 - Redis away, hung or failing over: try again
+                self.last_error = repr(e)
                 client = None
             self._halt.wait(self.interval)
 
@@ -258,7 +262,8 @@ def assert_invariant(topo: Topology, min_entries: int = 1) -> list[Entry]:
     entries = topo.watcher.snapshot()
     problems = check_invariant(entries, topo.complete_ms)
     assert not problems, "invariant broken:\n" + "\n".join(problems[:20])
-    assert len(entries) >= min_entries, f"only {len(entries)} medians published"
+    assert len(entries) >= min_entries, (f"only {len(entries)} medians seen (watcher: {topo.watcher.polls} polls, "
+                                         f"last error {topo.watcher.last_error or 'none'})")
     return entries
 
 

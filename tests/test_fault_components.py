@@ -105,7 +105,7 @@ def test_local_clock_off_by_an_hour(topo):
     topo.traders.append(topo.cluster.start("trader", name="trader-skewed", env=skewed_env(topo, -3600)))
     first = topo.watcher.wait_for_median_after(now_ms(), 15, "first median")
     topo.watcher.wait_for_median_after(first.ts + 1500, 15, "medians for a few periods")
-    entries = assert_invariant(topo, min_entries=3)
+    entries = assert_invariant(topo, min_entries=2)
     assert all(set(e.members) == {"X", "Y", "Z"} for e in entries)
     # Epochs are the server's: the skewed processes act on the current epoch, not one an hour off.
     server_epoch = int(now_ms() // (topo.period * 1000))

@@ -59,6 +59,7 @@ def test_standby_takes_over_and_old_leader_never_publishes(topo, fault):
         assert all(e.fence >= new.fence for e in topo.watcher.snapshot() if e.ts >= new.ts)
         # the old leader published nothing after it woke up
         assert "median: " not in leader.output().split("lost the lead")[-1]
+    topo.watcher.wait_for_median_after(new.ts + 1000, 10, "medians under the new leader")
     report(f"leader {fault}", takeover_periods=takeover)
     entries = assert_invariant(topo, min_entries=3)
     fences = [e.fence for e in entries]
@@ -77,8 +78,8 @@ def test_leader_paused_while_waiting_never_publishes_late(topo):
         leader.signal(signal.SIGCONT)
         topo.wait_periods(1.3)
         # whoever leads now, pause it next
-        lease = topo.client().get(f"{NS}:lease:trader").decode()
-        pid = int(lease.split(":")[1])
+        lease = wait_until(lambda: topo.client().get(f"{NS}:lease:trader"), 10, what="a trader holding the lead")
+        pid = int(lease.decode().split(":")[1])
         leader = next(p for p in topo.traders if p.pid == pid)
     topo.wait_periods(1)
     entries = assert_invariant(topo, min_entries=4)
