@@ -60,14 +60,20 @@ class Trader(Component):
     def step(self, epoch: int) -> None:
         deadline = boundary_ms(epoch, self.period_ms) + self.decision_timeout_ms
         ready_key = self.keys.ready(epoch)
+        first = True
         while not self.stop.is_set():
             now = self.clock.now_ms()
             final = now >= deadline
-            if self.token and not final:
+            # The first collect of each epoch comes before any blocking: it renews the lead's lease
+            # (1.5 periods) at the boundary.  Blocking first would leave up to period + block_ms
+            # (1.5 periods when the period is at most 2 s) between renewals when a strategy is late,
+            # and the lease would lapse.
+            if self.token and not final and not first:
                 # Leading: sleep until the set completes (or a short step passes), then check.
                 block = max(1, min(self.settings.block_ms, deadline - now))
                 self.client.blpop([ready_key], timeout=block / 1000.0)
                 final = self.clock.now_ms() >= deadline
+            first = False
             result = self.collect(epoch, final)
             if self.handle(epoch, result):
                 return
