@@ -46,7 +46,6 @@ class Component:
         self.stop = stop or threading.Event()
         self.log = logger or logging.getLogger(f"redismedian.{self.kind}")
         self.instance = ""            # NS:meta instance seen last; a change means Redis lost its data
-        self.fresh_instance = new_instance_id()
         self.started = False
         self.last_epoch: int | None = None
         self.outage = Outage(settings.redis_url, self.log)
@@ -68,7 +67,9 @@ class Component:
         return K.lease_ttl_ms(self.period_ms)
 
     def meta_args(self) -> list:
-        return [self.period_ms, self.instance, self.fresh_instance, self.settings.owner, self.lease_ttl_ms]
+        # A new candidate instance id on every call: when the record has to be re-created (Redis lost its
+        # data), the new id must differ from every id seen before, including one this process created.
+        return [self.period_ms, self.instance, new_instance_id(), self.settings.owner, self.lease_ttl_ms]
 
     def check_reply(self, reply, what: str) -> list:
         """Common answers of every script: time, deployment record, lease."""
