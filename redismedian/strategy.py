@@ -207,6 +207,7 @@ class Strategy(Component):
                   K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), "1" if register else "0"])
         result = self.check_reply(reply, self.name)
         if result[0] == "deregistered":
+            self.deregistered = True
             raise Exit(f"{self.name} was deregistered (removed from {k.strategies}); exiting. "
                        "Start it again to register it again.", 0)
         if result[0] != "ok":
@@ -218,8 +219,11 @@ class Strategy(Component):
 
     def shutdown(self) -> None:
         self.release_lease(self.lease_key)
-        self.log.info("strategy %s stopped (still registered: the trader will report it missing "
-                      "until it is back or deregistered)", self.name)
+        if getattr(self, "deregistered", False):
+            self.log.info("strategy %s stopped", self.name)
+        else:
+            self.log.info("strategy %s stopped (still registered: the trader will report it missing "
+                          "until it is back or deregistered)", self.name)
 
 
 def default_signal_timeout_ms(period_ms: int) -> int:

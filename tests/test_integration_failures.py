@@ -105,6 +105,7 @@ def test_deregistering_dead_and_live_strategies(cluster, redis_server):
     assert r.srem("t:strategies", "Y") == 1
     assert procs["Y"].wait(20 * p) == 0
     assert "Y was deregistered (removed from t:strategies); exiting" in procs["Y"].output()
+    assert "still registered" not in procs["Y"].output()
     e2 = server_epoch(r, p)
     wait_trader(r, lambda h: h.get("state") == "idle" and int(h["epoch"]) >= e2 + 2, 20 * p, "trader idle")
     assert r.smembers("t:strategies") == set()
