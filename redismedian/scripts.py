@@ -200,6 +200,22 @@ end
 local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
 if published and published >= epoch then return {'done', now, inst, token, took} end
 
+-- A deployment record created in this epoch or the last one means a first start, or Redis lost its
+-- data: the registry is being rebuilt by strategies registering again, each at its first report
+-- (within a period of Redis answering).  A median now could cover only some of them: wait.
+local created = tonumber(redis.call('HGET', KEYS[1], 'created') or '')
+if created then
+  local cepoch = math.floor(created / period)
+  if cepoch <= epoch and epoch < cepoch + 2 then
+    local reason = 'deployment record created in epoch ' .. cepoch ..
+                   ' (first start, or Redis lost its data): strategies register until epoch ' .. (cepoch + 2)
+    redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', reason, 'epoch', epoch, 'ts', now,
+               'fence', token, 'leader', owner)
+    redis.call('HDEL', KEYS[4], 'median', 'count')
+    return {'starting', now, inst, token, took, reason}
+  end
+end
+
 local function fail(reason, code)
   redis.call('HSET', KEYS[4], 'state', 'error', 'reason', reason, 'epoch', epoch, 'ts', now,
              'fence', token, 'leader', owner)

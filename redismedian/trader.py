@@ -104,6 +104,10 @@ class Trader(Component):
             if self.state != "idle":
                 self.log.info("idle: no strategies registered")
             self.state = "idle"
+        elif status == "starting":
+            if self.state != "starting":
+                self.log.info("not publishing in epoch %d: %s", epoch, result[5])
+            self.state = "starting"
         elif status in ("expired", "done"):
             pass
         else:
