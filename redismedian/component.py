@@ -51,6 +51,7 @@ class Component:
         self.outage = Outage(settings.redis_url, self.log)
         self.backoff = Backoff(settings.backoff_cap)
         self._last_problem: str | None = None
+        self._last_problem_key: str | None = None
 
     # -- for subclasses ----------------------------------------------------
     def startup(self) -> None:
@@ -77,10 +78,19 @@ class Component:
         now = int(reply[1])
         self.clock.observe(now)
         if status == "period":
-            raise FatalError(
-                f"namespace {self.settings.namespace!r} runs with period {_fmt_period(_s(reply[2]))}, "
-                f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
-                "use the same --period, or another --namespace")
+            recorded = _s(reply[2])
+            if not recorded.isdigit() or int(recorded) <= 0:
+                # garbage written by hand: report it and keep trying, never exit over it
+                raise DataProblem(f"{self.keys.meta} period_ms is {recorded!r:.40}, not a period in milliseconds "
+                                  f"(this {self.kind} runs with {self.period_ms})")
+            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(recorded)}, "
+                       f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
+                       "use the same --period, or another --namespace")
+            if not self.instance:
+                raise FatalError(message)  # refused at start: it never agreed with this deployment
+            # The record changed under a running process (re-created by a newcomer, or edited by hand):
+            # report it every period until the operator settles it, rather than exiting over it.
+            raise DataProblem(message)
         if status == "lease":
             raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({_s(reply[2])}); "
                              "stopping so that only one process acts under this name")
@@ -101,16 +111,18 @@ class Component:
             cache[source] = self.client.register_script(source)
         return cache[source]
 
-    def problem(self, text: str) -> None:
-        """Log a data problem once until it changes (not every period)."""
-        if text != self._last_problem:
+    def problem(self, text: str, key: str | None = None) -> None:
+        """Log a data problem once until it changes (not every period): ``key`` is what must change
+        (the text without the epoch number), ``text`` what is logged."""
+        key = text if key is None else key
+        if key != self._last_problem_key:
             self.log.error("%s", text)
-            self._last_problem = text
+            self._last_problem, self._last_problem_key = text, key
 
     def problem_cleared(self) -> None:
         if self._last_problem is not None:
             self.log.info("recovered from: %s", self._last_problem)
-            self._last_problem = None
+            self._last_problem = self._last_problem_key = None
 
     # -- the loop ------------------------------------------------------------
     def next_epoch(self) -> int | None:
@@ -138,7 +150,17 @@ class Component:
                     if not self.clock.synced or self.outage.active:
                         self.clock.sync(self.client)
                     if not self.started:
-                        self.startup()
+                        try:
+                            self.startup()
+                        except (DataProblem, redis.exceptions.ResponseError) as e:
+                            # garbage where we start (e.g. NS:meta of the wrong type): report it and
+                            # retry until somebody repairs it, never crash on what another process wrote
+                            if is_auth_error(e):
+                                raise
+                            self.outage.recovered()
+                            self.problem(f"cannot start: {describe_error(e)}")
+                            self.clock.wait(self.stop, self.backoff.next_delay())
+                            continue
                         self.started = True
                     if self.outage.active:
                         self.outage.recovered()
@@ -150,11 +172,12 @@ class Component:
                         self.step(epoch)
                         self.problem_cleared()
                     except DataProblem as e:
-                        self.problem(f"cannot act on epoch {epoch}: {e}")
+                        self.problem(f"cannot act on epoch {epoch}: {e}", key=str(e))
                     except redis.exceptions.ResponseError as e:
                         if is_auth_error(e):
                             raise
-                        self.problem(f"Redis refused a command in epoch {epoch}: {describe_error(e)}")
+                        self.problem(f"Redis refused a command in epoch {epoch}: {describe_error(e)}",
+                                     key=describe_error(e))
                     self.last_epoch = epoch
                     done += 1
                     if max_epochs is not None and done >= max_epochs:
