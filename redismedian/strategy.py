@@ -16,7 +16,7 @@ import redis
 from . import keys as K
 from .clock import boundary_ms
 from .common import FatalError, fmt_value, parse_finite, parse_int
-from .component import Component, Exit, acquire_name
+from .component import Component, DataProblem, Exit, acquire_name
 from .connection import describe_error
 from .scripts import STRATEGY_REPORT
 
@@ -65,6 +65,9 @@ def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
             h = stored.get(g)
             if h is None:
                 problems.append(f"signal {g} missing (generator not running?)")
+                continue
+            if h.epoch_text and h.epoch_text.startswith("unreadable: ") and h.value_text is None:
+                problems.append(f"signal {g} {h.epoch_text}")
                 continue
             if h.epoch is None:
                 problems.append(f"signal {g} malformed (epoch {h.epoch_text!r:.40})")
@@ -121,6 +124,7 @@ class Strategy(Component):
         self.signal_timeout_ms = (signal_timeout_ms if signal_timeout_ms is not None
                                   else default_signal_timeout_ms(self.period_ms))
         self.lease_key = self.keys.lease("strategy", name)
+        self.reregister = False  # register again at the next report (the registry was garbage)
 
     # -- start-up -----------------------------------------------------------
     def startup(self) -> None:
@@ -188,7 +192,8 @@ class Strategy(Component):
         out: dict[str, Reading | None] = {}
         for g, rep in zip(generators, replies):
             if isinstance(rep, Exception):  # wrong type: somebody else wrote this key
-                out[g] = Reading("unreadable: " + describe_error(rep), None, None, None)
+                out[g] = Reading(f"unreadable: {self.keys.signal(g)} is not a hash ({describe_error(rep)})",
+                                 None, None, None)
             elif rep is None or all(v is None for v in rep):
                 out[g] = None
             else:
@@ -204,8 +209,16 @@ class Strategy(Component):
                   k.decisions(epoch), k.ready(epoch)],
             args=[*self.meta_args(), epoch, self.name, value, state, reason[:2000], ",".join(self.generators),
                   K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(self.period_ms, K.STATUS_TTL_PERIODS),
-                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), "1" if register else "0"])
-        result = self.check_reply(reply, self.name)
+                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS),
+                  "1" if register or self.reregister else "0"])
+        try:
+            result = self.check_reply(reply, self.name)
+        except DataProblem as e:
+            if str(e).startswith(k.strategies + " "):
+                # The registry was overwritten (not a set): nobody deregistered us, so register again
+                # once it is usable, instead of taking its absence for a deregistration.
+                self.reregister = True
+            raise
         if result[0] == "deregistered":
             self.deregistered = True
             raise Exit(f"{self.name} was deregistered (removed from {k.strategies}); exiting. "
@@ -214,6 +227,9 @@ class Strategy(Component):
             raise FatalError(f"unexpected reply from Redis: {result!r}")
         if int(result[3]):
             self.log.warning("re-registered %s after Redis lost its data", self.name)
+        if self.reregister and not register:
+            self.log.warning("registered %s again (%s was not a set)", self.name, k.strategies)
+        self.reregister = False
         reason_back = result[5].decode(errors="replace") if isinstance(result[5], bytes) else str(result[5])
         return bool(int(result[4])), reason_back
 
