@@ -198,23 +198,8 @@ if took == 1 then
   redis.call('HDEL', KEYS[4], 'median', 'count')
 end
 local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
-if published and published >= epoch then return {'done', now, inst, token, took} end
-
--- A deployment record created in this epoch or the last one means a first start, or Redis lost its
--- data: the registry is being rebuilt by strategies registering again, each at its first report
--- (within a period of Redis answering).  A median now could cover only some of them: wait.
-local created = tonumber(redis.call('HGET', KEYS[1], 'created') or '')
-if created then
-  local cepoch = math.floor(created / period)
-  if cepoch <= epoch and epoch < cepoch + 2 then
-    local reason = 'deployment record created in epoch ' .. cepoch ..
-                   ' (first start, or Redis lost its data): strategies register until epoch ' .. (cepoch + 2)
-    redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', reason, 'epoch', epoch, 'ts', now,
-               'fence', token, 'leader', owner)
-    redis.call('HDEL', KEYS[4], 'median', 'count')
-    return {'starting', now, inst, token, took, reason}
-  end
-end
+-- (only this very epoch: a garbage value in the future must not stop publication for good)
+if published == epoch then return {'done', now, inst, token, took} end
 
 local function fail(reason, code)
   redis.call('HSET', KEYS[4], 'state', 'error', 'reason', reason, 'epoch', epoch, 'ts', now,
@@ -224,7 +209,36 @@ local function fail(reason, code)
 end
 
 local bad = wrongtype(KEYS[2], 'set')
-if bad then return fail(KEYS[2] .. ' is a ' .. bad .. ', expected a set of strategy names') end
+if bad then
+  redis.call('HSET', KEYS[4], 'registry_broken', epoch)
+  return fail(KEYS[2] .. ' is a ' .. bad .. ', expected a set of strategy names')
+end
+
+-- While the registry is being rebuilt, strategies register again one by one, each at its next
+-- report (within a period of Redis answering), and a median could leave some of them out: publish
+-- nothing in the epoch the deployment record was created and the next (a first start, or Redis lost
+-- its data), nor in the two epochs after the registry was last seen unreadable.
+local reason
+local created = tonumber(redis.call('HGET', KEYS[1], 'created') or '')
+local broken = tonumber(redis.call('HGET', KEYS[4], 'registry_broken') or '')
+if created then
+  local c = math.floor(created / period)
+  if c <= epoch and epoch < c + 2 then
+    reason = 'deployment record created in epoch ' .. c ..
+             ' (first start, or Redis lost its data): strategies register until epoch ' .. (c + 2)
+  end
+end
+if broken and broken < epoch and epoch <= broken + 2 then
+  reason = KEYS[2] .. ' was unreadable in epoch ' .. broken .. ': strategies register again until epoch ' ..
+           (broken + 3)
+end
+if reason then
+  redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', reason, 'epoch', epoch, 'ts', now,
+             'fence', token, 'leader', owner)
+  redis.call('HDEL', KEYS[4], 'median', 'count')
+  return {'starting', now, inst, token, took, reason}
+end
+
 local nreg = redis.call('SCARD', KEYS[2])
 if nreg == 0 then
   redis.call('HSET', KEYS[4], 'state', 'idle', 'reason', 'no strategies registered', 'epoch', epoch,

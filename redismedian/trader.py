@@ -12,10 +12,13 @@ from __future__ import annotations
 import statistics
 from typing import Iterable
 
+import redis
+
 from . import keys as K
 from .clock import boundary_ms
 from .common import FatalError
 from .component import Component
+from .connection import describe_error, is_auth_error
 from .scripts import TRADER_COLLECT
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
@@ -71,7 +74,15 @@ class Trader(Component):
             if self.token and not final and not first:
                 # Leading: sleep until the set completes (or a short step passes), then check.
                 block = max(1, min(self.settings.block_ms, deadline - now))
-                self.client.blpop([ready_key], timeout=block / 1000.0)
+                try:
+                    self.client.blpop([ready_key], timeout=block / 1000.0)
+                except redis.exceptions.ResponseError as e:
+                    if is_auth_error(e):
+                        raise
+                    # the doorbell is not a list (garbage): check on a timer instead; the strategy
+                    # that completes the epoch replaces it
+                    self.log.debug("doorbell %s unusable (%s); polling", ready_key, describe_error(e))
+                    self.clock.wait(self.stop, block / 1000.0)
                 final = self.clock.now_ms() >= deadline
             first = False
             result = self.collect(epoch, final)
