@@ -43,6 +43,8 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
                            "epoch": epoch, "problems": []}
     if isinstance(meta, str):
         out["problems"].append(meta)
+    elif meta and not (period_ms and period_ms > 0):
+        out["problems"].append(f"{keys.meta} period_ms is {meta.get('period_ms')!r}, not a period in milliseconds")
 
     # trader
     trader = _hash(client, keys.trader)
