@@ -61,6 +61,17 @@ def assert_exact(entries: list[dict], strategies: Mapping[str, Sequence[str]] = 
         assert e["members"] == ",".join(sorted(strategies)), e
 
 
+def assert_exact_by_members(entries: list[dict], strategies: Mapping[str, Sequence[str]],
+                            generators: Mapping[str, str] = ORIGINAL_GENERATORS) -> None:
+    """Like assert_exact, for a changing set of strategies: each entry is checked against its members."""
+    epochs = [e["epoch"] for e in entries]
+    assert epochs == sorted(set(epochs)), f"epochs not strictly increasing: {epochs}"
+    for e in entries:
+        members = e["members"].split(",")
+        assert set(members) <= set(strategies), e
+        assert_exact([e], {m: strategies[m] for m in members}, generators)
+
+
 def server_epoch(r: redis.Redis, period: float) -> int:
     sec, usec = r.time()
     return (int(sec) * 1000 + int(usec) // 1000) // int(round(period * 1000))
