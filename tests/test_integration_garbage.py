@@ -55,6 +55,13 @@ def test_garbage_in_shared_keys(cluster, redis_server):
     for k in range(1, 4):
         r.set(f"t:decisions:{e + k}", "garbage")
     wait_medians(r, 1, timeout=20 * p, after_epoch=e + 3)
+    # doorbells of the next epochs: not lists (the trader polls, the completing strategy replaces them)
+    e = server_epoch(r, p)
+    for k in range(1, 4):
+        r.set(f"t:ready:{e + k}", "garbage")
+    wait_medians(r, 1, timeout=20 * p, after_epoch=e + 3)
+    published = {m["epoch"] for m in medians(r)} & {e + 1, e + 2, e + 3}
+    assert len(published) >= 2, f"epochs with a garbage doorbell published: {sorted(published)} of {e + 1}..{e + 3}"
     # a registered name whose decisions are infinite (NaN cannot be stored in a sorted set)
     e = server_epoch(r, p)
     r.sadd("t:strategies", "Z")
