@@ -38,6 +38,12 @@ def test_killed_generator_stops_its_strategy_and_the_trader_until_restarted(clus
     assert data["trader"]["state"] == "error" and "X: signal g1" in data["trader"]["reason"]
     gens = {g["name"]: g for g in data["generators"]}
     assert gens["g1"]["state"] == "stale" and "no live process holds this name" in gens["g1"]["reason"]
+    text = cluster.cli("status").stdout
+    assert re.search(r"^trader\s+error\s+epoch \d+\s+median -\s+count -", text, re.M), text
+    assert re.search(r"^\s+reason: 1 of 2 strategies missing: X: signal g1 stale \(last epoch \d+\)", text, re.M), text
+    assert re.search(r"^\s+g1\s+stale\s+\S+\s+\d+\s+\S+\s+last signal for epoch \d+; no live process", text,
+                     re.M), text
+    assert re.search(r"^\s+X\s+yes\s+error\s+-\s+\d+\s+\S+\s+g1\s+signal g1 stale", text, re.M), text
     assert all(e["epoch"] <= last_g1 for e in medians(r) if e["epoch"] > e0)
 
     restarted = cluster.generator("g1", "tests.plugins:sig_a")
