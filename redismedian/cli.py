@@ -1,6 +1,7 @@
 """The ``redismedian`` command line: a thin click layer over the components."""
 from __future__ import annotations
 
+import math
 import sys
 from typing import Callable
 
@@ -15,53 +16,30 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 # -- option callbacks: every mistake is a usage error (exit 2) that says what is allowed ----
-def _url(ctx, param, value):
-    try:
-        return check_url(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+def _validator(check: Callable) -> Callable:
+    """A click callback running ``check`` on the value; its ValueError becomes a usage error."""
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return check(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return callback
 
 
-def _namespace(ctx, param, value):
-    try:
-        return check_namespace(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _period(ctx, param, value):
-    try:
-        return period_to_ms(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _name(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        return check_name(value, "name")
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _names(ctx, param, value):
-    try:
-        return parse_name_list(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _plugin(ctx, param, value):
-    try:
-        return load_callable(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+_url = _validator(check_url)
+_namespace = _validator(check_namespace)
+_period = _validator(period_to_ms)
+_name = _validator(lambda v: check_name(v, "name"))
+_names = _validator(parse_name_list)
+_plugin = _validator(load_callable)
 
 
 def _seconds(ctx, param, value):
-    if value is not None and not value > 0:
-        raise click.BadParameter("must be a positive number of seconds")
+    # "inf" parses as a float: refuse it here (it used to end in an OverflowError traceback)
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise click.BadParameter("must be a positive, finite number of seconds")
     return value
 
 

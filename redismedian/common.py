@@ -1,8 +1,10 @@
 """Settings, validation and plug-in loading shared by every component (no I/O)."""
 from __future__ import annotations
 
+import decimal
 import importlib
 import math
+import numbers
 import os
 import random
 import re
@@ -12,9 +14,10 @@ from typing import Callable
 
 from .keys import DEFAULT_NAMESPACE, Keys
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "g1\n" through.
+NAME_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 NAME_RULE = "1 to 64 characters: letters, digits, '_', '-' or '.'"
-NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAMESPACE_RE = NAME_RE
 
 MIN_PERIOD_S = 0.05
 MAX_PERIOD_S = 86_400.0
@@ -124,8 +127,47 @@ class Settings:
 
     @property
     def block_ms(self) -> int:
-        """Longest single blocking wait: short, so stop requests and hung servers are noticed fast."""
-        return max(10, min(1000, self.period_ms // 2))
+        """Longest single blocking wait: short, so stop requests and hung servers are noticed fast,
+        and always well inside the socket timeout."""
+        return max(10, min(1000, self.period_ms // 2, int(self.socket_timeout * 500)))
+
+
+def _short_repr(x, limit: int = 80) -> str:
+    try:
+        text = repr(x)
+    except Exception:  # noqa: BLE001 - a plug-in's object may fail even at repr
+        text = f"<{type(x).__name__} object>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def plugin_error(what: str, exc: BaseException, limit: int = 500) -> str:
+    """One line saying what a plug-in raised (its message may be huge, multi-line or broken)."""
+    try:
+        text = " ".join(str(exc).split())
+    except Exception:  # noqa: BLE001
+        text = "<message unavailable>"
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return f"{what} raised {type(exc).__name__}: {text}"
+
+
+def plugin_number(raw, what: str) -> tuple[str, str]:
+    """What a plug-in returned, as (value text, "") for a finite real number, else ("", why).
+
+    Real numbers (int, float, Fraction, numpy scalars) and Decimal are accepted; bools, strings
+    and everything else are not numbers.  Never raises.
+    """
+    if isinstance(raw, bool) or not isinstance(raw, (numbers.Real, decimal.Decimal)):
+        return "", f"{what} returned {type(raw).__name__} {_short_repr(raw)}, not a number"
+    try:
+        value = float(raw)
+    except OverflowError:
+        return "", f"{what} returned {_short_repr(raw)}, not a finite number"
+    except Exception as e:  # noqa: BLE001 - e.g. signalling NaN, or a broken __float__
+        return "", f"{what} returned {type(raw).__name__} {_short_repr(raw)}, not a number ({e})"
+    if not math.isfinite(value):
+        return "", f"{what} returned {value!r}, not a finite number"
+    return fmt_value(value), ""
 
 
 def fmt_value(x: float) -> str:

@@ -51,7 +51,6 @@ class Component:
         self.outage = Outage(settings.redis_url, self.log)
         self.backoff = Backoff(settings.backoff_cap)
         self._last_problem: str | None = None
-        self._last_problem_key: str | None = None
 
     # -- for subclasses ----------------------------------------------------
     def startup(self) -> None:
@@ -68,8 +67,8 @@ class Component:
         return K.lease_ttl_ms(self.period_ms)
 
     def meta_args(self) -> list:
-        # A new candidate instance id on every call: when the record has to be re-created (Redis lost its
-        # data), the new id must differ from every id seen before, including one this process created.
+        # A new candidate instance id every call: if this process re-creates the record after Redis
+        # lost its data, the id must differ from the one it created before, or nobody notices the loss.
         return [self.period_ms, self.instance, new_instance_id(), self.settings.owner, self.lease_ttl_ms]
 
     def check_reply(self, reply, what: str) -> list:
@@ -78,12 +77,7 @@ class Component:
         now = int(reply[1])
         self.clock.observe(now)
         if status == "period":
-            recorded = _s(reply[2])
-            if not recorded.isdigit() or int(recorded) <= 0:
-                # garbage written by hand: report it and keep trying, never exit over it
-                raise DataProblem(f"{self.keys.meta} period_ms is {recorded!r:.40}, not a period in milliseconds "
-                                  f"(this {self.kind} runs with {self.period_ms})")
-            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(recorded)}, "
+            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(_s(reply[2]))}, "
                        f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
                        "use the same --period, or another --namespace")
             if not self.instance:
@@ -94,7 +88,7 @@ class Component:
         if status == "lease":
             raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({_s(reply[2])}); "
                              "stopping so that only one process acts under this name")
-        if status == "wrongtype":
+        if status in ("wrongtype", "baddata"):
             raise DataProblem(_s(reply[2]))
         if len(reply) > 2:
             inst = _s(reply[2])
@@ -111,18 +105,22 @@ class Component:
             cache[source] = self.client.register_script(source)
         return cache[source]
 
-    def problem(self, text: str, key: str | None = None) -> None:
-        """Log a data problem once until it changes (not every period): ``key`` is what must change
-        (the text without the epoch number), ``text`` what is logged."""
-        key = text if key is None else key
-        if key != self._last_problem_key:
-            self.log.error("%s", text)
-            self._last_problem, self._last_problem_key = text, key
+    def problem(self, text: str, epoch: int | None = None) -> None:
+        """Log a data problem once until it changes (not every period).
+
+        The epoch is shown but not compared: the same problem in the next epoch is not news.
+        """
+        if text != self._last_problem:
+            if epoch is None:
+                self.log.error("%s", text)
+            else:
+                self.log.error("cannot act on epoch %d: %s", epoch, text)
+            self._last_problem = text
 
     def problem_cleared(self) -> None:
         if self._last_problem is not None:
             self.log.info("recovered from: %s", self._last_problem)
-            self._last_problem = self._last_problem_key = None
+            self._last_problem = None
 
     # -- the loop ------------------------------------------------------------
     def next_epoch(self) -> int | None:
@@ -153,18 +151,15 @@ class Component:
                         try:
                             self.startup()
                         except (DataProblem, redis.exceptions.ResponseError) as e:
-                            # garbage where we start (e.g. NS:meta of the wrong type): report it and
-                            # retry until somebody repairs it, never crash on what another process wrote
-                            if is_auth_error(e):
+                            if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                                 raise
-                            self.outage.recovered()
+                            # e.g. the registry is not a set: report it, and try again shortly
                             self.problem(f"cannot start: {describe_error(e)}")
+                            self._redis_answered()
                             self.clock.wait(self.stop, self.backoff.next_delay())
                             continue
                         self.started = True
-                    if self.outage.active:
-                        self.outage.recovered()
-                    self.backoff.reset()
+                        self.problem_cleared()
                     epoch = self.next_epoch()
                     if epoch is None:
                         break
@@ -172,12 +167,16 @@ class Component:
                         self.step(epoch)
                         self.problem_cleared()
                     except DataProblem as e:
-                        self.problem(f"cannot act on epoch {epoch}: {e}", key=str(e))
+                        self.problem(str(e), epoch)
                     except redis.exceptions.ResponseError as e:
-                        if is_auth_error(e):
+                        # READONLY / TRYAGAIN are ResponseErrors too, but transient: retried as an outage
+                        if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                             raise
-                        self.problem(f"Redis refused a command in epoch {epoch}: {describe_error(e)}",
-                                     key=describe_error(e))
+                        self.problem(f"Redis refused a command: {describe_error(e)}", epoch)
+                    # Only now has Redis really answered: TIME alone also works on a read-only
+                    # replica or while it loads, where every script still fails.
+                    self._redis_answered()
+                    self.backoff.reset()
                     self.last_epoch = epoch
                     done += 1
                     if max_epochs is not None and done >= max_epochs:
@@ -204,6 +203,10 @@ class Component:
             self._shutdown_quietly()
         return 0
 
+    def _redis_answered(self) -> None:
+        if self.outage.active:
+            self.outage.recovered()
+
     def _shutdown_quietly(self) -> None:
         if not self.started:
             return
@@ -229,7 +232,6 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     about 1.5 periods).  A holder that renews its lease while we wait is alive: refuse at once.
     """
     from .scripts import LEASE_ACQUIRE
-    import time as _time
     owner, ttl = component.settings.owner, component.lease_ttl_ms
     acquire = component.script(LEASE_ACQUIRE)
     reply = acquire(keys=[key], args=[owner, ttl])
@@ -238,7 +240,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     holder, pttl = _s(reply[1]), int(reply[2])
     component.log.warning("%s is held by %s; waiting up to %.1fs for its lease to expire",
                           what, holder, max(pttl, 0) / 1000)
-    start = _time.monotonic()
+    start = component.clock.now_ms()
     poll = max(0.05, min(0.25, component.period_ms / 4000))
     while not component.stop.is_set():
         if component.clock.wait(component.stop, poll):
@@ -247,7 +249,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
         if int(reply[0]) == 1:
             component.log.info("took over %s from %s (its lease expired)", what, holder)
             return
-        elapsed_ms = (_time.monotonic() - start) * 1000
+        elapsed_ms = component.clock.now_ms() - start
         new_holder, new_pttl = _s(reply[1]), int(reply[2])
         renewed = new_holder != holder or (pttl >= 0 and new_pttl > pttl - elapsed_ms + 100)
         if renewed or new_pttl < 0 and elapsed_ms > ttl:

@@ -55,6 +55,8 @@ def check_url(url: str) -> str:
         raise ValueError(
             f"invalid Redis URL {redact_url(url)!r}: scheme must be one of "
             + ", ".join(f"{s}://" for s in SCHEMES))
+    if parts.scheme == "unix" and not parts.path:
+        raise ValueError(f"invalid Redis URL {redact_url(url)!r}: give the socket path, e.g. unix:///run/redis.sock")
     if parts.scheme != "unix" and not parts.hostname:
         raise ValueError(f"invalid Redis URL {redact_url(url)!r}: no host")
     db = parts.path.strip("/")

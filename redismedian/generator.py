@@ -7,13 +7,11 @@ number produces ``status=error`` with the message: strategies then stop submitti
 """
 from __future__ import annotations
 
-import math
-import numbers
 import random
 from typing import Callable
 
 from . import keys as K
-from .common import fmt_value
+from .common import plugin_error, plugin_number
 from .component import Component, acquire_name
 from .scripts import GENERATOR_PUBLISH
 
@@ -28,13 +26,8 @@ def compute_signal(fn: Callable[[int], float], epoch: int) -> tuple[str, str]:
     try:
         raw = fn(epoch)
     except Exception as e:  # noqa: BLE001 - a failing plug-in is reported, not fatal
-        return "", f"signal function raised {type(e).__name__}: {e}"
-    if isinstance(raw, bool) or not isinstance(raw, numbers.Real):
-        return "", f"signal function returned {type(raw).__name__} {raw!r:.80}, not a number"
-    value = float(raw)
-    if not math.isfinite(value):
-        return "", f"signal function returned {value!r}, not a finite number"
-    return fmt_value(value), ""
+        return "", plugin_error("signal function", e)
+    return plugin_number(raw, "signal function")
 
 
 class Generator(Component):
@@ -73,7 +66,8 @@ class Generator(Component):
 
     def _publish(self, epoch, value, status, error):
         return self.script(GENERATOR_PUBLISH)(
-            keys=[self.keys.meta, self.keys.signal(self.name), self.keys.signals_feed, self.lease_key],
+            keys=[self.keys.meta, self.keys.signal(self.name), self.keys.signals_feed, self.lease_key,
+                  self.keys.strategies],
             args=[*self.meta_args(), epoch, self.name, value, status, error,
                   K.ttl_ms(self.period_ms, K.SIGNAL_TTL_PERIODS), K.SIGNAL_FEED_MAXLEN])
 

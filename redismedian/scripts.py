@@ -22,7 +22,7 @@ end
 
 -- Check (and, when missing, create) the deployment record.
 -- Returns instance, changed | nil, code, detail.
-local function meta_check(key, period, known, fresh, now)
+local function meta_check(key, period, known, fresh, now, registry)
   local bad = wrongtype(key, 'hash')
   if bad then return nil, 'wrongtype', key .. ' is a ' .. bad .. ', expected a hash' end
   local m = redis.call('HMGET', key, 'period_ms', 'instance')
@@ -30,18 +30,37 @@ local function meta_check(key, period, known, fresh, now)
     redis.call('HSET', key, 'period_ms', period)
     m[1] = period
   end
-  if tostring(m[1]) ~= tostring(period) then return nil, 'period', tostring(m[1]) end
+  local p = tonumber(m[1])
+  if not p or p ~= p or p <= 0 or p == math.huge or p ~= math.floor(p) then
+    return nil, 'baddata', key .. ' has period_ms ' .. string.format('%q', tostring(m[1])):sub(1, 60) ..
+      ', not a period in ms: fix it or delete ' .. key
+  end
+  if p ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
   if not m[2] then
     redis.call('HSET', key, 'instance', fresh, 'created', now)
+    -- The caller knew an earlier record and the registry is gone: Redis lost its data, and the
+    -- strategies are about to register again one by one (the trader waits for them).
+    if known ~= '' and redis.call('EXISTS', registry) == 0 then redis.call('HSET', key, 'recreated', now) end
     m[2] = fresh
   end
   return m[2], (m[2] ~= known)
 end
 
+-- The holder of a lease, or nil when nobody holds it.  What no redismedian process writes
+-- at a lease key (another type, or a string that never expires) is removed, not obeyed.
+local function lease_get(key)
+  local t = redis.call('TYPE', key)['ok']
+  if t == 'none' then return nil end
+  if t ~= 'string' or redis.call('PTTL', key) < 0 then
+    redis.call('DEL', key)
+    return nil
+  end
+  return redis.call('GET', key)
+end
+
 -- Hold a lease: take it when free, renew it when ours.  Returns true | false, holder.
 local function lease_hold(key, owner, ttl)
-  if wrongtype(key, 'string') then redis.call('DEL', key) end
-  local cur = redis.call('GET', key)
+  local cur = lease_get(key)
   if not cur then
     redis.call('SET', key, owner, 'PX', ttl)
     return true
@@ -68,8 +87,7 @@ end
 # KEYS: lease   ARGV: owner, ttl_ms
 # -> {1} when the lease is now ours, {0, holder, pttl} when somebody else holds it.
 LEASE_ACQUIRE = PRELUDE + r"""
-if wrongtype(KEYS[1], 'string') then redis.call('DEL', KEYS[1]) end
-local cur = redis.call('GET', KEYS[1])
+local cur = lease_get(KEYS[1])
 if (not cur) or cur == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return {1}
@@ -85,13 +103,13 @@ end
 return 0
 """
 
-# KEYS: meta, signal, feed, lease
+# KEYS: meta, signal, feed, lease, registry
 # ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
 #       epoch, name, value, status, error, signal_ttl_ms, feed_maxlen
 GENERATOR_PUBLISH = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, KEYS[5])
 if not inst then return {changed, now, detail} end
 local held, holder = lease_hold(KEYS[4], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
@@ -118,7 +136,7 @@ return {'ok', now, inst, changed and 1 or 0, repaired}
 STRATEGY_REPORT = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, KEYS[2])
 if not inst then return {changed, now, detail} end
 local bad = wrongtype(KEYS[2], 'set')
 if bad then return {'wrongtype', now, KEYS[2] .. ' is a ' .. bad .. ', expected a set'} end
@@ -168,18 +186,26 @@ return {'ok', now, inst, restored, submitted, reason}
 TRADER_COLLECT = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, KEYS[2])
 if not inst then return {changed, now, detail} end
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 
 -- Leadership, fenced: the lease holds "owner|token"; a new leader increments the token.
-if wrongtype(KEYS[6], 'string') then redis.call('DEL', KEYS[6]) end
-local lease = redis.call('GET', KEYS[6])
+local lease = lease_get(KEYS[6])
 local token = ARGV[12]
 local took = 0
 if not lease then
   if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
+  local f = redis.call('GET', KEYS[7])
+  if f and (not string.match(f, '^%d+$') or #f > 15) then
+    -- Not a counter (INCR would fail, and no trader could ever lead): go on from the last
+    -- token the trader record shows, so that tokens still only grow.
+    local last = ''
+    if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then last = redis.call('HGET', KEYS[4], 'fence') or '' end
+    if not string.match(last, '^%d+$') or #last > 15 then last = '0' end
+    redis.call('SET', KEYS[7], last)
+  end
   token = tostring(redis.call('INCR', KEYS[7]))
   redis.call('SET', KEYS[6], owner .. '|' .. token, 'PX', ARGV[5])
   took = 1
@@ -198,7 +224,8 @@ if took == 1 then
   redis.call('HDEL', KEYS[4], 'median', 'count')
 end
 local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
--- (only this very epoch: a garbage value in the future must not stop publication for good)
+-- Only this epoch counts: 'published' beyond the current epoch can only be garbage, and
+-- obeying it would stop publication until the server clock caught up with it.
 if published == epoch then return {'done', now, inst, token, took} end
 
 local function fail(reason, code)
@@ -216,16 +243,16 @@ end
 
 -- While the registry is being rebuilt, strategies register again one by one, each at its next
 -- report (within a period of Redis answering), and a median could leave some of them out: publish
--- nothing in the epoch the deployment record was created and the next (a first start, or Redis lost
--- its data), nor in the two epochs after the registry was last seen unreadable.
+-- nothing in the epoch the deployment record was re-created after Redis lost its data and the next,
+-- nor in the two epochs after the registry was last seen unreadable.
 local reason
-local created = tonumber(redis.call('HGET', KEYS[1], 'created') or '')
+local recreated = tonumber(redis.call('HGET', KEYS[1], 'recreated') or '')
 local broken = tonumber(redis.call('HGET', KEYS[4], 'registry_broken') or '')
-if created then
-  local c = math.floor(created / period)
+if recreated then
+  local c = math.floor(recreated / period)
   if c <= epoch and epoch < c + 2 then
-    reason = 'deployment record created in epoch ' .. c ..
-             ' (first start, or Redis lost its data): strategies register until epoch ' .. (c + 2)
+    reason = 'Redis lost its data (deployment record re-created in epoch ' .. c ..
+             '): strategies register again until epoch ' .. (c + 2)
   end
 end
 if broken and broken < epoch and epoch <= broken + 2 then
@@ -247,7 +274,11 @@ if nreg == 0 then
   return {'idle', now, inst, token, took}
 end
 bad = wrongtype(KEYS[3], 'zset')
-if bad then return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions') end
+if bad then
+  -- the next strategy to submit repairs it: only an error once the deadline has come
+  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, 0, nreg} end
+  return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions')
+end
 
 local have = redis.call('ZINTERCARD', 2, KEYS[3], KEYS[2])
 if have < nreg then
@@ -301,7 +332,10 @@ if nreg % 2 == 1 then
   median = tonumber(r[2])
 else
   local r = redis.call('ZRANGE', src, nreg / 2 - 1, nreg / 2, 'WITHSCORES')
-  median = (tonumber(r[2]) + tonumber(r[4])) / 2
+  local a, b = tonumber(r[2]), tonumber(r[4])
+  median = (a + b) / 2
+  -- Two finite decisions near the largest double overflow when added: halve first (exact then).
+  if not finite(median) then median = a / 2 + b / 2 end
 end
 local text = fmt(median)
 local members = ''

@@ -37,14 +37,19 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` output)."""
     now = time_reply_ms(client.time())
     meta = _hash(client, keys.meta)
-    period_ms = parse_int(meta.get("period_ms")) if isinstance(meta, dict) else None
+    problems: list[str] = []
+    period_ms = None
+    if isinstance(meta, str):
+        problems.append(meta)
+    elif meta.get("period_ms") is not None:
+        p = parse_finite(meta["period_ms"])
+        if p is not None and p > 0 and p == int(p):
+            period_ms = int(p)
+        else:   # the components refuse to run on it too
+            problems.append(f"{keys.meta} has period_ms {meta['period_ms']!r:.40}, not a period in ms")
     epoch = epoch_of(now, period_ms) if period_ms else None
     out: dict[str, Any] = {"namespace": keys.ns, "server_time_ms": now, "period_ms": period_ms,
-                           "epoch": epoch, "problems": []}
-    if isinstance(meta, str):
-        out["problems"].append(meta)
-    elif meta and not (period_ms and period_ms > 0):
-        out["problems"].append(f"{keys.meta} period_ms is {meta.get('period_ms')!r}, not a period in milliseconds")
+                           "epoch": epoch, "problems": problems}
 
     # trader
     trader = _hash(client, keys.trader)

@@ -7,7 +7,6 @@ submits nothing and records why, which the trader then shows as its reason.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -15,9 +14,9 @@ import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import FatalError, fmt_value, parse_finite, parse_int
+from .common import FatalError, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, DataProblem, Exit, acquire_name
-from .connection import describe_error
+from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import STRATEGY_REPORT
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
@@ -38,6 +37,7 @@ class Reading:
     value_text: str | None
     status: str | None
     error: str | None
+    unreadable: str = ""     # why the key could not be read at all (e.g. it is not a hash)
 
     @property
     def epoch(self) -> int | None:
@@ -66,8 +66,8 @@ def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
             if h is None:
                 problems.append(f"signal {g} missing (generator not running?)")
                 continue
-            if h.epoch_text and h.epoch_text.startswith("unreadable: ") and h.value_text is None:
-                problems.append(f"signal {g} {h.epoch_text}")
+            if h.unreadable:
+                problems.append(f"signal {g} unreadable ({h.unreadable})")
                 continue
             if h.epoch is None:
                 problems.append(f"signal {g} malformed (epoch {h.epoch_text!r:.40})")
@@ -100,16 +100,8 @@ def run_decide(fn: Callable[[Mapping[str, float]], float], values: Mapping[str, 
     try:
         raw = fn(dict(values))
     except Exception as e:  # noqa: BLE001 - a failing plug-in is reported, not fatal
-        return "", f"decide function raised {type(e).__name__}: {e}"
-    try:
-        if isinstance(raw, bool):
-            raise TypeError
-        x = float(raw)
-    except (TypeError, ValueError):
-        return "", f"decide function returned {type(raw).__name__} {raw!r:.80}, not a number"
-    if not math.isfinite(x):
-        return "", f"decide function returned {x!r}, not a finite number"
-    return fmt_value(x), ""
+        return "", plugin_error("decide function", e)
+    return plugin_number(raw, "decide function")
 
 
 class Strategy(Component):
@@ -161,15 +153,23 @@ class Strategy(Component):
         start = boundary_ms(epoch, self.period_ms)
         deadline = start + self.signal_timeout_ms
         last_id = f"{start - 1}-{MAX_STREAM_ID_SEQ}"  # everything written since the boundary
+        problem = ""
         while not self.stop.is_set():
             remaining = deadline - self.clock.now_ms()
             if remaining <= 0:
                 break
+            block = max(1, min(self.settings.block_ms, remaining))
             try:
-                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT,
-                                          block=max(1, min(self.settings.block_ms, remaining)))
+                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT, block=block)
             except redis.exceptions.ResponseError as e:
-                return found, f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
+                if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                    raise
+                # Somebody else wrote the feed key; the next generator to publish repairs it.
+                problem = f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
+                if self.clock.wait(self.stop, block / 1000.0):
+                    break
+                continue
+            problem = ""
             for _stream, entries in reply or ():
                 for entry_id, fields in entries:
                     last_id = entry_id
@@ -179,7 +179,7 @@ class Strategy(Component):
                         found[name] = r
             if len(found) == len(mine):
                 break
-        return found, ""
+        return found, problem
 
     def read_stored(self, generators: list[str]) -> dict[str, Reading | None]:
         """The signal hashes of ``generators`` (one round trip), for the reason text."""
@@ -192,8 +192,7 @@ class Strategy(Component):
         out: dict[str, Reading | None] = {}
         for g, rep in zip(generators, replies):
             if isinstance(rep, Exception):  # wrong type: somebody else wrote this key
-                out[g] = Reading(f"unreadable: {self.keys.signal(g)} is not a hash ({describe_error(rep)})",
-                                 None, None, None)
+                out[g] = Reading(None, None, None, None, f"{self.keys.signal(g)}: {describe_error(rep)}")
             elif rep is None or all(v is None for v in rep):
                 out[g] = None
             else:

@@ -9,6 +9,7 @@ deregistered.  Several traders may run: one leads (a fenced lease), the others s
 """
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Iterable
 
@@ -18,15 +19,23 @@ from . import keys as K
 from .clock import boundary_ms
 from .common import FatalError
 from .component import Component
-from .connection import describe_error, is_auth_error
+from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import TRADER_COLLECT
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 
 
 def median(values: Iterable[float]) -> float:
-    """The reference median: middle value, or the mean of the two middle values."""
-    return statistics.median(list(values))
+    """The reference median: middle value, or the mean of the two middle values.
+
+    Same as the trader's Lua: statistics.median, except that two finite middle values whose
+    sum overflows give their halves' sum instead of inf.
+    """
+    data = sorted(values)
+    m = statistics.median(data)
+    if math.isinf(m) and all(math.isfinite(x) for x in data):
+        m = data[len(data) // 2 - 1] / 2 + data[len(data) // 2] / 2
+    return m
 
 
 def default_decision_timeout_ms(period_ms: int) -> int:
@@ -77,12 +86,12 @@ class Trader(Component):
                 try:
                     self.client.blpop([ready_key], timeout=block / 1000.0)
                 except redis.exceptions.ResponseError as e:
-                    if is_auth_error(e):
+                    if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                         raise
-                    # the doorbell is not a list (garbage): check on a timer instead; the strategy
-                    # that completes the epoch replaces it
-                    self.log.debug("doorbell %s unusable (%s); polling", ready_key, describe_error(e))
-                    self.clock.wait(self.stop, block / 1000.0)
+                    # Not a list: somebody else wrote it.  The doorbell is ours to clear.
+                    self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
+                                     ready_key, describe_error(e))
+                    self.client.delete(ready_key)
                 final = self.clock.now_ms() >= deadline
             first = False
             result = self.collect(epoch, final)

@@ -64,7 +64,8 @@ def test_no_median_over_a_registry_being_rebuilt(fake):
     """Regression: right after Redis lost its data, the first strategy to register again completed the
     epoch alone and the trader published a median of that one strategy."""
     trader, epoch = _trader_on(fake)
-    fake.hset("t:meta", mapping={"period_ms": 500, "instance": "i2", "created": trader.clock.now_ms()})
+    now = trader.clock.now_ms()
+    fake.hset("t:meta", mapping={"period_ms": 500, "instance": "i2", "created": now, "recreated": now})
     fake.sadd("t:strategies", "X")                 # Y has not registered again yet
     fake.zadd(f"t:decisions:{epoch}", {"X": 0.25})
     result = trader.collect(epoch, final=True)
@@ -75,9 +76,10 @@ def test_no_median_over_a_registry_being_rebuilt(fake):
     assert fake.xlen("t:medians") == 0
 
 
-def test_publishes_two_epochs_after_the_record_was_created(fake):
+def test_publishes_two_epochs_after_the_record_was_recreated(fake):
     trader, epoch = _trader_on(fake)
-    fake.hset("t:meta", mapping={"period_ms": 500, "instance": "i2", "created": (epoch - 2) * 500 + 499})
+    t = (epoch - 2) * 500 + 499
+    fake.hset("t:meta", mapping={"period_ms": 500, "instance": "i2", "created": t, "recreated": t})
     fake.sadd("t:strategies", "X", "Y")
     fake.zadd(f"t:decisions:{epoch}", {"X": 0.25, "Y": 0.75})
     result = trader.collect(epoch, final=False)

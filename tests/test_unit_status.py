@@ -1,0 +1,148 @@
+"""`status` (gather / render / --json) and `deregister`: one view of every part, whatever is in Redis."""
+import json
+
+import pytest
+
+from redismedian.common import FatalError
+from redismedian.status import deregister, gather, render, to_json
+from tests.test_unit_garbage import TYPES, Pipeline, put
+from tests.unit_support import env  # noqa: F401 - fixture
+
+URL = "redis://127.0.0.1:1/0"
+
+
+def view(env):
+    data = gather(env.r, env.k)
+    text = render(data, URL)
+    assert json.loads(to_json(data)) == json.loads(json.dumps(data))
+    return data, text
+
+
+def test_a_healthy_pipeline(env):
+    p = Pipeline(env)
+    p.epoch(env.E)
+    data, text = view(env)
+    assert (data["namespace"], data["period_ms"], data["epoch"]) == ("t", env.period_ms, env.E)
+    assert data["problems"] == []
+    t = data["trader"]
+    assert (t["state"], t["median"], t["count"], t["epoch"], t["published_epoch"], t["fence"]) == (
+        "ok", 1.5, 2, env.E, env.E, 1)
+    assert t["leader"] == f"{p.t.settings.owner}|1" and t["reason"] == ""
+    gens = {g["name"]: g for g in data["generators"]}
+    assert set(gens) == {"g1", "g2"} and gens["g1"]["state"] == "ok" and gens["g1"]["value"] == 1.0
+    assert gens["g2"]["owner"] == p.g2.settings.owner and gens["g2"]["reason"] == ""
+    strats = {s["name"]: s for s in data["strategies"]}
+    assert strats["Y"]["registered"] is True and strats["Y"]["state"] == "ok" and strats["Y"]["value"] == 2.0
+    assert strats["Y"]["signals"] == "g1,g2"
+    assert "period 3600s" in text and f"epoch {env.E}" in text and "median 1.5" in text
+    assert "generators:" in text and "strategies:" in text
+
+
+def test_parts_that_stopped(env):
+    p = Pipeline(env)
+    p.epoch(env.E)
+    env.r.delete(env.k.lease("trader"), env.k.lease("generator", "g1"), env.k.lease("strategy", "X"))
+    env.r.srem(env.k.strategies, "Y")
+    env.at(env.E + 1)
+    data, text = view(env)
+    assert data["trader"]["state"] == "down" and "no trader holds the lead" in data["trader"]["reason"]
+    gens = {g["name"]: g for g in data["generators"]}
+    assert gens["g1"]["state"] == "stale" and "no live process holds this name" in gens["g1"]["reason"]
+    assert gens["g2"]["state"] == "stale" and gens["g2"]["reason"] == f"last signal for epoch {env.E}"
+    strats = {s["name"]: s for s in data["strategies"]}
+    assert strats["X"]["state"] == "down" and strats["X"]["registered"] is True
+    assert strats["Y"]["registered"] is False and strats["Y"]["state"] == "ok"
+    assert "down" in text and "no" in text
+
+
+def test_trader_in_error_shows_the_reason(env):
+    p = Pipeline(env)
+    p.epoch(env.E)
+    env.at(env.E + 1)
+    p.epoch(env.E + 1, order=[p.g1, p.x, p.t])       # g2 and Y are gone
+    data, text = view(env)
+    t = data["trader"]
+    assert t["state"] == "error" and t["median"] is None and t["count"] is None
+    assert t["reason"].startswith("1 of 2 strategies missing: Y: ")
+    assert "reason: 1 of 2 strategies missing" in text
+
+
+def test_an_empty_namespace(env):
+    data, text = view(env)
+    assert data["period_ms"] is None and data["epoch"] is None
+    assert data["trader"]["state"] == "absent" and data["generators"] == [] and data["strategies"] == []
+    assert "no deployment record yet" in text and "generators: none" in text
+
+
+KEYS = {
+    "meta": lambda k: k.meta, "trader": lambda k: k.trader, "strategies": lambda k: k.strategies,
+    "signal": lambda k: k.signal("g1"), "status": lambda k: k.strategy_status("X"),
+    "trader lease": lambda k: k.lease("trader"), "generator lease": lambda k: k.lease("generator", "g1"),
+    "strategy lease": lambda k: k.lease("strategy", "X"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(KEYS))
+@pytest.mark.parametrize("kind", TYPES)
+def test_keys_of_the_wrong_type_are_shown_not_fatal(env, what, kind):
+    p = Pipeline(env)
+    p.epoch(env.E)
+    put(env.r, KEYS[what](env.k), kind)
+    data, text = view(env)
+    shown = json.dumps(data)
+    right = {"meta": "hash", "trader": "hash", "signal": "hash", "status": "hash", "strategies": "set"}
+    if what in right and kind != right[what]:
+        if what in ("meta", "strategies"):
+            assert any(KEYS[what](env.k) in prob for prob in data["problems"]), shown
+            assert "PROBLEM" in text
+        else:
+            assert "unreadable" in shown and "unreadable" in text, shown
+
+
+def test_garbage_values_everywhere(env):
+    r, k = env.r, env.k
+    r.hset(k.meta, mapping={"period_ms": "soon", "instance": "\xff"})
+    r.hset(k.trader, mapping={"state": "", "epoch": "x", "median": "nan", "count": "many", "ts": "later",
+                              "fence": "-", "published": "1e9"})
+    r.set(k.lease("trader"), b"\xff\xfe|7", px=1000)
+    r.hset(k.signal("g\xe9"), mapping={"value": "inf", "epoch": "1.5", "ts": "", "status": "ok"})
+    r.hset(k.signal("g2"), mapping={"junk": "1"})
+    r.hset(k.strategy_status("X"), mapping={"state": "ok", "reason": "multi\nline", "epoch": "-1",
+                                            "value": "-inf", "ts": "9" * 40})
+    r.sadd(k.strategies, "X", "not a valid name", b"\xff")
+    data, text = view(env)
+    assert data["period_ms"] is None
+    assert data["trader"]["median"] is None and data["trader"]["count"] is None
+    assert any("period_ms" in p for p in data["problems"]), data["problems"]
+    names = {s["name"] for s in data["strategies"]}
+    assert {"X", "not a valid name"} <= names
+    assert all(s["value"] is None for s in data["strategies"])
+
+
+@pytest.mark.parametrize("period", ["0", "-60000", "", "1.5", "nan", "inf", "x"])
+def test_odd_periods_in_the_record(env, period):
+    env.r.hset(env.k.meta, "period_ms", period)
+    data, text = view(env)
+    assert data["epoch"] is None and data["period_ms"] is None
+    assert data["problems"] == [f"t:meta has period_ms {period!r}, not a period in ms"]
+    assert "PROBLEM: t:meta has period_ms" in text
+
+
+def test_a_period_written_as_a_float_is_read(env):
+    env.r.hset(env.k.meta, "period_ms", f"{env.period_ms}.0")
+    data, _text = view(env)
+    assert data["period_ms"] == env.period_ms and data["epoch"] == env.E and data["problems"] == []
+
+
+def test_deregister_is_exactly_srem(env):
+    env.r.sadd(env.k.strategies, "X", "Y")
+    deregister(env.r, env.k, "X")
+    assert env.r.smembers(env.k.strategies) == {b"Y"}
+    with pytest.raises(FatalError, match=r"no strategy named 'X'.*registered: Y"):
+        deregister(env.r, env.k, "X")
+
+
+def test_deregister_on_a_garbage_registry(env):
+    put(env.r, env.k.strategies, "hash")
+    with pytest.raises(FatalError, match="is a hash, not a set"):
+        deregister(env.r, env.k, "X")

@@ -1,0 +1,173 @@
+"""Unit-test harness: fakeredis living on the test's clock, so periods pass without sleeping.
+
+* :func:`patch_fakeredis_time` makes fakeredis read the time from a :class:`FakeClock`:
+  the server ``TIME`` seen by the Lua scripts, key expiry (PX/PEXPIRE) and stream ids all
+  follow the clock the components were given.  Moving the clock moves the whole world.
+* :class:`ClockedRedis` never blocks for real: ``BLPOP``/``XREAD BLOCK`` answer at once
+  when there is data, and otherwise advance the clock by the block time and return
+  nothing, as a real server would after the timeout.
+* :class:`Env` builds components against one fake server with a long period, so a test
+  chooses exactly where in which epoch it stands.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import time as _real_time
+
+import fakeredis
+import pytest
+import redis
+
+from redismedian.clock import FakeClock, boundary_ms
+from redismedian.common import Settings, new_owner_id
+from redismedian.generator import Generator
+from redismedian.strategy import Strategy
+from redismedian.trader import Trader
+
+PERIOD_MS = 3_600_000       # long: nothing a test does by accident crosses a boundary
+EPOCH = 480_000             # the epoch tests start in (a date in 2024)
+START_OFFSET_MS = 1_000     # where in its epoch a test starts: after the boundary, before any deadline
+
+
+class _FakeTime:
+    """Stands in for the ``time`` module inside fakeredis: ``time()`` follows the fake clock."""
+
+    def __init__(self, clock: FakeClock):
+        self._clock = clock
+
+    def time(self) -> float:
+        return self._clock._t
+
+    def __getattr__(self, name):
+        return getattr(_real_time, name)
+
+
+def patch_fakeredis_time(monkeypatch, clock: FakeClock) -> None:
+    proxy = _FakeTime(clock)
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("fakeredis") and getattr(mod, "time", None) is _real_time:
+            monkeypatch.setattr(mod, "time", proxy)
+
+
+class ClockedRedis(fakeredis.FakeRedis):
+    """fakeredis whose blocking reads never sleep: a timeout advances the fake clock instead."""
+
+    def __init__(self, *args, clock: FakeClock, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fake_clock = clock
+        self.blocked: list[tuple[str, float]] = []   # (command, seconds) of every wait that timed out
+
+    def blpop(self, keys, timeout=0):
+        if isinstance(keys, (str, bytes)):
+            keys = [keys]
+        for k in keys:
+            v = self.lpop(k)
+            if v is not None:
+                return [k.encode() if isinstance(k, str) else k, v]
+        assert timeout, "BLPOP without a timeout would block forever"
+        self.blocked.append(("blpop", float(timeout)))
+        self.fake_clock.advance(float(timeout))
+        return None
+
+    def xread(self, streams, count=None, block=None, noack=False):
+        for key in streams:   # fakeredis raises AttributeError here where Redis answers WRONGTYPE
+            if self.type(key) not in (b"stream", b"none"):
+                raise redis.exceptions.ResponseError(
+                    "WRONGTYPE Operation against a key holding the wrong kind of value")
+        reply = super().xread(streams, count=count)
+        if not reply and block:
+            self.blocked.append(("xread", block / 1000.0))
+            self.fake_clock.advance(block / 1000.0)
+        return reply
+
+
+class Env:
+    """One fake Redis, one fake clock, and factories for components using them."""
+
+    def __init__(self, monkeypatch, period_ms: int = PERIOD_MS, namespace: str = "t"):
+        self.period_ms = period_ms
+        self.E = EPOCH
+        self.clock = FakeClock(boundary_ms(self.E, period_ms) + min(START_OFFSET_MS, period_ms // 10))
+        patch_fakeredis_time(monkeypatch, self.clock)
+        self.server = fakeredis.FakeServer()
+        self.r = ClockedRedis(server=self.server, clock=self.clock)
+        self.settings = Settings(redis_url="redis://127.0.0.1:1/0", namespace=namespace, period_ms=period_ms)
+        self.k = self.settings.keys
+        self._gens: dict[str, Generator] = {}
+        self._values: dict[str, float] = {}
+
+    # -- time ----------------------------------------------------------------
+    def at(self, epoch: int, frac: float | None = None) -> int:
+        """Move the clock to ``frac`` of the way into ``epoch`` (default: 1 s after its boundary,
+        before every deadline); returns the time in ms."""
+        offset = START_OFFSET_MS if frac is None else int(frac * self.period_ms)
+        ms = boundary_ms(epoch, self.period_ms) + offset
+        self.clock.set_ms(ms)
+        return ms
+
+    def server_ms(self) -> int:
+        sec, usec = self.r.time()
+        return int(sec) * 1000 + int(usec) // 1000
+
+    # -- components ----------------------------------------------------------
+    def settings_for(self, **changes) -> Settings:
+        return dataclasses.replace(self.settings, owner=changes.pop("owner", None) or new_owner_id(), **changes)
+
+    def client(self, **kw) -> ClockedRedis:
+        return ClockedRedis(server=self.server, clock=self.clock, **kw)
+
+    def generator(self, name: str = "g1", fn=lambda e: 0.5, settings: Settings | None = None, **kw) -> Generator:
+        return Generator(settings or self.settings_for(), name=name, signal_fn=fn, client=kw.pop("client", self.r),
+                         clock=self.clock, **kw)
+
+    def strategy(self, name: str = "X", generators=("g1",), decide=None, settings: Settings | None = None,
+                 **kw) -> Strategy:
+        if decide is not None:
+            kw["decide_fn"] = decide
+        # Waiting is blocking reads of up to 1 s each: keep the default deadline short so that
+        # tests reaching it do not make hundreds of (instant) reads.
+        kw.setdefault("signal_timeout_ms", 5_000)
+        return Strategy(settings or self.settings_for(), name=name, generators=list(generators),
+                        client=kw.pop("client", self.r), clock=self.clock, **kw)
+
+    def trader(self, settings: Settings | None = None, **kw) -> Trader:
+        kw.setdefault("decision_timeout_ms", 10_000)
+        return Trader(settings or self.settings_for(), client=kw.pop("client", self.r), clock=self.clock, **kw)
+
+    # -- whole steps -----------------------------------------------------------
+    def started(self, component):
+        """Run ``startup`` the way ``Component.run`` does."""
+        component.startup()
+        component.started = True
+        return component
+
+    def publish(self, epoch: int, **signals: float) -> None:
+        """Generators named after the keywords write their values for ``epoch`` (going there and back)."""
+        now = self.clock.now_ms()
+        if now // self.period_ms != epoch:
+            self.at(epoch)
+        for name, value in signals.items():
+            g = self._gens.get(name)
+            if g is None:
+                g = self._gens[name] = self.started(self.generator(name, fn=lambda e, n=name: self._values[n]))
+            self._values[name] = value
+            g.step(epoch)
+        self.clock.set_ms(now)
+
+    # -- reading back -----------------------------------------------------------
+    def hash(self, key: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(key).items()}
+
+    def medians(self) -> list[dict[str, str]]:
+        return [{k.decode(): v.decode() for k, v in f.items()} for _id, f in self.r.xrange(self.k.medians)]
+
+
+@pytest.fixture
+def env(monkeypatch):
+    return Env(monkeypatch)
+
+
+def messages(caplog, level: int = logging.DEBUG) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= level]
