@@ -1,16 +1,20 @@
 """The ``redismedian`` command line: a thin click layer over the components."""
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from typing import Callable
+from urllib.parse import urlsplit
 
 import click
+import redis
 
 from . import keys as K
 from .common import (DEFAULT_PERIOD_S, DEFAULT_REDIS_URL, EXIT_FAILURE, NAME_RULE, FatalError, Settings,
                      check_name, check_namespace, load_callable, parse_name_list, period_to_ms)
-from .connection import check_url, describe_error, is_auth_error, make_client, redact_url
+from .connection import (check_url, client_options, describe_error, is_auth_error, is_permission_error, make_client,
+                         redact_url)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -43,18 +47,82 @@ def _seconds(ctx, param, value):
     return value
 
 
+def _store(ctx, param, value):
+    """Keep an option that every command shares in ctx.meta (so command signatures stay small)."""
+    ctx.meta[f"redismedian.{param.name}"] = value
+    return value
+
+
+def _meta(name: str, default=None):
+    return click.get_current_context().meta.get(f"redismedian.{name}", default)
+
+
+def connection_options(f: Callable) -> Callable:
+    """Credentials and TLS: read by :func:`_client_options`, never shown anywhere."""
+    f = click.option("--tls-key", metavar="FILE", envvar="REDISMEDIAN_TLS_KEY", show_envvar=True,
+                     expose_value=False, callback=_store,
+                     help="Private key (PEM) of --tls-cert, for Redis servers that require client "
+                          "certificates.")(f)
+    f = click.option("--tls-cert", metavar="FILE", envvar="REDISMEDIAN_TLS_CERT", show_envvar=True,
+                     expose_value=False, callback=_store,
+                     help="Client certificate (PEM; may hold the key too) for Redis servers that require "
+                          "client certificates (rediss:// only).")(f)
+    f = click.option("--tls-ca-cert", metavar="FILE", envvar="REDISMEDIAN_TLS_CA_CERT", show_envvar=True,
+                     expose_value=False, callback=_store,
+                     help="CA certificate(s) (PEM) to verify the Redis server with (rediss:// only) "
+                          "[default: the system's trusted CAs].")(f)
+    f = click.option("--password-file", metavar="FILE", envvar="REDISMEDIAN_PASSWORD_FILE", show_envvar=True,
+                     expose_value=False, callback=_store,
+                     help="Read the Redis password from FILE (its last non-empty line) instead of the URL; "
+                          "$REDISMEDIAN_PASSWORD works too. Passwords are never printed.")(f)
+    return f
+
+
 def redis_options(f: Callable) -> Callable:
+    f = connection_options(f)
     f = click.option("--namespace", default=K.DEFAULT_NAMESPACE, show_default=True, envvar="REDISMEDIAN_NAMESPACE",
                      show_envvar=True, callback=_namespace,
                      help="Prefix of every key, so several deployments can share one Redis.")(f)
     f = click.option("--redis-url", default=DEFAULT_REDIS_URL, show_default=True, envvar="REDISMEDIAN_REDIS_URL",
                      show_envvar=True, callback=_url,
-                     help="Redis to coordinate through: redis://[user:password@]host:port/db, rediss:// "
+                     help="Redis to coordinate through: redis://[user[:password]@]host:port/db, rediss:// "
                           "for TLS, or unix:///path.sock.")(f)
     return f
 
 
+def _client_options(redis_url: str) -> dict:
+    """Password (file or environment) and TLS options for ``redis_url``; usage error (exit 2) on a mistake."""
+    from . import logs
+    try:
+        opts = client_options(redis_url, _meta("password_file"), _meta("tls_ca_cert"), _meta("tls_cert"),
+                              _meta("tls_key"))
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    logs.add_secret(opts.get("password"))
+    try:
+        logs.add_secret(urlsplit(redis_url).password)
+    except ValueError:
+        pass
+    return opts
+
+
+def _port(ctx, param, value):
+    if value is not None and not 0 <= value <= 65535:
+        raise click.BadParameter("must be a TCP port number (1 to 65535, or 0 for any free port)")
+    return _store(ctx, param, value)
+
+
 def component_options(f: Callable) -> Callable:
+    f = click.option("--metrics-host", default="127.0.0.1", show_default=True, envvar="REDISMEDIAN_METRICS_HOST",
+                     show_envvar=True, expose_value=False, callback=_store,
+                     help="Address the metrics server listens on (0.0.0.0 to be scraped from other hosts or "
+                          "containers).")(f)
+    f = click.option("--metrics-port", type=int, default=None, envvar="REDISMEDIAN_METRICS_PORT", show_envvar=True,
+                     expose_value=False, callback=_port,
+                     help="Serve Prometheus metrics on this port at /metrics [default: no metrics server].")(f)
+    f = click.option("--log-format", default="text", show_default=True, envvar="REDISMEDIAN_LOG_FORMAT",
+                     show_envvar=True, type=click.Choice(["text", "json"]), expose_value=False, callback=_store,
+                     help="text: lines for people; json: one JSON object per line, for log shippers.")(f)
     f = click.option("--log-level", default="INFO", show_default=True, envvar="REDISMEDIAN_LOG_LEVEL",
                      show_envvar=True, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                          case_sensitive=False),
@@ -71,7 +139,8 @@ def component_options(f: Callable) -> Callable:
 
 def _settings(redis_url: str, namespace: str, period: int = int(DEFAULT_PERIOD_S * 1000),
               socket_timeout: float = 5.0) -> Settings:
-    return Settings(redis_url=redis_url, namespace=namespace, period_ms=period, socket_timeout=socket_timeout)
+    return Settings(redis_url=redis_url, namespace=namespace, period_ms=period, socket_timeout=socket_timeout,
+                    redis_options=_client_options(redis_url))
 
 
 def _timeout_ms(value: float | None, period_ms: int, option: str) -> int | None:
@@ -84,9 +153,24 @@ def _timeout_ms(value: float | None, period_ms: int, option: str) -> int | None:
 
 
 def _run(component, log_level: str) -> None:
-    from . import logs
+    from . import __version__, logs
     from .component import install_signal_handlers
-    logs.setup(log_level)
+    logs.setup(log_level, fmt=_meta("log_format") or "text",
+               fields={"component": component.kind, "name": component.name,
+                       "namespace": component.settings.namespace})
+    port = _meta("metrics_port")
+    if port is not None:
+        from .metrics import Metrics, serve
+        host = _meta("metrics_host") or "127.0.0.1"
+        metrics = Metrics(component.kind, component.name, component.settings.namespace, component.settings.period,
+                          version=__version__)
+        try:
+            port = serve(metrics, host, port)
+        except OSError as e:
+            component.log.error("cannot serve metrics on %s:%s: %s", host, port, e.strerror or e)
+            sys.exit(EXIT_FAILURE)
+        component.metrics = metrics
+        component.log.info("metrics at http://%s:%d/metrics", host, port)
     install_signal_handlers(component.stop, component.log)
     sys.exit(component.run())
 
@@ -103,7 +187,7 @@ def cli() -> None:
 @cli.command("generator", context_settings=CONTEXT)
 @click.option("-n", "--name", required=True, callback=_name, help=f"Generator name ({NAME_RULE}).")
 @click.option("--signal", "signal_fn", default="redismedian.generator:default_signal", show_default=True,
-              callback=_plugin, help="module:function called with the epoch number (int), returning the signal "
+              callback=_plugin, envvar="REDISMEDIAN_SIGNAL_FUNCTION", show_envvar=True, help="module:function called with the epoch number (int), returning the signal "
                                      "(a finite float). The default is uniform random in [0, 1).")
 @component_options
 def generator_cmd(name, signal_fn, redis_url, namespace, period, socket_timeout, log_level):
@@ -115,12 +199,13 @@ def generator_cmd(name, signal_fn, redis_url, namespace, period, socket_timeout,
 
 @cli.command("strategy", context_settings=CONTEXT)
 @click.option("-n", "--name", required=True, callback=_name, help=f"Strategy name ({NAME_RULE}).")
-@click.option("--signals", required=True, callback=_names,
+@click.option("--signals", required=True, callback=_names, envvar="REDISMEDIAN_SIGNALS", show_envvar=True,
               help="Comma-separated generator names whose signals this strategy reads, e.g. g2,g3.")
 @click.option("--decide", "decide_fn", default="redismedian.strategy:default_decide", show_default=True,
-              callback=_plugin, help="module:function called with {generator: value} (in --signals order), "
+              callback=_plugin, envvar="REDISMEDIAN_DECIDE_FUNCTION", show_envvar=True, help="module:function called with {generator: value} (in --signals order), "
                                      "returning the decision (a finite float). The default is the mean.")
-@click.option("--signal-timeout", type=float, default=None, callback=_seconds,
+@click.option("--signal-timeout", type=float, default=None, callback=_seconds, envvar="REDISMEDIAN_SIGNAL_TIMEOUT",
+              show_envvar=True,
               help="Seconds after the period starts to wait for all signals before reporting an error "
                    "[default: half the period].")
 @component_options
@@ -135,10 +220,11 @@ def strategy_cmd(name, signals, decide_fn, signal_timeout, redis_url, namespace,
 
 @cli.command("trader", context_settings=CONTEXT)
 @click.option("--decision-timeout", type=float, default=None, callback=_seconds,
+              envvar="REDISMEDIAN_DECISION_TIMEOUT", show_envvar=True,
               help="Seconds after the period starts by which every registered strategy must have submitted; "
                    "later, the trader enters the error state for that period [default: 80% of the period].")
 @click.option("--medians-maxlen", type=click.IntRange(min=1), default=K.DEFAULT_MEDIANS_MAXLEN,
-              show_default=True, help="Approximate number of entries kept in the medians stream.")
+              show_default=True, envvar="REDISMEDIAN_MEDIANS_MAXLEN", show_envvar=True, help="Approximate number of entries kept in the medians stream.")
 @component_options
 def trader_cmd(decision_timeout, medians_maxlen, redis_url, namespace, period, socket_timeout, log_level):
     """Check every period that all registered strategies submitted, and publish their median."""
@@ -148,14 +234,35 @@ def trader_cmd(decision_timeout, medians_maxlen, redis_url, namespace, period, s
                 medians_maxlen=medians_maxlen), log_level)
 
 
+def _redis_problem(redis_url: str, e: BaseException) -> str:
+    """One line saying what went wrong talking to Redis (never a password)."""
+    if is_permission_error(e):
+        what = "denied a command to this user (check its ACL)"
+    elif is_auth_error(e):
+        what = "refused our credentials"
+    elif isinstance(e, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
+        what = "is not reachable"
+    else:
+        what = "answered with an error"
+    return f"Redis at {redact_url(redis_url)} {what}: {describe_error(e)}"
+
+
+@contextlib.contextmanager
+def _redis_errors(redis_url: str):
+    """Any Redis error inside becomes a one-line error (exit 1), never a traceback."""
+    try:
+        yield
+    except redis.exceptions.RedisError as e:
+        raise click.ClickException(_redis_problem(redis_url, e)) from None
+
+
 def _operator_client(redis_url: str):
     """A client for one-shot operator commands: fail fast with one line instead of retrying."""
-    client = make_client(redis_url, socket_timeout=5.0)
+    client = make_client(redis_url, socket_timeout=5.0, **_client_options(redis_url))
     try:
         client.ping()
     except Exception as e:  # noqa: BLE001 - reported in one line
-        what = "refused our credentials" if is_auth_error(e) else "is not reachable"
-        raise click.ClickException(f"Redis at {redact_url(redis_url)} {what}: {describe_error(e)}") from None
+        raise click.ClickException(_redis_problem(redis_url, e)) from None
     return client
 
 
@@ -176,7 +283,8 @@ def deregister_cmd(name, name_opt, redis_url, namespace):
         raise click.UsageError("give the strategy name: redismedian deregister NAME (or -n NAME)")
     client = _operator_client(redis_url)
     try:
-        deregister(client, K.Keys(namespace), name)
+        with _redis_errors(redis_url):
+            deregister(client, K.Keys(namespace), name)
     except FatalError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"deregistered {name}")
@@ -184,14 +292,130 @@ def deregister_cmd(name, name_opt, redis_url, namespace):
 
 @cli.command("status", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of tables.")
+@click.option("-w", "--watch", is_flag=True,
+              help="Keep showing the status, refreshed just after every period boundary, until Ctrl-C.")
+@click.option("--interval", type=float, default=None, callback=_seconds,
+              help="With --watch: refresh every this many seconds instead of every period.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="With --watch: stop after this many refreshes [default: until Ctrl-C].")
 @redis_options
-def status_cmd(as_json, redis_url, namespace):
+def status_cmd(as_json, watch, interval, count, redis_url, namespace):
     """Show every generator, strategy and the trader: state, last value, epoch, age, and why a part
-    is in error."""
+    is in error. With --watch, a live view."""
     from .status import gather, render, to_json
     client = _operator_client(redis_url)
-    data = gather(client, K.Keys(namespace))
-    click.echo(to_json(data) if as_json else render(data, redact_url(redis_url)))
+    keys = K.Keys(namespace)
+    if not watch:
+        if interval is not None or count is not None:
+            raise click.UsageError("--interval and --count only go with --watch")
+        with _redis_errors(redis_url):
+            data = gather(client, keys)
+        click.echo(to_json(data) if as_json else render(data, redact_url(redis_url)))
+        return
+    from .ops import watch as watch_loop
+
+    def frame():
+        try:
+            data = gather(client, keys)
+        except redis.exceptions.RedisError as e:
+            if is_auth_error(e):
+                raise click.ClickException(_redis_problem(redis_url, e)) from None
+            return f"{_redis_problem(redis_url, e)} (retrying)", None, None
+        text = to_json(data) if as_json else render(data, redact_url(redis_url))
+        return text, data["server_time_ms"], data["period_ms"]
+    try:
+        watch_loop(frame, lambda text: click.echo(text), interval=interval, count=count,
+                   clear=sys.stdout.isatty() and not as_json)
+    except KeyboardInterrupt:
+        click.echo("")
+
+
+@cli.command("check", context_settings=CONTEXT)
+@click.argument("kind", required=False, type=click.Choice(["generator", "strategy", "trader"]))
+@click.argument("name", required=False, callback=_name)
+@redis_options
+def check_cmd(kind, name, redis_url, namespace):
+    """Exit 0 when healthy, 1 otherwise, printing why: for container healthchecks and monitoring.
+
+    Without arguments, checks the whole deployment (the trader published for the current or the
+    previous period; every registered strategy and every generator is ok and current), reading
+    everything like `status` (the operator user can). With KIND (generator, strategy or trader)
+    and NAME (the generator's or strategy's name; none for the trader), checks that one component,
+    reading only its own keys, so each component's own Redis user can run its check."""
+    from .ops import check_component, check_deployment
+    from .status import gather
+    if kind == "trader" and name:
+        raise click.UsageError("`check trader` takes no name (there is one leading trader per namespace)")
+    if kind in ("generator", "strategy") and not name:
+        raise click.UsageError(f"give the {kind}'s name: redismedian check {kind} NAME")
+    try:
+        client = _operator_client(redis_url)
+        keys = K.Keys(namespace)
+        with _redis_errors(redis_url):
+            health = check_component(client, keys, kind, name) if kind else check_deployment(gather(client, keys))
+    except click.UsageError:
+        raise
+    except click.ClickException as e:
+        click.echo(f"UNHEALTHY: {e.format_message()}")
+        sys.exit(EXIT_FAILURE)
+    click.echo(health.text())
+    sys.exit(0 if health.healthy else EXIT_FAILURE)
+
+
+@cli.command("history", context_settings=CONTEXT)
+@click.option("--since", metavar="WHEN",
+              help="Only medians published since WHEN: a duration ago (30s, 15m, 2h, 7d, 1w) or an ISO 8601 "
+                   "date/time (2024-05-01, 2024-05-01T12:00:00Z; UTC when no zone is given).")
+@click.option("--until", metavar="WHEN", help="Only medians published until WHEN (same forms as --since).")
+@click.option("--limit", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Show at most the most recent N medians of the range (0: all of them).")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print CSV (time,epoch,median,count,members,fence,id) with a header line.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@redis_options
+def history_cmd(since, until, limit, as_csv, as_json, redis_url, namespace):
+    """Published medians, oldest first, from the NS:medians stream (time is the Redis server's, UTC)."""
+    import json
+    from .clock import time_reply_ms
+    from .ops import history, history_csv, history_table, parse_since
+    if as_csv and as_json:
+        raise click.UsageError("choose one of --csv and --json")
+    client = _operator_client(redis_url)
+    with _redis_errors(redis_url):
+        now = time_reply_ms(client.time())
+        try:
+            lo = parse_since(since, now) if since else None
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--since") from None
+        try:
+            hi = parse_since(until, now) if until else None
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--until") from None
+        try:
+            rows = history(client, K.Keys(namespace), lo, hi, limit or None)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    if as_csv:
+        click.echo(history_csv(rows), nl=False)
+    elif as_json:
+        click.echo(json.dumps([{k: v for k, v in r.items() if k != "median_text"} for r in rows], indent=2))
+    else:
+        click.echo(history_table(rows))
+
+
+@cli.command("acl", context_settings=CONTEXT)
+@click.option("--generators", required=True, callback=_names, help="Comma-separated generator names, e.g. g1,g2,g3.")
+@click.option("--strategies", required=True, callback=_names, help="Comma-separated strategy names, e.g. X,Y.")
+@click.option("--namespace", default=K.DEFAULT_NAMESPACE, show_default=True, envvar="REDISMEDIAN_NAMESPACE",
+              show_envvar=True, callback=_namespace, help="The deployment's key prefix.")
+def acl_cmd(generators, strategies, namespace):
+    """Print a Redis ACL file (no passwords) with one user per role and instance: generator.NAME,
+    strategy.NAME, trader, operator, admin; the default user is disabled.
+
+    deploy/redis/render-acl.sh adds each user's password hash from a secrets folder. See
+    docs/operations.md for what each user may do."""
+    from .acl import render_acl
+    click.echo(render_acl(namespace, generators, strategies), nl=False)
 
 
 @cli.command("demo", context_settings=CONTEXT)

@@ -111,6 +111,8 @@ class Settings:
     period_ms: int = int(DEFAULT_PERIOD_S * 1000)
     socket_timeout: float = 5.0
     owner: str = field(default_factory=new_owner_id)
+    # Extra client options (password from a file or the environment, TLS files): may hold a secret.
+    redis_options: dict = field(default_factory=dict, repr=False)
 
     @property
     def keys(self) -> Keys:

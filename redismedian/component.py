@@ -10,13 +10,16 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import redis
 
 from . import keys as K
 from .clock import ServerClock, boundary_ms, epoch_of
 from .common import EXIT_FAILURE, FatalError, Settings, new_instance_id
-from .connection import TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error, make_client, redact_url
+from .connection import (TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error, is_permission_error,
+                         make_client, redact_url)
+from .metrics import NullMetrics
 
 # How long a stop request may take before the process exits anyway (the promise is 2 s).
 STOP_GRACE_S = 1.5
@@ -35,13 +38,14 @@ class Component:
 
     def __init__(self, settings: Settings, name: str | None = None, client: redis.Redis | None = None,
                  clock: ServerClock | None = None, stop: threading.Event | None = None,
-                 logger: logging.Logger | None = None):
+                 logger: logging.Logger | None = None, metrics: NullMetrics | None = None):
         self.settings = settings
         self.name = name
         self.keys = settings.keys
         self.period_ms = settings.period_ms
         self.client = client if client is not None else make_client(
-            settings.redis_url, settings.socket_timeout, client_name=f"redismedian-{self.kind}")
+            settings.redis_url, settings.socket_timeout, client_name=f"redismedian-{self.kind}",
+            **settings.redis_options)
         self.clock = clock or ServerClock()
         self.stop = stop or threading.Event()
         self.log = logger or logging.getLogger(f"redismedian.{self.kind}")
@@ -51,6 +55,7 @@ class Component:
         self.outage = Outage(settings.redis_url, self.log)
         self.backoff = Backoff(settings.backoff_cap)
         self._last_problem: str | None = None
+        self.metrics = metrics or NullMetrics()
 
     # -- for subclasses ----------------------------------------------------
     def startup(self) -> None:
@@ -99,10 +104,18 @@ class Component:
         return [status] + list(reply[1:])
 
     def script(self, source: str):
-        """A registered script (redis-py loads it again by itself after a Redis restart)."""
+        """A registered script (redis-py loads it again by itself after a Redis restart), timed."""
         cache = self.__dict__.setdefault("_scripts", {})
         if source not in cache:
-            cache[source] = self.client.register_script(source)
+            registered = self.client.register_script(source)
+
+            def call(keys=(), args=(), _script=registered):
+                t0 = time.perf_counter()
+                try:
+                    return _script(keys=list(keys), args=list(args))
+                finally:
+                    self.metrics.script_call(time.perf_counter() - t0)
+            cache[source] = call
         return cache[source]
 
     def problem(self, text: str, epoch: int | None = None) -> None:
@@ -132,6 +145,7 @@ class Component:
                 if self.last_epoch is not None and epoch > self.last_epoch + 1:
                     self.log.warning("skipped %d missed period(s) (stalled or Redis unavailable)",
                                      epoch - self.last_epoch - 1)
+                    self.metrics.skipped(epoch - self.last_epoch - 1)
                 return epoch
             target = boundary_ms(self.last_epoch + 1, self.period_ms)
             # +1 ms: never wake a hair before the boundary by the server's clock
@@ -167,17 +181,20 @@ class Component:
                         self.step(epoch)
                         self.problem_cleared()
                     except DataProblem as e:
+                        self.metrics.error("data_problem")
                         self.problem(str(e), epoch)
                     except redis.exceptions.ResponseError as e:
                         # READONLY / TRYAGAIN are ResponseErrors too, but transient: retried as an outage
                         if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                             raise
+                        self.metrics.error("redis_refused")
                         self.problem(f"Redis refused a command: {describe_error(e)}", epoch)
                     # Only now has Redis really answered: TIME alone also works on a read-only
                     # replica or while it loads, where every script still fails.
                     self._redis_answered()
                     self.backoff.reset()
                     self.last_epoch = epoch
+                    self.metrics.period((self.clock.now_ms() - boundary_ms(epoch, self.period_ms)) / 1000.0)
                     done += 1
                     if max_epochs is not None and done >= max_epochs:
                         break
@@ -187,10 +204,15 @@ class Component:
                     raise
                 except Exception as e:  # noqa: BLE001 - classified below
                     if is_auth_error(e):
-                        raise FatalError(f"Redis at {redact_url(self.settings.redis_url)} refused our "
-                                         f"credentials: {describe_error(e)}") from None
+                        what = ("denied a command to our user (check its ACL)" if is_permission_error(e)
+                                else "refused our credentials")
+                        raise FatalError(f"Redis at {redact_url(self.settings.redis_url)} {what}: "
+                                         f"{describe_error(e)}") from None
                     if not isinstance(e, TRANSIENT_ERRORS):
                         raise
+                    if not self.outage.active:
+                        self.metrics.error("redis_unavailable")
+                        self.metrics.redis_up(False)
                     self.outage.failed(e, self.backoff.cap)
                     self.clock.wait(self.stop, self.backoff.next_delay())
         except Exit as e:
@@ -206,6 +228,7 @@ class Component:
     def _redis_answered(self) -> None:
         if self.outage.active:
             self.outage.recovered()
+            self.metrics.redis_up(True)
 
     def _shutdown_quietly(self) -> None:
         if not self.started:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -29,19 +30,25 @@ AUTH_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.Authentica
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe to log)."""
+    """The URL with any password (in the user part or a ``password=`` query) replaced by ``***``."""
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
+    query = parts.query
+    if query and "password" in query.lower():
+        query = urlencode([(k, "***" if k.lower() == "password" else v)
+                           for k, v in parse_qsl(query, keep_blank_values=True)], safe="*/:")
+    if password is None and query == parts.query:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if password is not None:
+        user = parts.username or ""
+        host = netloc.rpartition("@")[2]
+        netloc = f"{user}:***@{host}"
+    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
+            + (f"#{parts.fragment}" if parts.fragment else ""))
 
 
 def check_url(url: str) -> str:
@@ -97,7 +104,17 @@ def is_auth_error(exc: BaseException) -> bool:
     if isinstance(exc, AUTH_ERRORS):
         return True
     msg = str(exc)
-    return isinstance(exc, redis.exceptions.ResponseError) and msg.startswith(("WRONGPASS", "NOAUTH", "NOPERM"))
+    return isinstance(exc, redis.exceptions.ResponseError) and (
+        msg.startswith(("WRONGPASS", "NOAUTH")) or is_permission_error(exc))
+
+
+def is_permission_error(exc: BaseException) -> bool:
+    """Redis' ACL denied a command or key to our user (directly, or inside one of our scripts)."""
+    if isinstance(exc, redis.exceptions.NoPermissionError):  # redis-py strips the NOPERM prefix
+        return True
+    msg = str(exc)
+    return isinstance(exc, redis.exceptions.ResponseError) and (
+        msg.startswith("NOPERM") or "The user executing the script can't" in msg)
 
 
 class Backoff:
@@ -142,3 +159,66 @@ class Outage:
         if self.since is not None:
             self.log.info("Redis is back at %s after %.1fs", self.url, self._clock() - self.since)
             self.since = None
+
+
+# -- credentials and TLS: what every command takes besides the URL ----------------------
+PASSWORD_ENV = "REDISMEDIAN_PASSWORD"
+
+
+def read_password_file(path: str) -> str:
+    """The password in ``path``: its last non-empty line.
+
+    Earlier lines are older passwords that Redis still accepts during a rotation (see
+    deploy/redis/render-acl.sh); clients always use the newest one.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ValueError(f"cannot read password file {path}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"password file {path} is not UTF-8 text") from None
+    lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
+    if not lines:
+        raise ValueError(f"password file {path} is empty")
+    return lines[-1]
+
+
+def client_options(url: str, password_file: str | None = None, tls_ca_cert: str | None = None,
+                   tls_cert: str | None = None, tls_key: str | None = None,
+                   environ: dict | None = None) -> dict:
+    """Keyword arguments for :func:`make_client` besides the URL (ValueError on a mistake).
+
+    The password comes from the URL, else from ``password_file``, else from
+    ``$REDISMEDIAN_PASSWORD``; the user name from the URL (``redis://user@host``).
+    A password in both the URL and a file is refused as ambiguous.  TLS files need a
+    ``rediss://`` URL.  The result may hold a secret: never log it.
+    """
+    environ = os.environ if environ is None else environ
+    opts: dict = {}
+    parts = urlsplit(url)
+    if password_file:
+        if parts.password is not None:
+            raise ValueError("a password is given both in the Redis URL and in a password file: keep one")
+        opts["password"] = read_password_file(password_file)
+    elif parts.password is None and environ.get(PASSWORD_ENV):
+        opts["password"] = environ[PASSWORD_ENV]
+    tls = {"--tls-ca-cert": tls_ca_cert, "--tls-cert": tls_cert, "--tls-key": tls_key}
+    given = [k for k, v in tls.items() if v]
+    if given and parts.scheme != "rediss":
+        raise ValueError(f"{', '.join(given)} need a rediss:// URL (TLS), not {parts.scheme}://")
+    if tls_key and not tls_cert:
+        raise ValueError("--tls-key needs --tls-cert (the client certificate it belongs to)")
+    for option, path in tls.items():
+        if path and not os.access(path, os.R_OK):
+            why = "does not exist" if not os.path.exists(path) else "is not readable"
+            raise ValueError(f"{option} {path} {why}")
+    if tls_ca_cert:
+        opts["ssl_ca_certs"] = tls_ca_cert
+    if tls_cert:
+        opts["ssl_certfile"] = tls_cert
+    if tls_key:
+        opts["ssl_keyfile"] = tls_key
+    return opts

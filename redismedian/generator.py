@@ -55,19 +55,23 @@ class Generator(Component):
                 continue
             break
         if result[0] == "late":
+            self.metrics.error("late")
             self.log.warning("%s: epoch %d ended before its signal was written; skipped", self.name, epoch)
             return
         if len(result) > 4 and result[4]:
             self.log.warning("repaired %s (overwritten by another process)", _s(result[4]))
         if error:
+            self.metrics.state("error")
+            self.metrics.error("signal_function")
             self.log.error("%s signal error in epoch %d: %s", self.name, epoch, error)
         else:
+            self.metrics.submitted(int(result[1]))
+            self.metrics.state("ok")
             self.log.info("%s signal %s (epoch %d)", self.name, value, epoch)
 
     def _publish(self, epoch, value, status, error):
         return self.script(GENERATOR_PUBLISH)(
-            keys=[self.keys.meta, self.keys.signal(self.name), self.keys.signals_feed, self.lease_key,
-                  self.keys.strategies],
+            keys=[self.keys.meta, self.keys.signal(self.name), self.keys.signals_feed, self.lease_key],
             args=[*self.meta_args(), epoch, self.name, value, status, error,
                   K.ttl_ms(self.period_ms, K.SIGNAL_TTL_PERIODS), K.SIGNAL_FEED_MAXLEN])
 

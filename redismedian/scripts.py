@@ -22,7 +22,7 @@ end
 
 -- Check (and, when missing, create) the deployment record.
 -- Returns instance, changed | nil, code, detail.
-local function meta_check(key, period, known, fresh, now, registry)
+local function meta_check(key, period, known, fresh, now)
   local bad = wrongtype(key, 'hash')
   if bad then return nil, 'wrongtype', key .. ' is a ' .. bad .. ', expected a hash' end
   local m = redis.call('HMGET', key, 'period_ms', 'instance')
@@ -38,9 +38,6 @@ local function meta_check(key, period, known, fresh, now, registry)
   if p ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
   if not m[2] then
     redis.call('HSET', key, 'instance', fresh, 'created', now)
-    -- The caller knew an earlier record and the registry is gone: Redis lost its data, and the
-    -- strategies are about to register again one by one (the trader waits for them).
-    if known ~= '' and redis.call('EXISTS', registry) == 0 then redis.call('HSET', key, 'recreated', now) end
     m[2] = fresh
   end
   return m[2], (m[2] ~= known)
@@ -103,13 +100,13 @@ end
 return 0
 """
 
-# KEYS: meta, signal, feed, lease, registry
+# KEYS: meta, signal, feed, lease
 # ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
 #       epoch, name, value, status, error, signal_ttl_ms, feed_maxlen
 GENERATOR_PUBLISH = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, KEYS[5])
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
 local held, holder = lease_hold(KEYS[4], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
@@ -136,7 +133,7 @@ return {'ok', now, inst, changed and 1 or 0, repaired}
 STRATEGY_REPORT = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, KEYS[2])
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
 local bad = wrongtype(KEYS[2], 'set')
 if bad then return {'wrongtype', now, KEYS[2] .. ' is a ' .. bad .. ', expected a set'} end
@@ -145,7 +142,12 @@ local restored = 0
 if redis.call('SISMEMBER', KEYS[2], name) == 0 then
   if ARGV[15] ~= '1' and not changed then return {'deregistered', now, inst} end
   redis.call('SADD', KEYS[2], name)
-  if ARGV[15] ~= '1' then restored = 1 end
+  if ARGV[15] ~= '1' then
+    restored = 1
+    -- Redis lost its data and the registry is being rebuilt: the first strategy back records when,
+    -- and the trader publishes nothing for two epochs while the others register again.
+    if not redis.call('HGET', KEYS[1], 'recreated') then redis.call('HSET', KEYS[1], 'recreated', now) end
+  end
 end
 local held, holder = lease_hold(KEYS[3], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
@@ -186,7 +188,7 @@ return {'ok', now, inst, restored, submitted, reason}
 TRADER_COLLECT = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, KEYS[2])
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
@@ -243,16 +245,16 @@ end
 
 -- While the registry is being rebuilt, strategies register again one by one, each at its next
 -- report (within a period of Redis answering), and a median could leave some of them out: publish
--- nothing in the epoch the deployment record was re-created after Redis lost its data and the next,
--- nor in the two epochs after the registry was last seen unreadable.
+-- nothing in the epoch the first strategy registered again after Redis lost its data ('recreated')
+-- and the next, nor in the two epochs after the registry was last seen unreadable.
 local reason
 local recreated = tonumber(redis.call('HGET', KEYS[1], 'recreated') or '')
 local broken = tonumber(redis.call('HGET', KEYS[4], 'registry_broken') or '')
 if recreated then
   local c = math.floor(recreated / period)
   if c <= epoch and epoch < c + 2 then
-    reason = 'Redis lost its data (deployment record re-created in epoch ' .. c ..
-             '): strategies register again until epoch ' .. (c + 2)
+    reason = 'Redis lost its data (strategies registering again since epoch ' .. c ..
+             '): publishing again from epoch ' .. (c + 2)
   end
 end
 if broken and broken < epoch and epoch <= broken + 2 then

@@ -172,6 +172,8 @@ def deregister(client: redis.Redis, keys: Keys, name: str) -> None:
     try:
         removed = client.srem(keys.strategies, name)
     except redis.exceptions.ResponseError as e:
+        if "WRONGTYPE" not in str(e):
+            raise
         raise FatalError(f"cannot deregister: {keys.strategies} is a {as_str(client.type(keys.strategies))}, "
                          f"not a set ({e})") from None
     if not removed:

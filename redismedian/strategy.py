@@ -142,8 +142,12 @@ class Strategy(Component):
         state = "ok" if value else "error"
         submitted, reason = self.report(epoch, value, state, reason)
         if submitted:
+            self.metrics.submitted()
+            self.metrics.state("ok")
             self.log.info("%s submitted %s", self.name, value)
         else:
+            self.metrics.state("error")
+            self.metrics.error("late" if value else "signals" if values is None else "decide_function")
             self.log.warning("%s: no decision for epoch %d: %s", self.name, epoch, reason)
 
     def wait_for_signals(self, epoch: int) -> tuple[dict[str, Reading], str]:

@@ -102,6 +102,7 @@ class Trader(Component):
         """Act on one collect reply; True when the epoch is settled."""
         status = result[0]
         if status == "standby":
+            self.metrics.state("standby")
             if self.token:
                 self.log.warning("lost the lead to %s; standing by", result[3])
             elif self.leader_seen != result[3]:
@@ -117,9 +118,14 @@ class Trader(Component):
         if status == "published":
             self.log.info("median: %s", repr(float(result[5])))
             self.state = "ok"
+            self.metrics.state("ok")
+            self.metrics.median(float(result[5]))
+            self.metrics.submitted(int(result[1]))
         elif status == "error":
             self.log.warning("error in epoch %d: %s", epoch, result[5])
             self.state = "error"
+            self.metrics.state("error")   # before the counter: a scrape never sees the count without the state
+            self.metrics.error("missing_decisions" if "strategies missing" in str(result[5]) else "bad_data")
         elif status == "idle":
             if self.state != "idle":
                 self.log.info("idle: no strategies registered")
@@ -128,10 +134,14 @@ class Trader(Component):
             if self.state != "starting":
                 self.log.info("not publishing in epoch %d: %s", epoch, result[5])
             self.state = "starting"
-        elif status in ("expired", "done"):
+        elif status == "expired":
+            self.metrics.error("late")
+        elif status == "done":
             pass
         else:
             raise FatalError(f"unexpected reply from Redis: {result!r}")
+        if self.state:
+            self.metrics.state(self.state)
         return True
 
     def shutdown(self) -> None:

@@ -187,7 +187,10 @@ def test_authentication_errors_are_fatal_in_one_line(caplog, exc):
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
     msg = errors[0].getMessage()
-    assert "refused our credentials" in msg and "\n" not in msg
+    # an ACL denial is named as such (the password was right, the user's permissions are not)
+    expected = ("denied a command to our user (check its ACL)" if isinstance(exc, redis.exceptions.NoPermissionError)
+                else "refused our credentials")
+    assert expected in msg and "\n" not in msg
     assert "topsecret" not in msg and "***" in msg
     assert len(c.steps) == 1, "no retry can fix credentials"
 

@@ -1,0 +1,322 @@
+"""Operator commands for production: ``check`` (health), ``history`` (published medians), ``status --watch``.
+
+``check`` of one component reads only that component's own keys (plus the deployment
+record and the server clock), so a container can run it with the component's own
+Redis user; ``check`` of the whole deployment reads everything, like ``status``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import redis
+
+from .clock import epoch_of, time_reply_ms
+from .common import as_str, check_name, parse_finite, parse_int
+from .keys import Keys
+
+COMPONENT_KINDS = ("generator", "strategy", "trader")
+
+
+@dataclass
+class Health:
+    healthy: bool
+    problems: list[str]
+    summary: str
+
+    def text(self) -> str:
+        if self.healthy:
+            return f"OK: {self.summary}"
+        return "UNHEALTHY: " + "; ".join(self.problems)
+
+
+def _server_now_and_period(client: redis.Redis, keys: Keys) -> tuple[int, int | None, str]:
+    """Server time (ms), the deployment's period (ms, or None) and why it is missing."""
+    pipe = client.pipeline(transaction=False)
+    pipe.time()
+    pipe.hget(keys.meta, "period_ms")
+    now, period = pipe.execute(raise_on_error=False)
+    if isinstance(now, Exception):
+        raise now
+    if isinstance(period, redis.exceptions.ResponseError):
+        if "WRONGTYPE" in str(period):
+            return time_reply_ms(now), None, f"{keys.meta} is not a hash (garbage in Redis)"
+        raise period
+    p = parse_int(period)
+    if p is None or p <= 0:
+        return time_reply_ms(now), None, f"no deployment record in namespace {keys.ns!r} (nothing has run here yet)"
+    return time_reply_ms(now), p, ""
+
+
+def _read(client: redis.Redis, commands: list[tuple[str, tuple]]) -> list:
+    """Run read commands in one round trip; a wrong key type comes back as a string saying so."""
+    pipe = client.pipeline(transaction=False)
+    for name, args in commands:
+        getattr(pipe, name)(*args)
+    out = []
+    for (name, args), rep in zip(commands, pipe.execute(raise_on_error=False)):
+        if isinstance(rep, redis.exceptions.ResponseError):
+            if "WRONGTYPE" in str(rep):
+                out.append(f"{args[0]} holds the wrong type (garbage in Redis)")
+                continue
+            raise rep
+        out.append(rep)
+    return out
+
+
+def _text_hash(raw) -> dict[str, str]:
+    return {as_str(k): as_str(v) for k, v in (raw or {}).items()}
+
+
+def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None = None) -> Health:
+    """Is one component doing its job?  Reads only its own keys (works with its own ACL user).
+
+    - generator NAME: a live process holds the name, and its latest signal is ``ok`` and for
+      the current or the previous period;
+    - strategy NAME: registered, a live process holds the name, and it submitted for the
+      current or the previous period (state ``ok``);
+    - trader: a trader leads, and it published for the current or the previous period
+      (``ok``), or it is ``idle`` because no strategy is registered.
+    """
+    if kind not in COMPONENT_KINDS:
+        raise ValueError(f"unknown component {kind!r}: use one of {', '.join(COMPONENT_KINDS)}")
+    if kind == "trader":
+        name = None
+    elif not name:
+        raise ValueError(f"give the {kind}'s name")
+    else:
+        check_name(name, f"{kind} name")
+    now, period, why = _server_now_and_period(client, keys)
+    if period is None:
+        return Health(False, [why], "")
+    epoch = epoch_of(now, period)
+    label = f"{kind} {name}" if name else kind
+    problems: list[str] = []
+    summary = ""
+
+    def fresh(e: int | None) -> bool:
+        return e is not None and e >= epoch - 1
+
+    if kind == "generator":
+        h, owner = _read(client, [("hgetall", (keys.signal(name),)), ("get", (keys.lease("generator", name),))])
+        if isinstance(owner, str) and owner.endswith("(garbage in Redis)"):
+            problems.append(owner)
+        elif owner is None:
+            problems.append(f"{label}: no live process holds this name")
+        if isinstance(h, str):
+            problems.append(h)
+        elif not h:
+            problems.append(f"{label}: no signal in Redis (never written, or expired)")
+        else:
+            h = _text_hash(h)
+            e = parse_int(h.get("epoch"))
+            if h.get("status") != "ok":
+                problems.append(f"{label}: signal {h.get('status', 'without status')}: {h.get('error') or '?'}")
+            elif not fresh(e):
+                problems.append(f"{label}: signal stale (last epoch {e}, now {epoch})")
+            summary = f"{label} signal {h.get('value')} for epoch {e}"
+    elif kind == "strategy":
+        h, owner, registered = _read(client, [("hgetall", (keys.strategy_status(name),)),
+                                              ("get", (keys.lease("strategy", name),)),
+                                              ("sismember", (keys.strategies, name))])
+        if isinstance(registered, str):
+            problems.append(registered)
+        elif not registered:
+            problems.append(f"{label}: not registered")
+        if isinstance(owner, str) and owner.endswith("(garbage in Redis)"):
+            problems.append(owner)
+        elif owner is None:
+            problems.append(f"{label}: no live process holds this name")
+        if isinstance(h, str):
+            problems.append(h)
+        elif not h:
+            problems.append(f"{label}: no status in Redis (never reported, or expired)")
+        else:
+            h = _text_hash(h)
+            e = parse_int(h.get("epoch"))
+            state = h.get("state", "?")
+            if state != "ok":
+                problems.append(f"{label}: {state}" + (f": {h['reason']}" if h.get("reason") else ""))
+            elif not fresh(e):
+                problems.append(f"{label}: last decision is stale (epoch {e}, now {epoch})")
+            summary = f"{label} submitted {h.get('value')} for epoch {e}"
+    else:
+        h, lease = _read(client, [("hgetall", (keys.trader,)), ("get", (keys.lease("trader"),))])
+        if isinstance(lease, str) and lease.endswith("(garbage in Redis)"):
+            problems.append(lease)
+        elif lease is None:
+            problems.append("trader: no trader holds the lead (none running?)")
+        if isinstance(h, str):
+            problems.append(h)
+        elif not h:
+            problems.append("trader: no state in Redis (never ran)")
+        else:
+            h = _text_hash(h)
+            e = parse_int(h.get("epoch"))
+            state = h.get("state", "?")
+            if state not in ("ok", "idle"):
+                problems.append(f"trader: {state}" + (f": {h['reason']}" if h.get("reason") else ""))
+            elif not fresh(e):
+                problems.append(f"trader: last evaluated epoch {e} is stale (now {epoch})")
+            summary = (f"trader published {h.get('median')} for epoch {e} ({h.get('count')} strategies)"
+                       if state == "ok" else f"trader idle: {h.get('reason') or 'no strategies registered'}")
+    if problems:
+        return Health(False, problems, "")
+    return Health(True, [], summary)
+
+
+def check_deployment(data: dict[str, Any]) -> Health:
+    """Is the whole deployment healthy?  ``data`` is :func:`redismedian.status.gather`'s output.
+
+    Healthy: the trader published for the current or the previous period, and every
+    registered strategy and every generator in Redis is ``ok`` and current.
+    """
+    problems = list(data.get("problems") or [])
+    epoch = data.get("epoch")
+    if data.get("period_ms") is None:
+        return Health(False, problems or [f"no deployment record in namespace {data.get('namespace')!r} "
+                                          "(nothing has run here yet)"], "")
+    t = data.get("trader") or {}
+    te = t.get("epoch")
+    if t.get("state") != "ok":
+        problems.append(f"trader {t.get('state', '?')}" + (f": {t['reason']}" if t.get("reason") else ""))
+    elif te is None or te < epoch - 1:
+        problems.append(f"trader: last published epoch {te} is stale (now {epoch})")
+    for s in data.get("strategies", []):
+        if not s.get("registered"):
+            continue
+        if s.get("state") != "ok":
+            problems.append(f"strategy {s['name']} {s.get('state')}" + (f": {s['reason']}" if s.get("reason") else ""))
+        elif s.get("epoch") is None or s["epoch"] < epoch - 1:
+            problems.append(f"strategy {s['name']}: last decision is stale (epoch {s.get('epoch')}, now {epoch})")
+    for g in data.get("generators", []):
+        if g.get("state") != "ok":
+            problems.append(f"generator {g['name']} {g.get('state')}" + (f": {g['reason']}" if g.get("reason") else ""))
+        elif g.get("reason"):
+            problems.append(f"generator {g['name']}: {g['reason']}")
+    if problems:
+        return Health(False, problems, "")
+    n_s = sum(1 for s in data.get("strategies", []) if s.get("registered"))
+    return Health(True, [], f"trader published {t.get('median')} for epoch {te}; {n_s} strategies and "
+                            f"{len(data.get('generators', []))} generators ok")
+
+
+# -- history -----------------------------------------------------------------------------
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+HISTORY_COLUMNS = ("time", "epoch", "median", "count", "members", "fence", "id")
+
+
+def parse_since(text: str, now_ms: int) -> int:
+    """A point in time (server ms) from ``30s``/``15m``/``2h``/``7d``/``1w`` ago, or an ISO 8601 date/time.
+
+    A date/time without a zone is UTC.  ValueError with a clear message otherwise.
+    """
+    m = _DURATION.match(text or "")
+    if m:
+        return now_ms - int(float(m.group(1)) * _UNITS[m.group(2).lower()] * 1000)
+    t = (text or "").strip()
+    if t.endswith(("Z", "z")):
+        t = t[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a time: give a duration ago (30s, 15m, 2h, 7d, 1w) or an "
+                         "ISO 8601 date/time (2024-05-01, 2024-05-01T12:00:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1000)
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def history(client: redis.Redis, keys: Keys, since_ms: int | None = None, until_ms: int | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
+    """Published medians from ``NS:medians``, oldest first: the most recent ``limit`` in the range.
+
+    Entries somebody else wrote with garbage fields are shown as they are (numbers that do
+    not parse come out as None), never an error.
+    """
+    lo = "-" if since_ms is None else str(max(0, since_ms))
+    hi = "+" if until_ms is None else str(max(0, until_ms))
+    try:
+        if limit:
+            raw = list(reversed(client.xrevrange(keys.medians, max=hi, min=lo, count=limit)))
+        else:
+            raw = client.xrange(keys.medians, min=lo, max=hi)
+    except redis.exceptions.ResponseError as e:
+        if "WRONGTYPE" in str(e):
+            raise ValueError(f"{keys.medians} is not a stream (garbage in Redis)") from None
+        raise
+    rows = []
+    for entry_id, fields in raw:
+        f = _text_hash(fields)
+        eid = as_str(entry_id)
+        ts = parse_int(f.get("ts")) or parse_int(eid.split("-")[0])
+        rows.append({"time": _iso(ts), "epoch": parse_int(f.get("epoch")), "median": parse_finite(f.get("median")),
+                     "median_text": f.get("median", ""), "count": parse_int(f.get("count")),
+                     "members": f.get("members", ""), "fence": parse_int(f.get("fence")), "id": eid})
+    return rows
+
+
+def history_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(HISTORY_COLUMNS)
+    for r in rows:
+        w.writerow([r["time"], _blank(r["epoch"]), r["median_text"], _blank(r["count"]), r["members"],
+                    _blank(r["fence"]), r["id"]])
+    return out.getvalue()
+
+
+def history_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no medians published in that range"
+    cols = ["time", "epoch", "median", "count", "members"]
+    cells = [[r["time"], _blank(r["epoch"]), r["median_text"], _blank(r["count"]), r["members"]] for r in rows]
+    widths = [max(len(c), *(len(str(row[i])) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
+    lines += ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _blank(x) -> str:
+    return "" if x is None else str(x)
+
+
+# -- status --watch ------------------------------------------------------------------------
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def watch_delay(server_ms: int, period_ms: int | None, interval: float | None) -> float:
+    """Seconds until the next refresh: ``interval``, else just after the next period boundary."""
+    if interval:
+        return interval
+    if not period_ms:
+        return 2.0
+    settle = min(500, max(50, period_ms // 10))  # let the trader publish first
+    nxt = (epoch_of(server_ms, period_ms) + 1) * period_ms + settle
+    return max(0.05, (nxt - server_ms) / 1000.0)
+
+
+def watch(frame: Callable[[], tuple[str, int | None, int | None]], echo: Callable[[str], None],
+          sleep: Callable[[float], None] = time.sleep, interval: float | None = None, count: int | None = None,
+          clear: bool = True) -> None:
+    """Show ``frame()`` (text, server ms, period ms) again every period (or ``interval``), ``count`` times."""
+    shown = 0
+    while count is None or shown < count:
+        text, server_ms, period_ms = frame()
+        echo((CLEAR if clear else ("\n" if shown else "")) + text)
+        shown += 1
+        if count is not None and shown >= count:
+            break
+        sleep(watch_delay(server_ms or int(time.time() * 1000), period_ms, interval))

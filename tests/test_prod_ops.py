@@ -1,0 +1,205 @@
+"""Operator commands: check (health), history (published medians), status --watch."""
+import csv
+import io
+import json
+import re
+import time
+
+import pytest
+
+from redismedian.clock import time_reply_ms
+from redismedian.keys import Keys
+from redismedian.ops import (CLEAR, check_component, check_deployment, history, history_csv, parse_since, watch,
+                             watch_delay)
+from redismedian.status import gather
+from tests.support import wait_until
+
+K = Keys("t")
+PERIOD_MS = 3_600_000   # an hour: a test never straddles two boundaries
+
+
+def _now_epoch(fake):
+    now = time_reply_ms(fake.time())
+    return now, now // PERIOD_MS
+
+
+def _healthy_deployment(fake):
+    now, e = _now_epoch(fake)
+    fake.hset(K.meta, mapping={"period_ms": PERIOD_MS, "instance": "i"})
+    fake.hset(K.signal("g1"), mapping={"value": "0.5", "epoch": e, "ts": now, "status": "ok"})
+    fake.set(K.lease("generator", "g1"), "host:1:a")
+    fake.sadd(K.strategies, "X")
+    fake.hset(K.strategy_status("X"), mapping={"state": "ok", "reason": "", "epoch": e, "value": "0.5", "ts": now,
+                                               "signals": "g1"})
+    fake.set(K.lease("strategy", "X"), "host:2:b")
+    fake.hset(K.trader, mapping={"state": "ok", "reason": "", "epoch": e, "median": "0.5", "count": 1, "ts": now})
+    fake.set(K.lease("trader"), "host:3:c|1")
+    return e
+
+
+def test_check_healthy_components_and_deployment(fake):
+    e = _healthy_deployment(fake)
+    for kind, name in (("generator", "g1"), ("strategy", "X"), ("trader", None)):
+        h = check_component(fake, K, kind, name)
+        assert h.healthy, h.text()
+        assert h.text().startswith("OK: ")
+    h = check_deployment(gather(fake, K))
+    assert h.healthy, h.text()
+    assert h.text() == f"OK: trader published 0.5 for epoch {e}; 1 strategies and 1 generators ok"
+
+
+def test_check_names_every_problem(fake):
+    e = _healthy_deployment(fake)
+    fake.hset(K.signal("g1"), mapping={"status": "error", "error": "signal function raised boom"})
+    fake.delete(K.lease("strategy", "X"))
+    fake.srem(K.strategies, "X")
+    fake.hset(K.trader, mapping={"state": "error", "reason": "1 of 1 strategies missing: X: no decision"})
+    g = check_component(fake, K, "generator", "g1")
+    assert not g.healthy and g.problems == ["generator g1: signal error: signal function raised boom"]
+    s = check_component(fake, K, "strategy", "X")
+    assert not s.healthy
+    assert s.problems == ["strategy X: not registered", "strategy X: no live process holds this name"]
+    t = check_component(fake, K, "trader")
+    assert t.text() == "UNHEALTHY: trader: error: 1 of 1 strategies missing: X: no decision"
+    d = check_deployment(gather(fake, K))
+    assert not d.healthy
+    assert any(p.startswith("trader error: 1 of 1 strategies missing") for p in d.problems)
+    assert any(p.startswith("generator g1 error") for p in d.problems)
+    # stale values: older than the previous period
+    fake.hset(K.signal("g1"), mapping={"status": "ok", "epoch": e - 5})
+    assert check_component(fake, K, "generator", "g1").problems == [
+        f"generator g1: signal stale (last epoch {e - 5}, now {_now_epoch(fake)[1]})"]
+    fake.delete(K.lease("trader"))
+    assert "no trader holds the lead" in check_component(fake, K, "trader").text()
+
+
+def test_check_survives_garbage_and_empty_namespace(fake):
+    assert check_component(fake, K, "trader").text() == \
+        "UNHEALTHY: no deployment record in namespace 't' (nothing has run here yet)"
+    assert not check_deployment(gather(fake, K)).healthy
+    _healthy_deployment(fake)
+    fake.delete(K.signal("g1"))
+    fake.set(K.signal("g1"), "garbage")
+    h = check_component(fake, K, "generator", "g1")
+    assert h.problems == ["t:signal:g1 holds the wrong type (garbage in Redis)"]
+    fake.delete(K.trader)
+    fake.rpush(K.trader, "x")
+    assert "t:trader holds the wrong type" in check_component(fake, K, "trader").text()
+    fake.delete(K.meta)
+    fake.set(K.meta, "x")
+    assert "is not a hash" in check_component(fake, K, "trader").text()
+
+
+def test_trader_idle_is_healthy_for_the_component_not_the_deployment(fake):
+    e = _healthy_deployment(fake)
+    fake.hset(K.trader, mapping={"state": "idle", "reason": "no strategies registered", "epoch": e})
+    assert check_component(fake, K, "trader").text() == "OK: trader idle: no strategies registered"
+    assert not check_deployment(gather(fake, K)).healthy
+
+
+def test_parse_since():
+    now = 1_700_000_000_000
+    assert parse_since("30s", now) == now - 30_000
+    assert parse_since("15m", now) == now - 900_000
+    assert parse_since("2h", now) == now - 7_200_000
+    assert parse_since("1.5d", now) == now - 129_600_000
+    assert parse_since("1w", now) == now - 604_800_000
+    assert parse_since("2023-11-14T22:13:20Z", now) == 1_700_000_000_000
+    assert parse_since("2023-11-14T22:13:20", now) == 1_700_000_000_000      # no zone: UTC
+    assert parse_since("2023-11-14T23:13:20+01:00", now) == 1_700_000_000_000
+    assert parse_since("2023-11-14", now) == 1_699_920_000_000
+    for bad in ("yesterday", "10x", "", "-5m"):
+        with pytest.raises(ValueError, match="cannot read"):
+            parse_since(bad, now)
+
+
+def test_history_range_limit_csv_and_garbage(fake):
+    base = 1_700_000_000_000
+    for i in range(5):
+        fake.xadd(K.medians, {"epoch": 100 + i, "median": f"0.{i}5", "count": 2, "members": "X,Y", "fence": 1,
+                              "ts": base + i * 1000}, id=f"{base + i * 1000}-0")
+    fake.xadd(K.medians, {"median": "garbage"}, id=f"{base + 9000}-0")
+    rows = history(fake, K)
+    assert [r["epoch"] for r in rows] == [100, 101, 102, 103, 104, None]
+    assert rows[0]["time"] == "2023-11-14T22:13:20.000Z" and rows[0]["median"] == 0.05
+    assert rows[-1]["median"] is None and rows[-1]["median_text"] == "garbage"
+    assert rows[-1]["time"] == "2023-11-14T22:13:29.000Z"   # from the entry id when ts is missing
+    assert [r["epoch"] for r in history(fake, K, since_ms=base + 2000, until_ms=base + 3000)] == [102, 103]
+    assert [r["epoch"] for r in history(fake, K, since_ms=base + 1000, limit=2)] == [104, None]
+    parsed = list(csv.DictReader(io.StringIO(history_csv(rows[:2]))))
+    assert parsed[1] == {"time": "2023-11-14T22:13:21.000Z", "epoch": "101", "median": "0.15", "count": "2",
+                         "members": "X,Y", "fence": "1", "id": f"{base + 1000}-0"}
+    assert history(fake, Keys("empty")) == []
+    fake.set(Keys("bad").medians, "x")
+    with pytest.raises(ValueError, match="not a stream"):
+        history(fake, Keys("bad"))
+
+
+def test_watch_refreshes_just_after_each_boundary():
+    assert watch_delay(10_250, 1000, None) == pytest.approx(0.85)    # next boundary 11_000 + 100 ms
+    assert watch_delay(10_250, 60_000, None) == pytest.approx(50.25)  # 60_000 + 500 ms settle
+    assert watch_delay(10_250, None, None) == 2.0
+    assert watch_delay(10_250, 1000, 0.3) == 0.3
+    frames, sleeps, shown = iter([("a", 10_250, 1000), ("b", 11_100, 1000), ("c", 12_100, 1000)]), [], []
+    watch(lambda: next(frames), shown.append, sleep=sleeps.append, count=3, clear=True)
+    assert shown == [CLEAR + "a", CLEAR + "b", CLEAR + "c"]
+    assert sleeps == [pytest.approx(0.85), pytest.approx(1.0)]
+    frames, shown = iter([("a", 0, None), ("b", 0, None)]), []
+    watch(lambda: next(frames), shown.append, sleep=lambda s: None, count=2, clear=False)
+    assert shown == ["a", "\nb"]
+
+
+# -- integration ------------------------------------------------------------------------------
+@pytest.mark.integration
+def test_check_history_and_watch_on_a_live_pipeline(cluster, redis_server):
+    g1 = cluster.generator("g1")
+    cluster.strategy("X", "g1")
+    trader = cluster.trader()
+    trader.wait_for_output(r"median: ", timeout=20, count=2)
+    wait_until(lambda: cluster.cli("check").returncode == 0, 10, what="deployment healthy")
+    for args in (["check", "generator", "g1"], ["check", "strategy", "X"], ["check", "trader"]):
+        r = cluster.cli(*args)
+        assert r.returncode == 0 and r.stdout.startswith("OK: "), (args, r.stdout, r.stderr)
+
+    # history, as CSV: every published median, in order
+    r = cluster.cli("history", "--since", "10m", "--csv")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    stream = redis_server.client(decode_responses=True).xrange("t:medians")
+    assert [row["median"] for row in rows] == [f["median"] for _i, f in stream][-len(rows):] and len(rows) >= 2
+    r = cluster.cli("history", "--limit", "1", "--json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)) == 1
+    r = cluster.cli("history", "--since", "last tuesday")
+    assert r.returncode == 2 and "cannot read 'last tuesday' as a time" in r.stderr
+
+    # status --watch: each frame is a fresh period
+    r = cluster.cli("status", "--watch", "--count", "2")
+    assert r.returncode == 0, r.stderr
+    epochs = [int(x) for x in re.findall(r", epoch (\d+), server time", r.stdout)]
+    assert len(epochs) == 2 and epochs[1] > epochs[0], r.stdout
+
+    # the generator dies: every check says why
+    g1.kill()
+    t0 = time.monotonic()
+    r = wait_until(lambda: (lambda r: r.returncode == 1 and "X: signal g1" in r.stdout and r)(
+        cluster.cli("check", "trader")), 15, what="trader check failing")
+    assert r.stdout.startswith("UNHEALTHY: trader: error: 1 of 1 strategies missing: X: signal g1")
+    r = cluster.cli("check", "strategy", "X")
+    assert r.returncode == 1 and "strategy X: error: signal g1" in r.stdout, r.stdout
+    r = cluster.cli("check", "generator", "g1")
+    assert r.returncode == 1 and "generator g1: no live process holds this name" in r.stdout, r.stdout
+    r = cluster.cli("check")
+    assert r.returncode == 1 and "trader error" in r.stdout and "strategy X error" in r.stdout, r.stdout
+    assert time.monotonic() - t0 < 15
+    r = cluster.cli("check", "strategy")
+    assert r.returncode == 2 and "give the strategy's name" in r.stderr
+
+
+@pytest.mark.integration
+def test_watch_stops_cleanly_on_ctrl_c(cluster):
+    import signal
+    p = cluster.start("status", "--watch", name="watch")
+    p.wait_for_output(r"redismedian at ", timeout=15)
+    p.signal(signal.SIGINT)
+    assert p.wait(10) == 0
+    assert "Traceback" not in p.output()
