@@ -15,8 +15,8 @@ How the rules are built (Redis 7 ACL, selectors and ``%R~`` read-only key patter
   commands meant for it: a strategy may ``HSET`` its own decision hash but has no command
   at all on another strategy's hash, and may only read (``%R~``) the signals.
 
-Keys every instance of a role must write (``NS:meta``, the signal feed, the registry, the
-per-epoch decision index and doorbell) are shared: see docs/operations.md, "What the ACL
+Keys every instance of a role must write (``NS:meta``, the registry, the per-epoch decision
+index and doorbell) are shared; each generator has its own signal feed: see docs/operations.md, "What the ACL
 does and does not protect".
 """
 from __future__ import annotations
@@ -45,10 +45,10 @@ def _line(user: str, *parts: str) -> str:
 def generator_user(k: Keys, g: str) -> str:
     own = [k.signal(g), k.lease("generator", g)]
     return _line(user_name("generator", g), SCRIPTS,
-                 _keys(k.meta, *own, k.signals_feed),
+                 _keys(k.meta, *own, k.signal_feed(g)),
                  f"({_keys(k.meta)} {META})",
                  f"({_keys(*own)} +type +get +set +del +pexpire +pttl +hset +hgetall)",
-                 f"({_keys(k.signals_feed)} +type +del +xadd)")
+                 f"({_keys(k.signal_feed(g))} +type +del +xadd)")
 
 
 def strategy_user(k: Keys, s: str) -> str:
@@ -60,7 +60,7 @@ def strategy_user(k: Keys, s: str) -> str:
                  f"({_keys(k.strategies)} +type +sismember +sadd +scard)",
                  f"({_keys(*own)} +type +get +set +del +pexpire +pttl +hset +hgetall)",
                  f"({_keys(*shared)} +type +del +zadd +zcard +pexpire +rpush)",
-                 f"({_keys(k.signal('*'), k.signals_feed, read_only=True)} +hmget +xread)")
+                 f"({_keys(k.signal('*'), k.signal_feed('*'), read_only=True)} +hmget +xread)")
 
 
 def trader_user(k: Keys) -> str:

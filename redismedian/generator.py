@@ -1,7 +1,7 @@
 """Generator: computes a signal once per period and writes it, timestamped, into Redis.
 
 Each epoch it calls its plug-in (``--signal module:function``, called with the epoch
-number) and writes ``NS:signal:<name>`` plus one entry on the ``NS:signals`` feed, in
+number) and writes ``NS:signal:<name>`` plus one entry on its ``NS:signals:<name>`` feed, in
 one script call.  A plug-in that raises or returns something that is not a finite
 number produces ``status=error`` with the message: strategies then stop submitting.
 """
@@ -71,7 +71,7 @@ class Generator(Component):
 
     def _publish(self, epoch, value, status, error):
         return self.script(GENERATOR_PUBLISH)(
-            keys=[self.keys.meta, self.keys.signal(self.name), self.keys.signals_feed, self.lease_key],
+            keys=[self.keys.meta, self.keys.signal(self.name), self.keys.signal_feed(self.name), self.lease_key],
             args=[*self.meta_args(), epoch, self.name, value, status, error,
                   K.ttl_ms(self.period_ms, K.SIGNAL_TTL_PERIODS), K.SIGNAL_FEED_MAXLEN])
 

@@ -20,7 +20,7 @@ LEASE_TTL_PERIODS = 1.5      # name leases; renewed every period, so a live hold
 # The lease must survive scheduling jitter even at very short periods.
 LEASE_MIN_TTL_MS = 300
 
-SIGNAL_FEED_MAXLEN = 10_000   # approximate length of the NS:signals feed stream
+SIGNAL_FEED_MAXLEN = 1_000    # approximate length of each NS:signals:<g> feed stream
 DEFAULT_MEDIANS_MAXLEN = 100_000  # approximate length of the NS:medians history stream
 MEDIAN_MEMBERS_LIMIT = 64     # list member names in NS:medians only up to this many strategies
 
@@ -53,11 +53,6 @@ class Keys:
         return f"{self.ns}:strategies"
 
     @property
-    def signals_feed(self) -> str:
-        """Stream: one entry per signal written (name, epoch, value, status, error, ts)."""
-        return f"{self.ns}:signals"
-
-    @property
     def trader(self) -> str:
         """Hash: the trader's state, reason, epoch, median, count, ts, fence, leader."""
         return f"{self.ns}:trader"
@@ -76,6 +71,13 @@ class Keys:
     def signal(self, generator: str) -> str:
         """Hash: ``value``, ``epoch``, ``ts``, ``status`` (ok/error), ``error``."""
         return f"{self.ns}:signal:{generator}"
+
+    def signal_feed(self, generator: str) -> str:
+        """Stream: one entry per signal the generator wrote (name, epoch, value, status, error, ts).
+
+        One feed per generator, so a strategy blocks only on its own generators' feeds and wakes
+        once per signal it reads, however many other generators there are."""
+        return f"{self.ns}:signals:{generator}"
 
     def decision(self, strategy: str) -> str:
         """Hash: ``value``, ``epoch``, ``ts`` of the strategy's latest submitted decision."""

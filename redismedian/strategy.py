@@ -1,7 +1,7 @@
 """Strategy: reads one or more generators' signals, decides, and submits under its name.
 
-Each epoch it waits (blocking on the ``NS:signals`` feed, no polling) until every one of
-its generators has written a signal for that epoch, or until ``--signal-timeout``.  It
+Each epoch it waits (blocking on its generators' ``NS:signals:<g>`` feeds, no polling) until
+every one of its generators has written a signal for that epoch, or until ``--signal-timeout``.  It
 submits only if every signal is for the current epoch, ``ok`` and finite; otherwise it
 submits nothing and records why, which the trader then shows as its reason.
 """
@@ -151,37 +151,45 @@ class Strategy(Component):
             self.log.warning("%s: no decision for epoch %d: %s", self.name, epoch, reason)
 
     def wait_for_signals(self, epoch: int) -> tuple[dict[str, Reading], str]:
-        """This epoch's feed entries of our generators, waiting until all are in or the timeout."""
-        mine = set(self.generators)
+        """This epoch's entries on our generators' feeds, waiting until all are in or the timeout.
+
+        Only our own generators' feeds are read, so each blocking read returns with at least one
+        of our signals: at most one read per signal per period (usually one in all, as generators
+        write at the same boundary), however many generators and strategies there are.
+        """
         found: dict[str, Reading] = {}
         start = boundary_ms(epoch, self.period_ms)
         deadline = start + self.signal_timeout_ms
-        last_id = f"{start - 1}-{MAX_STREAM_ID_SEQ}"  # everything written since the boundary
+        since = f"{start - 1}-{MAX_STREAM_ID_SEQ}"  # everything written since the boundary
+        feeds = {self.keys.signal_feed(g): g for g in self.generators}
+        last_ids = {key: since for key in feeds}
         problem = ""
         while not self.stop.is_set():
             remaining = deadline - self.clock.now_ms()
             if remaining <= 0:
                 break
             block = max(1, min(self.settings.block_ms, remaining))
+            pending = {key: last_ids[key] for key, g in feeds.items() if g not in found}
             try:
-                reply = self.client.xread({self.keys.signals_feed: last_id}, count=FEED_READ_COUNT, block=block)
+                reply = self.client.xread(pending, count=FEED_READ_COUNT, block=block)
             except redis.exceptions.ResponseError as e:
                 if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                     raise
-                # Somebody else wrote the feed key; the next generator to publish repairs it.
-                problem = f"signal feed {self.keys.signals_feed} unreadable: {describe_error(e)}"
+                # Somebody else wrote a feed key; its generator repairs it when it next publishes.
+                problem = f"signal feed {', '.join(pending)} unreadable: {describe_error(e)}"
                 if self.clock.wait(self.stop, block / 1000.0):
                     break
                 continue
             problem = ""
-            for _stream, entries in reply or ():
+            for stream, entries in reply or ():
+                key = stream.decode(errors="replace") if isinstance(stream, bytes) else str(stream)
+                g = feeds.get(key)
                 for entry_id, fields in entries:
-                    last_id = entry_id
+                    last_ids[key] = entry_id
                     r = Reading.from_fields(fields or {})
-                    name = _get(fields, "name")
-                    if name in mine and r.epoch == epoch:
-                        found[name] = r
-            if len(found) == len(mine):
+                    if g is not None and _get(fields, "name") == g and r.epoch == epoch:
+                        found[g] = r
+            if len(found) == len(feeds):
                 break
         return found, problem
 
@@ -207,13 +215,9 @@ class Strategy(Component):
     def report(self, epoch: int, value: str, state: str, reason: str, register: bool = False) -> tuple[bool, str]:
         """Submit (when ``value``) and record our state, in one script call."""
         k = self.keys
-        reply = self.script(STRATEGY_REPORT)(
-            keys=[k.meta, k.strategies, self.lease_key, k.decision(self.name), k.strategy_status(self.name),
-                  k.decisions(epoch), k.ready(epoch)],
-            args=[*self.meta_args(), epoch, self.name, value, state, reason[:2000], ",".join(self.generators),
-                  K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(self.period_ms, K.STATUS_TTL_PERIODS),
-                  K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS),
-                  "1" if register or self.reregister else "0"])
+        keys, args = report_request(k, self.name, self.generators, self.meta_args(), self.period_ms, epoch, value,
+                                    state, reason, register or self.reregister)
+        reply = self.script(STRATEGY_REPORT)(keys=keys, args=args)
         try:
             result = self.check_reply(reply, self.name)
         except DataProblem as e:
@@ -243,6 +247,17 @@ class Strategy(Component):
         else:
             self.log.info("strategy %s stopped (still registered: the trader will report it missing "
                           "until it is back or deregistered)", self.name)
+
+
+def report_request(k: K.Keys, name: str, generators: list[str], meta_args: list, period_ms: int, epoch: int,
+                   value: str, state: str, reason: str, register: bool = False) -> tuple[list, list]:
+    """The keys and arguments of one STRATEGY_REPORT call (the benchmarks' load generator uses it too)."""
+    keys = [k.meta, k.strategies, k.lease("strategy", name), k.decision(name), k.strategy_status(name),
+            k.decisions(epoch), k.ready(epoch)]
+    args = [*meta_args, epoch, name, value, state, reason[:2000], ",".join(generators),
+            K.ttl_ms(period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(period_ms, K.STATUS_TTL_PERIODS),
+            K.ttl_ms(period_ms, K.READY_TTL_PERIODS), "1" if register else "0"]
+    return keys, args
 
 
 def default_signal_timeout_ms(period_ms: int) -> int:

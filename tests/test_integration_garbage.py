@@ -41,13 +41,12 @@ def test_garbage_in_shared_keys(cluster, redis_server):
     e0 = wait_registered(r, ORIGINAL_STRATEGIES, p)
     wait_medians(r, 1, timeout=20, after_epoch=e0)
 
-    # the signal feed: not a stream, then entries with garbage fields
-    _replace(r, "t:signals", "garbage")
-    wait_until(lambda: any("repaired t:signals was a string" in procs[g].output() for g in ("g1", "g2", "g3")),
-               20 * p, what="a generator repairing the feed")
-    r.xadd("t:signals", {"junk": "1"})
-    r.xadd("t:signals", {"name": "g1", "epoch": "notanumber", "value": "nan", "status": "ok"})
-    r.xadd("t:signals", {"name": "g2", "epoch": "99999999999", "value": "nan", "status": "???"})
+    # a generator's signal feed: not a stream (its generator repairs it), then entries with garbage fields
+    _replace(r, "t:signals:g1", "garbage")
+    procs["g1"].wait_for_output(r"repaired t:signals:g1 was a string", 20 * p)
+    r.xadd("t:signals:g1", {"junk": "1"})
+    r.xadd("t:signals:g1", {"name": "g1", "epoch": "notanumber", "value": "nan", "status": "ok"})
+    r.xadd("t:signals:g2", {"name": "g2", "epoch": "99999999999", "value": "nan", "status": "???"})
     _resumes(r, p)
 
     # decision indexes of the next epochs: not sorted sets (the strategies replace them)

@@ -137,12 +137,12 @@ def test_strategy_credentials_cannot_overwrite_signals_or_other_decisions(acl):
 
     # X reads signals and writes its own decision: allowed.
     assert x.hmget(sig, "value") == ["0.25"]
-    assert x.xread({f"{NS}:signals": "0-0"}, count=1) == []
+    assert x.xread({f"{NS}:signals:g1": "0-0"}, count=1) == []
     assert x.sismember(f"{NS}:strategies", "X")
     # Everything that would change a signal or Y's decision is refused, by every route.
     attempts = [
         (x.hset, sig, "value", "9"), (x.delete, sig), (x.pexpire, sig, 1), (x.rename, sig, f"{NS}:decision:X"),
-        (x.xadd, f"{NS}:signals", {"name": "g1", "epoch": "7", "value": "9", "status": "ok"}),
+        (x.xadd, f"{NS}:signals:g1", {"name": "g1", "epoch": "7", "value": "9", "status": "ok"}),
         (x.hset, dec_y, "value", "9"), (x.delete, dec_y), (x.pexpire, dec_y, 1), (x.unlink, dec_y),
         (x.copy, dec_x, dec_y), (x.srem, f"{NS}:strategies", "Y"), (x.delete, f"{NS}:strategies"),
         (x.eval, "return redis.call('HSET', KEYS[1], 'value', '9')", 1, dec_y),
@@ -169,7 +169,8 @@ def test_strategy_credentials_cannot_overwrite_signals_or_other_decisions(acl):
     # A generator cannot write another generator's signal either, nor any decision.
     g2 = _user_client(server, "generator.g2", pw)
     for fn, *args in [(g2.hset, sig, "value", "9"), (g2.delete, sig), (g2.hset, dec_y, "value", "9"),
-                      (g2.sadd, f"{NS}:strategies", "Z")]:
+                      (g2.sadd, f"{NS}:strategies", "Z"),
+                      (g2.xadd, f"{NS}:signals:g1", {"name": "g1", "epoch": "7", "value": "9", "status": "ok"})]:
         assert _denied(fn, *args), f"generator.g2: {fn.__name__}{tuple(args)} was allowed"
     # The trader reads decisions and the registry but cannot change them.
     t = _user_client(server, "trader", pw)

@@ -152,7 +152,7 @@ def test_redact_url():
 # -- keys and time -------------------------------------------------------------------------------
 def test_every_key_is_in_the_namespace():
     k = Keys("ns1")
-    names = [k.meta, k.strategies, k.signals_feed, k.trader, k.medians, k.trader_fence, k.signal("g"),
+    names = [k.meta, k.strategies, k.signal_feed("g"), k.trader, k.medians, k.trader_fence, k.signal("g"),
              k.decision("s"), k.strategy_status("s"), k.decisions(7), k.decisions_scratch(7), k.ready(7),
              k.lease("generator", "g"), k.lease("strategy", "s"), k.lease("trader")]
     assert all(n.startswith("ns1:") for n in names)

@@ -58,7 +58,7 @@ def status_survives(env):
 # keys the components own: repaired, and the pipeline publishes again by itself
 OWNED = {
     "signal hash": lambda k, E: k.signal("g1"),
-    "signal feed": lambda k, E: k.signals_feed,
+    "signal feed": lambda k, E: k.signal_feed("g1"),
     "decision hash": lambda k, E: k.decision("X"),
     "decisions index": lambda k, E: k.decisions(E),
     "doorbell": lambda k, E: k.ready(E),
@@ -248,12 +248,13 @@ def test_a_signal_of_the_wrong_type_is_reported_by_the_strategy(env, kind):
 
 def test_garbage_feed_entries_are_ignored(env):
     y = env.started(env.strategy("Y", ["g1", "g2"]))
-    feed = env.k.signals_feed
-    env.r.xadd(feed, {"junk": "1"})
-    env.r.xadd(feed, {"name": "g2", "epoch": "abc", "value": "1", "status": "ok"})
-    env.r.xadd(feed, {"name": "g2", "epoch": env.E + 7, "value": "1", "status": "ok"})
-    env.r.xadd(feed, {"name": b"\xff\xfe", "epoch": env.E, "value": "1", "status": "ok"})
-    env.r.xadd(feed, {"name": "g1", "epoch": env.E, "value": "nan", "status": "ok"})
+    feed1, feed2 = env.k.signal_feed("g1"), env.k.signal_feed("g2")
+    env.r.xadd(feed2, {"junk": "1"})
+    env.r.xadd(feed2, {"name": "g2", "epoch": "abc", "value": "1", "status": "ok"})
+    env.r.xadd(feed2, {"name": "g2", "epoch": env.E + 7, "value": "1", "status": "ok"})
+    env.r.xadd(feed1, {"name": b"\xff\xfe", "epoch": env.E, "value": "1", "status": "ok"})
+    env.r.xadd(feed1, {"name": "g2", "epoch": env.E, "value": "2", "status": "ok"})
+    env.r.xadd(feed1, {"name": "g1", "epoch": env.E, "value": "nan", "status": "ok"})
     env.publish(env.E, g2=3.0)
     assert y.run(max_epochs=1) == 0
     st = env.hash(env.k.strategy_status("Y"))
@@ -263,7 +264,7 @@ def test_garbage_feed_entries_are_ignored(env):
 
 def test_a_garbage_feed_is_reported_when_it_hides_the_signals(env):
     env.publish(env.E, g1=1.0)
-    put(env.r, env.k.signals_feed, "string")
+    put(env.r, env.k.signal_feed("g1"), "string")
     x = env.started(env.strategy("X", ["g1"]))
     assert x.run(max_epochs=1) == 0
     # the stored signal was current: the decision is made all the same
@@ -272,7 +273,7 @@ def test_a_garbage_feed_is_reported_when_it_hides_the_signals(env):
     assert x.run(max_epochs=1) == 0
     st = env.hash(env.k.strategy_status("X"))
     assert st["state"] == "error"
-    assert st["reason"] == (f"signal g1 stale (last epoch {env.E}); signal feed t:signals unreadable: "
+    assert st["reason"] == (f"signal g1 stale (last epoch {env.E}); signal feed t:signals:g1 unreadable: "
                             "WRONGTYPE Operation against a key holding the wrong kind of value")
 
 
@@ -367,7 +368,7 @@ def test_a_lost_instance_id_is_recreated(env, caplog):
 
 def test_a_garbage_feed_repaired_while_the_strategy_waits(env):
     """The strategy keeps waiting on a garbage feed: the generator's next publication repairs it."""
-    put(env.r, env.k.signals_feed, "hash")
+    put(env.r, env.k.signal_feed("g1"), "hash")
     x = env.started(env.strategy("X", ["g1"]))
     orig = env.clock.wait
     waits = []

@@ -69,7 +69,7 @@ def test_publishes_the_signal_and_a_feed_entry(env):
     assert h == {"value": repr(plugins.sig_b(env.E)), "epoch": str(env.E), "ts": str(env.clock.now_ms()),
                  "status": "ok"}
     assert env.r.pttl(env.k.signal("g1")) == K.ttl_ms(env.period_ms, K.SIGNAL_TTL_PERIODS)
-    (entry_id, fields), = env.r.xrange(env.k.signals_feed)
+    (entry_id, fields), = env.r.xrange(env.k.signal_feed("g1"))
     f = {k.decode(): v.decode() for k, v in fields.items()}
     assert f == {"name": "g1", "epoch": str(env.E), "value": h["value"], "status": "ok", "error": "", "ts": h["ts"]}
     assert int(entry_id.split(b"-")[0]) == env.clock.now_ms(), "stream ids are on the server clock"
@@ -87,7 +87,7 @@ def test_plugin_error_is_published_as_error_and_it_keeps_running(env, caplog):
     with caplog.at_level(logging.INFO):
         assert g.run(max_epochs=4) == 0
     assert calls == [env.E, env.E + 1, env.E + 2, env.E + 3]
-    feed = [{k.decode(): v.decode() for k, v in f.items()} for _i, f in env.r.xrange(env.k.signals_feed)]
+    feed = [{k.decode(): v.decode() for k, v in f.items()} for _i, f in env.r.xrange(env.k.signal_feed("g1"))]
     assert [f["status"] for f in feed] == ["ok", "error", "error", "ok"]
     assert feed[1]["error"] == "signal function raised RuntimeError: upstream timeout" and feed[1]["value"] == ""
     h = env.hash(env.k.signal("g1"))
@@ -107,7 +107,7 @@ def test_an_epoch_that_ended_before_writing_is_skipped(env, caplog):
     g = env.started(env.generator("g1"))
     with caplog.at_level(logging.WARNING):
         g.step(env.E - 1)
-    assert not env.r.exists(env.k.signal("g1")) and not env.r.exists(env.k.signals_feed)
+    assert not env.r.exists(env.k.signal("g1")) and not env.r.exists(env.k.signal_feed("g1"))
     assert any("ended before its signal was written" in m for m in messages(caplog))
 
 

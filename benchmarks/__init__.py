@@ -1,0 +1,1 @@
+"""redismedian benchmarks: ``./dev bench`` (see benchmarks/README.md)."""

@@ -1,0 +1,184 @@
+"""The benchmark's outputs: a markdown table, the figures as JSON, and a PNG plot."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+TARGETS = {
+    "trader_ms_100k": 100.0,
+    "trader_floor_ratio_100k": 3.0,
+    "latency_p99_ms": 50.0,
+    "round_trips": {"generator": 2, "strategy": 3, "trader": 5},
+    "idle_cpu_pct": 1.0,
+    "rss_mb": 60.0,
+}
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+
+
+def _f(x, digits=1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def targets(results: dict) -> list[tuple[str, str, bool | None]]:
+    """(target, measured, met) rows; met is None when the figure was not measured."""
+    rows = []
+    cost = {r["n"]: r for r in results.get("trader_cost", {}).get("sizes", [])}
+    big = cost.get(max(cost)) if cost else None
+    if big:
+        t = big["trader_ms"]["median"]
+        rows.append((f"trader at N = {big['n']:,}: <= {TARGETS['trader_ms_100k']:.0f} ms per period (median)",
+                     f"median {t:.1f} ms, max {big['trader_ms']['max']:.1f} ms over {big['reps']} periods",
+                     t <= TARGETS["trader_ms_100k"]))
+        rows.append((f"trader at N = {big['n']:,}: <= {TARGETS['trader_floor_ratio_100k']:g}x the floor",
+                     f"{big['ratio_to_floor']:.2f}x", big["ratio_to_floor"] <= TARGETS["trader_floor_ratio_100k"]))
+    for run in results.get("latency", []):
+        if run["strategies"] == 2:
+            p99 = run["latency_ms"]["p99"]
+            rows.append((f"latency p99 <= {TARGETS['latency_p99_ms']:.0f} ms (original topology)",
+                         f"{_f(p99)} ms, {run['missed']} period(s) missed", p99 <= TARGETS["latency_p99_ms"]
+                         and run["missed"] == 0))
+    rts = results.get("round_trips", [])
+    for kind, limit in TARGETS["round_trips"].items():
+        worst = [r["per_kind"][kind]["max"] for r in rts if kind in r["per_kind"]]
+        if worst:
+            rows.append((f"{kind}: <= {limit} round trips per period, independent of N",
+                         " / ".join(f"{r['per_kind'][kind]['max']} at N={r['n']:,}" for r in rts),
+                         max(worst) <= limit))
+    idle = [c for run in results.get("latency", []) for c in run["components"].values()]
+    if idle:
+        cpu = max(c["idle_cpu_pct"] for c in idle)
+        mem = max(c["rss_mb"] for c in idle)
+        rows.append((f"idle CPU < {TARGETS['idle_cpu_pct']:g}% per component", f"max {cpu:.3f}%",
+                     cpu < TARGETS["idle_cpu_pct"]))
+        rows.append((f"resident memory < {TARGETS['rss_mb']:.0f} MB per component", f"max {mem:.1f} MB",
+                     mem < TARGETS["rss_mb"]))
+    return rows
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    out = [f"Run {results['date']} on `{m['host']}`: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, "
+           f"{m['os']}; Python {m['python']}, {m['redis_server']}, redis-py {m['redis_py']}. "
+           f"Load average {' / '.join(map(str, m['load_average_at_start']))} at the start, "
+           f"{' / '.join(map(str, results.get('load_average_at_end', [])))} at the end "
+           f"(the machine is shared); {results['duration_s']:.0f} s in all.",
+           "", f"Reproduce: `{results['command']}`", ""]
+    cost = results.get("trader_cost")
+    if cost:
+        out += ["**1. Trader cost per period** (N registered strategies, every decision in; median of "
+                f"{cost['sizes'][0]['reps']} periods, [min–max])", "",
+                "| N | trader ms/period | inside Redis ms | decisions/s | floor: HMGET of N fields, ms | "
+                "trader / floor | load generator, decisions/s |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in cost["sizes"]:
+            t, f = r["trader_ms"], r["floor_ms"]
+            out.append(f"| {r['n']:,} | {t['median']:.2f} [{t['min']:.2f}–{t['max']:.2f}] | "
+                       f"{r['trader_server_ms']['median']:.2f} | {r['decisions_per_s']:,.0f} | "
+                       f"{f['median']:.2f} [{f['min']:.2f}–{f['max']:.2f}] | {r['ratio_to_floor']:.2f} | "
+                       f"{r['loadgen_decisions_per_s']:,.0f} |")
+        out.append("")
+    lat = results.get("latency")
+    if lat:
+        out += ["**2. End-to-end latency**, period boundary → median in `NS:medians` (server clock)", "",
+                "| topology | processes | period | periods | p50 ms | p99 ms | max ms | missed | "
+                "last signal in, p50 / p99 ms |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in lat:
+            d, s = r["latency_ms"], r["signals_in_ms"]
+            out.append(f"| 3 generators, {r['strategies']} strategies, trader | {len(r['components'])} | "
+                       f"{r['period_s']:g} s | {r['periods']} | {_f(d['p50'])} | {_f(d['p99'])} | {_f(d['max'], 0)} | "
+                       f"{r['missed']} | {_f(s['p50'])} / {_f(s['p99'])} |")
+        out.append("")
+    rts = results.get("round_trips")
+    if rts:
+        out += ["**3. Round trips per component per period** (commands each process sent, mean / worst "
+                "period; checked against `INFO commandstats`)", "",
+                "| N strategies | period | generator | strategy | trader | server count agrees |",
+                "|---:|---:|---:|---:|---:|---|"]
+        for r in rts:
+            k = r["per_kind"]
+            cells = " | ".join(f"{k[x]['mean']:.2f} / {k[x]['max']}" for x in ("generator", "strategy", "trader"))
+            out.append(f"| {r['n']:,} | {r['period_s']:g} s | {cells} | "
+                       f"{'yes' if r['server_check']['agree'] else 'NO'} |")
+        detail = rts[-1]["per_process"]
+        out += ["", "Per process at N = {:,}: ".format(rts[-1]["n"]) + "; ".join(
+            f"{label} " + ", ".join(f"{c} {v:g}" for c, v in p["commands_per_period"].items())
+            for label, p in detail.items()), ""]
+    if lat:
+        out += ["**4. Idle cost** (CPU between periods, from 45% to 95% of each period; average CPU over the "
+                "whole run; peak resident memory)", "",
+                "| run | component | idle CPU % | average CPU % | RSS MB |", "|---|---|---:|---:|---:|"]
+        for r in lat:
+            if r["strategies"] == 2:
+                for label, c in r["components"].items():
+                    out.append(f"| original | {label} ({c['kind']}) | {c['idle_cpu_pct']:.3f} | "
+                               f"{c['avg_cpu_pct']:.3f} | {c['rss_mb']:.1f} |")
+            else:
+                for kind, c in r["idle_by_kind"].items():
+                    out.append(f"| {r['strategies']} strategies | worst of {c['processes']} {kind} process(es) | "
+                               f"{c['idle_cpu_pct']:.3f} | {c['avg_cpu_pct']:.3f} | {c['rss_mb']:.1f} |")
+        out.append("")
+    rows = targets(results)
+    if rows:
+        out += ["**Targets**", "", "| target | measured | met |", "|---|---|---|"]
+        for what, measured, met in rows:
+            out.append(f"| {what} | {measured} | {'yes' if met else 'NO'} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_json(results: dict, path: Path) -> None:
+    path.write_text(json.dumps(results, indent=1, sort_keys=False, allow_nan=True) + "\n")
+
+
+def plot(results: dict, path: Path) -> str | None:
+    """Draw trader cost and the floor against N; returns None, or why no plot was drawn."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (./dev bench installs it: pip install -e '.[bench]')"
+    sizes = results.get("trader_cost", {}).get("sizes", [])
+    if not sizes:
+        return "no trader-cost figures to plot"
+    ns = [r["n"] for r in sizes]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for key, label, style in (("trader_ms", "trader: BLPOP + TRADER_COLLECT (ms/period)", "o-"),
+                              ("floor_ms", "floor: HMGET of N fields, one round trip (ms)", "s--")):
+        med = [r[key]["median"] for r in sizes]
+        lo = [r[key]["median"] - r[key]["min"] for r in sizes]
+        hi = [r[key]["max"] - r[key]["median"] for r in sizes]
+        ax.errorbar(ns, med, yerr=[lo, hi], fmt=style, capsize=3, label=label)
+    ax.plot(ns, [r["trader_server_ms"]["median"] for r in sizes], "^:", label="trader: time inside Redis (ms)")
+    ax.axhline(TARGETS["trader_ms_100k"], color="red", linewidth=0.8, linestyle=":")
+    ax.text(ns[-1], TARGETS["trader_ms_100k"] * 1.08, "target at N = 100k: 100 ms", color="red", fontsize=8,
+            ha="right")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("registered strategies N (decisions per period)")
+    ax.set_ylabel("milliseconds")
+    m = results["machine"]
+    load = " / ".join(map(str, m["load_average_at_start"]))
+    ax.set_title(f"redismedian trader cost per period\n{results['date'][:10]}, {m['cpu']}, {m['cores']} cores, "
+                 f"load average {load} at the start", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return None
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Replace the results section of ``readme`` (between the markers) with ``table``."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        return False
+    readme.write_text(pattern.sub(lambda _m: f"{README_START}\n{table}\n{README_END}", text))
+    return True

@@ -1,0 +1,80 @@
+"""The benchmark suite runs end to end (small N, a few short periods) and reports sane figures.
+
+This keeps ``./dev bench`` from rotting; it asserts nothing about speed (benchmarks report
+figures, they are not timed tests).
+"""
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.support import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_benchmark_smoke_run_writes_complete_results(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)], cwd=str(ROOT),
+                          capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    table = (out / "results.md").read_text()
+    assert "Trader cost per period" in table and "Reproduce: `./dev bench --smoke" in table
+
+    assert results["smoke"] is True and results["machine"]["cores"] >= 1 and results["duration_s"] > 0
+
+    # 1. trader cost: every size measured, positive finite figures, the floor in the same run
+    sizes = results["trader_cost"]["sizes"]
+    assert [r["n"] for r in sizes] == results["settings"]["sizes"]
+    for r in sizes:
+        assert r["reps"] == results["settings"]["reps"]
+        assert len(r["trader_ms"]["samples"]) == r["reps"] == len(r["floor_ms"]["samples"])
+        for key in ("trader_ms", "floor_ms", "trader_server_ms"):
+            assert 0 < r[key]["min"] <= r[key]["median"] <= r[key]["max"]
+        assert finite(r["ratio_to_floor"]) and r["ratio_to_floor"] > 0
+        assert finite(r["decisions_per_s"]) and r["decisions_per_s"] > 0
+        assert r["loadgen_decisions_per_s"] > 0
+
+    # 2 and 4. latency and idle cost, for both topologies
+    runs = results["latency"]
+    assert [r["strategies"] for r in runs] == [2, results["settings"]["many"]]
+    for r in runs:
+        assert r["published"] + r["missed"] == r["periods"] and r["published"] >= 1
+        lat = r["latency_ms"]
+        assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"] <= r["period_s"] * 1000
+        assert len(r["latency_samples_ms"]) == r["published"]
+        assert len(r["components"]) == 4 + r["strategies"]
+        for c in r["components"].values():
+            assert c["kind"] in ("generator", "strategy", "trader")
+            assert c["idle_cpu_pct"] >= 0 and c["avg_cpu_pct"] >= 0
+            assert 1 < c["rss_mb"] < 4096
+    assert set(runs[0]["components"]) == {"g1", "g2", "g3", "X", "Y", "trader"}
+
+    # 3. round trips: each process attributed, every kind sends at least its one script call per period
+    for r in results["round_trips"]:
+        assert r["periods"] == results["settings"]["rt_periods"]
+        kinds = r["per_kind"]
+        assert set(kinds) == {"generator", "strategy", "trader"}
+        assert kinds["generator"]["max"] >= 1 and kinds["trader"]["max"] >= 2 and kinds["strategy"]["max"] >= 2
+        for p in r["per_process"].values():
+            assert len(p["per_period"]) == r["periods"] and p["commands_per_period"].get("EVALSHA", 0) >= 1
+        check = r["server_check"]
+        assert set(check["server"]) == {"evalsha", "xread", "blpop"} and check["server"]["evalsha"] > 0
+    assert [r["n"] for r in results["round_trips"]] == results["settings"]["rt_sizes"]
+
+    # targets are reported (met or not), never enforced
+    assert {t["target"].split(":")[0] for t in results["targets"]} >= {"generator", "strategy", "trader"}
+    assert all(isinstance(t["met"], bool) for t in results["targets"])
+
+    if importlib.util.find_spec("matplotlib"):
+        assert results["plot"] and (out / "cost.png").stat().st_size > 1000
+    else:
+        assert results["plot"] is None and "matplotlib" in results["plot_skipped"]
