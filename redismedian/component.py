@@ -82,10 +82,14 @@ class Component:
         now = int(reply[1])
         self.clock.observe(now)
         if status == "period":
-            raise FatalError(
-                f"namespace {self.settings.namespace!r} runs with period {_fmt_period(_s(reply[2]))}, "
-                f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
-                "use the same --period, or another --namespace")
+            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(_s(reply[2]))}, "
+                       f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
+                       "use the same --period, or another --namespace")
+            if not self.instance:
+                raise FatalError(message)  # refused at start: it never agreed with this deployment
+            # The record changed under a running process (re-created by a newcomer, or edited by hand):
+            # report it every period until the operator settles it, rather than exiting over it.
+            raise DataProblem(message)
         if status == "lease":
             raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({_s(reply[2])}); "
                              "stopping so that only one process acts under this name")

@@ -209,11 +209,11 @@ local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
 if not inst then return {changed, now, detail} end
-local ver, nb, note, revived = registry_guard(KEYS[1], KEYS[2], KEYS[8], KEYS[9], now, changed)
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[8], KEYS[9], now, changed)
 local name = ARGV[7]
 local restored = 0
-if revived and changed and ARGV[15] ~= '1' and redis.call('SISMEMBER', KEYS[2], name) == 1 then
-  restored = 1   -- Redis lost its data, and our registration came back with the backup
+if changed and ARGV[15] ~= '1' and redis.call('SISMEMBER', KEYS[2], name) == 1 then
+  restored = 1   -- Redis lost its data; our registration is back (the trader or the backup restored it)
 end
 if redis.call('SISMEMBER', KEYS[2], name) == 0 then
   -- Absent: deregistered if there is a record of it; otherwise the registration itself was lost
@@ -222,7 +222,14 @@ if redis.call('SISMEMBER', KEYS[2], name) == 0 then
     return {'deregistered', now, inst, ver}
   end
   redis.call('SADD', KEYS[2], name)
-  if ARGV[15] ~= '1' then restored = 1 end
+  if ARGV[15] ~= '1' then
+    restored = 1
+    -- Redis lost its data and the registry is being rebuilt: the first strategy back records when,
+    -- and the trader publishes nothing for two epochs while the others register again.
+    if changed and not redis.call('HGET', KEYS[1], 'recreated') then
+      redis.call('HSET', KEYS[1], 'recreated', now)
+    end
+  end
 end
 if ARGV[15] == '1' or restored == 1 then
   redis.call('HDEL', KEYS[9], name)
@@ -268,7 +275,8 @@ return {'ok', now, inst, restored, submitted, reason, ver, note}
 #       13 instance of the registry this trader remembers ('' = remembers nothing),
 #       14 its registry version, 15 its number of names,
 #       16 highest fencing token this trader has seen, 17 last epoch this trader published,
-#       18 heartbeat lifetime (ms)
+#       18 heartbeat lifetime (ms), 19 deployment instance into which this trader restored every
+#       registration it knew ('' if none)
 # Every reply after the deployment check starts {status, now, instance, registry version,
 # backup size, repair note, ...}:
 #   {'registry'}                        the registry is not the one this trader remembers: look first
@@ -357,6 +365,25 @@ local function fail(reason, code)
              'fence', token, 'leader', owner)
   redis.call('HDEL', KEYS[4], 'median', 'count')
   return {code or 'error', now, inst, ver, nb, note, token, took, reason}
+end
+
+-- While the registry is being rebuilt after Redis lost its data, strategies register again one by
+-- one, each at its next report (within a period of Redis answering), and a median could leave
+-- some of them out: publish nothing in the epoch the first strategy registered again
+-- ('recreated') and the next.  Unless this trader restored every registration it knew into this
+-- deployment record (ARGV[19]): then the registry is complete already, and the missing are
+-- reported by name.
+local recreated = tonumber(redis.call('HGET', KEYS[1], 'recreated') or '')
+if recreated and ARGV[19] ~= inst then
+  local c = math.floor(recreated / period)
+  if c <= epoch and epoch < c + 2 then
+    local reason = 'Redis lost its data (strategies registering again since epoch ' .. c ..
+                   '): publishing again from epoch ' .. (c + 2)
+    redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', reason, 'epoch', epoch, 'ts', now,
+               'fence', token, 'leader', owner)
+    redis.call('HDEL', KEYS[4], 'median', 'count')
+    return {'starting', now, inst, ver, nb, note, token, took, reason}
+  end
 end
 
 local nreg = redis.call('SCARD', KEYS[2])

@@ -15,7 +15,7 @@ import redis
 from . import keys as K
 from .clock import boundary_ms
 from .common import FatalError, parse_finite, parse_int, plugin_error, plugin_number
-from .component import Component, Exit, acquire_name
+from .component import Component, DataProblem, Exit, acquire_name
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import STRATEGY_REPORT
 
@@ -116,6 +116,7 @@ class Strategy(Component):
         self.signal_timeout_ms = (signal_timeout_ms if signal_timeout_ms is not None
                                   else default_signal_timeout_ms(self.period_ms))
         self.lease_key = self.keys.lease("strategy", name)
+        self.reregister = False  # register again at the next report (the registry was garbage)
 
     # -- start-up -----------------------------------------------------------
     def startup(self) -> None:
@@ -215,10 +216,18 @@ class Strategy(Component):
         """Submit (when ``value``) and record our state, in one script call."""
         k = self.keys
         keys, args = report_request(k, self.name, self.generators, self.meta_args(), self.period_ms, epoch, value,
-                                    state, reason, register)
+                                    state, reason, register or self.reregister)
         reply = self.script(STRATEGY_REPORT)(keys=keys, args=args)
-        result = self.check_reply(reply, self.name)
+        try:
+            result = self.check_reply(reply, self.name)
+        except DataProblem as e:
+            if str(e).startswith(k.strategies + " "):
+                # The registry was overwritten (not a set): nobody deregistered us, so register again
+                # once it is usable, instead of taking its absence for a deregistration.
+                self.reregister = True
+            raise
         if result[0] == "deregistered":
+            self.deregistered = True
             raise Exit(f"{self.name} was deregistered (removed from {k.strategies}); exiting. "
                        "Start it again to register it again.", 0)
         if result[0] != "ok":
@@ -228,12 +237,18 @@ class Strategy(Component):
         if int(result[3]):
             self.log.warning("re-registered %s after Redis lost its data (its registration was gone, "
                              "and it was never deregistered)", self.name)
+        if self.reregister and not register:
+            self.log.warning("registered %s again (%s was not a set)", self.name, k.strategies)
+        self.reregister = False
         return bool(int(result[4])), _text(result[5])
 
     def shutdown(self) -> None:
         self.release_lease(self.lease_key)
-        self.log.info("strategy %s stopped (still registered: the trader will report it missing "
-                      "until it is back or deregistered)", self.name)
+        if getattr(self, "deregistered", False):
+            self.log.info("strategy %s stopped", self.name)
+        else:
+            self.log.info("strategy %s stopped (still registered: the trader will report it missing "
+                          "until it is back or deregistered)", self.name)
 
 
 def report_request(k: K.Keys, name: str, generators: list[str], meta_args: list, period_ms: int, epoch: int,

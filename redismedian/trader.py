@@ -69,6 +69,7 @@ class Trader(Component):
         self.memory: RegistryMemory | None = None
         self.fence_floor = 0     # highest fencing token seen: a new token is always above it
         self.last_published = -1
+        self.restored_instance = ""  # deployment record into which we restored every registration we knew
 
     def startup(self) -> None:
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
@@ -85,17 +86,22 @@ class Trader(Component):
                   K.MEDIAN_MEMBERS_LIMIT, k.strategy_status(""), REASONS_LIMIT, self.token,
                   m.instance if m else "", m.version if m else 0, len(m.names) if m else 0,
                   self.fence_floor, self.last_published,
-                  K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS)])
+                  K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS), self.restored_instance])
         return [_s(x) if isinstance(x, bytes) else x for x in self.check_reply(reply, "trader")]
 
     def step(self, epoch: int) -> None:
         deadline = boundary_ms(epoch, self.period_ms) + self.decision_timeout_ms
         ready_key = self.keys.ready(epoch)
         checks = 0
+        first = True
         while not self.stop.is_set():
             now = self.clock.now_ms()
             final = now >= deadline
-            if self.token and not final:
+            # The first collect of each epoch comes before any blocking: it renews the lead's lease
+            # (1.5 periods) at the boundary.  Blocking first would leave up to period + block_ms
+            # (1.5 periods when the period is at most 2 s) between renewals when a strategy is late,
+            # and the lease would lapse.
+            if self.token and not final and not first:
                 # Leading: sleep until the set completes (or a short step passes), then check.
                 block = max(1, min(self.settings.block_ms, deadline - now))
                 try:
@@ -108,6 +114,7 @@ class Trader(Component):
                                      ready_key, describe_error(e))
                     self.client.delete(ready_key)
                 final = self.clock.now_ms() >= deadline
+            first = False
             result = self.collect(epoch, final)
             if result[5]:
                 self.log.warning("registry repaired: %s", result[5])
@@ -187,7 +194,9 @@ class Trader(Component):
                              " ..." if added > len(shown) else "")
         if m is None or m.instance != _s(result[2]):
             # A new deployment record: remember the registry as it is there now (what we restored,
-            # and whoever registered meanwhile).
+            # and whoever registered meanwhile).  It is complete: no need to wait for strategies
+            # to register again before publishing.
+            self.restored_instance = _s(result[2])
             self.memory = self.read_registry()
 
     # -- leading and standing by ----------------------------------------------------------------
@@ -237,6 +246,10 @@ class Trader(Component):
             if self.state != "idle":
                 self.log.info("idle: no strategies registered")
             self.state = "idle"
+        elif status == "starting":
+            if self.state != "starting":
+                self.log.info("not publishing in epoch %d: %s", epoch, result[8])
+            self.state = "starting"
         elif status == "expired":
             self.metrics.error("late")
         elif status == "done":

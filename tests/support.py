@@ -118,12 +118,13 @@ class RedisServer:
 class Proc:
     """A redismedian component running as a real child process, its output in a log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, name: str = ""):
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, name: str = "",
+                 module: str = "redismedian"):
         self.args = args
         self.name = name or " ".join(args[:3])
         self.log_path = Path(log_path)
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "redismedian", *args], env=env, cwd=str(ROOT),
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=str(ROOT),
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property

@@ -1,0 +1,161 @@
+"""Redis goes away (killed, restarted empty, absent at start, hung): every component rides it out."""
+import signal
+import time
+
+import pytest
+
+from tests.integ_support import (ORIGINAL_GENERATORS, ORIGINAL_STRATEGIES, assert_alive, assert_exact, make_cluster,
+                                 medians, server_epoch, start_original, wait_medians, wait_registered)
+from tests.support import RedisServer, free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["make_cluster"]  # fixture
+
+
+def _restored(r, period_ms):
+    meta = r.hgetall("t:meta")
+    return (meta.get("period_ms") == str(period_ms) and meta.get("instance")
+            and r.smembers("t:strategies") == set(ORIGINAL_STRATEGIES)
+            and all(r.exists(f"t:signal:{g}") for g in ORIGINAL_GENERATORS)
+            and all(r.exists(f"t:lease:generator:{g}") for g in ORIGINAL_GENERATORS)
+            and all(r.exists(f"t:lease:strategy:{s}") for s in ORIGINAL_STRATEGIES)
+            and r.exists("t:lease:trader"))
+
+
+def test_redis_killed_and_restarted_empty(cluster, redis_server):
+    r = redis_server.client(decode_responses=True)
+    p = cluster.period
+    procs = start_original(cluster)
+    e0 = wait_registered(r, ORIGINAL_STRATEGIES, p)
+    wait_medians(r, 2, timeout=20, after_epoch=e0)
+    instance = r.hget("t:meta", "instance")
+
+    # a real outage: every component notices (and says so once) before Redis returns
+    redis_server.kill()
+    for proc in procs.values():
+        proc.wait_for_output(r"Redis unavailable at redis://127\.0\.0\.1:\d+/0 \(", 20 * p)
+    redis_server.start()
+    back = time.monotonic()
+    r = redis_server.client(decode_responses=True)
+    e_back = server_epoch(r, p)
+    first = wait_medians(r, 1, timeout=20 * p, after_epoch=e_back)[0]
+    took = time.monotonic() - back
+    print(f"first median {took:.2f}s ({took / p:.1f} periods) after Redis returned, epoch +{first['epoch'] - e_back}")
+    # Components retry at least once a period; the trader then holds off for the epoch the record was
+    # re-created in and the next, while the strategies register again: two or three epochs, plus margin.
+    assert first["epoch"] <= e_back + 5, (first, e_back)
+    wait_until(lambda: _restored(r, 500), 10 * p, what="registrations, signals, leases and period record restored")
+    assert r.hget("t:meta", "instance") != instance
+    wait_medians(r, 3, timeout=20 * p, after_epoch=e_back)
+    assert_exact(medians(r))  # the new stream: none over a partly re-registered set
+    for name, proc in procs.items():
+        proc.wait_for_output(r"Redis is back at \S+ after \d+\.\ds", 10 * p)
+        out = proc.output()
+        assert out.count("Redis unavailable") == 1, (name, out)
+        assert out.count("Redis is back") == 1, (name, out)
+        assert "Traceback" not in out, (name, out)
+    for s in ORIGINAL_STRATEGIES:
+        procs[s].wait_for_output(rf"re-registered {s} after Redis lost its data", 5)
+    assert_alive(procs.values())
+
+    # a quick restart (killed and back at once): some components may not even notice the outage,
+    # but all find out that Redis lost its data and restore their state
+    e1 = server_epoch(r, p)
+    redis_server.restart()
+    r = redis_server.client(decode_responses=True)
+    wait_until(lambda: _restored(r, 500), 20 * p, what="state restored after the quick restart")
+    wait_medians(r, 2, timeout=20 * p, after_epoch=e1)
+    assert_exact(medians(r))
+    for name, proc in procs.items():
+        out = proc.output()
+        assert out.count("Redis unavailable") <= 2 and "Traceback" not in out, (name, out)
+    assert_alive(procs.values())
+
+
+def test_components_started_before_redis_wait_for_it(tmp_path, make_cluster):
+    port = free_port()
+    c = make_cluster(f"redis://127.0.0.1:{port}/0")
+    procs = start_original(c)
+    for proc in procs.values():
+        proc.wait_for_output(rf"Redis unavailable at redis://127\.0\.0\.1:{port}/0 \(", 20)
+    server = RedisServer(tmp_path / "late", port=port)
+    try:
+        server.start()
+        r = server.client(decode_responses=True)
+        e0 = wait_registered(r, ORIGINAL_STRATEGIES, c.period)
+        wait_medians(r, 2, timeout=20, after_epoch=e0)
+        assert_exact([e for e in medians(r) if e["epoch"] > e0])
+        for name, proc in procs.items():
+            proc.wait_for_output(r"Redis is back at", 5)
+            assert proc.output().count("Redis unavailable") == 1, (name, proc.output())
+        assert_alive(procs.values())
+    finally:
+        c.stop_all()
+        server.kill()
+
+
+@pytest.mark.parametrize("condition", ["running", "hung", "down"])
+def test_sigterm_and_sigint_stop_every_component_within_2s(condition, cluster, redis_server):
+    r = redis_server.client(decode_responses=True)
+    procs = {
+        ("gA", signal.SIGTERM): cluster.generator("gA", "tests.plugins:sig_a"),
+        ("gB", signal.SIGINT): cluster.generator("gB", "tests.plugins:sig_b"),
+        ("S1", signal.SIGTERM): cluster.strategy("S1", "gA"),
+        ("S2", signal.SIGINT): cluster.strategy("S2", "gB"),
+        ("T1", signal.SIGTERM): cluster.trader(),
+        ("T2", signal.SIGINT): cluster.trader(),
+    }
+    e0 = wait_registered(r, ["S1", "S2"], cluster.period)
+    wait_medians(r, 1, timeout=20, after_epoch=e0)
+    wait_until(lambda: any("standing by" in p.output() for (n, _), p in procs.items() if n.startswith("T")), 10,
+               what="one trader standing by")
+    if condition == "hung":
+        redis_server.pause()  # accepts connections, never answers: calls block until --socket-timeout (5 s)
+        time.sleep(cluster.period)  # not a wait for success: lets every component block on the hung server
+    elif condition == "down":
+        redis_server.kill()
+        for p in procs.values():
+            p.wait_for_output("Redis unavailable", 20)
+    sent = {}
+    for key, p in procs.items():
+        p.signal(key[1])
+        sent[key] = time.monotonic()
+    for key, p in procs.items():
+        left = sent[key] + 2.0 - time.monotonic()
+        try:
+            code = p.wait(max(0.0, left))
+        except Exception:
+            raise AssertionError(f"{key[0]} still running 2s after {key[1].name} ({condition}):\n"
+                                 f"{p.output()[-3000:]}") from None
+        assert code == 0, (key, code, p.output()[-3000:])
+        out = p.output()
+        assert f"received {key[1].name}, stopping" in out, out
+        assert "Traceback" not in out, out
+    if condition == "hung":
+        redis_server.resume()
+    if condition != "down":
+        # a clean stop releases the names, so a successor starts at once
+        r = redis_server.client(decode_responses=True)
+        left = [k for k in ("t:lease:generator:gA", "t:lease:generator:gB", "t:lease:strategy:S1",
+                            "t:lease:strategy:S2", "t:lease:trader") if r.exists(k)]
+        if condition == "running":
+            assert not left, left
+
+
+def test_strategy_that_created_the_record_registers_again_after_data_loss(cluster, redis_server):
+    """Regression: the record was re-created with the creator's own old instance id, so the strategy
+    that had created it saw no data loss, found itself missing from the registry and exited as if
+    deregistered."""
+    r = redis_server.client(decode_responses=True)
+    x = cluster.strategy("X", "g1")  # alone: it creates the deployment record
+    wait_registered(r, ["X"], cluster.period)
+    instance = r.hget("t:meta", "instance")
+    redis_server.kill()
+    x.wait_for_output("Redis unavailable", 20)
+    redis_server.start()
+    r = redis_server.client(decode_responses=True)
+    x.wait_for_output(r"re-registered X after Redis lost its data", 20)
+    wait_registered(r, ["X"], cluster.period)
+    assert r.hget("t:meta", "instance") != instance
+    assert x.alive(), x.output()
