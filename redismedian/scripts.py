@@ -277,11 +277,13 @@ return {'ok', now, inst, restored, submitted, reason, ver, note}
 #       16 highest fencing token this trader has seen, 17 last epoch this trader published,
 #       18 heartbeat lifetime (ms), 19 deployment instance into which this trader restored every
 #       registration it knew ('' if none)
-# Every reply after the deployment check starts {status, now, instance, registry version,
-# backup size, repair note, ...}:
-#   {'registry'}                        the registry is not the one this trader remembers: look first
-#   {'standby', ..., holder, pttl}      another trader leads (its lease expires in pttl ms)
-#   {status, ..., token, took, ...}     leading: published / waiting / error / idle / expired / done
+# Every reply after the deployment check is {status, now, instance, ..., registry version, backup
+# size, repair note}: the last three are always there, so the fields in between keep their places:
+#   {'registry', now, inst, ...}                 the registry is not the one this trader remembers
+#   {'standby', now, inst, holder, pttl, ...}    another trader leads (its lease expires in pttl ms)
+#   {status, now, inst, token, took, extra..., ...}   leading: published (median, count), waiting
+#                                    (have, registered), error / starting (reason), expired (epoch),
+#                                    idle, done
 TRADER_COLLECT = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
@@ -332,7 +334,7 @@ if not lease then
   took = 1
 elseif lease ~= owner .. '|' .. token then
   heartbeat('standby', lease)
-  return {'standby', now, inst, ver, nb, note, lease, redis.call('PTTL', KEYS[6])}
+  return {'standby', now, inst, lease, redis.call('PTTL', KEYS[6]), ver, nb, note}
 else
   redis.call('PEXPIRE', KEYS[6], ARGV[5])
 end
@@ -344,7 +346,7 @@ for i = 1, #hb, 2 do
 end
 
 local cur = math.floor(now / period)
-if cur ~= epoch then return {'expired', now, inst, ver, nb, note, token, took, cur} end
+if cur ~= epoch then return {'expired', now, inst, token, took, cur, ver, nb, note} end
 if wrongtype(KEYS[4], 'hash') then redis.call('DEL', KEYS[4]) end
 if took == 1 then
   redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
@@ -357,14 +359,14 @@ local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
 -- obeying it would stop publication until the server clock caught up with it.  The trader also
 -- remembers what it published itself (Redis may have lost the record since).
 if published == epoch or (tonumber(ARGV[17]) or -1) >= epoch then
-  return {'done', now, inst, ver, nb, note, token, took}
+  return {'done', now, inst, token, took, ver, nb, note}
 end
 
 local function fail(reason, code)
   redis.call('HSET', KEYS[4], 'state', 'error', 'reason', reason, 'epoch', epoch, 'ts', now,
              'fence', token, 'leader', owner)
   redis.call('HDEL', KEYS[4], 'median', 'count')
-  return {code or 'error', now, inst, ver, nb, note, token, took, reason}
+  return {code or 'error', now, inst, token, took, reason, ver, nb, note}
 end
 
 -- While the registry is being rebuilt after Redis lost its data, strategies register again one by
@@ -382,7 +384,7 @@ if recreated and ARGV[19] ~= inst then
     redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', reason, 'epoch', epoch, 'ts', now,
                'fence', token, 'leader', owner)
     redis.call('HDEL', KEYS[4], 'median', 'count')
-    return {'starting', now, inst, ver, nb, note, token, took, reason}
+    return {'starting', now, inst, token, took, reason, ver, nb, note}
   end
 end
 
@@ -391,18 +393,18 @@ if nreg == 0 then
   redis.call('HSET', KEYS[4], 'state', 'idle', 'reason', 'no strategies registered', 'epoch', epoch,
              'ts', now, 'fence', token, 'leader', owner)
   redis.call('HDEL', KEYS[4], 'median', 'count')
-  return {'idle', now, inst, ver, nb, note, token, took}
+  return {'idle', now, inst, token, took, ver, nb, note}
 end
 local bad = wrongtype(KEYS[3], 'zset')
 if bad then
   -- the next strategy to submit repairs it: only an error once the deadline has come
-  if ARGV[7] ~= '1' then return {'waiting', now, inst, ver, nb, note, token, took, 0, nreg} end
+  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, 0, nreg, ver, nb, note} end
   return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions')
 end
 
 local have = redis.call('ZINTERCARD', 2, KEYS[3], KEYS[2])
 if have < nreg then
-  if ARGV[7] ~= '1' then return {'waiting', now, inst, ver, nb, note, token, took, have, nreg} end
+  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, have, nreg, ver, nb, note} end
   local missing = redis.call('ZDIFF', 2, KEYS[2], KEYS[3])
   table.sort(missing)
   local limit = tonumber(ARGV[11])
@@ -472,7 +474,7 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'epoch', epoch, 'median
 redis.call('HSET', KEYS[4], 'state', 'ok', 'reason', '', 'epoch', epoch, 'median', text, 'count', nreg,
            'ts', now, 'fence', token, 'leader', owner, 'published', epoch)
 redis.call('DEL', KEYS[8])
-return {'published', now, inst, ver, nb, note, token, took, text, nreg}
+return {'published', now, inst, token, took, text, nreg, ver, nb, note}
 """
 
 # KEYS: meta, registry, registry backup, deregistration records

@@ -116,8 +116,8 @@ class Trader(Component):
                 final = self.clock.now_ms() >= deadline
             first = False
             result = self.collect(epoch, final)
-            if result[5]:
-                self.log.warning("registry repaired: %s", result[5])
+            if result[-1]:   # every reply ends with: registry version, backup size, repair note
+                self.log.warning("registry repaired: %s", result[-1])
             if result[0] == "registry":
                 checks += 1
                 if checks > MAX_REGISTRY_CHECKS:   # the registry keeps changing under us: next period
@@ -205,7 +205,7 @@ class Trader(Component):
         before this epoch's deadline (a dead leader is replaced within its lease time); True when
         the epoch is settled."""
         self.metrics.state("standby")
-        holder, pttl = str(result[6]), int(result[7])
+        holder, pttl = str(result[3]), int(result[4])
         _owner, _, tok = holder.rpartition("|")
         self.fence_floor = max(self.fence_floor, parse_int(tok) or 0)
         if self.token:
@@ -223,7 +223,7 @@ class Trader(Component):
     def handle(self, epoch: int, result: list) -> bool:
         """Act on one collect reply while leading; True when the epoch is settled."""
         status = result[0]
-        token, took = str(result[6]), int(result[7])
+        token, took = str(result[3]), int(result[4])
         if took:
             self.log.info("took the lead (fencing token %s)", token)
         self.token = token
@@ -232,23 +232,23 @@ class Trader(Component):
             return False
         if status == "published":
             self.last_published = epoch
-            self.log.info("median: %s", repr(float(result[8])))
+            self.log.info("median: %s", repr(float(result[5])))
             self.state = "ok"
             self.metrics.state("ok")
-            self.metrics.median(float(result[8]))
+            self.metrics.median(float(result[5]))
             self.metrics.submitted(int(result[1]))
         elif status == "error":
-            self.log.warning("error in epoch %d: %s", epoch, result[8])
+            self.log.warning("error in epoch %d: %s", epoch, result[5])
             self.state = "error"
             self.metrics.state("error")   # before the counter: a scrape never sees the count without the state
-            self.metrics.error("missing_decisions" if "strategies missing" in str(result[8]) else "bad_data")
+            self.metrics.error("missing_decisions" if "strategies missing" in str(result[5]) else "bad_data")
         elif status == "idle":
             if self.state != "idle":
                 self.log.info("idle: no strategies registered")
             self.state = "idle"
         elif status == "starting":
             if self.state != "starting":
-                self.log.info("not publishing in epoch %d: %s", epoch, result[8])
+                self.log.info("not publishing in epoch %d: %s", epoch, result[5])
             self.state = "starting"
         elif status == "expired":
             self.metrics.error("late")

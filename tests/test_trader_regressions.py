@@ -11,7 +11,7 @@ import pytest
 from redismedian import keys as K
 from redismedian.clock import FakeClock
 from redismedian.common import Settings
-from redismedian.trader import Trader
+from redismedian.trader import RegistryMemory, Trader
 
 
 class StubClient:
@@ -30,14 +30,18 @@ def test_lease_renewed_within_its_ttl_while_strategies_are_late(period_ms):
                     client=StubClient(clock), clock=clock)
     first_epoch = clock.now_ms() // period_ms
     calls = []
+    # the trader already knows the registry (else it reads it first), and every reply ends with the
+    # registry's version, size and repair note (unchanged here)
+    trader.memory = RegistryMemory("inst", 1, frozenset({"X", "Y"}))
+    registry = [1, 2, ""]
 
     def collect(epoch, final):
         calls.append(clock.now_ms())
         if epoch == first_epoch:
-            return ["published", clock.now_ms(), "inst", "1", 1, "0.5", 2]
+            return ["published", clock.now_ms(), "inst", "1", 1, "0.5", 2, *registry]
         if final:
-            return ["error", clock.now_ms(), "inst", "1", 0, "1 of 2 strategies missing: X: ..."]
-        return ["waiting", clock.now_ms(), "inst", "1", 0, 1, 2]
+            return ["error", clock.now_ms(), "inst", "1", 0, "1 of 2 strategies missing: X: ...", *registry]
+        return ["waiting", clock.now_ms(), "inst", "1", 0, 1, 2, *registry]
 
     trader.collect = collect
     assert trader.run(max_epochs=4) == 0
