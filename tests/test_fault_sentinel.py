@@ -142,7 +142,7 @@ class SentinelDeployment:
         return f"redis+sentinel://:{password}@{hosts}/{SERVICE}/0"
 
     def stop(self) -> None:
-        for p in self.sentinels:
+        for p in self.sentinels:   # (servers that never started are skipped by kill())
             if p.poll() is None:
                 p.kill()
                 p.wait(10)
@@ -154,9 +154,12 @@ class SentinelDeployment:
 def sentinel_deployment(tmp_path):
     if not REDIS_SERVER:
         pytest.fail("redis-server is not installed")
-    d = SentinelDeployment(tmp_path).start()
-    yield d
-    d.stop()
+    d = SentinelDeployment(tmp_path)
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()   # also when start() failed half-way: no server outlives the test
 
 
 @pytest.mark.integration
