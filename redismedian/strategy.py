@@ -118,6 +118,13 @@ class Strategy(Component):
         self.lease_key = self.keys.lease("strategy", name)
         self.reregister = False  # register again at the next report (the registry was garbage)
 
+    @property
+    def lease_ttl_ms(self) -> int:
+        """The name lease is renewed at each report, and two reports can be a period plus the signal
+        timeout apart (one at a boundary, the next at the following period's timeout): the lease
+        outlives that gap so that a live strategy never loses its name."""
+        return super().lease_ttl_ms + self.signal_timeout_ms
+
     # -- start-up -----------------------------------------------------------
     def startup(self) -> None:
         acquire_name(self, self.lease_key, f"strategy name {self.name!r}")

@@ -333,3 +333,26 @@ def test_a_strategy_whose_name_was_taken_over_stops(env, caplog):
         assert s.run(max_epochs=1) == EXIT_FAILURE
     assert "taken over by another process (thief:9:ffff)" in messages(caplog, logging.ERROR)[-1]
     assert not env.r.exists(env.k.decisions(env.E))
+
+
+def test_a_strategy_waiting_out_its_signal_timeout_keeps_its_name(env):
+    """Two reports can be a period plus the signal timeout apart: the name lease outlives that gap, so
+    a second process started under the same name in between is refused, not handed the name."""
+    from redismedian.scripts import LEASE_ACQUIRE
+    s = env.started(env.strategy("X", ["g1"], signal_timeout_ms=env.period_ms // 2))
+    env.publish(env.E, g1=1.0)
+    env.at(env.E, 0.0)
+    s.step(env.E)                          # reported right at the boundary
+    rival = []
+    orig = s.report
+
+    def report(*a, **kw):                  # just before X's next report, a rival tries the name
+        env.clock.advance(0.005)
+        rival.append(env.r.eval(LEASE_ACQUIRE, 1, s.lease_key, "rival:1:0", 1000)[0])
+        return orig(*a, **kw)
+    s.report = report
+    env.at(env.E + 1, 0.0)
+    s.step(env.E + 1)                      # g1 is silent: X waits out its whole signal timeout
+    assert env.clock.now_ms() >= (env.E + 1) * env.period_ms + env.period_ms // 2
+    assert rival == [0], "the rival must find the name held"
+    assert env.r.get(s.lease_key) == s.settings.owner.encode()
