@@ -73,6 +73,15 @@ def _text_hash(raw) -> dict[str, str]:
     return {as_str(k): as_str(v) for k, v in (raw or {}).items()}
 
 
+def _owner_problems(owner, label: str) -> list[str]:
+    """What is wrong with a name's lease, as read by ``_read`` (garbage text, or nobody holding it)."""
+    if isinstance(owner, str) and owner.endswith("(garbage in Redis)"):
+        return [owner]
+    if owner is None:
+        return [f"{label}: no live process holds this name"]
+    return []
+
+
 def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None = None) -> Health:
     """Is one component doing its job?  Reads only its own keys (works with its own ACL user).
 
@@ -104,10 +113,7 @@ def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None
 
     if kind == "generator":
         h, owner = _read(client, [("hgetall", (keys.signal(name),)), ("get", (keys.lease("generator", name),))])
-        if isinstance(owner, str) and owner.endswith("(garbage in Redis)"):
-            problems.append(owner)
-        elif owner is None:
-            problems.append(f"{label}: no live process holds this name")
+        problems += _owner_problems(owner, label)
         if isinstance(h, str):
             problems.append(h)
         elif not h:
@@ -128,10 +134,7 @@ def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None
             problems.append(registered)
         elif not registered:
             problems.append(f"{label}: not registered")
-        if isinstance(owner, str) and owner.endswith("(garbage in Redis)"):
-            problems.append(owner)
-        elif owner is None:
-            problems.append(f"{label}: no live process holds this name")
+        problems += _owner_problems(owner, label)
         if isinstance(h, str):
             problems.append(h)
         elif not h:
