@@ -162,3 +162,14 @@ def make_cluster(tmp_path):
 
 def _s(x) -> str:
     return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
+
+
+def running_original(cluster: Cluster, redis_server, medians: int = 1):
+    """The original topology started, every strategy registered and ``medians`` published since.
+
+    Returns (a decoding client, the processes by name, the epoch at which all were registered)."""
+    r = redis_server.client(decode_responses=True)
+    procs = start_original(cluster)
+    e0 = wait_registered(r, ORIGINAL_STRATEGIES, cluster.period)
+    wait_medians(r, medians, timeout=20, after_epoch=e0)
+    return r, procs, e0

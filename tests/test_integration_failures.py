@@ -1,13 +1,12 @@
 """A component killed with SIGKILL: the error propagates, names the right part, and heals by itself."""
 import re
-import signal
 import subprocess
 
 import pytest
 
 from tests.integ_support import (ORIGINAL_STRATEGIES, assert_alive, assert_exact, expected_decision, make_cluster,
-                                 medians, server_epoch, start_original, wait_medians, wait_registered, wait_trader)
-from tests.support import wait_until
+                                 medians, running_original, server_epoch, start_original, wait_medians,
+                                 wait_registered, wait_trader)
 
 pytestmark = pytest.mark.integration
 
@@ -15,11 +14,8 @@ __all__ = ["make_cluster"]  # fixture
 
 
 def test_killed_generator_stops_its_strategy_and_the_trader_until_restarted(cluster, redis_server):
-    r = redis_server.client(decode_responses=True)
     p = cluster.period
-    procs = start_original(cluster)
-    e0 = wait_registered(r, ORIGINAL_STRATEGIES, p)
-    wait_medians(r, 2, timeout=20, after_epoch=e0)
+    r, procs, e0 = running_original(cluster, redis_server, medians=2)
 
     procs["g1"].kill()
     m = procs["X"].wait_for_output(r"X: no decision for epoch (\d+): signal g1 stale \(last epoch (\d+)\)", 20 * p)
@@ -87,11 +83,8 @@ def test_killed_strategy_is_named_and_a_restart_takes_over_its_name(redis_server
 
 
 def test_deregistering_dead_and_live_strategies(cluster, redis_server):
-    r = redis_server.client(decode_responses=True)
     p = cluster.period
-    procs = start_original(cluster)
-    e0 = wait_registered(r, ORIGINAL_STRATEGIES, p)
-    wait_medians(r, 1, timeout=20, after_epoch=e0)
+    r, procs, e0 = running_original(cluster, redis_server, medians=1)
 
     procs["X"].kill()
     wait_trader(r, lambda h: h.get("state") == "error" and h.get("reason", "").startswith(

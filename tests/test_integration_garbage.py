@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from tests.integ_support import (ORIGINAL_STRATEGIES, assert_alive, assert_exact, assert_exact_by_members,
-                                 make_cluster, medians, server_epoch, start_original, trader_hash, wait_medians,
+                                 make_cluster, medians, running_original, server_epoch, trader_hash, wait_medians,
                                  wait_registered, wait_trader)
 from tests.support import wait_until
 
@@ -35,11 +35,8 @@ def _resumes(r, p, count=2):
 
 
 def test_garbage_in_shared_keys(cluster, redis_server):
-    r = redis_server.client(decode_responses=True)
     p = cluster.period
-    procs = start_original(cluster)
-    e0 = wait_registered(r, ORIGINAL_STRATEGIES, p)
-    wait_medians(r, 1, timeout=20, after_epoch=e0)
+    r, procs, e0 = running_original(cluster, redis_server, medians=1)
 
     # a generator's signal feed: not a stream (its generator repairs it), then entries with garbage fields
     _replace(r, "t:signals:g1", "garbage")
@@ -98,11 +95,8 @@ def test_garbage_in_shared_keys(cluster, redis_server):
 
 
 def test_garbage_in_the_deployment_record_and_a_signal(cluster, redis_server):
-    r = redis_server.client(decode_responses=True)
     p = cluster.period
-    procs = start_original(cluster)
-    e0 = wait_registered(r, ORIGINAL_STRATEGIES, p)
-    wait_medians(r, 1, timeout=20, after_epoch=e0)
+    r, procs, e0 = running_original(cluster, redis_server, medians=1)
     meta = r.hgetall("t:meta")
 
     # NS:meta of the wrong type: everyone reports it (once), a strategy started meanwhile waits for it

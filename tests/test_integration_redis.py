@@ -5,7 +5,8 @@ import time
 import pytest
 
 from tests.integ_support import (ORIGINAL_GENERATORS, ORIGINAL_STRATEGIES, assert_alive, assert_exact, make_cluster,
-                                 medians, server_epoch, start_original, wait_medians, wait_registered)
+                                 medians, running_original, server_epoch, start_original, wait_medians,
+                                 wait_registered)
 from tests.support import RedisServer, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -24,11 +25,8 @@ def _restored(r, period_ms):
 
 
 def test_redis_killed_and_restarted_empty(cluster, redis_server):
-    r = redis_server.client(decode_responses=True)
     p = cluster.period
-    procs = start_original(cluster)
-    e0 = wait_registered(r, ORIGINAL_STRATEGIES, p)
-    wait_medians(r, 2, timeout=20, after_epoch=e0)
+    r, procs, e0 = running_original(cluster, redis_server, medians=2)
     instance = r.hget("t:meta", "instance")
 
     # a real outage: every component notices (and says so once) before Redis returns
