@@ -16,7 +16,7 @@ import redis
 
 from . import keys as K
 from .clock import ServerClock, boundary_ms, epoch_of
-from .common import EXIT_FAILURE, FatalError, Settings, new_instance_id
+from .common import EXIT_FAILURE, FatalError, Settings, as_str, new_instance_id
 from .connection import (TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error, is_permission_error,
                          make_client, redact_url)
 from .metrics import NullMetrics
@@ -78,11 +78,11 @@ class Component:
 
     def check_reply(self, reply, what: str) -> list:
         """Common answers of every script: time, deployment record, lease."""
-        status = _s(reply[0])
+        status = as_str(reply[0])
         now = int(reply[1])
         self.clock.observe(now)
         if status == "period":
-            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(_s(reply[2]))}, "
+            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(as_str(reply[2]))}, "
                        f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
                        "use the same --period, or another --namespace")
             if not self.instance:
@@ -91,12 +91,12 @@ class Component:
             # report it every period until the operator settles it, rather than exiting over it.
             raise DataProblem(message)
         if status == "lease":
-            raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({_s(reply[2])}); "
+            raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({as_str(reply[2])}); "
                              "stopping so that only one process acts under this name")
         if status in ("wrongtype", "baddata"):
-            raise DataProblem(_s(reply[2]))
+            raise DataProblem(as_str(reply[2]))
         if len(reply) > 2:
-            inst = _s(reply[2])
+            inst = as_str(reply[2])
             if self.instance and inst != self.instance:
                 self.log.warning("Redis lost its data (deployment record re-created); restoring this %s's state",
                                  self.kind)
@@ -260,7 +260,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     reply = acquire(keys=[key], args=[owner, ttl])
     if int(reply[0]) == 1:
         return
-    holder, pttl = _s(reply[1]), int(reply[2])
+    holder, pttl = as_str(reply[1]), int(reply[2])
     component.log.warning("%s is held by %s; waiting up to %.1fs for its lease to expire",
                           what, holder, max(pttl, 0) / 1000)
     start = component.clock.now_ms()
@@ -273,7 +273,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
             component.log.info("took over %s from %s (its lease expired)", what, holder)
             return
         elapsed_ms = component.clock.now_ms() - start
-        new_holder, new_pttl = _s(reply[1]), int(reply[2])
+        new_holder, new_pttl = as_str(reply[1]), int(reply[2])
         renewed = new_holder != holder or (pttl >= 0 and new_pttl > pttl - elapsed_ms + 100)
         if renewed or new_pttl < 0 and elapsed_ms > ttl:
             raise FatalError(f"{what} is owned by another live process ({new_holder}); "
@@ -304,12 +304,6 @@ def _force_exit(logger: logging.Logger) -> None:
     logger.warning("clean stop took longer than %.1fs (Redis not answering?); exiting now", STOP_GRACE_S)
     logging.shutdown()
     os._exit(0)
-
-
-def _s(x) -> str:
-    if isinstance(x, bytes):
-        return x.decode(errors="replace")
-    return "" if x is None else str(x)
 
 
 def _fmt_period(ms) -> str:

@@ -11,8 +11,6 @@ import tempfile
 import threading
 import time
 
-import redis
-
 from .connection import describe_error, is_auth_error, make_client, redact_url
 
 TOPOLOGY = [

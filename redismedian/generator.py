@@ -11,7 +11,7 @@ import random
 from typing import Callable
 
 from . import keys as K
-from .common import plugin_error, plugin_number
+from .common import as_str, plugin_error, plugin_number
 from .component import Component, acquire_name
 from .scripts import GENERATOR_PUBLISH
 
@@ -59,7 +59,7 @@ class Generator(Component):
             self.log.warning("%s: epoch %d ended before its signal was written; skipped", self.name, epoch)
             return
         if len(result) > 4 and result[4]:
-            self.log.warning("repaired %s (overwritten by another process)", _s(result[4]))
+            self.log.warning("repaired %s (overwritten by another process)", as_str(result[4]))
         if error:
             self.metrics.state("error")
             self.metrics.error("signal_function")
@@ -80,8 +80,6 @@ class Generator(Component):
         self.log.info("generator %s stopped", self.name)
 
 
-def _s(x) -> str:
-    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
 
 
 def main() -> None:

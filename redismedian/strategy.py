@@ -14,7 +14,7 @@ import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import FatalError, parse_finite, parse_int, plugin_error, plugin_number
+from .common import FatalError, as_str, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, DataProblem, Exit, acquire_name
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import STRATEGY_REPORT
@@ -240,14 +240,14 @@ class Strategy(Component):
         if result[0] != "ok":
             raise FatalError(f"unexpected reply from Redis: {result!r}")
         if result[7]:
-            self.log.warning("registry repaired: %s", _text(result[7]))
+            self.log.warning("registry repaired: %s", as_str(result[7]))
         if int(result[3]):
             self.log.warning("re-registered %s after Redis lost its data (its registration was gone, "
                              "and it was never deregistered)", self.name)
         if self.reregister and not register:
             self.log.warning("registered %s again (%s was not a set)", self.name, k.strategies)
         self.reregister = False
-        return bool(int(result[4])), _text(result[5])
+        return bool(int(result[4])), as_str(result[5])
 
     def shutdown(self) -> None:
         self.release_lease(self.lease_key)
@@ -274,8 +274,6 @@ def default_signal_timeout_ms(period_ms: int) -> int:
     return period_ms // 2
 
 
-def _text(x) -> str:
-    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
 
 
 def _get(fields, name: str) -> str | None:

@@ -18,7 +18,7 @@ import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import FatalError, parse_int
+from .common import FatalError, as_str, parse_int
 from .component import Component
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import REGISTRY_RESTORE, TRADER_COLLECT
@@ -87,7 +87,7 @@ class Trader(Component):
                   m.instance if m else "", m.version if m else 0, len(m.names) if m else 0,
                   self.fence_floor, self.last_published,
                   K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS), self.restored_instance])
-        return [_s(x) if isinstance(x, bytes) else x for x in self.check_reply(reply, "trader")]
+        return [as_str(x) if isinstance(x, bytes) else x for x in self.check_reply(reply, "trader")]
 
     def step(self, epoch: int) -> None:
         deadline = boundary_ms(epoch, self.period_ms) + self.decision_timeout_ms
@@ -174,8 +174,8 @@ class Trader(Component):
         if inst is None:
             return None
         v = parse_int(version)
-        return RegistryMemory(_s(inst), v if v is not None and 0 <= v <= 10**15 else 0,
-                              frozenset(_s(n) for n in names))
+        return RegistryMemory(as_str(inst), v if v is not None and 0 <= v <= 10**15 else 0,
+                              frozenset(as_str(n) for n in names))
 
     def restore(self, names: list[str], why: str) -> None:
         """Put back registrations that Redis lost (never a silent smaller population)."""
@@ -188,15 +188,15 @@ class Trader(Component):
         if result[0] == "changed":
             return          # another data loss in between: the next collect says so again
         added = int(result[5])
-        shown = [_s(x) for x in result[6:]]
+        shown = [as_str(x) for x in result[6:]]
         if added:
             self.log.warning("%s; restored %d registration(s): %s%s", why, added, ", ".join(shown),
                              " ..." if added > len(shown) else "")
-        if m is None or m.instance != _s(result[2]):
+        if m is None or m.instance != as_str(result[2]):
             # A new deployment record: remember the registry as it is there now (what we restored,
             # and whoever registered meanwhile).  It is complete: no need to wait for strategies
             # to register again before publishing.
-            self.restored_instance = _s(result[2])
+            self.restored_instance = as_str(result[2])
             self.memory = self.read_registry()
 
     # -- leading and standing by ----------------------------------------------------------------
@@ -272,8 +272,6 @@ def _names(names: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _s(x) -> str:
-    return x.decode(errors="replace") if isinstance(x, bytes) else str(x)
 
 
 def main() -> None:
