@@ -117,6 +117,7 @@ class Strategy(Component):
                                   else default_signal_timeout_ms(self.period_ms))
         self.lease_key = self.keys.lease("strategy", name)
         self.reregister = False  # register again at the next report (the registry was garbage)
+        self.deregistered = False  # set when an operator deregistered us: we exit without re-registering
 
     @property
     def lease_ttl_ms(self) -> int:
@@ -138,8 +139,7 @@ class Strategy(Component):
         feed, feed_problem = self.wait_for_signals(epoch)
         if self.stop.is_set():
             return
-        stored = self.read_stored([g for g in self.generators if g not in feed]) if len(feed) < len(
-            self.generators) else {}
+        stored = self.read_stored([g for g in self.generators if g not in feed])
         values, reason = assess(self.generators, epoch, feed, stored)
         if feed_problem and values is None:
             reason = f"{reason}; {feed_problem}"
@@ -189,7 +189,7 @@ class Strategy(Component):
                 continue
             problem = ""
             for stream, entries in reply or ():
-                key = stream.decode(errors="replace") if isinstance(stream, bytes) else str(stream)
+                key = as_str(stream)
                 g = feeds.get(key)
                 for entry_id, fields in entries:
                     last_ids[key] = entry_id
@@ -251,7 +251,7 @@ class Strategy(Component):
 
     def shutdown(self) -> None:
         self.release_lease(self.lease_key)
-        if getattr(self, "deregistered", False):
+        if self.deregistered:
             self.log.info("strategy %s stopped", self.name)
         else:
             self.log.info("strategy %s stopped (still registered: the trader will report it missing "
