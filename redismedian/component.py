@@ -11,6 +11,7 @@ import os
 import signal
 import threading
 import time
+from typing import Callable
 
 import redis
 
@@ -55,6 +56,7 @@ class Component:
         self.outage = Outage(settings.redis_url, self.log)
         self.backoff = Backoff(settings.backoff_cap)
         self._last_problem: str | None = None
+        self._scripts: dict[str, Callable] = {}   # Lua source -> registered, timed caller
         self.metrics = metrics or NullMetrics()
 
     # -- for subclasses ----------------------------------------------------
@@ -105,7 +107,7 @@ class Component:
 
     def script(self, source: str):
         """A registered script (redis-py loads it again by itself after a Redis restart), timed."""
-        cache = self.__dict__.setdefault("_scripts", {})
+        cache = self._scripts
         if source not in cache:
             registered = self.client.register_script(source)
 
