@@ -17,7 +17,6 @@ from .keys import DEFAULT_NAMESPACE, Keys
 # \Z, not $: "$" also matches before a trailing newline, which would let "g1\n" through.
 NAME_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
 NAME_RULE = "1 to 64 characters: letters, digits, '_', '-' or '.'"
-NAMESPACE_RE = NAME_RE
 
 MIN_PERIOD_S = 0.05
 MAX_PERIOD_S = 86_400.0
@@ -46,9 +45,8 @@ def check_name(name: str, what: str = "name") -> str:
 
 
 def check_namespace(ns: str) -> str:
-    if not NAMESPACE_RE.match(ns or ""):
-        raise ValueError(f"invalid namespace {ns!r}: use {NAME_RULE}")
-    return ns
+    """Namespaces follow the same rule as component names."""
+    return check_name(ns, "namespace")
 
 
 def period_to_ms(period_s: float) -> int:
