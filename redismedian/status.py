@@ -29,6 +29,11 @@ def _scan_names(client: redis.Redis, pattern: str) -> list[str]:
     return sorted({as_str(k)[len(prefix):] for k in client.scan_iter(match=pattern, count=1000)})
 
 
+def _lease(client: redis.Redis, key: str) -> str | None:
+    """Who holds a lease, or None (a key of another type holds nothing)."""
+    return as_str(client.get(key)) if client.type(key) == b"string" else None
+
+
 def _age(now_ms: int, ts: str | None) -> float | None:
     t = parse_int(ts)
     return None if t is None else round((now_ms - t) / 1000.0, 3)
@@ -54,7 +59,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
 
     # trader
     trader = _hash(client, keys.trader)
-    lease = as_str(client.get(keys.lease("trader"))) if client.type(keys.lease("trader")) == b"string" else ""
+    lease = _lease(client, keys.lease("trader")) or ""
     if isinstance(trader, str):
         out["trader"] = {"state": "unknown", "reason": trader}
     else:
@@ -79,8 +84,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     gens = []
     for name in _scan_names(client, keys.signal_pattern):
         h = _hash(client, keys.signal(name))
-        owner = client.get(keys.lease("generator", name)) if client.type(
-            keys.lease("generator", name)) == b"string" else None
+        owner = _lease(client, keys.lease("generator", name))
         if isinstance(h, str):
             gens.append({"name": name, "state": "unreadable", "reason": h})
             continue
@@ -91,7 +95,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
         if owner is None:
             reason = (reason + "; " if reason else "") + "no live process holds this name"
         gens.append({"name": name, "state": state, "value": parse_finite(h.get("value")), "epoch": e,
-                     "age_s": _age(now, h.get("ts")), "owner": as_str(owner) or None, "reason": reason})
+                     "age_s": _age(now, h.get("ts")), "owner": owner or None, "reason": reason})
     out["generators"] = gens
 
     # strategies
@@ -104,8 +108,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     strats = []
     for name in names:
         h = _hash(client, keys.strategy_status(name))
-        owner = client.get(keys.lease("strategy", name)) if client.type(
-            keys.lease("strategy", name)) == b"string" else None
+        owner = _lease(client, keys.lease("strategy", name))
         if isinstance(h, str):
             strats.append({"name": name, "registered": name in registered, "state": "unreadable", "reason": h})
             continue
@@ -117,7 +120,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
             state, reason = "stale", f"last report for epoch {e}"
         strats.append({"name": name, "registered": name in registered, "state": state,
                        "value": parse_finite(h.get("value")), "epoch": e, "age_s": _age(now, h.get("ts")),
-                       "signals": h.get("signals", ""), "owner": as_str(owner) or None, "reason": reason})
+                       "signals": h.get("signals", ""), "owner": owner or None, "reason": reason})
     out["strategies"] = strats
     return out
 
