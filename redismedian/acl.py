@@ -5,28 +5,39 @@
 them equal).  The file holds no password: ``deploy/redis/render-acl.sh`` adds the SHA-256
 of each user's secret file when Redis starts.
 
+The invariant these rules enforce (docs/guarantees.md, "Owned keys"): every key has one writer.
+
+- A strategy writes only the keys that carry its own name (its lease and its decision); it reads
+  the signals, the deployment record, and its own registration.  It may ring three doorbells
+  shared by all strategies (``NS:count:<E>`` INCR, ``NS:ready:<E>`` RPUSH, ``NS:joins`` SADD): the
+  worst a hostile strategy can do with them is make the trader look early, or late (it then looks
+  at its next step, within ``block_ms``).  It cannot read another strategy's decision.
+- A generator writes only its own lease, signal hash and signal feed.
+- The registry, its backup, the deregistration records, the deployment record, the trader's
+  state, lease, fence, heartbeats and the medians: only the trader and ``operator``.
+
 How the rules are built (Redis 7 ACL, selectors and ``%R~`` read-only key patterns):
 
-- The *root* permissions allow only connection housekeeping (PING, TIME, CLIENT SETNAME,
-  SELECT) and running our scripts (EVALSHA, SCRIPT LOAD), with read-write access to every
-  key those scripts declare: Redis checks EVALSHA's declared keys as read-write.
-- Inside a script Redis checks every command again.  Each *selector* ``(...)`` grants the
-  data commands a role uses on a group of keys, so a key is only ever touched with the
-  commands meant for it: a strategy may ``HSET`` its own decision hash but has no command
-  at all on another strategy's hash, and may only read (``%R~``) the signals.
-
-Keys every instance of a role must write (``NS:meta``, the registry, the per-epoch decision
-index and doorbell) are shared; each generator has its own signal feed: see docs/operations.md, "What the ACL
-does and does not protect".
+- The *root* permissions allow only connection housekeeping (PING, TIME, CLIENT SETNAME, SELECT,
+  ACL WHOAMI) and running scripts (EVALSHA, SCRIPT LOAD), with access to every key our scripts
+  declare: Redis checks EVALSHA's declared keys as read-write.  Any user can load any script, so
+  the scripts are not what protects a key: the selectors are.
+- Inside a script Redis checks every command again.  Each *selector* ``(...)`` grants the data
+  commands a role uses on a group of keys, so a key is only ever touched with the commands meant
+  for it: a strategy may ``SET`` its own decision but has no command at all on another
+  strategy's key, and may only read (``%R~``) the signals.
 """
 from __future__ import annotations
 
 from .keys import Keys
 
-# Connection housekeeping: redis-py sends CLIENT SETNAME (our client names) and SELECT (db != 0).
-BASE = "resetpass resetkeys resetchannels -@all +ping +time +client|setname +select"
+# Connection housekeeping: redis-py sends CLIENT SETNAME (our client names) and SELECT (db != 0);
+# ACL WHOAMI names the user in the error a component gives when it may not act under a name.
+BASE = "resetpass resetkeys resetchannels -@all +ping +time +client|setname +select +acl|whoami"
 SCRIPTS = "+evalsha +script|load"
-META = "+type +hget +hmget +hset"
+META_READ = "+type +hmget +hget"
+META = META_READ + " +hset"
+OWN = "+type +get +set +del +pexpire +pttl"
 
 
 def user_name(kind: str, name: str | None = None) -> str:
@@ -46,59 +57,61 @@ def generator_user(k: Keys, g: str) -> str:
     own = [k.signal(g), k.lease("generator", g)]
     return _line(user_name("generator", g), SCRIPTS,
                  _keys(k.meta, *own, k.signal_feed(g)),
-                 f"({_keys(k.meta)} {META})",
-                 f"({_keys(*own)} +type +get +set +del +pexpire +pttl +hset +hgetall)",
+                 f"({_keys(k.meta)} {META_READ})",
+                 f"({_keys(*own)} {OWN} +hset)",
                  f"({_keys(k.signal_feed(g))} +type +del +xadd)")
 
 
-# The registry guard (scripts.py) runs in every script that reads the registry: it may restore a
-# vanished or garbage registry from its backup (SUNIONSTORE, which replaces a key of any type),
-# adopt an SREM into the backup, and record deregistrations.  Nobody but the operator may SREM or
-# DEL the registry; strategies SADD themselves; the trader restores only from the backup.
+# The registry guard (scripts.py) runs in the trader's scripts and in `redismedian deregister`: it
+# may restore a vanished or garbage registry from its backup (SUNIONSTORE, which replaces a key of
+# any type), adopt an SREM into the backup, and record deregistrations.
 REGISTRY_GUARD = "+type +scard +sismember +srandmember"
 BACKUP = "+type +scard +sismember +sadd +srem +srandmember +smembers +del"
 # Commands on both sets at once (a selector must match every key of a command).
 BOTH = "+sunionstore +sdiff"
-DEREGISTERED = "+type +hset +hexists +hdel +hmget +del"
+DEREGISTERED = "+type +hset +hget +hexists +hdel +hmget +del"
 
 
 def strategy_user(k: Keys, s: str) -> str:
-    own = [k.lease("strategy", s), k.decision(s), k.strategy_status(s)]
-    shared = [k.decisions("*"), k.ready("*")]
+    own = [k.lease("strategy", s), k.decision(s)]
+    bells = [k.count("*"), k.ready("*")]
     return _line(user_name("strategy", s), SCRIPTS,
-                 _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, *own, *shared),
+                 _keys(k.meta, k.strategies, k.deregistered, k.joins, *own, *bells),
+                 f"({_keys(k.meta)} {META_READ})",
+                 f"({_keys(k.strategies)} +sismember +scard)",
+                 f"({_keys(k.deregistered)} +hget)",
+                 f"({_keys(k.joins)} +sadd)",
+                 f"({_keys(*own)} {OWN})",
+                 f"({_keys(k.count('*'))} +incr +pexpire)",
+                 f"({_keys(k.ready('*'))} +rpush +pexpire)",
+                 f"({_keys(k.signal('*'), k.signal_feed('*'), read_only=True)} +hmget +xread)")
+
+
+def trader_user(k: Keys) -> str:
+    own = [k.trader, k.medians, k.lease("trader"), k.trader_fence, k.traders]
+    return _line(user_name("trader"), SCRIPTS, "+multi +exec",
+                 _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.joins, k.ready("*"),
+                       k.lease("strategy", "*"), *own),
                  f"({_keys(k.meta)} {META})",
                  f"({_keys(k.strategies)} {REGISTRY_GUARD} +sadd)",
                  f"({_keys(k.registry_backup)} {BACKUP})",
                  f"({_keys(k.strategies, k.registry_backup)} {BOTH})",
                  f"({_keys(k.deregistered)} {DEREGISTERED})",
-                 f"({_keys(*own)} +type +get +set +del +pexpire +pttl +hset +hgetall)",
-                 f"({_keys(*shared)} +type +del +zadd +zcard +pexpire +rpush)",
-                 f"({_keys(k.signal('*'), k.signal_feed('*'), read_only=True)} +hmget +xread)")
-
-
-def trader_user(k: Keys) -> str:
-    own = [k.trader, k.medians, k.lease("trader"), k.trader_fence, k.ready("*"), k.traders]
-    return _line(user_name("trader"), SCRIPTS, "+multi +exec",
-                 _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.decisions("*"), *own),
-                 f"({_keys(k.meta)} {META})",
-                 f"({_keys(k.strategies)} {REGISTRY_GUARD})",
-                 f"({_keys(k.registry_backup)} {BACKUP})",
-                 f"({_keys(k.strategies, k.registry_backup)} {BOTH})",
-                 f"({_keys(k.deregistered)} {DEREGISTERED})",
-                 f"({_keys(*own)} +type +get +set +del +pexpire +pttl +incr +hset +hdel +hget +hgetall +xadd +blpop)",
-                 f"({_keys(k.decisions('*'))} {_keys(k.strategies, read_only=True)} "
-                 "+type +scard +zcard +zintercard +zdiff +zinterstore +zrange +del +pexpire)",
-                 f"({_keys(k.strategy_status('*'), read_only=True)} +type +hmget)")
+                 f"({_keys(k.joins)} +type +scard +spop +del)",
+                 f"({_keys(*own)} {OWN} +incr +hset +hdel +hget +hgetall +xadd)",
+                 f"({_keys(k.ready('*'))} +type +blpop +del)",
+                 f"({_keys(k.decision('*'), read_only=True)} +mget)",
+                 f"({_keys(k.lease('strategy', '*'), read_only=True)} +type +pttl +get)")
 
 
 def operator_user(k: Keys) -> str:
     """Reads everything in the namespace (status, check, history, redis-cli) and may deregister
-    (`redismedian deregister` runs one script: registry, backup and the deregistration record)."""
+    (`redismedian deregister` runs one script: registry, backup and the deregistration record), and
+    create or repair the deployment record."""
     return _line(user_name("operator"), SCRIPTS,
                  _keys(k.meta, k.strategies, k.registry_backup, k.deregistered),
                  f"({_keys(k.ns + ':*', read_only=True)} +@read -@dangerous)",
-                 f"({_keys(k.meta)} {META})",
+                 f"({_keys(k.meta)} {META} +hdel +del)",
                  f"({_keys(k.strategies)} {REGISTRY_GUARD} +srem)",
                  f"({_keys(k.registry_backup)} {BACKUP})",
                  f"({_keys(k.strategies, k.registry_backup)} {BOTH})",

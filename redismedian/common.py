@@ -175,31 +175,45 @@ def fmt_value(x: float) -> str:
     return repr(float(x))
 
 
-def parse_finite(text) -> float | None:
-    """A finite float from Redis text, or None for anything else (garbage, NaN, inf, missing)."""
-    if text is None:
-        return None
+# The one number grammar for everything read from Redis (signals, decisions, period, epochs,
+# fences): an optional sign, digits with at most one decimal point, an optional exponent.  Nothing
+# else: no spaces, no underscores, no hex, no nan/inf; and finite as a double.  Integers (epochs,
+# times, versions, fences) take no fraction and no exponent, and at most 15 digits (exact in a
+# double, so the Lua reads the same value).  Mirrored by `num` and `int` in scripts.py's Lua
+# prelude, and tested against the same table of cases (tests/test_unit_numbers.py).
+NUMBER_RE = re.compile(r"\A[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
+INT_RE = re.compile(r"\A[+-]?[0-9]{1,15}\Z")
+NUMBER_RULE = "a decimal number such as 12, -0.5 or 1.5e-3"
+
+
+def parse_number(text) -> float | None:
+    """A finite number written in the strict grammar, or None (garbage, NaN, inf, overflow, missing)."""
     if isinstance(text, bytes):
         try:
-            text = text.decode()
+            text = text.decode("ascii")
         except UnicodeDecodeError:
             return None
-    try:
-        x = float(text)
-    except (TypeError, ValueError):
+    if not isinstance(text, str) or not NUMBER_RE.match(text):
         return None
+    x = float(text)
     return x if math.isfinite(x) else None
 
 
+def parse_finite(text) -> float | None:
+    """A finite float from Redis text (the strict grammar), or None for anything else."""
+    return parse_number(text)
+
+
 def parse_int(text) -> int | None:
-    if text is None:
-        return None
+    """An integer from Redis text: the strict grammar with no fraction and no exponent."""
     if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    try:
-        return int(text)
-    except (TypeError, ValueError):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if not isinstance(text, str) or not INT_RE.match(text):
         return None
+    return int(text)
 
 
 def as_str(x) -> str:

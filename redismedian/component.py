@@ -20,7 +20,9 @@ from .clock import ServerClock, boundary_ms, epoch_of
 from .common import EXIT_FAILURE, FatalError, Settings, as_str, new_instance_id
 from .connection import (TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error, is_permission_error,
                          make_client, redact_url)
+from .acl import user_name
 from .metrics import NullMetrics
+from .scripts import MetaArgs, lease_acquire, lease_release, meta_create
 
 # How long a stop request may take before the process exits anyway (the promise is 2 s).
 STOP_GRACE_S = 1.5
@@ -58,6 +60,7 @@ class Component:
         self._last_problem: str | None = None
         self._scripts: dict[str, Callable] = {}   # Lua source -> registered, timed caller
         self.metrics = metrics or NullMetrics()
+        self.lease_owner = settings.owner  # the value of our name lease (the strategy adds its start time)
 
     # -- for subclasses ----------------------------------------------------
     def startup(self) -> None:
@@ -73,10 +76,33 @@ class Component:
     def lease_ttl_ms(self) -> int:
         return K.lease_ttl_ms(self.period_ms)
 
-    def meta_args(self) -> list:
+    def meta_args(self) -> MetaArgs:
         # A new candidate instance id every call: if this process re-creates the record after Redis
         # lost its data, the id must differ from the one it created before, or nobody notices the loss.
-        return [self.period_ms, self.instance, new_instance_id(), self.settings.owner, self.lease_ttl_ms]
+        return MetaArgs(self.period_ms, self.instance, new_instance_id(), self.lease_owner, self.lease_ttl_ms)
+
+    def run_script(self, source: str, keys, args) -> list:
+        """Run one of scripts.py's scripts (the ``Runner`` its wrappers take), with the common checks
+        of replies that start with a status word."""
+        reply = self.script(source)(keys=keys, args=args)
+        if isinstance(reply, list) and len(reply) >= 2 and isinstance(reply[0], (bytes, str)):
+            return self.check_reply(reply, self.name or self.kind)
+        return reply
+
+    def with_meta(self, call: Callable):
+        """``call()``, creating the deployment record first when it is missing.  Under the ACL only
+        the trader and the operator may create it: the others wait for it (``Waiting``)."""
+        try:
+            return call()
+        except NoMeta:
+            try:
+                meta_create(self.run_script, self.keys, self.meta_args())
+            except redis.exceptions.ResponseError as e:
+                if not is_permission_error(e):
+                    raise
+                raise Waiting(f"waiting for the deployment record {self.keys.meta}: this {self.kind}'s Redis user "
+                              "may not create it (the trader or the operator does); start the trader") from None
+            return call()
 
     def check_reply(self, reply, what: str) -> list:
         """Common answers of every script: time, deployment record, lease."""
@@ -97,6 +123,8 @@ class Component:
                              "stopping so that only one process acts under this name")
         if status in ("wrongtype", "baddata"):
             raise DataProblem(as_str(reply[2]))
+        if status == "nometa":
+            raise NoMeta(f"no deployment record {as_str(reply[2])}")
         if len(reply) > 2:
             inst = as_str(reply[2])
             if self.instance and inst != self.instance:
@@ -120,16 +148,16 @@ class Component:
             cache[source] = call
         return cache[source]
 
-    def problem(self, text: str, epoch: int | None = None) -> None:
+    def problem(self, text: str, epoch: int | None = None, level: int = logging.ERROR) -> None:
         """Log a data problem once until it changes (not every period).
 
         The epoch is shown but not compared: the same problem in the next epoch is not news.
         """
         if text != self._last_problem:
             if epoch is None:
-                self.log.error("%s", text)
+                self.log.log(level, "%s", text)
             else:
-                self.log.error("cannot act on epoch %d: %s", epoch, text)
+                self.log.log(level, "cannot act on epoch %d: %s", epoch, text)
             self._last_problem = text
 
     def problem_cleared(self) -> None:
@@ -166,6 +194,11 @@ class Component:
                     if not self.started:
                         try:
                             self.startup()
+                        except Waiting as e:
+                            self.problem(str(e), level=logging.WARNING)
+                            self._redis_answered()
+                            self.clock.wait(self.stop, min(1.0, self.period_ms / 1000.0))
+                            continue
                         except (DataProblem, redis.exceptions.ResponseError) as e:
                             if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                                 raise
@@ -182,6 +215,8 @@ class Component:
                     try:
                         self.step(epoch)
                         self.problem_cleared()
+                    except Waiting as e:
+                        self.problem(str(e), level=logging.WARNING)
                     except DataProblem as e:
                         self.metrics.error("data_problem")
                         self.problem(str(e), epoch)
@@ -242,12 +277,26 @@ class Component:
 
     def release_lease(self, key: str, value: str | None = None) -> None:
         """Give up a lease we hold, so that a successor need not wait for it to expire."""
-        from .scripts import LEASE_RELEASE
-        self.script(LEASE_RELEASE)(keys=[key], args=[value or self.settings.owner])
+        lease_release(self.run_script, key, owner=value or self.lease_owner)
+
+    def redis_user(self) -> str:
+        """Our Redis user's name, for messages (``ACL WHOAMI``; '' when it cannot be asked)."""
+        try:
+            return as_str(self.client.execute_command("ACL", "WHOAMI"))
+        except redis.exceptions.RedisError:
+            return ""
 
 
 class DataProblem(Exception):
     """Something in Redis is not what it should be (wrong type, garbage); the epoch is skipped."""
+
+
+class NoMeta(DataProblem):
+    """The deployment record is missing (``Component.with_meta`` creates it, or waits for it)."""
+
+
+class Waiting(DataProblem):
+    """Waiting for something another component provides (logged once as a warning, not an error)."""
 
 
 def acquire_name(component: Component, key: str, what: str) -> None:
@@ -256,13 +305,19 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     A lease left by a dead process is taken over once it expires (at most one lease TTL,
     about 1.5 periods).  A holder that renews its lease while we wait is alive: refuse at once.
     """
-    from .scripts import LEASE_ACQUIRE
-    owner, ttl = component.settings.owner, component.lease_ttl_ms
-    acquire = component.script(LEASE_ACQUIRE)
-    reply = acquire(keys=[key], args=[owner, ttl])
-    if int(reply[0]) == 1:
+    owner, ttl = component.lease_owner, component.lease_ttl_ms
+    try:
+        got = lease_acquire(component.run_script, key, owner=owner, ttl_ms=ttl)
+    except redis.exceptions.ResponseError as e:
+        if not is_permission_error(e):
+            raise
+        user = component.redis_user()
+        raise FatalError(f"Redis user {user or '(this user)'!r} may not act as {what}: under the ACL each "
+                         f"{component.kind} runs with its own user ({user_name(component.kind, component.name)}); start it with that "
+                         f"user's credentials, or with the name this user owns") from None
+    if got.ours:
         return
-    holder, pttl = as_str(reply[1]), int(reply[2])
+    holder, pttl = got.holder, got.pttl_ms
     component.log.warning("%s is held by %s; waiting up to %.1fs for its lease to expire",
                           what, holder, max(pttl, 0) / 1000)
     start = component.clock.now_ms()
@@ -270,12 +325,12 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     while not component.stop.is_set():
         if component.clock.wait(component.stop, poll):
             break
-        reply = acquire(keys=[key], args=[owner, ttl])
-        if int(reply[0]) == 1:
+        got = lease_acquire(component.run_script, key, owner=owner, ttl_ms=ttl)
+        if got.ours:
             component.log.info("took over %s from %s (its lease expired)", what, holder)
             return
         elapsed_ms = component.clock.now_ms() - start
-        new_holder, new_pttl = as_str(reply[1]), int(reply[2])
+        new_holder, new_pttl = got.holder, got.pttl_ms
         renewed = new_holder != holder or (pttl >= 0 and new_pttl > pttl - elapsed_ms + 100)
         if renewed or new_pttl < 0 and elapsed_ms > ttl:
             raise FatalError(f"{what} is owned by another live process ({new_holder}); "

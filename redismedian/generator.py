@@ -11,9 +11,9 @@ import random
 from typing import Callable
 
 from . import keys as K
-from .common import as_str, plugin_error, plugin_number
+from .common import plugin_error, plugin_number
 from .component import Component, acquire_name
-from .scripts import GENERATOR_PUBLISH
+from .scripts import generator_publish
 
 
 def default_signal(epoch: int) -> float:
@@ -46,34 +46,33 @@ class Generator(Component):
         value, error = compute_signal(self.signal_fn, epoch)
         status = "error" if error else "ok"
         while True:
-            reply = self._publish(epoch, value, status, error)
-            result = self.check_reply(reply, self.name)
-            if result[0] == "early":   # our estimate of the server clock ran ahead: wait for the boundary
-                wait_ms = epoch * self.period_ms - int(result[1]) + 1
+            result = self.with_meta(lambda: self._publish(epoch, value, status, error))
+            if result.status == "early":   # our estimate of the server clock ran ahead: wait for the boundary
+                wait_ms = epoch * self.period_ms - result.now + 1
                 if self.clock.wait(self.stop, wait_ms / 1000.0):
                     return
                 continue
             break
-        if result[0] == "late":
+        if result.status == "late":
             self.metrics.error("late")
             self.log.warning("%s: epoch %d ended before its signal was written; skipped", self.name, epoch)
             return
-        if len(result) > 4 and result[4]:
-            self.log.warning("repaired %s (overwritten by another process)", as_str(result[4]))
+        if result.repaired:
+            self.log.warning("repaired %s (overwritten by another process)", result.repaired)
         if error:
             self.metrics.state("error")
             self.metrics.error("signal_function")
             self.log.error("%s signal error in epoch %d: %s", self.name, epoch, error)
         else:
-            self.metrics.submitted(int(result[1]))
+            self.metrics.submitted(result.now)
             self.metrics.state("ok")
             self.log.info("%s signal %s (epoch %d)", self.name, value, epoch)
 
-    def _publish(self, epoch, value, status, error):
-        return self.script(GENERATOR_PUBLISH)(
-            keys=[self.keys.meta, self.keys.signal(self.name), self.keys.signal_feed(self.name), self.lease_key],
-            args=[*self.meta_args(), epoch, self.name, value, status, error,
-                  K.ttl_ms(self.period_ms, K.SIGNAL_TTL_PERIODS), K.SIGNAL_FEED_MAXLEN])
+    def _publish(self, epoch: int, value: str, status: str, error: str):
+        return generator_publish(self.run_script, self.keys, self.meta_args(), name=self.name, epoch=epoch,
+                                 value=value, status=status, error=error,
+                                 signal_ttl_ms=K.ttl_ms(self.period_ms, K.SIGNAL_TTL_PERIODS),
+                                 feed_maxlen=K.SIGNAL_FEED_MAXLEN)
 
     def shutdown(self) -> None:
         self.release_lease(self.lease_key)

@@ -13,9 +13,9 @@ DEFAULT_NAMESPACE = "redismedian"
 
 # How long data outlives the process that wrote it, in periods.
 SIGNAL_TTL_PERIODS = 3       # NS:signal:<g> expires a few periods after its generator dies
-DECISION_TTL_PERIODS = 3     # NS:decision:<s> and the per-epoch index
-STATUS_TTL_PERIODS = 10      # NS:strategy:<s> keeps the last known reason a little longer
-READY_TTL_PERIODS = 2        # NS:ready:<E> doorbell for the trader
+DECISION_TTL_PERIODS = 10    # NS:decision:<s> keeps the last report (and its reason) a while
+READY_TTL_PERIODS = 2        # NS:ready:<E> doorbell and NS:count:<E> for the trader
+JOINS_PER_TICK = 1_000       # registration requests the trader looks at per period
 LEASE_TTL_PERIODS = 1.5      # name leases; renewed every period, so a live holder never loses one
 # The lease must survive scheduling jitter even at very short periods.
 LEASE_MIN_TTL_MS = 300
@@ -105,24 +105,30 @@ class Keys:
         return f"{self.ns}:signals:{generator}"
 
     def decision(self, strategy: str) -> str:
-        """Hash: ``value``, ``epoch``, ``ts`` of the strategy's latest submitted decision."""
+        """String, written only by strategy ``<s>``: its report for its latest epoch, with PX.
+
+        ``<epoch>|<value>`` when it submitted a decision, ``<epoch>|!<state>|<reason>`` when it has
+        none (state ``starting`` or ``error``).  The trader reads every registered strategy's key
+        with one ``MGET``; ``status`` reads it too.  Nobody else writes it."""
         return f"{self.ns}:decision:{strategy}"
 
-    def strategy_status(self, strategy: str) -> str:
-        """Hash: ``state``, ``reason``, ``epoch``, ``value``, ``ts``, ``signals`` as last reported."""
-        return f"{self.ns}:strategy:{strategy}"
+    def count(self, epoch: int | str) -> str:
+        """Counter, shared by the registered strategies: how many submitted for one epoch.  Only a
+        hint: the strategy whose submission makes it reach the registry's size rings ``ready``.
+        A wrong count can make the trader look early or late, never publish anything else."""
+        return f"{self.ns}:count:{epoch}"
 
-    def decisions(self, epoch: int) -> str:
-        """Sorted set: strategy name scored by its decision for one epoch (what the trader reads)."""
-        return f"{self.ns}:decisions:{epoch}"
-
-    def decisions_scratch(self, epoch: int) -> str:
-        """Sorted set, transient: an epoch's decisions restricted to registered strategies."""
-        return f"{self.ns}:decisions:{epoch}:registered"
-
-    def ready(self, epoch: int) -> str:
-        """List: doorbell pushed when an epoch's index holds as many decisions as there are strategies."""
+    def ready(self, epoch: int | str) -> str:
+        """List: doorbell for the trader, rung when an epoch's count reaches the registry's size
+        (shared by the strategies: it only wakes the trader, who then reads the decisions)."""
         return f"{self.ns}:ready:{epoch}"
+
+    @property
+    def joins(self) -> str:
+        """Set, shared by the strategies (SADD only): names asking to be registered.  Only a
+        doorbell: the trader admits a name only when its own lease shows a live process that was
+        not deregistered."""
+        return f"{self.ns}:joins"
 
     def lease(self, kind: str, name: str | None = None) -> str:
         """String with PX: the owner of a name (``generator``/``strategy``) or of the trader lead."""
@@ -136,8 +142,8 @@ class Keys:
         return f"{self.ns}:signal:*"
 
     @property
-    def strategy_status_pattern(self) -> str:
-        return f"{self.ns}:strategy:*"
+    def decision_pattern(self) -> str:
+        return f"{self.ns}:decision:*"
 
     def name_from(self, key: str, prefix_key: str) -> str:
         """The component name at the end of ``key`` built like ``prefix_key`` (a ``*`` pattern)."""

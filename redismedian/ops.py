@@ -18,6 +18,7 @@ import redis
 
 from .clock import epoch_of, time_reply_ms
 from .common import as_str, check_name, parse_finite, parse_int
+from .scripts import parse_report
 from .keys import Keys
 
 COMPONENT_KINDS = ("generator", "strategy", "trader")
@@ -127,27 +128,26 @@ def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None
                 problems.append(f"{label}: signal stale (last epoch {e}, now {epoch})")
             summary = f"{label} signal {h.get('value')} for epoch {e}"
     elif kind == "strategy":
-        h, owner, registered = _read(client, [("hgetall", (keys.strategy_status(name),)),
-                                              ("get", (keys.lease("strategy", name),)),
-                                              ("sismember", (keys.strategies, name))])
+        raw, owner, registered = _read(client, [("get", (keys.decision(name),)),
+                                                ("get", (keys.lease("strategy", name),)),
+                                                ("sismember", (keys.strategies, name))])
         if isinstance(registered, str):
             problems.append(registered)
         elif not registered:
             problems.append(f"{label}: not registered")
         problems += _owner_problems(owner, label)
-        if isinstance(h, str):
-            problems.append(h)
-        elif not h:
-            problems.append(f"{label}: no status in Redis (never reported, or expired)")
+        report = parse_report(raw) if not (isinstance(raw, str) and raw.endswith("(garbage in Redis)")) else raw
+        if isinstance(report, str):
+            problems.append(report)
+        elif report is None:
+            problems.append(f"{label}: no report in Redis (never reported, or expired)")
         else:
-            h = _text_hash(h)
-            e = parse_int(h.get("epoch"))
-            state = h.get("state", "?")
-            if state != "ok":
-                problems.append(f"{label}: {state}" + (f": {h['reason']}" if h.get("reason") else ""))
+            e = report.epoch
+            if report.state != "ok":
+                problems.append(f"{label}: {report.state}" + (f": {report.reason}" if report.reason else ""))
             elif not fresh(e):
                 problems.append(f"{label}: last decision is stale (epoch {e}, now {epoch})")
-            summary = f"{label} submitted {h.get('value')} for epoch {e}"
+            summary = f"{label} submitted {report.value} for epoch {e}"
     else:
         h, lease = _read(client, [("hgetall", (keys.trader,)), ("get", (keys.lease("trader"),))])
         if isinstance(lease, str) and lease.endswith("(garbage in Redis)"):

@@ -1,16 +1,56 @@
-"""Lua scripts: each component's per-period work is one atomic script call.
+"""Lua scripts, each with its typed wrapper: every atomic step of a component is one script call.
 
-Every script starts with the same prelude: read the server clock (``TIME``), check the
-deployment record (``NS:meta``: the period, and an instance id that changes when Redis
-lost its data), and hold the caller's lease.  Scripts validate before they write, so a
+Every script that touches the deployment starts with the same prelude: read the server clock
+(``TIME``), check the deployment record (``NS:meta``: the period, and an instance id that changes
+when Redis lost its data), and hold the caller's lease.  Scripts validate before they write, so a
 refusal never leaves a half-done change behind.
+
+Each script has one wrapper beside its text: a function that builds KEYS and ARGV from named
+parameters, and a NamedTuple for its reply, so that no caller indexes a reply by position.  Every
+key a script touches is declared in KEYS: none is built inside the Lua (Redis Cluster and the ACL
+both depend on that).
+
+Who writes what (the invariant that the ACL in acl.py enforces, docs/guarantees.md):
+
+* a strategy writes only its own lease and decision key, and may ring three doorbells (the
+  per-epoch counter and ``ready`` list, the ``joins`` set), which can at most make the trader look
+  early or late;
+* a generator writes only its own lease, signal hash and feed;
+* the registry, its backup, the deregistration records, the deployment record, the trader's state
+  and the medians are written only by the trader's scripts and by ``redismedian deregister``.
 """
 from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Sequence
+
+from .keys import Keys
+
+# run(source, keys, args) -> the raw reply, after the caller's common checks (Component.run_script)
+Runner = Callable[[str, Sequence[Any], Sequence[Any]], list]
 
 PRELUDE = r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The one number grammar (common.parse_number mirrors it): optional sign, digits with at most one
+-- decimal point, optional exponent; finite.  tonumber alone would also take spaces, hex, 'inf' and
+-- 'nan': no other character than these passes the first test, and for these tonumber's grammar
+-- (C strtod's) is exactly ours.
+local function num(s)
+  if type(s) ~= 'string' or #s == 0 or string.find(s, '[^0-9eE.+-]') then return nil end
+  local x = tonumber(s)
+  if x == nil or x ~= x or x == math.huge or x == -math.huge then return nil end
+  return x
+end
+
+-- An integer in the same grammar (no fraction, no exponent, at most 15 digits: exact in a double).
+local function int(s)
+  if type(s) ~= 'string' or not string.find(s, '^[+-]?%d+$') or #string.gsub(s, '^[+-]', '') > 15 then
+    return nil
+  end
+  return tonumber(s)
 end
 
 -- The type of a key that exists with another type than `want`, else nil.
@@ -20,31 +60,37 @@ local function wrongtype(key, want)
   return nil
 end
 
--- Check (and, when missing, create) the deployment record.
--- Returns instance, changed | nil, code, detail.
-local function meta_check(key, period, known, fresh, now)
-  local bad = wrongtype(key, 'hash')
-  if bad then return nil, 'wrongtype', key .. ' is a ' .. bad .. ', expected a hash' end
-  local m = redis.call('HMGET', key, 'period_ms', 'instance')
-  if not m[1] then
-    redis.call('HSET', key, 'period_ms', period)
-    m[1] = period
+-- Check (and, when `create`, create) the deployment record.
+-- Returns instance, changed | nil, code, detail.  Codes: wrongtype, baddata, period, nometa.
+local function meta_check(key, period, known, fresh, now, create)
+  local m = redis.pcall('HMGET', key, 'period_ms', 'instance')
+  if m['err'] then
+    local bad = wrongtype(key, 'hash')
+    if bad then return nil, 'wrongtype', key .. ' is a ' .. bad .. ', expected a hash' end
+    redis.call('HMGET', key, 'period_ms')   -- raises the same error (e.g. NOPERM)
   end
-  local p = tonumber(m[1])
-  if not p or p ~= p or p <= 0 or p == math.huge or p ~= math.floor(p) then
+  if not m[1] or not m[2] then
+    if not create then return nil, 'nometa', key end
+    if not m[1] then
+      redis.call('HSET', key, 'period_ms', period)
+      m[1] = period
+    end
+    if not m[2] then
+      redis.call('HSET', key, 'instance', fresh, 'created', now)
+      m[2] = fresh
+    end
+  end
+  local p = int(m[1])
+  if not p or p <= 0 then
     return nil, 'baddata', key .. ' has period_ms ' .. string.format('%q', tostring(m[1])):sub(1, 60) ..
       ', not a period in ms: fix it or delete ' .. key
   end
   if p ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
-  if not m[2] then
-    redis.call('HSET', key, 'instance', fresh, 'created', now)
-    m[2] = fresh
-  end
   return m[2], (m[2] ~= known)
 end
 
--- The holder of a lease, or nil when nobody holds it.  What no redismedian process writes
--- at a lease key (another type, or a string that never expires) is removed, not obeyed.
+-- The holder of a lease, or nil when nobody holds it.  What no redismedian process writes at a
+-- lease key (another type, or a string that never expires) is removed, not obeyed.
 local function lease_get(key)
   local t = redis.call('TYPE', key)['ok']
   if t == 'none' then return nil end
@@ -55,22 +101,33 @@ local function lease_get(key)
   return redis.call('GET', key)
 end
 
--- Hold a lease: take it when free, renew it when ours.  Returns true | false, holder.
+-- The same, for somebody else's lease: read, never repaired.
+local function lease_peek(key)
+  if redis.call('TYPE', key)['ok'] ~= 'string' or redis.call('PTTL', key) < 0 then return nil end
+  return redis.call('GET', key)
+end
+
+-- Hold our own lease: renew it when ours, take it when free.  Returns true | false, holder.
+-- Two commands when we hold it (the hot path of every report).
 local function lease_hold(key, owner, ttl)
-  local cur = lease_get(key)
-  if not cur then
-    redis.call('SET', key, owner, 'PX', ttl)
+  local cur = redis.pcall('GET', key)
+  if type(cur) == 'table' then              -- not a string: garbage at our own key
+    redis.call('DEL', key)
+    cur = false
+  end
+  if cur == owner then
+    redis.call('PEXPIRE', key, ttl)
     return true
   end
-  if cur ~= owner then return false, cur end
-  redis.call('PEXPIRE', key, ttl)
+  if cur and redis.call('PTTL', key) >= 0 then return false, cur end
+  redis.call('SET', key, owner, 'PX', ttl)
   return true
 end
 
 -- The registry version (NS:meta field 'registry'), incremented at every change of the backup.
 local function registry_version(meta)
-  local v = tonumber(redis.call('HGET', meta, 'registry') or '0')
-  if not v or v ~= math.floor(v) or v < 0 or v > 1e15 then return 0 end   -- garbage
+  local v = int(redis.call('HGET', meta, 'registry') or '')
+  if not v or v < 0 then return 0 end   -- missing or garbage
   return v
 end
 
@@ -81,22 +138,37 @@ local function registry_bump(meta)
   return v
 end
 
+-- After Redis lost its data with no trader that remembered the registry, strategies register
+-- again one by one, each at its next report (REGISTRY_ADMIT marks the record 'recreated' when it
+-- admits a strategy that started before the record was created).  Publish nothing in the epoch
+-- that happened and the next, so that no median leaves some of them out; unless the trader restored
+-- every registration it knew into this record (`restored` is that record's instance).
+-- Returns the reason, or nil.
+local function regrowing(meta, period, epoch, inst, restored)
+  local recreated = int(redis.call('HGET', meta, 'recreated') or '')
+  if not recreated or restored == inst then return nil end
+  local c = math.floor(recreated / period)
+  if c <= epoch and epoch < c + 2 then
+    return 'Redis lost its data (strategies registering again since epoch ' .. c .. '): publishing again from epoch ' .. (c + 2)
+  end
+  return nil
+end
+
 -- Keep the registry, its backup and the deregistration records consistent (O(1) unless something
--- changed).  A name leaves the registry only by deregistration, and every deregistration leaves
--- a record (NS:deregistered: name -> server ms):
--- * a registry that is not a set is garbage: overwritten with the backup (SUNIONSTORE replaces a
---   key of any type, so no role needs DEL on the registry); a backup or a record hash that is
---   not what it should be is replaced too;
+-- changed).  Runs only in the trader's scripts and in `redismedian deregister`: a name leaves the
+-- registry only by deregistration, and every deregistration leaves a record (NS:deregistered:
+-- name -> server ms):
+-- * a registry that is not a set is garbage: overwritten with the backup; a backup or a record
+--   hash that is not what it should be is replaced too;
 -- * a registry that vanished while the backup lists two or more names was lost (DEL, eviction,
 --   expiry): restored from the backup.  SREM of the last name deletes the key too, and Redis
 --   cannot tell that from DEL: a vanished registry whose backup lists one name is taken as that
 --   name's deregistration (recorded), unless the caller just saw Redis lose its data (`lost`);
 -- * a registry that exists is authoritative: when its size differs from the backup's, names were
 --   SREMed (deregistered: recorded) or SADDed by hand, and the backup becomes a copy of it.
--- Returns version, backup size, note ('' unless something was repaired), restored (boolean).
+-- Returns version, backup size, note ('' unless something was repaired).
 local function registry_guard(meta, reg, backup, dereg, now, lost)
   local note = ''
-  local restored = false
   local bad = wrongtype(dereg, 'hash')
   if bad then
     redis.call('DEL', dereg)
@@ -112,13 +184,11 @@ local function registry_guard(meta, reg, backup, dereg, now, lost)
     redis.call('SUNIONSTORE', reg, backup)
     note = note .. reg .. ' was a ' .. rt .. ' (replaced by ' .. backup .. '); '
     rt = redis.call('TYPE', reg)['ok']
-    restored = (rt == 'set')
   end
   local nb = redis.call('SCARD', backup)
   if rt == 'none' then
     if nb > 1 or (nb == 1 and lost) then
       redis.call('SUNIONSTORE', reg, backup)
-      restored = true
       note = note .. reg .. ' had vanished: restored ' .. nb .. ' registrations from ' .. backup
     elseif nb == 1 then
       local last = redis.call('SRANDMEMBER', backup)
@@ -135,25 +205,26 @@ local function registry_guard(meta, reg, backup, dereg, now, lost)
     nb = redis.call('SCARD', backup)
     registry_bump(meta)
   end
-  return registry_version(meta), nb, note, restored
-end
-
--- The shortest text that reads back as the same double.
-local function fmt(x)
-  for p = 15, 17 do
-    local s = string.format('%.' .. p .. 'g', x)
-    if tonumber(s) == x then return s end
-  end
-  return string.format('%.17g', x)
-end
-
-local function finite(x)
-  return x ~= nil and x == x and x ~= math.huge and x ~= -math.huge
+  return registry_version(meta), nb, note
 end
 """
 
-# KEYS: lease   ARGV: owner, ttl_ms
-# -> {1} when the lease is now ours, {0, holder, pttl} when somebody else holds it.
+
+def _text(x: Any) -> Any:
+    return x.decode(errors="replace") if isinstance(x, bytes) else x
+
+
+def _fields(raw: Sequence[Any], n: int, default: Any = "") -> list:
+    """The first ``n`` items of a reply as text, padded with ``default`` (shorter replies of the
+    same script leave the later fields out)."""
+    out = [_text(x) for x in list(raw)[:n]]
+    return out + [default] * (n - len(out))
+
+
+# ---------------------------------------------------------------------------------------------
+# Leases
+# ---------------------------------------------------------------------------------------------
+
 LEASE_ACQUIRE = PRELUDE + r"""
 local cur = lease_get(KEYS[1])
 if (not cur) or cur == ARGV[1] then
@@ -163,7 +234,19 @@ end
 return {0, cur, redis.call('PTTL', KEYS[1])}
 """
 
-# KEYS: lease   ARGV: owner  -> 1 when released, 0 when not ours
+
+class LeaseAcquired(NamedTuple):
+    ours: bool
+    holder: str
+    pttl_ms: int
+
+
+def lease_acquire(run: Runner, key: str, *, owner: str, ttl_ms: int) -> LeaseAcquired:
+    raw = run(LEASE_ACQUIRE, [key], [owner, ttl_ms])
+    ours, holder, pttl = _fields(raw, 3, None)
+    return LeaseAcquired(int(ours) == 1, holder or "", int(pttl) if pttl is not None else 0)
+
+
 LEASE_RELEASE = r"""
 if redis.call('TYPE', KEYS[1])['ok'] == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -171,20 +254,54 @@ end
 return 0
 """
 
-# KEYS: meta, signal, feed, lease
-# ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
-#       epoch, name, value, status, error, signal_ttl_ms, feed_maxlen
+
+def lease_release(run: Runner, key: str, *, owner: str) -> bool:
+    return int(run(LEASE_RELEASE, [key], [owner])) == 1   # type: ignore[call-overload]
+
+
+# ---------------------------------------------------------------------------------------------
+# The deployment record
+# ---------------------------------------------------------------------------------------------
+
+class MetaArgs(NamedTuple):
+    """What every deployment-aware script is told about the caller."""
+
+    period_ms: int
+    known_instance: str     # the instance id the caller saw last ('' at start)
+    fresh_instance: str     # a new id, used only if the script creates the record
+    owner: str              # the caller's lease value
+    lease_ttl_ms: int
+
+
+META_CREATE = PRELUDE + r"""
+local now = now_ms()
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, true)
+if not inst then return {changed, now, detail} end
+return {'ok', now, inst}
+"""
+
+
+def meta_create(run: Runner, k: Keys, m: MetaArgs) -> None:
+    """Create the deployment record when it is missing (refused by the ACL to every user but the
+    trader and the operator).  The common reply checks happen in ``run``."""
+    run(META_CREATE, [k.meta], [m.period_ms, m.known_instance, m.fresh_instance])
+
+
+# ---------------------------------------------------------------------------------------------
+# Generator
+# ---------------------------------------------------------------------------------------------
+
 GENERATOR_PUBLISH = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], '', now, false)
 if not inst then return {changed, now, detail} end
 local held, holder = lease_hold(KEYS[4], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
 local epoch = tonumber(ARGV[6])
 local cur = math.floor(now / period)
-if cur < epoch then return {'early', now, inst} end
-if cur > epoch then return {'late', now, inst, cur} end
+if cur < epoch then return {'early', now, inst, 0, '', cur} end
+if cur > epoch then return {'late', now, inst, 0, '', cur} end
 redis.call('DEL', KEYS[2])
 redis.call('HSET', KEYS[2], 'value', ARGV[8], 'epoch', ARGV[6], 'ts', now, 'status', ARGV[9])
 if ARGV[10] ~= '' then redis.call('HSET', KEYS[2], 'error', ARGV[10]) end
@@ -194,137 +311,196 @@ local bad = wrongtype(KEYS[3], 'stream')
 if bad then redis.call('DEL', KEYS[3]); repaired = KEYS[3] .. ' was a ' .. bad end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', 'name', ARGV[7], 'epoch', ARGV[6],
            'value', ARGV[8], 'status', ARGV[9], 'error', ARGV[10], 'ts', now)
-return {'ok', now, inst, changed and 1 or 0, repaired}
+return {'ok', now, inst, changed and 1 or 0, repaired, cur}
 """
 
-# KEYS: meta, registry, lease, decision, status, index(epoch), ready(epoch), registry backup,
-#       deregistration records
-# ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms,
-#       epoch, name, value ('' = no decision), state, reason, signals,
-#       decision_ttl_ms, status_ttl_ms, ready_ttl_ms, register ('1' at start-up)
-# -> {'ok', now, instance, restored, submitted, reason, registry version, repair note}
-#    {'deregistered', now, instance, registry version}
+
+class GeneratorPublished(NamedTuple):
+    status: str          # ok | early (server clock not there yet) | late (epoch over)
+    now: int
+    instance: str
+    changed: bool
+    repaired: str        # a feed key that was overwritten by somebody else and replaced
+    server_epoch: int
+
+
+def generator_publish(run: Runner, k: Keys, m: MetaArgs, *, name: str, epoch: int, value: str, status: str,
+                      error: str, signal_ttl_ms: int, feed_maxlen: int) -> GeneratorPublished:
+    raw = run(GENERATOR_PUBLISH, [k.meta, k.signal(name), k.signal_feed(name), k.lease("generator", name)],
+              [*m, epoch, name, value, status, error, signal_ttl_ms, feed_maxlen])
+    s, now, inst, changed, repaired, cur = _fields(raw, 6, 0)
+    return GeneratorPublished(s, int(now), inst, bool(int(changed)), repaired or "", int(cur))
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategy
+# ---------------------------------------------------------------------------------------------
+
 STRATEGY_REPORT = PRELUDE + r"""
 local now = now_ms()
-local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], '', now, false)
 if not inst then return {changed, now, detail} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[8], KEYS[9], now, changed)
-local name = ARGV[7]
-local restored = 0
-if changed and ARGV[15] ~= '1' and redis.call('SISMEMBER', KEYS[2], name) == 1 then
-  restored = 1   -- Redis lost its data; our registration is back (the trader or the backup restored it)
-end
-if redis.call('SISMEMBER', KEYS[2], name) == 0 then
-  -- Absent: deregistered if there is a record of it; otherwise the registration itself was lost
-  -- (Redis lost its data, a failover dropped the last writes, registry and backup deleted).
-  if ARGV[15] ~= '1' and not changed and redis.call('HEXISTS', KEYS[9], name) == 1 then
-    return {'deregistered', now, inst, ver}
-  end
-  redis.call('SADD', KEYS[2], name)
-  if ARGV[15] ~= '1' then
-    restored = 1
-    -- Redis lost its data and the registry is being rebuilt: the first strategy back records when,
-    -- and the trader publishes nothing for two epochs while the others register again.
-    if changed and not redis.call('HGET', KEYS[1], 'recreated') then
-      redis.call('HSET', KEYS[1], 'recreated', now)
-    end
-  end
-end
-if ARGV[15] == '1' or restored == 1 then
-  redis.call('HDEL', KEYS[9], name)
-  if redis.call('SADD', KEYS[8], name) == 1 then ver = registry_bump(KEYS[1]) end
-end
-local held, holder = lease_hold(KEYS[3], ARGV[4], ARGV[5])
+local held, holder = lease_hold(KEYS[2], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
-local epoch = tonumber(ARGV[6])
-local cur = math.floor(now / period)
-local state, reason, value = ARGV[9], ARGV[10], ARGV[8]
-local submitted = 0
-if value ~= '' and cur ~= epoch then
+local epoch, name = ARGV[6], ARGV[7]
+local value, state, reason = ARGV[8], ARGV[9], ARGV[10]
+local cur = math.floor(now / tonumber(ARGV[1]))
+if value ~= '' and cur ~= tonumber(epoch) then
   state = 'error'
-  reason = 'decision for epoch ' .. ARGV[6] .. ' came too late (server is in epoch ' .. cur .. ')'
+  reason = 'decision for epoch ' .. epoch .. ' came too late (server is in epoch ' .. cur .. ')'
   value = ''
 end
 if value ~= '' then
-  if wrongtype(KEYS[4], 'hash') then redis.call('DEL', KEYS[4]) end
-  redis.call('HSET', KEYS[4], 'value', value, 'epoch', ARGV[6], 'ts', now)
-  redis.call('PEXPIRE', KEYS[4], ARGV[12])
-  if wrongtype(KEYS[6], 'zset') then redis.call('DEL', KEYS[6]) end
-  redis.call('ZADD', KEYS[6], value, name)
-  redis.call('PEXPIRE', KEYS[6], ARGV[12])
-  if redis.call('ZCARD', KEYS[6]) >= redis.call('SCARD', KEYS[2]) then
-    if wrongtype(KEYS[7], 'list') then redis.call('DEL', KEYS[7]) end
-    redis.call('RPUSH', KEYS[7], name)
-    redis.call('PEXPIRE', KEYS[7], ARGV[14])
-  end
-  submitted = 1
+  redis.call('SET', KEYS[3], epoch .. '|' .. value, 'PX', ARGV[11])
+else
+  redis.call('SET', KEYS[3], epoch .. '|!' .. state .. '|' .. reason, 'PX', ARGV[11])
 end
-if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
-redis.call('HSET', KEYS[5], 'state', state, 'reason', reason, 'epoch', ARGV[6], 'ts', now,
-           'signals', ARGV[11], 'value', value)
-redis.call('PEXPIRE', KEYS[5], ARGV[13])
-return {'ok', now, inst, restored, submitted, reason, ver, note}
+local submitted = (value ~= '') and 1 or 0
+local registered = redis.pcall('SISMEMBER', KEYS[4], name)
+if registered == 1 then
+  if submitted == 1 then
+    -- A hint for the trader: ring when this submission makes the count reach the registry's size.
+    local c = redis.pcall('INCR', KEYS[7])
+    if type(c) == 'number' then
+      if c == 1 then redis.call('PEXPIRE', KEYS[7], ARGV[12]) end
+      if c == redis.call('SCARD', KEYS[4]) then
+        redis.pcall('RPUSH', KEYS[8], name)
+        redis.call('PEXPIRE', KEYS[8], ARGV[12])
+      end
+    end
+  end
+  return {'ok', now, inst, changed and 1 or 0, 1, submitted, reason}
+end
+-- Not registered: deregistered (a record newer than this process), or waiting for the trader.
+local rec = redis.pcall('HGET', KEYS[5], name)
+if type(rec) == 'string' then
+  local t = int(rec)
+  if t and t >= tonumber(ARGV[13]) then return {'deregistered', now, inst, changed and 1 or 0, 0, 0, rec} end
+end
+redis.pcall('SADD', KEYS[6], name)
+return {'ok', now, inst, changed and 1 or 0, 0, submitted, reason}
 """
 
-# KEYS: meta, registry, index(epoch), trader, medians, lease, fence, ready(epoch), scratch,
-#       registry backup, traders (heartbeats), deregistration records
-# ARGV: 1 period_ms, 2 known_instance, 3 fresh_instance, 4 owner, 5 lease_ttl_ms,
-#       6 epoch, 7 final ('1' at the deadline), 8 medians_maxlen, 9 members_limit,
-#       10 strategy status key prefix, 11 reasons_limit, 12 fence token held ('' if none),
-#       13 instance of the registry this trader remembers ('' = remembers nothing),
-#       14 its registry version, 15 its number of names,
-#       16 highest fencing token this trader has seen, 17 last epoch this trader published,
-#       18 heartbeat lifetime (ms), 19 deployment instance into which this trader restored every
-#       registration it knew ('' if none)
-# Every reply after the deployment check is {status, now, instance, ..., registry version, backup
-# size, repair note}: the last three are always there, so the fields in between keep their places:
-#   {'registry', now, inst, ...}                 the registry is not the one this trader remembers
-#   {'standby', now, inst, holder, pttl, ...}    another trader leads (its lease expires in pttl ms)
-#   {status, now, inst, token, took, extra..., ...}   leading: published (median, count), waiting
-#                                    (have, registered), error / starting (reason), expired (epoch),
-#                                    idle, done
-TRADER_COLLECT = PRELUDE + r"""
+
+class StrategyReported(NamedTuple):
+    status: str          # ok | deregistered
+    now: int
+    instance: str
+    changed: bool        # the deployment record is not the one this strategy saw last
+    registered: bool     # the name is in the registry (else it asked the trader to admit it)
+    submitted: bool      # a decision was written for the epoch
+    reason: str          # why not (when not submitted), or the deregistration time
+
+
+class Report(NamedTuple):
+    """A strategy's decision key as read back (``status``, ``check``, the trader's reasons)."""
+
+    epoch: int | None     # None: not <epoch>|... (garbage)
+    state: str            # ok (a decision) | starting | error | garbage
+    value: str            # the decision's text (state ok)
+    reason: str
+
+
+def parse_report(raw: Any) -> Report | None:
+    """Read ``<epoch>|<value>`` or ``<epoch>|!<state>|<reason>`` (what STRATEGY_REPORT writes);
+    None for a missing key.  Never raises: garbage comes back as state ``garbage``."""
+    from .common import as_str, parse_int
+    if raw is None:
+        return None
+    text = as_str(raw)
+    e_text, sep, rest = text.partition("|")
+    epoch = parse_int(e_text)
+    if not sep or epoch is None:
+        return Report(None, "garbage", "", f"holds {text!r:.60}, not <epoch>|<decision>")
+    if rest.startswith("!"):
+        state, _, reason = rest[1:].partition("|")
+        return Report(epoch, state or "error", "", reason)
+    return Report(epoch, "ok", rest, "")
+
+
+def strategy_report_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, value: str, state: str, reason: str,
+                            decision_ttl_ms: int, ready_ttl_ms: int, start_ms: int) -> tuple[list, list]:
+    """KEYS and ARGV of one report (the benchmarks' load generator sends it in pipelines)."""
+    keys = [k.meta, k.lease("strategy", name), k.decision(name), k.strategies, k.deregistered, k.joins,
+            k.count(epoch), k.ready(epoch)]
+    args = [*m, epoch, name, value, state, reason[:2000], decision_ttl_ms, ready_ttl_ms, start_ms]
+    return keys, args
+
+
+def strategy_reported(raw: Sequence[Any]) -> StrategyReported:
+    s, now, inst, changed, registered, submitted, reason = _fields(raw, 7, 0)
+    return StrategyReported(s, int(now), inst, bool(int(changed)), bool(int(registered)), bool(int(submitted)),
+                            str(reason or ""))
+
+
+def strategy_report(run: Runner, k: Keys, m: MetaArgs, **kw: Any) -> StrategyReported:
+    keys, args = strategy_report_request(k, m, **kw)
+    return strategy_reported(run(STRATEGY_REPORT, keys, args))
+
+
+# ---------------------------------------------------------------------------------------------
+# Trader
+# ---------------------------------------------------------------------------------------------
+
+class TraderArgs(NamedTuple):
+    """What the trader remembers, sent with each of its scripts."""
+
+    token: str              # fencing token while leading, '' while standing by
+    memory_instance: str    # deployment instance of the registry it remembers ('' = none)
+    memory_version: int
+    memory_size: int
+    fence_floor: int        # highest fencing token it has seen
+    last_published: int     # last epoch it published itself (-1 = none)
+    restored_instance: str  # deployment instance into which it restored every registration it knew
+
+
+# KEYS: meta, registry, backup, deregistered, trader, lease, fence, traders, joins
+# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 joins per tick
+TRADER_TICK = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, true)
 if not inst then return {changed, now, detail} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[10], KEYS[12], now, changed)
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
+local function reply(status, token, took, detail, joins)
+  local r = {status, now, inst, token or '', took or 0, detail or '', ver, nb, note}
+  for _, j in ipairs(joins or {}) do r[#r + 1] = j end
+  return r
+end
 
 -- Never lead or publish over a registry that changed since this trader last looked at it: it
 -- first checks that every name that left was deregistered, and restores the others.
-if ARGV[13] ~= '' and (inst ~= ARGV[13] or ver ~= tonumber(ARGV[14]) or nb ~= tonumber(ARGV[15])) then
-  return {'registry', now, inst, ver, nb, note}
+if ARGV[8] ~= '' and (inst ~= ARGV[8] or ver ~= tonumber(ARGV[9]) or nb ~= tonumber(ARGV[10])) then
+  return reply('registry')
 end
 
 -- Heartbeats: every trader lists itself; stale or garbage entries are dropped.
-local hb_ttl = tonumber(ARGV[18])
-if wrongtype(KEYS[11], 'hash') then redis.call('DEL', KEYS[11]) end
+local hb_ttl = tonumber(ARGV[14])
+if wrongtype(KEYS[8], 'hash') then redis.call('DEL', KEYS[8]) end
 local function heartbeat(role, extra)
-  redis.call('HSET', KEYS[11], owner, role .. '|' .. now .. '|' .. extra)
-  redis.call('PEXPIRE', KEYS[11], hb_ttl)
+  redis.call('HSET', KEYS[8], owner, role .. '|' .. now .. '|' .. extra)
+  redis.call('PEXPIRE', KEYS[8], hb_ttl)
 end
 
 -- Leadership, fenced: the lease holds "owner|token"; a new leader increments the token.
 local lease = lease_get(KEYS[6])
-local token = ARGV[12]
+local token = ARGV[7]
 local took = 0
 if not lease then
   if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
   local f = redis.call('GET', KEYS[7])
-  if f and (not string.match(f, '^%d+$') or #f > 15) then
+  if f and not int(f) then
     -- Not a counter (INCR would fail, and no trader could ever lead): go on from the last
     -- token the trader record shows, so that tokens still only grow.
-    local last = ''
-    if redis.call('TYPE', KEYS[4])['ok'] == 'hash' then last = redis.call('HGET', KEYS[4], 'fence') or '' end
-    if not string.match(last, '^%d+$') or #last > 15 then last = '0' end
+    local last = 0
+    if redis.call('TYPE', KEYS[5])['ok'] == 'hash' then last = int(redis.call('HGET', KEYS[5], 'fence') or '') or 0 end
     redis.call('SET', KEYS[7], last)
   end
   local t = redis.call('INCR', KEYS[7])
   -- Above every token this trader has seen, too: tokens only grow, even after Redis lost the counter.
-  local floor = tonumber(ARGV[16]) or 0
+  local floor = tonumber(ARGV[11]) or 0
   if t <= floor then
     t = floor + 1
     redis.call('SET', KEYS[7], t)
@@ -334,183 +510,230 @@ if not lease then
   took = 1
 elseif lease ~= owner .. '|' .. token then
   heartbeat('standby', lease)
-  return {'standby', now, inst, lease, redis.call('PTTL', KEYS[6]), ver, nb, note}
+  return reply('standby', '', 0, lease .. '|' .. redis.call('PTTL', KEYS[6]))
 else
   redis.call('PEXPIRE', KEYS[6], ARGV[5])
 end
 heartbeat('leader', token)
-local hb = redis.call('HGETALL', KEYS[11])   -- a handful of traders
+local hb = redis.call('HGETALL', KEYS[8])   -- a handful of traders
 for i = 1, #hb, 2 do
-  local ts = tonumber(string.match(hb[i + 1], '^%a+|(%d+)|') or '')
-  if not ts or ts < now - hb_ttl then redis.call('HDEL', KEYS[11], hb[i]) end
+  local ts = int(string.match(hb[i + 1], '^%a+|(%d+)|') or '')
+  if not ts or ts < now - hb_ttl then redis.call('HDEL', KEYS[8], hb[i]) end
 end
 
 local cur = math.floor(now / period)
-if cur ~= epoch then return {'expired', now, inst, token, took, cur, ver, nb, note} end
-if wrongtype(KEYS[4], 'hash') then redis.call('DEL', KEYS[4]) end
+if cur ~= epoch then return reply('expired', token, took, tostring(cur)) end
+if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
 if took == 1 then
-  redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
+  redis.call('HSET', KEYS[5], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
              'epoch', epoch, 'ts', now, 'fence', token, 'leader', owner)
-  redis.call('HDEL', KEYS[4], 'median', 'count')
+  redis.call('HDEL', KEYS[5], 'median', 'count')
 end
--- Published already (by us, or by the leader before us)?  Garbage in the field is ignored.
-local published = tonumber(redis.call('HGET', KEYS[4], 'published') or '')
--- Only this epoch counts: 'published' beyond the current epoch can only be garbage, and
--- obeying it would stop publication until the server clock caught up with it.  The trader also
--- remembers what it published itself (Redis may have lost the record since).
-if published == epoch or (tonumber(ARGV[17]) or -1) >= epoch then
-  return {'done', now, inst, token, took, ver, nb, note}
-end
+-- Published already (by us, or by the leader before us)?  Only this epoch counts: 'published'
+-- beyond the current epoch can only be garbage.  The trader also remembers what it published
+-- itself (Redis may have lost the record since).
+local published = int(redis.call('HGET', KEYS[5], 'published') or '')
+if published == epoch or (tonumber(ARGV[12]) or -1) >= epoch then return reply('done', token, took) end
 
-local function fail(reason, code)
-  redis.call('HSET', KEYS[4], 'state', 'error', 'reason', reason, 'epoch', epoch, 'ts', now,
-             'fence', token, 'leader', owner)
-  redis.call('HDEL', KEYS[4], 'median', 'count')
-  return {code or 'error', now, inst, token, took, reason, ver, nb, note}
-end
+-- Registration requests (a doorbell anybody may ring: the trader checks each name's lease).
+local joins = {}
+if wrongtype(KEYS[9], 'set') then redis.call('DEL', KEYS[9]) end
+if redis.call('SCARD', KEYS[9]) > 0 then joins = redis.call('SPOP', KEYS[9], ARGV[15]) end
 
--- While the registry is being rebuilt after Redis lost its data, strategies register again one by
--- one, each at its next report (within a period of Redis answering), and a median could leave
--- some of them out: publish nothing in the epoch the first strategy registered again
--- ('recreated') and the next.  Unless this trader restored every registration it knew into this
--- deployment record (ARGV[19]): then the registry is complete already, and the missing are
--- reported by name.
-local recreated = tonumber(redis.call('HGET', KEYS[1], 'recreated') or '')
-if recreated and ARGV[19] ~= inst then
-  local c = math.floor(recreated / period)
-  if c <= epoch and epoch < c + 2 then
-    local reason = 'Redis lost its data (strategies registering again since epoch ' .. c ..
-                   '): publishing again from epoch ' .. (c + 2)
-    redis.call('HSET', KEYS[4], 'state', 'starting', 'reason', reason, 'epoch', epoch, 'ts', now,
-               'fence', token, 'leader', owner)
-    redis.call('HDEL', KEYS[4], 'median', 'count')
-    return {'starting', now, inst, token, took, reason, ver, nb, note}
-  end
+local why = regrowing(KEYS[1], period, epoch, inst, ARGV[13])
+if why then
+  redis.call('HSET', KEYS[5], 'state', 'starting', 'reason', why, 'epoch', epoch, 'ts', now, 'fence', token,
+             'leader', owner)
+  redis.call('HDEL', KEYS[5], 'median', 'count')
+  return reply('starting', token, took, why, joins)
 end
-
-local nreg = redis.call('SCARD', KEYS[2])
-if nreg == 0 then
-  redis.call('HSET', KEYS[4], 'state', 'idle', 'reason', 'no strategies registered', 'epoch', epoch,
-             'ts', now, 'fence', token, 'leader', owner)
-  redis.call('HDEL', KEYS[4], 'median', 'count')
-  return {'idle', now, inst, token, took, ver, nb, note}
-end
-local bad = wrongtype(KEYS[3], 'zset')
-if bad then
-  -- the next strategy to submit repairs it: only an error once the deadline has come
-  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, 0, nreg, ver, nb, note} end
-  return fail(KEYS[3] .. ' is a ' .. bad .. ', expected a sorted set of decisions')
-end
-
-local have = redis.call('ZINTERCARD', 2, KEYS[3], KEYS[2])
-if have < nreg then
-  if ARGV[7] ~= '1' then return {'waiting', now, inst, token, took, have, nreg, ver, nb, note} end
-  local missing = redis.call('ZDIFF', 2, KEYS[2], KEYS[3])
-  table.sort(missing)
-  local limit = tonumber(ARGV[11])
-  local parts = {}
-  for i = 1, math.min(#missing, limit) do
-    local m = missing[i]
-    local skey = ARGV[10] .. m
-    local why
-    if wrongtype(skey, 'hash') then
-      why = 'no decision (status unreadable)'
-    else
-      local st = redis.call('HMGET', skey, 'state', 'reason', 'epoch')
-      if st[3] == tostring(epoch) and st[2] and st[2] ~= '' then
-        why = string.sub(st[2], 1, 500)
-      elseif st[3] then
-        why = 'no decision (last report for epoch ' .. string.sub(st[3], 1, 40) .. ')'
-      else
-        why = 'no decision (not running?)'
-      end
-    end
-    if #m > 64 then m = string.sub(m, 1, 64) .. '...' end
-    parts[#parts + 1] = m .. ': ' .. why
-  end
-  if #missing > limit then parts[#parts + 1] = 'and ' .. (#missing - limit) .. ' more' end
-  return fail(#missing .. ' of ' .. nreg .. ' strategies missing: ' .. table.concat(parts, '; '))
-end
-
--- Every registered strategy delivered.  Drop decisions of strategies deregistered meanwhile.
-local src = KEYS[3]
-if redis.call('ZCARD', KEYS[3]) > nreg then
-  redis.call('ZINTERSTORE', KEYS[9], 2, KEYS[3], KEYS[2], 'WEIGHTS', 1, 0)
-  redis.call('PEXPIRE', KEYS[9], period)
-  src = KEYS[9]
-end
-local lo = redis.call('ZRANGE', src, 0, 0, 'WITHSCORES')
-local hi = redis.call('ZRANGE', src, -1, -1, 'WITHSCORES')
-if not finite(tonumber(lo[2])) then
-  if src == KEYS[9] then redis.call('DEL', KEYS[9]) end
-  return fail(lo[1] .. ': decision is not a finite number (' .. lo[2] .. ')')
-end
-if not finite(tonumber(hi[2])) then
-  if src == KEYS[9] then redis.call('DEL', KEYS[9]) end
-  return fail(hi[1] .. ': decision is not a finite number (' .. hi[2] .. ')')
-end
-local median
-if nreg % 2 == 1 then
-  local r = redis.call('ZRANGE', src, (nreg - 1) / 2, (nreg - 1) / 2, 'WITHSCORES')
-  median = tonumber(r[2])
-else
-  local r = redis.call('ZRANGE', src, nreg / 2 - 1, nreg / 2, 'WITHSCORES')
-  local a, b = tonumber(r[2]), tonumber(r[4])
-  median = (a + b) / 2
-  -- Two finite decisions near the largest double overflow when added: halve first (exact then).
-  if not finite(median) then median = a / 2 + b / 2 end
-end
-local text = fmt(median)
-local members = ''
-if nreg <= tonumber(ARGV[9]) then
-  local names = redis.call('ZRANGE', src, 0, -1)
-  table.sort(names)
-  members = table.concat(names, ',')
-end
-if src == KEYS[9] then redis.call('DEL', KEYS[9]) end
-if wrongtype(KEYS[5], 'stream') then redis.call('DEL', KEYS[5]) end
-redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[8], '*', 'epoch', epoch, 'median', text,
-           'count', nreg, 'members', members, 'fence', token, 'ts', now)
-redis.call('HSET', KEYS[4], 'state', 'ok', 'reason', '', 'epoch', epoch, 'median', text, 'count', nreg,
-           'ts', now, 'fence', token, 'leader', owner, 'published', epoch)
-redis.call('DEL', KEYS[8])
-return {'published', now, inst, token, took, text, nreg, ver, nb, note}
+return reply('lead', token, took, '', joins)
 """
 
-# KEYS: meta, registry, registry backup, deregistration records
-# ARGV: period_ms, known_instance, fresh_instance, owner, lease_ttl_ms (unused),
-#       registry version the caller remembers, name...
-# Adds the names back to the registry and its backup; the version moves past both the current and
-# the remembered one.  -> {'ok', now, instance, version, backup size, number added, first added...}
-#                         {'changed', now, instance} when the caller's instance is not current
-REGISTRY_RESTORE = PRELUDE + r"""
+
+class TraderTicked(NamedTuple):
+    """``registry``: the registry is not the one this trader remembers; ``standby``: another
+    trader leads (``detail`` = its lease value and pttl); ``expired``: the epoch is over (``detail``
+    = the server's epoch); ``done``: published already; ``starting``: a grace epoch (``detail`` =
+    why); ``lead``: go on and collect the decisions."""
+
+    status: str
+    now: int
+    instance: str
+    token: str
+    took: bool
+    detail: str
+    version: int
+    backup_size: int
+    note: str
+    joins: tuple
+
+
+def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, heartbeat_ttl_ms: int,
+                joins_per_tick: int) -> TraderTicked:
+    raw = run(TRADER_TICK, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader,
+                            k.lease("trader"), k.trader_fence, k.traders, k.joins],
+              [*m, epoch, *t, heartbeat_ttl_ms, joins_per_tick])
+    s, now, inst, token, took, detail, ver, nb, note = _fields(raw, 9, 0)
+    return TraderTicked(s, int(now), inst, str(token), bool(int(took)), str(detail), int(ver), int(nb), str(note),
+                        tuple(_text(x) for x in list(raw)[9:]))
+
+
+# KEYS: meta, registry, backup, deregistered, trader, medians, lease, ready(epoch)
+# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 outcome (ok/error/idle), 15 median or reason,
+#       16 count, 17 members, 18 medians maxlen
+TRADER_SETTLE = PRELUDE + r"""
 local now = now_ms()
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now)
+local period = tonumber(ARGV[1])
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, false)
 if not inst then return {changed, now, detail} end
-if changed then return {'changed', now, inst} end
-registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
-local added, shown = 0, {}
-for i = 7, #ARGV do
-  redis.call('SADD', KEYS[3], ARGV[i])
-  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
-    added = added + 1
-    if #shown < 20 then shown[#shown + 1] = ARGV[i] end
+if changed then return {'registry', now, inst, 'Redis lost its data'} end
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
+local epoch = tonumber(ARGV[6])
+local token, owner = ARGV[7], ARGV[4]
+-- The decisions were read for exactly the registry the trader remembers: refuse if it moved.
+if ver ~= tonumber(ARGV[9]) or nb ~= tonumber(ARGV[10]) or redis.call('SCARD', KEYS[2]) ~= nb then
+  return {'registry', now, inst, note}
+end
+if lease_get(KEYS[7]) ~= owner .. '|' .. token then return {'standby', now, inst, note} end
+if math.floor(now / period) ~= epoch then return {'expired', now, inst, note} end
+if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
+local published = int(redis.call('HGET', KEYS[5], 'published') or '')
+if published == epoch or (tonumber(ARGV[12]) or -1) >= epoch then return {'done', now, inst, note} end
+local outcome, text = ARGV[14], ARGV[15]
+if outcome == 'ok' then
+  local why = regrowing(KEYS[1], period, epoch, inst, ARGV[13])
+  if why then outcome, text = 'starting', why end
+end
+if outcome == 'ok' then
+  if wrongtype(KEYS[6], 'stream') then redis.call('DEL', KEYS[6]) end
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[18], '*', 'epoch', epoch, 'median', ARGV[15],
+             'count', ARGV[16], 'members', ARGV[17], 'fence', token, 'ts', now)
+  redis.call('HSET', KEYS[5], 'state', 'ok', 'reason', '', 'epoch', epoch, 'median', ARGV[15],
+             'count', ARGV[16], 'ts', now, 'fence', token, 'leader', owner, 'published', epoch)
+  redis.call('DEL', KEYS[8])
+  return {'published', now, inst, note}
+end
+redis.call('HSET', KEYS[5], 'state', outcome, 'reason', text, 'epoch', epoch, 'ts', now,
+           'fence', token, 'leader', owner)
+redis.call('HDEL', KEYS[5], 'median', 'count')
+return {outcome, now, inst, note, text}
+"""
+
+
+class TraderSettled(NamedTuple):
+    """``published``, ``error``, ``idle`` or ``starting`` (written), or refused: ``registry`` (it
+    moved since the decisions were read), ``standby`` (the lead is lost), ``expired``, ``done``."""
+
+    status: str
+    now: int
+    instance: str
+    note: str
+    reason: str          # what was written as the reason (``starting``: why nothing was published)
+
+
+def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, outcome: str, text: str,
+                  count: int = 0, members: str = "", medians_maxlen: int) -> TraderSettled:
+    raw = run(TRADER_SETTLE, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader, k.medians,
+                              k.lease("trader"), k.ready(epoch)],
+              [*m, epoch, *t, outcome, text, count, members, medians_maxlen])
+    s, now, inst, note, reason = _fields(raw, 5, "")
+    return TraderSettled(s, int(now), inst, str(note or ""), str(reason or ""))
+
+
+# KEYS: meta, registry, backup, deregistered, then one strategy lease per name
+# ARGV: MetaArgs..., then the names (in the order of their leases)
+REGISTRY_ADMIT = PRELUDE + r"""
+local now = now_ms()
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, false)
+if not inst then return {changed, now, detail} end
+registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
+local admitted = {}
+local created = int(redis.call('HGET', KEYS[1], 'created') or '')
+local regrow = false
+for i = 5, #KEYS do
+  local name = ARGV[i + 1]
+  local lease = lease_peek(KEYS[i])
+  if lease and redis.call('SISMEMBER', KEYS[2], name) == 0 then
+    -- The lease value is "<owner>|<server ms the process started>": a deregistration recorded
+    -- after that start was meant for this very process, which is about to exit.
+    local start = int(string.match(lease, '|([^|]*)$') or '')
+    local rec = redis.call('HGET', KEYS[4], name)
+    if start and not (rec and (int(rec) or math.huge) >= start) then
+      redis.call('SADD', KEYS[2], name)
+      redis.call('SADD', KEYS[3], name)
+      redis.call('HDEL', KEYS[4], name)
+      admitted[#admitted + 1] = name
+      -- A process older than the deployment record: Redis lost its data under it.
+      if created and start < created then regrow = true end
+    end
   end
 end
--- The trader never SADDs to the registry itself (its ACL user may not): the registry becomes the
--- union of itself and the backup.
-if added > 0 then redis.call('SUNIONSTORE', KEYS[2], KEYS[2], KEYS[3]) end
+local ver = registry_version(KEYS[1])
+if #admitted > 0 then ver = registry_bump(KEYS[1]) end
+if regrow and not redis.call('HGET', KEYS[1], 'recreated') then redis.call('HSET', KEYS[1], 'recreated', now) end
+local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3])}
+for _, n in ipairs(admitted) do reply[#reply + 1] = n end
+return reply
+"""
+
+
+class RegistryChanged(NamedTuple):
+    status: str          # ok | changed (the deployment record is not the caller's)
+    now: int
+    instance: str
+    version: int
+    backup_size: int
+    names: tuple         # admitted or restored names
+
+
+def registry_admit(run: Runner, k: Keys, m: MetaArgs, names: Sequence[str]) -> RegistryChanged:
+    raw = run(REGISTRY_ADMIT, [k.meta, k.strategies, k.registry_backup, k.deregistered,
+                               *(k.lease("strategy", n) for n in names)], [*m, *names])
+    return _registry_changed(raw)
+
+
+def _registry_changed(raw: Sequence[Any]) -> RegistryChanged:
+    s, now, inst, ver, nb = _fields(raw, 5, 0)
+    return RegistryChanged(s, int(now), inst, int(ver), int(nb), tuple(_text(x) for x in list(raw)[5:]))
+
+
+# KEYS: meta, registry, registry backup, deregistration records
+# ARGV: MetaArgs..., 6 registry version the caller remembers, 7.. names
+# Adds the names back to the registry and its backup; the version moves past both the current and
+# the remembered one.
+REGISTRY_RESTORE = PRELUDE + r"""
+local now = now_ms()
+local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, true)
+if not inst then return {changed, now, detail} end
+if changed then return {'changed', now, inst, 0, 0} end
+registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
+local shown = {}
+for i = 7, #ARGV do
+  redis.call('SADD', KEYS[3], ARGV[i])
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then shown[#shown + 1] = ARGV[i] end
+end
 local ver = math.max(registry_version(KEYS[1]), tonumber(ARGV[6]) or 0) + 1
 redis.call('HSET', KEYS[1], 'registry', ver)
-local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3]), added}
+local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3])}
 for _, n in ipairs(shown) do reply[#reply + 1] = n end
 return reply
 """
 
+
+def registry_restore(run: Runner, k: Keys, m: MetaArgs, *, version: int, names: Sequence[str]) -> RegistryChanged:
+    raw = run(REGISTRY_RESTORE, [k.meta, k.strategies, k.registry_backup, k.deregistered],
+              [*m, version, *names])
+    return _registry_changed(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator
+# ---------------------------------------------------------------------------------------------
+
 # KEYS: meta, registry, registry backup, deregistration records   ARGV: name
 # `redismedian deregister`: remove the name from the registry and its backup and record the
 # deregistration (so that removing the last strategy is told apart from losing the registry).
-# -> {1, repair note} when removed, {0, repair note, registered names (up to 50)...} when not
 DEREGISTER = PRELUDE + r"""
 local now = now_ms()
 local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
@@ -520,8 +743,32 @@ if removed == 1 or removed_backup == 1 then
   redis.call('HSET', KEYS[4], ARGV[1], now)
   registry_bump(KEYS[1])
 end
-if removed == 1 then return {1, note} end
-local reply = {0, note}
-for _, n in ipairs(redis.call('SRANDMEMBER', KEYS[2], 50)) do reply[#reply + 1] = n end
+local reply = {removed, note}
+if removed == 0 then
+  for _, n in ipairs(redis.call('SRANDMEMBER', KEYS[2], 50)) do reply[#reply + 1] = n end
+end
 return reply
+"""
+
+
+class Deregistered(NamedTuple):
+    removed: bool
+    note: str            # a repair the registry guard made on the way
+    registered: tuple    # when not removed: up to 50 registered names
+
+
+def deregister(run: Runner, k: Keys, *, name: str) -> Deregistered:
+    raw = run(DEREGISTER, [k.meta, k.strategies, k.registry_backup, k.deregistered], [name])
+    removed, note = _fields(raw, 2, "")
+    return Deregistered(bool(int(removed)), str(note or ""), tuple(_text(x) for x in list(raw)[2:]))
+
+
+# Test support: the Lua number grammar, called on each argument (tests/test_unit_numbers.py).
+NUMBERS = PRELUDE + r"""
+local out = {}
+for i = 1, #ARGV do
+  local x, n = num(ARGV[i]), int(ARGV[i])
+  out[i] = {x and string.format('%.17g', x) or false, n and string.format('%.0f', n) or false}
+end
+return out
 """

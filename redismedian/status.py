@@ -11,6 +11,7 @@ from .clock import epoch_of, time_reply_ms
 from .common import FatalError, as_str, parse_finite, parse_int
 from . import keys as K
 from .keys import Keys
+from .scripts import parse_report
 
 
 def _hash(client: redis.Redis, key: str) -> dict[str, str] | str:
@@ -104,25 +105,45 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     except redis.exceptions.ResponseError:
         registered = []
         out["problems"].append(f"{keys.strategies} is a {as_str(client.type(keys.strategies))}, expected a set")
-    names = sorted(set(registered) | set(_scan_names(client, keys.strategy_status_pattern)))
+    names = sorted(set(registered) | set(_scan_names(client, keys.decision_pattern)))
     strats = []
+    ttl_ms = K.ttl_ms(period_ms, K.DECISION_TTL_PERIODS) if period_ms else None
     for name in names:
-        h = _hash(client, keys.strategy_status(name))
-        owner = _lease(client, keys.lease("strategy", name))
-        if isinstance(h, str):
-            strats.append({"name": name, "registered": name in registered, "state": "unreadable", "reason": h})
-            continue
-        e = parse_int(h.get("epoch"))
-        state, reason = h.get("state", "absent"), h.get("reason", "")
-        if owner is None:
-            state, reason = "down", "no live process holds this name" + (f" (last: {reason})" if reason else "")
-        elif state == "ok" and epoch is not None and (e is None or e < epoch - 1):
-            state, reason = "stale", f"last report for epoch {e}"
-        strats.append({"name": name, "registered": name in registered, "state": state,
-                       "value": parse_finite(h.get("value")), "epoch": e, "age_s": _age(now, h.get("ts")),
-                       "signals": h.get("signals", ""), "owner": owner or None, "reason": reason})
+        row = strategy_row(client, keys, name, name in registered, epoch, ttl_ms)
+        strats.append(row)
     out["strategies"] = strats
     return out
+
+
+def strategy_row(client: redis.Redis, keys: Keys, name: str, registered: bool, epoch: int | None,
+                 ttl_ms: int | None) -> dict[str, Any]:
+    """One strategy as ``status`` shows it, from its decision key and its lease."""
+    key = keys.decision(name)
+    owner = _lease(client, keys.lease("strategy", name))
+    row: dict[str, Any] = {"name": name, "registered": registered, "owner": owner or None}
+    try:
+        raw = client.get(key)
+    except redis.exceptions.ResponseError:
+        return {**row, "state": "unreadable", "reason": f"unreadable: {key} is a {as_str(client.type(key))}, "
+                                                         "expected a string"}
+    report = parse_report(raw)
+    if report is None:
+        state, reason, e, value = "absent", "no report", None, None
+    else:
+        state, reason, e, value = report.state, report.reason, report.epoch, parse_finite(report.value)
+    age = None
+    if raw is not None and ttl_ms:
+        pttl = client.pttl(key)
+        if pttl is not None and pttl >= 0:
+            age = round(max(0, ttl_ms - pttl) / 1000.0, 3)
+    if owner is None:
+        state, reason = "down", "no live process holds this name" + (f" (last: {reason})" if reason else "")
+    elif not registered:
+        state, reason = "joining", "not registered: waiting for the trader to admit it" + (
+            f" (last: {reason})" if reason else "")
+    elif state == "ok" and epoch is not None and (e is None or e < epoch - 1):
+        state, reason = "stale", f"last report for epoch {e}"
+    return {**row, "state": state, "value": value, "epoch": e, "age_s": age, "reason": reason}
 
 
 def _traders(client: redis.Redis, keys: Keys, now: int, period_ms: int | None) -> list[dict[str, Any]]:
@@ -169,8 +190,8 @@ def render(data: dict[str, Any], url: str) -> str:
     lines.append("")
     lines.append(_table("generators", ["name", "state", "value", "epoch", "age_s", "reason"], data["generators"]))
     lines.append("")
-    lines.append(_table("strategies", ["name", "registered", "state", "value", "epoch", "age_s", "signals",
-                                       "reason"], data["strategies"]))
+    lines.append(_table("strategies", ["name", "registered", "state", "value", "epoch", "age_s", "reason"],
+                        data["strategies"]))
     return "\n".join(lines)
 
 
@@ -203,18 +224,19 @@ def deregister(client: redis.Redis, keys: Keys, name: str) -> None:
     Removing it from the backup too is what tells a deregistration apart from a registry that
     vanished by accident, even when the last strategy is deregistered (docs/guarantees.md).
     """
-    from .scripts import DEREGISTER
+    from .scripts import deregister as deregister_script
+
+    def run(source, keys_, args):
+        return client.register_script(source)(keys=keys_, args=args)
     try:
-        reply = client.register_script(DEREGISTER)(keys=[keys.meta, keys.strategies, keys.registry_backup,
-                                                         keys.deregistered],
-                                                   args=[name])
+        reply = deregister_script(run, keys, name=name)
     except redis.exceptions.ResponseError as e:
         if "WRONGTYPE" not in str(e):
             raise           # e.g. an ACL denial: the command line reports it
         raise FatalError(f"cannot deregister {name!r}: {e}") from None
-    note = as_str(reply[1]).strip("; ")
-    if not int(reply[0]):
-        known = sorted(as_str(m) for m in reply[2:])
+    note = reply.note.strip("; ")
+    if not reply.removed:
+        known = sorted(reply.registered)
         raise FatalError((f"{note}; " if note else "")
                          + f"no strategy named {name!r} is registered in namespace {keys.ns!r} "
                          f"(registered: {', '.join(known) if known else 'none'})")

@@ -17,7 +17,7 @@ from .clock import boundary_ms
 from .common import FatalError, as_str, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, DataProblem, Exit, acquire_name
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
-from .scripts import STRATEGY_REPORT
+from .scripts import StrategyReported, strategy_report
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
 FEED_READ_COUNT = 10_000
@@ -116,7 +116,8 @@ class Strategy(Component):
         self.signal_timeout_ms = (signal_timeout_ms if signal_timeout_ms is not None
                                   else default_signal_timeout_ms(self.period_ms))
         self.lease_key = self.keys.lease("strategy", name)
-        self.reregister = False  # register again at the next report (the registry was garbage)
+        self.start_ms = 0          # server ms of our start: part of our lease (see scripts.REGISTRY_ADMIT)
+        self.registered: bool | None = None   # in the registry at our last report (None: not reported yet)
         self.deregistered = False  # set when an operator deregistered us: we exit without re-registering
 
     @property
@@ -128,11 +129,15 @@ class Strategy(Component):
 
     # -- start-up -----------------------------------------------------------
     def startup(self) -> None:
+        # Our lease says when we started: a deregistration recorded after that is meant for us, one
+        # recorded before it (a previous process under this name) is not.
+        self.start_ms = self.clock.now_ms()
+        self.lease_owner = f"{self.settings.owner}|{self.start_ms}"
         acquire_name(self, self.lease_key, f"strategy name {self.name!r}")
         epoch = self.clock.now_ms() // self.period_ms
-        self.report(epoch, "", "starting", "registered, waiting for the next period", register=True)
-        self.log.info("registered %s (signals %s, period %gs)", self.name, ",".join(self.generators),
-                      self.settings.period)
+        self.report(epoch, "", "starting", "started, waiting for the next period")
+        self.log.info("started %s (signals %s, period %gs)%s", self.name, ",".join(self.generators),
+                      self.settings.period, "" if self.registered else ": asked the trader to register it")
 
     # -- one period ---------------------------------------------------------
     def step(self, epoch: int) -> None:
@@ -147,11 +152,16 @@ class Strategy(Component):
         if values is not None:
             value, reason = run_decide(self.decide_fn, values)
         state = "ok" if value else "error"
-        submitted, reason = self.report(epoch, value, state, reason)
+        r = self.report(epoch, value, state, reason)
+        submitted, reason = r.submitted, r.reason
         if submitted:
             self.metrics.submitted()
             self.metrics.state("ok")
-            self.log.info("%s submitted %s", self.name, value)
+            if r.registered:
+                self.log.info("%s submitted %s", self.name, value)
+            else:
+                self.log.info("%s decided %s (not registered yet: waiting for the trader to admit it)",
+                              self.name, value)
         else:
             self.metrics.state("error")
             self.metrics.error("late" if value else "signals" if values is None else "decide_function")
@@ -219,35 +229,27 @@ class Strategy(Component):
                 out[g] = Reading(e, v, s, err)
         return out
 
-    def report(self, epoch: int, value: str, state: str, reason: str, register: bool = False) -> tuple[bool, str]:
-        """Submit (when ``value``) and record our state, in one script call."""
-        k = self.keys
-        keys, args = report_request(k, self.name, self.generators, self.meta_args(), self.period_ms, epoch, value,
-                                    state, reason, register or self.reregister)
-        reply = self.script(STRATEGY_REPORT)(keys=keys, args=args)
-        try:
-            result = self.check_reply(reply, self.name)
-        except DataProblem as e:
-            if str(e).startswith(k.strategies + " "):
-                # The registry was overwritten (not a set): nobody deregistered us, so register again
-                # once it is usable, instead of taking its absence for a deregistration.
-                self.reregister = True
-            raise
-        if result[0] == "deregistered":
+    def report(self, epoch: int, value: str, state: str, reason: str) -> StrategyReported:
+        """Write our report for ``epoch`` (the decision when ``value``), in one script call; ask the
+        trader to register us while we are not registered."""
+        r = self.with_meta(lambda: strategy_report(
+            self.run_script, self.keys, self.meta_args(), name=self.name, epoch=epoch, value=value, state=state,
+            reason=reason, decision_ttl_ms=K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS),
+            ready_ttl_ms=K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), start_ms=self.start_ms))
+        if r.status == "deregistered":
             self.deregistered = True
-            raise Exit(f"{self.name} was deregistered (removed from {k.strategies}); exiting. "
+            raise Exit(f"{self.name} was deregistered (removed from {self.keys.strategies}); exiting. "
                        "Start it again to register it again.", 0)
-        if result[0] != "ok":
-            raise FatalError(f"unexpected reply from Redis: {result!r}")
-        if result[7]:
-            self.log.warning("registry repaired: %s", as_str(result[7]))
-        if int(result[3]):
-            self.log.warning("re-registered %s after Redis lost its data (its registration was gone, "
-                             "and it was never deregistered)", self.name)
-        if self.reregister and not register:
-            self.log.warning("registered %s again (%s was not a set)", self.name, k.strategies)
-        self.reregister = False
-        return bool(int(result[4])), as_str(result[5])
+        if r.status != "ok":
+            raise FatalError(f"unexpected reply from Redis: {r!r}")
+        if r.registered and self.registered is False:
+            self.log.info("registered %s (admitted by the trader)", self.name)
+        elif not r.registered and self.registered:
+            self.log.warning("%s is no longer in %s and was not deregistered (Redis lost its data, or the "
+                             "registry was deleted); asked the trader to register it again", self.name,
+                             self.keys.strategies)
+        self.registered = r.registered
+        return r
 
     def shutdown(self) -> None:
         self.release_lease(self.lease_key)
@@ -256,17 +258,6 @@ class Strategy(Component):
         else:
             self.log.info("strategy %s stopped (still registered: the trader will report it missing "
                           "until it is back or deregistered)", self.name)
-
-
-def report_request(k: K.Keys, name: str, generators: list[str], meta_args: list, period_ms: int, epoch: int,
-                   value: str, state: str, reason: str, register: bool = False) -> tuple[list, list]:
-    """The keys and arguments of one STRATEGY_REPORT call (the benchmarks' load generator uses it too)."""
-    keys = [k.meta, k.strategies, k.lease("strategy", name), k.decision(name), k.strategy_status(name),
-            k.decisions(epoch), k.ready(epoch), k.registry_backup, k.deregistered]
-    args = [*meta_args, epoch, name, value, state, reason[:2000], ",".join(generators),
-            K.ttl_ms(period_ms, K.DECISION_TTL_PERIODS), K.ttl_ms(period_ms, K.STATUS_TTL_PERIODS),
-            K.ttl_ms(period_ms, K.READY_TTL_PERIODS), "1" if register else "0"]
-    return keys, args
 
 
 def default_signal_timeout_ms(period_ms: int) -> int:

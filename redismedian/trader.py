@@ -1,43 +1,123 @@
 """Trader: each period, checks that every registered strategy submitted, and publishes the median.
 
-Per epoch the leading trader blocks on the epoch's doorbell (``NS:ready:<E>``, rung by
-the strategy whose submission completes the set), then runs one script that checks
-completeness and publishes atomically.  By ``--decision-timeout`` every registered
-strategy must have submitted; otherwise the trader enters ``error`` naming the missing
-ones, publishes nothing for the epoch, and recovers by itself when they are back or
-deregistered.  Several traders may run: one leads (a fenced lease), the others stand by.
+The trader is also the registrar: strategies ask to be registered by ringing a doorbell
+(``NS:joins``), and the trader admits a name only when the name's own lease shows a live process
+that was not deregistered.  Per epoch the leading trader
+
+1. ticks at the boundary (one script: lease, heartbeat, registry checks, registration requests),
+2. blocks on the epoch's doorbell (``NS:ready:<E>``) and reads every registered strategy's own
+   decision key with one ``MGET`` in the same round trip,
+3. settles the epoch with one fenced script: publishes the median (computed here, from that one
+   atomic read), or enters ``error`` naming the missing strategies at ``--decision-timeout``.
+
+Several traders may run: one leads (a fenced lease), the others stand by.
 """
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple, Sequence
 
 import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import FatalError, as_str, parse_int
+from .common import NUMBER_RULE, FatalError, as_str, check_name, parse_int, parse_number
 from .component import Component
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
-from .scripts import REGISTRY_RESTORE, TRADER_COLLECT
+from .scripts import (RegistryChanged, parse_report, TraderArgs, TraderTicked, registry_admit, registry_restore, trader_settle,
+                      trader_tick)
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the epoch up
 
 
-def median(values: Iterable[float]) -> float:
-    """The reference median: middle value, or the mean of the two middle values.
+class Tally(NamedTuple):
+    """One epoch's decisions, as read: the sorted values when every registered strategy submitted a
+    valid one, else the problems (name, why)."""
 
-    Same as the trader's Lua: statistics.median, except that two finite middle values whose
-    sum overflows give their halves' sum instead of inf.
-    """
-    data = sorted(values)
-    m = statistics.median(data)
-    if math.isinf(m) and all(math.isfinite(x) for x in data):
-        m = data[len(data) // 2 - 1] / 2 + data[len(data) // 2] / 2
-    return m
+    values: list
+    problems: list
+
+
+# Bytes a decision may hold once its "<epoch>|" prefix is gone (the number grammar's alphabet).
+_NUMBER_BYTES = b"0123456789.eE+-\n"
+
+
+def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None], decision_key=None) -> Tally:
+    """Judge the decision keys of ``names`` (pure).  A decision counts when its key holds
+    ``<epoch>|<number>`` for this very epoch, the number in the strict grammar and finite.
+
+    The fast path checks all of them at once with a few C-level byte operations (100k decisions in a
+    few ms); anything unusual falls back to judging each one, to say what is wrong with it."""
+    n = len(names)
+    head = b"\n" + str(epoch).encode() + b"|"
+    try:
+        buf = b"\n" + b"\n".join(raw)  # type: ignore[arg-type]   # TypeError when one is missing
+    except TypeError:
+        buf = b""
+    if n and buf.count(b"\n") == n and buf.count(head) == n:
+        body = buf.replace(head, b"\n")[1:]
+        if not body.translate(None, _NUMBER_BYTES):
+            try:
+                xs = sorted(map(float, body.split(b"\n")))
+            except ValueError:
+                xs = []
+            if xs and math.isfinite(xs[0]) and math.isfinite(xs[-1]):
+                return Tally(xs, [])
+    values: list[float] = []
+    problems: list[tuple[str, str]] = []
+    for name, v in zip(names, raw):
+        why = judge(epoch, v, decision_key(name) if decision_key else name)
+        if isinstance(why, str):
+            problems.append((name, why))
+        else:
+            values.append(why)
+    values.sort()
+    return Tally(values, problems)
+
+
+def judge(epoch: int, raw: bytes | str | None, key: str) -> float | str:
+    """One decision key's value: the decision for ``epoch``, or why there is none."""
+    r = parse_report(raw)
+    if r is None:
+        return "no decision (no report for 10 periods: not running?)"
+    if r.epoch is None:
+        return f"no decision ({key} {r.reason})"
+    if r.epoch != epoch:
+        return f"no decision (last report for epoch {r.epoch})"
+    if r.state != "ok":
+        return r.reason[:500] or f"no decision (state {r.state!r:.40})"
+    x = parse_number(r.value)
+    if x is None:
+        return f"decision {r.value!r:.40} in {key} is not {NUMBER_RULE}"
+    return x
+
+
+def median(values: Iterable[float]) -> float:
+    """The median of any values (the trader sorts once and uses ``median_of_sorted``)."""
+    return median_of_sorted(sorted(values))
+
+
+def median_of_sorted(xs: Sequence[float]) -> float:
+    """The middle value, or the mean of the two middle values (statistics.median), except that two
+    finite middle values whose sum overflows give their halves' sum instead of inf."""
+    n = len(xs)
+    if n % 2:
+        return xs[n // 2]
+    a, b = xs[n // 2 - 1], xs[n // 2]
+    m = (a + b) / 2
+    return m if math.isfinite(m) else a / 2 + b / 2
+
+
+def missing_reason(problems: list, nreg: int) -> str:
+    parts = []
+    for name, why in sorted(problems)[:REASONS_LIMIT]:
+        shown = name if len(name) <= 64 else name[:64] + "..."
+        parts.append(f"{shown}: {why}")
+    if len(problems) > REASONS_LIMIT:
+        parts.append(f"and {len(problems) - REASONS_LIMIT} more")
+    return f"{len(problems)} of {nreg} strategies missing: " + "; ".join(parts)
 
 
 def default_decision_timeout_ms(period_ms: int) -> int:
@@ -70,74 +150,186 @@ class Trader(Component):
         self.fence_floor = 0     # highest fencing token seen: a new token is always above it
         self.last_published = -1
         self.restored_instance = ""  # deployment record into which we restored every registration we knew
+        self._read_plan: tuple = (None, [], [])  # (names, sorted names, their decision keys)
 
     def startup(self) -> None:
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
                       self.decision_timeout_ms / 1000)
 
-    def collect(self, epoch: int, final: bool) -> list:
-        k = self.keys
+    def trader_args(self) -> TraderArgs:
         m = self.memory
-        reply = self.script(TRADER_COLLECT)(
-            keys=[k.meta, k.strategies, k.decisions(epoch), k.trader, k.medians, k.lease("trader"),
-                  k.trader_fence, k.ready(epoch), k.decisions_scratch(epoch), k.registry_backup, k.traders,
-                  k.deregistered],
-            args=[*self.meta_args(), epoch, "1" if final else "0", self.medians_maxlen,
-                  K.MEDIAN_MEMBERS_LIMIT, k.strategy_status(""), REASONS_LIMIT, self.token,
-                  m.instance if m else "", m.version if m else 0, len(m.names) if m else 0,
-                  self.fence_floor, self.last_published,
-                  K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS), self.restored_instance])
-        return [as_str(x) if isinstance(x, bytes) else x for x in self.check_reply(reply, "trader")]
+        return TraderArgs(self.token, m.instance if m else "", m.version if m else 0, len(m.names) if m else 0,
+                          self.fence_floor, self.last_published, self.restored_instance)
 
+    # -- one period ----------------------------------------------------------------------------
     def step(self, epoch: int) -> None:
         deadline = boundary_ms(epoch, self.period_ms) + self.decision_timeout_ms
-        ready_key = self.keys.ready(epoch)
         checks = 0
-        first = True
         while not self.stop.is_set():
-            now = self.clock.now_ms()
-            final = now >= deadline
-            # The first collect of each epoch comes before any blocking: it renews the lead's lease
-            # (1.5 periods) at the boundary.  Blocking first would leave up to period + block_ms
-            # (1.5 periods when the period is at most 2 s) between renewals when a strategy is late,
-            # and the lease would lapse.
-            if self.token and not final and not first:
-                # Leading: sleep until the set completes (or a short step passes), then check.
-                block = max(1, min(self.settings.block_ms, deadline - now))
-                try:
-                    self.client.blpop([ready_key], timeout=block / 1000.0)
-                except redis.exceptions.ResponseError as e:
-                    if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
-                        raise
-                    # Not a list: somebody else wrote it.  The doorbell is ours to clear.
-                    self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
-                                     ready_key, describe_error(e))
-                    self.client.delete(ready_key)
-                final = self.clock.now_ms() >= deadline
-            first = False
-            result = self.collect(epoch, final)
-            if result[-1]:   # every reply ends with: registry version, backup size, repair note
-                self.log.warning("registry repaired: %s", result[-1])
-            if result[0] == "registry":
+            t = self.tick(epoch)
+            if t.status == "registry":
                 checks += 1
                 if checks > MAX_REGISTRY_CHECKS:   # the registry keeps changing under us: next period
                     self.problem(f"the registry kept changing during epoch {epoch}; not publishing it")
                     return
-                self.sync_registry(str(result[2]))
+                self.sync_registry(t.instance)
                 continue
             if self.memory is None:
-                self.sync_registry(str(result[2]))
-            if result[0] == "standby":
-                if self.stand_by(result, deadline):
+                self.sync_registry(t.instance)
+            if t.status == "standby":
+                if self.stand_by(t, deadline):
                     return
                 continue
-            if self.handle(epoch, result):
-                return
+            self.lead(t)
+            if t.joins:
+                self.admit(list(t.joins))
+            if t.status == "lead":
+                break
+            if t.status == "starting":
+                if self.state != "starting":
+                    self.log.info("not publishing in epoch %d: %s", epoch, t.detail)
+                self.state = "starting"
+                self.metrics.state("starting")
+            elif t.status == "expired":
+                self.metrics.error("late")
+            elif t.status != "done":
+                raise FatalError(f"unexpected reply from Redis: {t!r}")
+            return
+        self.collect(epoch, deadline)
 
-    # -- registrations survive Redis data loss -------------------------------------------------
+    def tick(self, epoch: int) -> TraderTicked:
+        t = trader_tick(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
+                        heartbeat_ttl_ms=K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS),
+                        joins_per_tick=K.JOINS_PER_TICK)
+        if t.note:
+            self.log.warning("registry repaired: %s", t.note)
+        return t
+
+    def lead(self, t: TraderTicked) -> None:
+        if t.took:
+            self.log.info("took the lead (fencing token %s)", t.token)
+        self.token = t.token
+        self.fence_floor = max(self.fence_floor, parse_int(t.token) or 0)
+
+    def collect(self, epoch: int, deadline: int) -> None:
+        """Wait for the decisions (doorbell) and settle the epoch: publish, or error at the deadline."""
+        first = True
+        checks = 0
+        while not self.stop.is_set():
+            names, keys = self.read_plan()
+            if not names:
+                self.settle(epoch, "idle", "no strategies registered")
+                return
+            now = self.clock.now_ms()
+            final = now >= deadline
+            # The first read comes at once (the doorbell may have rung before we looked); later
+            # ones block on the doorbell first, for a short step at most (stop requests stay fast).
+            wait_ms = 0 if (final or first) else max(1, min(self.settings.block_ms, deadline - now))
+            first = False
+            raw = self.read_decisions(epoch, keys, wait_ms)
+            final = final or self.clock.now_ms() >= deadline
+            got = tally(epoch, names, raw, self.keys.decision)
+            if got.problems and not final:
+                continue
+            if got.problems:
+                outcome, text, count, members = "error", missing_reason(got.problems, len(names)), 0, ""
+            else:
+                outcome, count = "ok", len(names)
+                text = repr(median_of_sorted(got.values))
+                members = ",".join(names) if count <= K.MEDIAN_MEMBERS_LIMIT else ""
+            settled = self.settle(epoch, outcome, text, count, members, bad_data=not got.problems)
+            if settled != "registry":
+                return
+            checks += 1
+            if checks > MAX_REGISTRY_CHECKS:
+                self.problem(f"the registry kept changing during epoch {epoch}; not publishing it")
+                return
+            self.sync_registry(self.instance)
+
+    def read_plan(self) -> tuple[list[str], list[str]]:
+        """The registered names in a fixed order and their decision keys (rebuilt when they change)."""
+        names = self.memory.names if self.memory else frozenset()
+        if self._read_plan[0] is not names:
+            ordered = sorted(names)
+            self._read_plan = (names, ordered, [self.keys.decision(n) for n in ordered])
+        return self._read_plan[1], self._read_plan[2]
+
+    def read_decisions(self, epoch: int, keys: list[str], wait_ms: int) -> list:
+        """Block on the epoch's doorbell (when ``wait_ms``), then read every decision key: one round trip."""
+        ready_key = self.keys.ready(epoch)
+        pipe = self.client.pipeline(transaction=False)
+        if wait_ms:
+            pipe.blpop([ready_key], timeout=wait_ms / 1000.0)
+        pipe.mget(keys)
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                if is_auth_error(reply) or isinstance(reply, TRANSIENT_ERRORS) or reply is replies[-1]:
+                    raise reply
+                # Not a list: somebody else wrote it.  The doorbell is ours to clear.
+                self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
+                                 ready_key, describe_error(reply))
+                self.client.delete(ready_key)
+        return replies[-1]
+
+    def settle(self, epoch: int, outcome: str, text: str, count: int = 0, members: str = "",
+               bad_data: bool = False) -> str:
+        r = trader_settle(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
+                          outcome=outcome, text=text, count=count, members=members,
+                          medians_maxlen=self.medians_maxlen)
+        if r.note:
+            self.log.warning("registry repaired: %s", r.note)
+        if r.status == "published":
+            self.last_published = epoch
+            self.log.info("median: %s", text)
+            self.state = "ok"
+            self.metrics.state("ok")
+            self.metrics.median(float(text))
+            self.metrics.submitted(r.now)
+        elif r.status == "error":
+            self.log.warning("error in epoch %d: %s", epoch, text)
+            self.state = "error"
+            self.metrics.state("error")   # before the counter: a scrape never sees the count without the state
+            self.metrics.error("missing_decisions" if "strategies missing" in text else "bad_data")
+        elif r.status == "starting":
+            if self.state != "starting":
+                self.log.info("not publishing in epoch %d: %s", epoch, r.reason)
+            self.state = "starting"
+            self.metrics.state("starting")
+        elif r.status == "idle":
+            if self.state != "idle":
+                self.log.info("idle: no strategies registered")
+            self.state = "idle"
+            self.metrics.state("idle")
+        elif r.status == "standby":
+            self.log.warning("lost the lead before settling epoch %d; standing by", epoch)
+            self.token = ""
+        elif r.status == "expired":
+            self.metrics.error("late")
+        elif r.status not in ("done", "registry"):
+            raise FatalError(f"unexpected reply from Redis: {r!r}")
+        return r.status
+
+    # -- registrations ----------------------------------------------------------------------------
+    def admit(self, names: list[str]) -> None:
+        """Registration requests (anybody may ring the doorbell): the script admits a name only when
+        its lease shows a live process that was not deregistered."""
+        valid = [n for n in names if _valid_name(n)]
+        if not valid:
+            return
+        r = registry_admit(self.run_script, self.keys, self.meta_args(), valid)
+        if r.status != "ok" or not r.names:
+            return
+        self.log.info("registered: %s", _names(sorted(r.names)))
+        m = self.memory
+        if m is not None and m.instance == r.instance and r.backup_size == len(m.names) + len(r.names):
+            self.memory = RegistryMemory(m.instance, r.version, m.names | frozenset(r.names))
+        else:
+            self.memory = self.read_registry()
+
     def sync_registry(self, instance: str) -> None:
-        """The registry moved since we last looked (the collect script refused to go on): adopt it,
-        after putting back every name we knew that left it without a deregistration record."""
+        """The registry moved since we last looked (a script refused to go on): adopt it, after
+        putting back every name we knew that left it without a deregistration record."""
         m = self.memory
         if m is not None and m.instance != instance:
             self.restore(sorted(m.names), "Redis lost its data (new deployment record)")
@@ -169,43 +361,41 @@ class Trader(Component):
         try:
             inst, version, names = pipe.execute()
         except redis.exceptions.ResponseError as e:   # garbage in the way: the next script repairs it
+            if is_auth_error(e):
+                raise
             self.problem(f"cannot read the registry backup {k.registry_backup}: {describe_error(e)}")
             return None
         if inst is None:
             return None
         v = parse_int(version)
-        return RegistryMemory(as_str(inst), v if v is not None and 0 <= v <= 10**15 else 0,
+        return RegistryMemory(as_str(inst), v if v is not None and v >= 0 else 0,
                               frozenset(as_str(n) for n in names))
 
     def restore(self, names: list[str], why: str) -> None:
         """Put back registrations that Redis lost (never a silent smaller population)."""
         m = self.memory
-        k = self.keys
-        reply = self.script(REGISTRY_RESTORE)(
-            keys=[k.meta, k.strategies, k.registry_backup, k.deregistered],
-            args=[*self.meta_args(), m.version if m else 0, *names])
-        result = self.check_reply(reply, "trader")
-        if result[0] == "changed":
-            return          # another data loss in between: the next collect says so again
-        added = int(result[5])
-        shown = [as_str(x) for x in result[6:]]
-        if added:
-            self.log.warning("%s; restored %d registration(s): %s%s", why, added, ", ".join(shown),
-                             " ..." if added > len(shown) else "")
-        if m is None or m.instance != as_str(result[2]):
+        r: RegistryChanged = registry_restore(self.run_script, self.keys, self.meta_args(),
+                                              version=m.version if m else 0, names=names)
+        if r.status == "changed":
+            return          # another data loss in between: the next tick says so again
+        if r.names:
+            self.log.warning("%s; restored %d registration(s): %s", why, len(r.names), _names(list(r.names), 20))
+        if m is None or m.instance != r.instance:
             # A new deployment record: remember the registry as it is there now (what we restored,
             # and whoever registered meanwhile).  It is complete: no need to wait for strategies
             # to register again before publishing.
-            self.restored_instance = as_str(result[2])
-            self.memory = self.read_registry()
+            self.restored_instance = r.instance
+        self.memory = self.read_registry()
 
-    # -- leading and standing by ----------------------------------------------------------------
-    def stand_by(self, result: list, deadline: int) -> bool:
+    # -- standing by ----------------------------------------------------------------------------
+    def stand_by(self, t: TraderTicked, deadline: int) -> bool:
         """Another trader leads.  Check again the moment its lease would expire if that is still
         before this epoch's deadline (a dead leader is replaced within its lease time); True when
         the epoch is settled."""
         self.metrics.state("standby")
-        holder, pttl = str(result[3]), int(result[4])
+        holder, _, pttl_text = t.detail.rpartition("|")
+        pttl = parse_int(pttl_text)
+        pttl = -1 if pttl is None else pttl
         _owner, _, tok = holder.rpartition("|")
         self.fence_floor = max(self.fence_floor, parse_int(tok) or 0)
         if self.token:
@@ -220,51 +410,19 @@ class Trader(Component):
             return True
         return self.clock.wait(self.stop, (wake - self.clock.now_ms()) / 1000.0)
 
-    def handle(self, epoch: int, result: list) -> bool:
-        """Act on one collect reply while leading; True when the epoch is settled."""
-        status = result[0]
-        token, took = str(result[3]), int(result[4])
-        if took:
-            self.log.info("took the lead (fencing token %s)", token)
-        self.token = token
-        self.fence_floor = max(self.fence_floor, parse_int(token) or 0)
-        if status == "waiting":
-            return False
-        if status == "published":
-            self.last_published = epoch
-            self.log.info("median: %s", repr(float(result[5])))
-            self.state = "ok"
-            self.metrics.state("ok")
-            self.metrics.median(float(result[5]))
-            self.metrics.submitted(int(result[1]))
-        elif status == "error":
-            self.log.warning("error in epoch %d: %s", epoch, result[5])
-            self.state = "error"
-            self.metrics.state("error")   # before the counter: a scrape never sees the count without the state
-            self.metrics.error("missing_decisions" if "strategies missing" in str(result[5]) else "bad_data")
-        elif status == "idle":
-            if self.state != "idle":
-                self.log.info("idle: no strategies registered")
-            self.state = "idle"
-        elif status == "starting":
-            if self.state != "starting":
-                self.log.info("not publishing in epoch %d: %s", epoch, result[5])
-            self.state = "starting"
-        elif status == "expired":
-            self.metrics.error("late")
-        elif status == "done":
-            pass
-        else:
-            raise FatalError(f"unexpected reply from Redis: {result!r}")
-        if self.state:
-            self.metrics.state(self.state)
-        return True
-
     def shutdown(self) -> None:
         if self.token:
             self.release_lease(self.keys.lease("trader"), f"{self.settings.owner}|{self.token}")
         self.client.hdel(self.keys.traders, self.settings.owner)
         self.log.info("trader stopped")
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _names(names: list[str], limit: int = 10) -> str:

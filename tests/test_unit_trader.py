@@ -23,9 +23,10 @@ def submit(env, epoch, **decisions):
         if s is None:
             env.__dict__.setdefault("_strats", {})
             s = env._strats[name] = env.started(env.strategy(name, [f"sig_{name}"]))
+            env.admit(name)
         env.publish(epoch, **{f"sig_{name}": value})
         s.step(epoch)
-        assert env.hash(env.k.strategy_status(name))["state"] == "ok"
+        assert env.r.get(env.k.decision(name)).decode().startswith(f"{epoch}|")
     env.clock.set_ms(now)
 
 
@@ -33,6 +34,7 @@ def register(env, *names):
     for n in names:
         env.__dict__.setdefault("_strats", {})
         env._strats[n] = env.started(env.strategy(n, [f"sig_{n}"]))
+        env.admit(n)
 
 
 def test_reference_median():

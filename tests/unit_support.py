@@ -71,6 +71,9 @@ class ClockedRedis(fakeredis.FakeRedis):
         self.fake_clock.advance(float(timeout))
         return None
 
+    def pipeline(self, transaction=True, shard_hint=None):
+        return _ClockedPipeline(self)
+
     def xread(self, streams, count=None, block=None, noack=False):
         for key in streams:   # fakeredis raises AttributeError here where Redis answers WRONGTYPE
             if self.type(key) not in (b"stream", b"none"):
@@ -81,6 +84,43 @@ class ClockedRedis(fakeredis.FakeRedis):
             self.blocked.append(("xread", block / 1000.0))
             self.fake_clock.advance(block / 1000.0)
         return reply
+
+
+class _ClockedPipeline:
+    """A pipeline of a ClockedRedis: the commands run one after the other through the client itself,
+    so that a BLPOP in a pipeline advances the fake clock too (and a test's patch of a client method
+    sees pipelined calls)."""
+
+    def __init__(self, client: ClockedRedis):
+        self._client = client
+        self._ops: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name):
+        def queue(*args, **kwargs):
+            self._ops.append((name, args, kwargs))
+            return self
+        return queue
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._ops = []
+
+    def __len__(self):
+        return len(self._ops)
+
+    def execute(self, raise_on_error=True):
+        out = []
+        ops, self._ops = self._ops, []
+        for name, args, kwargs in ops:
+            try:
+                out.append(getattr(self._client, name)(*args, **kwargs))
+            except redis.exceptions.ResponseError as e:
+                if raise_on_error:
+                    raise
+                out.append(e)
+        return out
 
 
 class Env:
@@ -137,6 +177,13 @@ class Env:
         return Trader(settings or self.settings_for(), client=kw.pop("client", self.r), clock=self.clock, **kw)
 
     # -- whole steps -----------------------------------------------------------
+    def admit(self, *names: str) -> None:
+        """Admit started strategies into the registry, as the trader's tick does at each boundary
+        (through the same script: each needs a live lease)."""
+        self.trader().admit(list(names))
+        for n in names:
+            assert self.r.sismember(self.k.strategies, n), f"{n} was not admitted (no live lease?)"
+
     def started(self, component):
         """Run ``startup`` the way ``Component.run`` does."""
         component.startup()
