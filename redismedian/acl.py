@@ -58,7 +58,7 @@ def generator_user(k: Keys, g: str) -> str:
     return _line(user_name("generator", g), SCRIPTS,
                  _keys(k.meta, *own, k.signal_feed(g)),
                  f"({_keys(k.meta)} {META_READ})",
-                 f"({_keys(*own)} {OWN} +hset)",
+                 f"({_keys(*own)} {OWN} +hset +hgetall)",
                  f"({_keys(k.signal_feed(g))} +type +del +xadd)")
 
 

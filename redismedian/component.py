@@ -61,6 +61,7 @@ class Component:
         self._scripts: dict[str, Callable] = {}   # Lua source -> registered, timed caller
         self.metrics = metrics or NullMetrics()
         self.lease_owner = settings.owner  # the value of our name lease (the strategy adds its start time)
+        self._meta_denied = False  # the ACL refused us the creation of the deployment record
 
     # -- for subclasses ----------------------------------------------------
     def startup(self) -> None:
@@ -95,13 +96,17 @@ class Component:
         try:
             return call()
         except NoMeta:
+            waiting = Waiting(f"waiting for the deployment record {self.keys.meta}: this {self.kind}'s Redis user "
+                              "may not create it (the trader or the operator does); start the trader")
+            if self._meta_denied:
+                raise waiting from None     # asked once: every refusal is an entry in Redis' ACL LOG
             try:
                 meta_create(self.run_script, self.keys, self.meta_args())
             except redis.exceptions.ResponseError as e:
                 if not is_permission_error(e):
                     raise
-                raise Waiting(f"waiting for the deployment record {self.keys.meta}: this {self.kind}'s Redis user "
-                              "may not create it (the trader or the operator does); start the trader") from None
+                self._meta_denied = True
+                raise waiting from None
             return call()
 
     def check_reply(self, reply, what: str) -> list:

@@ -14,6 +14,7 @@ Several traders may run: one leads (a fenced lease), the others stand by.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Sequence
@@ -41,7 +42,7 @@ class Tally(NamedTuple):
 
 
 # Bytes a decision may hold once its "<epoch>|" prefix is gone (the number grammar's alphabet).
-_NUMBER_BYTES = b"0123456789.eE+-\n"
+_NUMBER_BYTES = b"0123456789.eE+-,"
 
 
 def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None], decision_key=None) -> Tally:
@@ -57,13 +58,16 @@ def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None], decisio
     except TypeError:
         buf = b""
     if n and buf.count(b"\n") == n and buf.count(head) == n:
-        body = buf.replace(head, b"\n")[1:]
+        body = buf.replace(head, b",")[1:]
         if not body.translate(None, _NUMBER_BYTES):
+            # Every value is made of the grammar's characters only: JSON's number grammar is a
+            # subset of ours, and its C parser reads 100k numbers in a few ms.  Anything it refuses
+            # ("+1", ".5", "1.", "05") is still judged one by one below.
             try:
-                xs = sorted(map(float, body.split(b"\n")))
+                xs = sorted(json.loads(b"[" + body + b"]", parse_int=float))
             except ValueError:
                 xs = []
-            if xs and math.isfinite(xs[0]) and math.isfinite(xs[-1]):
+            if len(xs) == n and math.isfinite(xs[0]) and math.isfinite(xs[-1]):
                 return Tally(xs, [])
     values: list[float] = []
     problems: list[tuple[str, str]] = []
@@ -90,7 +94,7 @@ def judge(epoch: int, raw: bytes | str | None, key: str) -> float | str:
         return r.reason[:500] or f"no decision (state {r.state!r:.40})"
     x = parse_number(r.value)
     if x is None:
-        return f"decision {r.value!r:.40} in {key} is not {NUMBER_RULE}"
+        return f"decision {r.value!r:.40} in {key} refused: not a finite number written as {NUMBER_RULE}"
     return x
 
 

@@ -15,7 +15,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from redismedian.acl import render_acl
-from redismedian.scripts import STRATEGY_REPORT
+from redismedian import scripts as S
+from redismedian.keys import Keys
 from tests import plugins
 from tests.prod_support import ACL_TEMPLATE, ConfRedis, acl_server, make_secrets, render_acl as run_render
 from tests.support import ROOT, Cluster, wait_until
@@ -55,7 +56,7 @@ def _denied(fn, *args):
         fn(*args)
     except redis.exceptions.ResponseError as e:  # NoPermissionError is a ResponseError
         msg = str(e)
-        assert "NOPERM" in msg or "can't access" in msg or "no permissions" in msg, msg
+        assert "NOPERM" in msg or "can't access" in msg or "no permissions" in msg or "can't run this command" in msg, msg
         return True
     return False
 
@@ -68,6 +69,11 @@ def test_pipeline_runs_under_per_role_users_and_operator_deregisters(acl, tmp_pa
     def with_file(user):
         return c.env(REDISMEDIAN_REDIS_URL=server.url_for(user), REDISMEDIAN_PASSWORD_FILE=str(secrets / user))
     try:
+        # The trader first: only it (or the operator) may create the deployment record, and a component
+        # that tries first is refused once (an ACL LOG entry; test_prod_owned_keys.py covers that order).
+        c.trader(env=with_file("trader"))
+        admin = server.client(decode_responses=True)
+        wait_until(lambda: admin.exists(f"{NS}:meta"), 15, what="the trader creating the deployment record")
         c.generator("g1", "tests.plugins:sig_a", env=with_file("generator.g1"))
         # the password from the environment, and from the URL
         c.generator("g2", "tests.plugins:sig_b", env=c.env(REDISMEDIAN_REDIS_URL=server.url_for("generator.g2"),
@@ -76,8 +82,6 @@ def test_pipeline_runs_under_per_role_users_and_operator_deregisters(acl, tmp_pa
                     env=c.env(REDISMEDIAN_REDIS_URL=server.url_for("generator.g3", pw["generator.g3"])))
         c.strategy("X", "g1", env=with_file("strategy.X"))
         y = c.strategy("Y", "g2,g3", env=with_file("strategy.Y"))
-        c.trader(env=with_file("trader"))
-        admin = server.client(decode_responses=True)
 
         def both():
             return [f for _i, f in admin.xrange(f"{NS}:medians") if f["members"] == "X,Y"]
@@ -152,11 +156,11 @@ def test_strategy_credentials_cannot_overwrite_signals_or_other_decisions(acl):
     for fn, *args in attempts:
         assert _denied(fn, *args), f"{fn.__name__}{tuple(args)} was allowed"
     # Our own script, with Y's keys declared: refused before it runs.
-    report = x.register_script(STRATEGY_REPORT)
-    keys_y = [f"{NS}:meta", f"{NS}:strategies", f"{NS}:lease:strategy:Y", dec_y, f"{NS}:strategy:Y",
-              f"{NS}:decisions:7", f"{NS}:ready:7"]
-    assert _denied(report, keys_y, ["500", "", "i", "o", "750", "7", "Y", "9", "ok", "", "g1", "1500",
-                                    "5000", "1000", "0"])
+    def run_as_x(source, keys, args):
+        return x.register_script(source)(keys=keys, args=args)
+    assert _denied(lambda: S.strategy_report(run_as_x, Keys(NS), S.MetaArgs(500, "", "i", "o|0", 750), name="Y",
+                                             epoch=7, value="9", state="ok", reason="", decision_ttl_ms=5000,
+                                             ready_ttl_ms=1000, start_ms=0))
     # A script that declares only X's key but writes Y's: refused inside the script.
     sneaky = x.register_script("return redis.call('HSET', KEYS[1]:gsub(':X$', ':Y'), 'value', '9')")
     assert _denied(sneaky, [dec_x], [])
@@ -172,10 +176,11 @@ def test_strategy_credentials_cannot_overwrite_signals_or_other_decisions(acl):
                       (g2.sadd, f"{NS}:strategies", "Z"),
                       (g2.xadd, f"{NS}:signals:g1", {"name": "g1", "epoch": "7", "value": "9", "status": "ok"})]:
         assert _denied(fn, *args), f"generator.g2: {fn.__name__}{tuple(args)} was allowed"
-    # The trader reads decisions and the registry but cannot change them.
+    # The trader reads decisions and admits registrations, but cannot change a decision or a signal,
+    # nor deregister anybody.
     t = _user_client(server, "trader", pw)
-    for fn, *args in [(t.hset, dec_y, "value", "9"), (t.srem, f"{NS}:strategies", "Y"),
-                      (t.sadd, f"{NS}:strategies", "Z"), (t.hset, sig, "value", "9")]:
+    for fn, *args in [(t.hset, dec_y, "value", "9"), (t.set, dec_y, "7|9"), (t.srem, f"{NS}:strategies", "Y"),
+                      (t.hset, sig, "value", "9"), (t.set, f"{NS}:lease:strategy:Y", "me")]:
         assert _denied(fn, *args), f"trader: {fn.__name__}{tuple(args)} was allowed"
     # The operator reads everything and may deregister, but writes nothing else.
     op = _user_client(server, "operator", pw)
@@ -190,16 +195,21 @@ def test_strategy_credentials_cannot_overwrite_signals_or_other_decisions(acl):
         anon.get(sig)
 
 
-def test_known_limit_shared_epoch_index_is_writable_by_every_strategy(acl):
-    """Documented in docs/operations.md: the per-epoch index NS:decisions:<E> (what the trader
-    reads) is one sorted set that every strategy writes, so a strategy's user CAN change another
-    strategy's entry there.  Its own decision hash stays protected (test above)."""
+def test_a_strategy_cannot_forge_or_read_a_peers_decision(acl):
+    """The old per-epoch index NS:decisions:<E> (one sorted set every strategy wrote) let a
+    strategy's user change or read another strategy's entry.  The trader now reads each strategy's
+    own key, which only that strategy's user can write or read."""
     server, pw = acl
     admin = server.client(decode_responses=True)
-    admin.zadd(f"{NS}:decisions:7", {"Y": 0.75})
+    admin.set(f"{NS}:decision:Y", "7|0.75")
     x = _user_client(server, "strategy.X", pw)
-    x.zadd(f"{NS}:decisions:7", {"Y": 9.0})
-    assert admin.zscore(f"{NS}:decisions:7", "Y") == 9.0
+    for fn, *args in [(x.set, f"{NS}:decision:Y", "7|9"), (x.get, f"{NS}:decision:Y"),
+                      (x.zadd, f"{NS}:decisions:7", {"Y": 9.0}), (x.append, f"{NS}:decision:Y", "9"),
+                      (x.getdel, f"{NS}:decision:Y"), (x.setrange, f"{NS}:decision:Y", 2, "9")]:
+        assert _denied(fn, *args), f"{fn.__name__}{tuple(args)} was allowed"
+    assert admin.get(f"{NS}:decision:Y") == "7|0.75"
+    x.set(f"{NS}:decision:X", "7|0.5")      # its own decision: allowed
+    assert admin.get(f"{NS}:decision:X") == "7|0.5"
 
 
 def test_render_acl_overlapping_passwords_and_missing_secret(tmp_path):
@@ -237,6 +247,8 @@ def test_password_rotation_as_in_the_runbook(acl, tmp_path):
     env = c.env(REDISMEDIAN_REDIS_URL=server.url_for("generator.g1"), REDISMEDIAN_PASSWORD_FILE=str(secret))
     old, new = pw["generator.g1"], "rotated-password-0123456789"
     try:
+        # The deployment record comes from the trader (a generator's user may not create it).
+        c.trader(env=c.env(REDISMEDIAN_REDIS_URL=server.url_for("trader"), REDISMEDIAN_PASSWORD=pw["trader"]))
         g = c.generator("g1", env=env)
         g.wait_for_output(r"g1 signal ", timeout=15)
         with open(secret, "a") as f:                                              # 1. append the new one
