@@ -199,6 +199,13 @@ def parse_number(text) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def parse_period_ms(text) -> int | None:
+    """The period in ``NS:meta``: a positive whole number of ms in the number grammar (``60000``,
+    ``60000.0`` and ``6e4`` are the same period), else None.  The scripts' ``meta_check`` agrees."""
+    p = parse_number(text)
+    return int(p) if p is not None and p > 0 and p == int(p) else None
+
+
 def parse_finite(text) -> float | None:
     """A finite float from Redis text (the strict grammar), or None for anything else."""
     return parse_number(text)

@@ -22,7 +22,7 @@ from .connection import (TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_a
                          make_client, redact_url)
 from .acl import user_name
 from .metrics import NullMetrics
-from .scripts import MetaArgs, lease_acquire, lease_release, meta_create
+from .scripts import MetaArgs, lease_acquire, lease_release, meta_create, preamble
 
 # How long a stop request may take before the process exits anyway (the promise is 2 s).
 STOP_GRACE_S = 1.5
@@ -86,7 +86,7 @@ class Component:
         """Run one of scripts.py's scripts (the ``Runner`` its wrappers take), with the common checks
         of replies that start with a status word."""
         reply = self.script(source)(keys=keys, args=args)
-        if isinstance(reply, list) and len(reply) >= 2 and isinstance(reply[0], (bytes, str)):
+        if preamble(reply) is not None:
             return self.check_reply(reply, self.name or self.kind)
         return reply
 
@@ -110,12 +110,11 @@ class Component:
             return call()
 
     def check_reply(self, reply, what: str) -> list:
-        """Common answers of every script: time, deployment record, lease."""
-        status = as_str(reply[0])
-        now = int(reply[1])
-        self.clock.observe(now)
-        if status == "period":
-            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(as_str(reply[2]))}, "
+        """Common answers of every script (``scripts.Preamble``): time, deployment record, lease."""
+        p = preamble(reply)
+        self.clock.observe(p.now)
+        if p.status == "period":
+            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(p.detail)}, "
                        f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
                        "use the same --period, or another --namespace")
             if not self.instance:
@@ -123,20 +122,19 @@ class Component:
             # The record changed under a running process (re-created by a newcomer, or edited by hand):
             # report it every period until the operator settles it, rather than exiting over it.
             raise DataProblem(message)
-        if status == "lease":
-            raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({as_str(reply[2])}); "
+        if p.status == "lease":
+            raise FatalError(f"{self.kind} name {what!r} was taken over by another process ({p.detail}); "
                              "stopping so that only one process acts under this name")
-        if status in ("wrongtype", "baddata"):
-            raise DataProblem(as_str(reply[2]))
-        if status == "nometa":
-            raise NoMeta(f"no deployment record {as_str(reply[2])}")
-        if len(reply) > 2:
-            inst = as_str(reply[2])
-            if self.instance and inst != self.instance:
+        if p.status in ("wrongtype", "baddata"):
+            raise DataProblem(p.detail)
+        if p.status == "nometa":
+            raise NoMeta(f"no deployment record {p.detail}")
+        if p.detail:    # every other reply carries the deployment instance here
+            if self.instance and p.detail != self.instance:
                 self.log.warning("Redis lost its data (deployment record re-created); restoring this %s's state",
                                  self.kind)
-            self.instance = inst
-        return [status] + list(reply[1:])
+            self.instance = p.detail
+        return list(reply)
 
     def script(self, source: str):
         """A registered script (redis-py loads it again by itself after a Redis restart), timed."""

@@ -80,8 +80,8 @@ local function meta_check(key, period, known, fresh, now, create)
       m[2] = fresh
     end
   end
-  local p = int(m[1])
-  if not p or p <= 0 then
+  local p = num(m[1])      -- a whole number of ms (common.parse_period_ms says the same)
+  if not p or p <= 0 or p ~= math.floor(p) then
     return nil, 'baddata', key .. ' has period_ms ' .. string.format('%q', tostring(m[1])):sub(1, 60) ..
       ', not a period in ms: fix it or delete ' .. key
   end
@@ -219,6 +219,24 @@ def _fields(raw: Sequence[Any], n: int, default: Any = "") -> list:
     same script leave the later fields out)."""
     out = [_text(x) for x in list(raw)[:n]]
     return out + [default] * (n - len(out))
+
+
+class Preamble(NamedTuple):
+    """What every deployment-aware script's reply starts with: a status word, the server time, and
+    a detail (the deployment instance, or for a refusal what is wrong: ``period`` -> the
+    deployment's period, ``lease`` -> the holder, ``wrongtype``/``baddata`` -> why, ``nometa``)."""
+
+    status: str
+    now: int
+    detail: str
+
+
+def preamble(raw: Any) -> Preamble | None:
+    """The common start of a reply, or None for replies that have none (leases, deregister)."""
+    if not isinstance(raw, list) or len(raw) < 2 or not isinstance(raw[0], (bytes, str)):
+        return None
+    status, now, detail = _fields(raw, 3, "")
+    return Preamble(status, int(now), str(detail or ""))
 
 
 # ---------------------------------------------------------------------------------------------
