@@ -149,7 +149,8 @@ local function regrowing(meta, period, epoch, inst, restored)
   if not recreated or restored == inst then return nil end
   local c = math.floor(recreated / period)
   if c <= epoch and epoch < c + 2 then
-    return 'Redis lost its data (strategies registering again since epoch ' .. c .. '): publishing again from epoch ' .. (c + 2)
+    return 'registry being rebuilt since epoch ' .. c .. ' (strategies older than the deployment record are ' ..
+      'registering: Redis lost its data, or a new deployment): publishing from epoch ' .. (c + 2)
   end
   return nil
 end
@@ -665,7 +666,7 @@ REGISTRY_ADMIT = PRELUDE + r"""
 local now = now_ms()
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, false)
 if not inst then return {changed, now, detail} end
-registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
+local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
 local admitted = {}
 local created = int(redis.call('HGET', KEYS[1], 'created') or '')
 local regrow = false
@@ -690,7 +691,7 @@ end
 local ver = registry_version(KEYS[1])
 if #admitted > 0 then ver = registry_bump(KEYS[1]) end
 if regrow and not redis.call('HGET', KEYS[1], 'recreated') then redis.call('HSET', KEYS[1], 'recreated', now) end
-local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3])}
+local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3]), note}
 for _, n in ipairs(admitted) do reply[#reply + 1] = n end
 return reply
 """
@@ -702,6 +703,7 @@ class RegistryChanged(NamedTuple):
     instance: str
     version: int
     backup_size: int
+    note: str            # a repair the registry guard made on the way
     names: tuple         # admitted or restored names
 
 
@@ -712,8 +714,9 @@ def registry_admit(run: Runner, k: Keys, m: MetaArgs, names: Sequence[str]) -> R
 
 
 def _registry_changed(raw: Sequence[Any]) -> RegistryChanged:
-    s, now, inst, ver, nb = _fields(raw, 5, 0)
-    return RegistryChanged(s, int(now), inst, int(ver), int(nb), tuple(_text(x) for x in list(raw)[5:]))
+    s, now, inst, ver, nb, note = _fields(raw, 6, 0)
+    return RegistryChanged(s, int(now), inst, int(ver), int(nb), str(note or ""),
+                           tuple(_text(x) for x in list(raw)[6:]))
 
 
 # KEYS: meta, registry, registry backup, deregistration records
@@ -724,7 +727,7 @@ REGISTRY_RESTORE = PRELUDE + r"""
 local now = now_ms()
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, true)
 if not inst then return {changed, now, detail} end
-if changed then return {'changed', now, inst, 0, 0} end
+if changed then return {'changed', now, inst, 0, 0, ''} end
 registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
 local shown = {}
 for i = 7, #ARGV do
@@ -733,7 +736,7 @@ for i = 7, #ARGV do
 end
 local ver = math.max(registry_version(KEYS[1]), tonumber(ARGV[6]) or 0) + 1
 redis.call('HSET', KEYS[1], 'registry', ver)
-local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3])}
+local reply = {'ok', now, inst, ver, redis.call('SCARD', KEYS[3]), ''}
 for _, n in ipairs(shown) do reply[#reply + 1] = n end
 return reply
 """

@@ -33,6 +33,15 @@ REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the epoch up
 
 
+class Seen(NamedTuple):
+    """One read of an epoch's decisions: the raw decision keys, and the registry's version and size
+    at the same moment (None when unreadable)."""
+
+    decisions: list
+    version: int | None
+    size: int | None
+
+
 class Tally(NamedTuple):
     """One epoch's decisions, as read: the sorted values when every registered strategy submitted a
     valid one, else the problems (name, why)."""
@@ -217,7 +226,6 @@ class Trader(Component):
 
     def collect(self, epoch: int, deadline: int) -> None:
         """Wait for the decisions (doorbell) and settle the epoch: publish, or error at the deadline."""
-        first = True
         checks = 0
         while not self.stop.is_set():
             names, keys = self.read_plan()
@@ -226,13 +234,19 @@ class Trader(Component):
                 return
             now = self.clock.now_ms()
             final = now >= deadline
-            # The first read comes at once (the doorbell may have rung before we looked); later
-            # ones block on the doorbell first, for a short step at most (stop requests stay fast).
-            wait_ms = 0 if (final or first) else max(1, min(self.settings.block_ms, deadline - now))
-            first = False
-            raw = self.read_decisions(epoch, keys, wait_ms)
+            # Block on the doorbell (it stays rung until we pop it), for a short step at most so
+            # that stop requests stay fast; at the deadline, read at once.
+            wait_ms = 0 if final else max(1, min(self.settings.block_ms, deadline - now))
+            seen = self.read_decisions(epoch, keys, wait_ms)
             final = final or self.clock.now_ms() >= deadline
-            got = tally(epoch, names, raw, self.keys.decision)
+            if self.registry_moved(seen):
+                # An operator deregistered (or somebody edited the registry) while we wait: adopt it
+                # now, so that deregistering the missing strategy completes the epoch at once.
+                self.refresh_registry()
+                checks += 1
+                if checks <= MAX_REGISTRY_CHECKS:
+                    continue
+            got = tally(epoch, names, seen.decisions, self.keys.decision)
             if got.problems and not final:
                 continue
             if got.problems:
@@ -241,7 +255,7 @@ class Trader(Component):
                 outcome, count = "ok", len(names)
                 text = repr(median_of_sorted(got.values))
                 members = ",".join(names) if count <= K.MEDIAN_MEMBERS_LIMIT else ""
-            settled = self.settle(epoch, outcome, text, count, members, bad_data=not got.problems)
+            settled = self.settle(epoch, outcome, text, count, members)
             if settled != "registry":
                 return
             checks += 1
@@ -258,26 +272,48 @@ class Trader(Component):
             self._read_plan = (names, ordered, [self.keys.decision(n) for n in ordered])
         return self._read_plan[1], self._read_plan[2]
 
-    def read_decisions(self, epoch: int, keys: list[str], wait_ms: int) -> list:
-        """Block on the epoch's doorbell (when ``wait_ms``), then read every decision key: one round trip."""
+    def read_decisions(self, epoch: int, keys: list[str], wait_ms: int) -> "Seen":
+        """Block on the epoch's doorbell (when ``wait_ms``), then read every decision key and the
+        registry's version and size: one round trip."""
         ready_key = self.keys.ready(epoch)
         pipe = self.client.pipeline(transaction=False)
         if wait_ms:
             pipe.blpop([ready_key], timeout=wait_ms / 1000.0)
+        pipe.hget(self.keys.meta, "registry")
+        pipe.scard(self.keys.strategies)
         pipe.mget(keys)
         replies = pipe.execute(raise_on_error=False)
+        if wait_ms and isinstance(replies[0], Exception) and not (
+                is_auth_error(replies[0]) or isinstance(replies[0], TRANSIENT_ERRORS)):
+            # Not a list: somebody else wrote it.  The doorbell is ours to clear.
+            self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
+                             ready_key, describe_error(replies[0]))
+            self.client.delete(ready_key)
+            replies[0] = None
+        version, size, decisions = replies[-3:]
         for reply in replies:
-            if isinstance(reply, Exception):
-                if is_auth_error(reply) or isinstance(reply, TRANSIENT_ERRORS) or reply is replies[-1]:
-                    raise reply
-                # Not a list: somebody else wrote it.  The doorbell is ours to clear.
-                self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
-                                 ready_key, describe_error(reply))
-                self.client.delete(ready_key)
-        return replies[-1]
+            if isinstance(reply, Exception) and (reply is decisions or is_auth_error(reply)
+                                                 or isinstance(reply, TRANSIENT_ERRORS)):
+                raise reply
+        if isinstance(version, Exception):
+            version = None
+        else:   # a missing or garbage version is 0, as in read_registry
+            v = parse_int(version)
+            version = v if v is not None and v >= 0 else 0
+        return Seen(decisions, version, size if isinstance(size, int) else None)
 
-    def settle(self, epoch: int, outcome: str, text: str, count: int = 0, members: str = "",
-               bad_data: bool = False) -> str:
+    def registry_moved(self, seen: "Seen") -> bool:
+        m = self.memory
+        return m is not None and (seen.version != m.version or seen.size != len(m.names))
+
+    def refresh_registry(self) -> None:
+        """Let the registry guard record what changed (an SREM is a deregistration), then adopt it."""
+        r = registry_admit(self.run_script, self.keys, self.meta_args(), [])
+        if r.note:
+            self.log.warning("registry repaired: %s", r.note)
+        self.sync_registry(r.instance)
+
+    def settle(self, epoch: int, outcome: str, text: str, count: int = 0, members: str = "") -> str:
         r = trader_settle(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
                           outcome=outcome, text=text, count=count, members=members,
                           medians_maxlen=self.medians_maxlen)
@@ -322,6 +358,8 @@ class Trader(Component):
         if not valid:
             return
         r = registry_admit(self.run_script, self.keys, self.meta_args(), valid)
+        if r.note:
+            self.log.warning("registry repaired: %s", r.note)
         if r.status != "ok" or not r.names:
             return
         self.log.info("registered: %s", _names(sorted(r.names)))
