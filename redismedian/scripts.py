@@ -510,7 +510,9 @@ local took = 0
 if not lease then
   if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
   local f = redis.call('GET', KEYS[7])
-  if f and not int(f) then
+  -- A counter is what INCR takes and what a trader writes: digits, no sign, no leading zero
+  -- ('+5' and '007' would make INCR fail, '-3' would hand out tokens below the last one).
+  if f and not ((f == '0' or string.find(f, '^[1-9]%d*$')) and #f <= 15) then
     -- Not a counter (INCR would fail, and no trader could ever lead): go on from the last
     -- token the trader record shows, so that tokens still only grow.
     local last = 0
@@ -677,8 +679,8 @@ for i = 5, #KEYS do
     -- The lease value is "<owner>|<server ms the process started>": a deregistration recorded
     -- after that start was meant for this very process, which is about to exit.
     local start = int(string.match(lease, '|([^|]*)$') or '')
-    local rec = redis.call('HGET', KEYS[4], name)
-    if start and not (rec and (int(rec) or math.huge) >= start) then
+    local rec = int(redis.call('HGET', KEYS[4], name) or '')   -- garbage there is no record (cleared below)
+    if start and not (rec and rec >= start) then
       redis.call('SADD', KEYS[2], name)
       redis.call('SADD', KEYS[3], name)
       redis.call('HDEL', KEYS[4], name)

@@ -131,8 +131,11 @@ class Strategy(Component):
     def startup(self) -> None:
         # Our lease says when we started: a deregistration recorded after that is meant for us, one
         # recorded before it (a previous process under this name) is not.
-        self.start_ms = self.clock.now_ms()
-        self.lease_owner = f"{self.settings.owner}|{self.start_ms}"
+        # Once: a start-up tried again (e.g. while waiting for the deployment record) already holds
+        # the lease under this value, and must not wait for its own lease to expire.
+        if not self.start_ms:
+            self.start_ms = self.clock.now_ms()
+            self.lease_owner = f"{self.settings.owner}|{self.start_ms}"
         acquire_name(self, self.lease_key, f"strategy name {self.name!r}")
         epoch = self.clock.now_ms() // self.period_ms
         self.report(epoch, "", "starting", "started, waiting for the next period")

@@ -105,13 +105,15 @@ def test_parse_finite_accepts_numbers(raw, expect):
     assert parse_finite(raw) == expect
 
 
-@pytest.mark.parametrize("raw", [None, b"", b"nan", b"NaN", b"inf", b"-inf", b"abc", b"\xff\xfe", "1,5", b"1e400"])
+@pytest.mark.parametrize("raw", [None, b"", b"nan", b"NaN", b"inf", b"-inf", b"abc", b"\xff\xfe", "1,5", b"1e400",
+                                 "1_000", " 5 ", "0x10", "5\n", "1e", "+-1", "Infinity"])
 def test_parse_finite_refuses_garbage(raw):
     assert parse_finite(raw) is None
 
 
 @pytest.mark.parametrize("raw,expect", [(b"12", 12), ("-3", -3), (None, None), (b"1.5", None), (b"x", None),
-                                        (b"\xff", None)])
+                                        (b"\xff", None), ("1e3", None), ("12.0", None), (" 12", None), ("1_2", None),
+                                        ("9" * 15, 10 ** 15 - 1), ("9" * 16, None)])
 def test_parse_int(raw, expect):
     assert parse_int(raw) == expect
 
@@ -152,14 +154,24 @@ def test_redact_url():
 # -- keys and time -------------------------------------------------------------------------------
 def test_every_key_is_in_the_namespace():
     k = Keys("ns1")
-    names = [k.meta, k.strategies, k.signal_feed("g"), k.trader, k.medians, k.trader_fence, k.signal("g"),
-             k.decision("s"), k.strategy_status("s"), k.decisions(7), k.decisions_scratch(7), k.ready(7),
+    names = [k.meta, k.strategies, k.registry_backup, k.deregistered, k.traders, k.joins, k.signal_feed("g"),
+             k.trader, k.medians, k.trader_fence, k.signal("g"), k.decision("s"), k.count(7), k.ready(7),
              k.lease("generator", "g"), k.lease("strategy", "s"), k.lease("trader")]
     assert all(n.startswith("ns1:") for n in names)
     assert len(set(names)) == len(names)
     assert k.name_from(k.signal("g1"), k.signal_pattern) == "g1"
+    assert k.name_from(k.decision("X"), k.decision_pattern) == "X"
     with pytest.raises(ValueError):
         k.lease("nobody")
+
+
+def test_the_shared_index_and_status_keys_are_gone():
+    """A strategy owns its decision key; no shared per-epoch index, no per-strategy status hash."""
+    k = Keys("ns1")
+    for gone in ("decisions", "decisions_scratch", "strategy_status", "strategy_status_pattern"):
+        assert not hasattr(k, gone), gone
+    assert not hasattr(K, "STATUS_TTL_PERIODS")
+    assert k.decision("X") == "ns1:decision:X" and k.count(7) == "ns1:count:7" and k.joins == "ns1:joins"
 
 
 def test_ttls():

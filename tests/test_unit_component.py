@@ -10,8 +10,9 @@ import redis
 from redismedian import component as comp_mod
 from redismedian.clock import FakeClock, boundary_ms, epoch_of
 from redismedian.common import EXIT_FAILURE, FatalError, Settings
-from redismedian.component import Component, DataProblem, Exit, acquire_name, install_signal_handlers
+from redismedian.component import Component, DataProblem, Exit, Waiting, acquire_name, install_signal_handlers
 from redismedian.connection import Backoff, Outage
+from redismedian.scripts import LEASE_ACQUIRE, META_CREATE
 from tests.unit_support import Env, env, messages  # noqa: F401 - fixture
 
 P = 60_000                      # period of the loop tests (ms)
@@ -531,3 +532,148 @@ def test_garbage_period_in_meta_is_reported_not_fatal(env, caplog, garbage):
     assert len(errors) == 1 and "t:meta has period_ms" in errors[0] and "fix it or delete t:meta" in errors[0]
     assert env.hash(env.k.meta)["period_ms"] == garbage, "somebody else's record is reported, not overwritten"
     assert not env.r.exists(env.k.signal("g1"))
+
+
+# -- the deployment record: created when missing, or waited for under the ACL --------------------
+def _spy_scripts(c):
+    """Record the source of every script ``c`` runs (in order)."""
+    ran = []
+    orig = c.script
+
+    def script(source):
+        ran.append(source)
+        return orig(source)
+    c.script = script
+    return ran
+
+
+def _deny_meta_create(c, exc):
+    """``c``'s Redis user may not create the deployment record (META_CREATE fails with ``exc``)."""
+    orig = c.script
+    tries = []
+
+    def script(source):
+        if source == META_CREATE:
+            def refused(keys=(), args=()):
+                tries.append(1)
+                raise exc
+            return refused
+        return orig(source)
+    c.script = script
+    return tries
+
+
+NOPERM = [
+    redis.exceptions.NoPermissionError("this user has no permissions to access one of the keys used as arguments"),
+    redis.exceptions.ResponseError("NOPERM User strategy.X has no permissions to run the 'hset' command"),
+    redis.exceptions.ResponseError("ERR Error running script (call to f_0): @user_script:12: The user executing the "
+                                   "script can't access at least one of the keys mentioned in the command"),
+]
+
+
+@pytest.mark.parametrize("kind", ["generator", "strategy"])
+def test_a_missing_deployment_record_is_created_then_the_call_goes_on(env, kind):
+    """'nometa' -> META_CREATE -> the same script again (without the ACL anybody may create it)."""
+    from redismedian.scripts import GENERATOR_PUBLISH, STRATEGY_REPORT
+    c = env.generator("g1") if kind == "generator" else env.strategy("X")
+    ran = _spy_scripts(c)
+    if kind == "generator":
+        env.started(c)
+        c.step(env.E)
+        assert env.hash(env.k.signal("g1"))["epoch"] == str(env.E)
+        call = GENERATOR_PUBLISH
+    else:
+        env.started(c)
+        assert env.r.get(env.k.decision("X")).decode().startswith(f"{env.E}|!starting|")
+        call = STRATEGY_REPORT
+    assert [s for s in ran if s in (call, META_CREATE)] == [call, META_CREATE, call]
+    meta = env.hash(env.k.meta)
+    assert meta["period_ms"] == str(env.period_ms) and meta["instance"] == c.instance
+    assert int(meta["created"]) == env.clock.now_ms()
+    assert "recreated" not in meta and "registry" not in meta
+
+
+@pytest.mark.parametrize("exc", NOPERM)
+@pytest.mark.parametrize("kind", ["generator", "strategy"])
+def test_a_user_that_may_not_create_the_record_waits_for_it(env, exc, kind):
+    c = env.generator("g1") if kind == "generator" else env.strategy("X")
+    tries = _deny_meta_create(c, exc)
+    with pytest.raises(Waiting) as e:
+        if kind == "generator":
+            env.started(c)
+            c.step(env.E)
+        else:
+            c.startup()
+    assert isinstance(e.value, DataProblem)
+    assert str(e.value).startswith("waiting for the deployment record t:meta: ") and "start the trader" in str(e.value)
+    assert not env.r.exists(env.k.meta), "nothing created"
+    assert not env.r.exists(env.k.signal("g1")) and not env.r.exists(env.k.decision("X")), "nothing written"
+    with pytest.raises(Waiting):                    # asked once: later calls wait without asking again
+        if kind == "generator":
+            c.step(env.E)
+        else:
+            c.startup()
+    assert tries == [1]
+
+
+def test_another_refusal_to_create_the_record_is_not_waiting(env):
+    g = env.started(env.generator("g1"))
+    _deny_meta_create(g, redis.exceptions.ResponseError("ERR something else went wrong"))
+    with pytest.raises(redis.exceptions.ResponseError, match="something else") as e:
+        g.step(env.E)
+    assert not isinstance(e.value, Waiting)
+
+
+def test_a_strategy_waits_at_start_until_the_trader_creates_the_record(env, caplog):
+    s = env.strategy("X", ["g1"])
+    _deny_meta_create(s, NOPERM[0])
+    waits = []
+    orig = env.clock.wait
+
+    def wait(stop, seconds):
+        waits.append(seconds)
+        if len(waits) == 3:
+            env.trader().tick(env.E)                    # the trader starts: it creates the record
+        return orig(stop, seconds)
+    env.clock.wait = wait
+    with caplog.at_level(logging.INFO):
+        assert s.run(max_epochs=1) == 0
+    warnings = messages(caplog, logging.WARNING)
+    assert sum("waiting for the deployment record t:meta" in m for m in warnings) == 1, "said once, not per retry"
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)
+    assert waits[:3] == [1.0, 1.0, 1.0], "retried every second (at most a period)"
+    assert any("started X" in m for m in messages(caplog))
+    assert env.r.get(env.k.decision("X")).decode().startswith(f"{env.E}|"), "then it runs as usual"
+    assert env.r.smembers(env.k.joins) == {b"X"}
+
+
+def test_a_generator_waits_for_the_record_period_after_period(env, caplog):
+    g = env.generator("g1")
+    _deny_meta_create(g, NOPERM[1])
+    with caplog.at_level(logging.INFO):
+        assert g.run(max_epochs=3) == 0
+    warnings = messages(caplog, logging.WARNING)
+    assert sum("waiting for the deployment record t:meta" in m for m in warnings) == 1
+    assert not env.r.exists(env.k.signal("g1")) and not env.r.exists(env.k.meta)
+
+
+def test_a_name_owned_by_another_acl_user_is_fatal(env):
+    """Under the ACL each strategy has its own user: one started with another's name is refused in one
+    line that says which user to use."""
+    s = env.strategy("B")
+    orig = s.script
+
+    def script(source):
+        if source == LEASE_ACQUIRE:
+            def refused(keys=(), args=()):
+                raise redis.exceptions.NoPermissionError(
+                    "this user has no permissions to access one of the keys used as arguments")
+            return refused
+        return orig(source)
+    s.script = script
+    s.redis_user = lambda: "strategy.A"
+    with pytest.raises(FatalError) as e:
+        s.startup()
+    assert str(e.value).startswith("Redis user 'strategy.A' may not act as strategy name 'B': under the ACL each "
+                                   "strategy runs with its own user (strategy.B)")
+    assert e.value.code == EXIT_FAILURE

@@ -9,6 +9,8 @@ import logging
 
 import pytest
 
+from redismedian.common import NUMBER_RULE
+from redismedian.scripts import Report, parse_report
 from redismedian.status import gather, render, to_json
 from tests.unit_support import env, messages  # noqa: F401 - fixture
 
@@ -48,6 +50,10 @@ class Pipeline:
         return {int(m["epoch"]): float(m["median"]) for m in self.env.medians()}
 
 
+def report(env, name="X"):
+    return parse_report(env.r.get(env.k.decision(name)))
+
+
 def status_survives(env):
     data = gather(env.r, env.k)
     text = render(data, "redis://127.0.0.1:1/0")
@@ -59,22 +65,21 @@ def status_survives(env):
 OWNED = {
     "signal hash": lambda k, E: k.signal("g1"),
     "signal feed": lambda k, E: k.signal_feed("g1"),
-    "decision hash": lambda k, E: k.decision("X"),
-    "decisions index": lambda k, E: k.decisions(E),
+    "decision": lambda k, E: k.decision("X"),
+    "count": lambda k, E: k.count(E),
     "doorbell": lambda k, E: k.ready(E),
-    "strategy status": lambda k, E: k.strategy_status("X"),
+    "joins": lambda k, E: k.joins,
     "trader hash": lambda k, E: k.trader,
     "medians": lambda k, E: k.medians,
     "generator lease": lambda k, E: k.lease("generator", "g1"),
     "strategy lease": lambda k, E: k.lease("strategy", "X"),
     "trader lease": lambda k, E: k.lease("trader"),
     "fence": lambda k, E: k.trader_fence,
-    "scratch": lambda k, E: k.decisions_scratch(E),
 }
-RIGHT_TYPE = {"signal hash": "hash", "signal feed": "stream", "decision hash": "hash", "decisions index": "zset",
-              "doorbell": "list", "strategy status": "hash", "trader hash": "hash", "medians": "stream",
+RIGHT_TYPE = {"signal hash": "hash", "signal feed": "stream", "decision": "string", "count": "string",
+              "doorbell": "list", "joins": "set", "trader hash": "hash", "medians": "stream",
               "generator lease": "string", "strategy lease": "string", "trader lease": "string",
-              "fence": "string", "scratch": "zset"}
+              "fence": "string"}
 
 
 @pytest.mark.parametrize("what,kind", [(w, t) for w in sorted(OWNED) for t in TYPES if t != RIGHT_TYPE[w]])
@@ -88,8 +93,7 @@ def test_owned_keys_of_the_wrong_type_are_repaired(env, what, kind, caplog):
         p.epoch(E + 1)
         p.epoch(E + 2)
     assert p.published().get(E + 2) == MEDIAN, messages(caplog, logging.WARNING)
-    if what != "scratch":
-        assert p.published().get(E + 1) == MEDIAN, messages(caplog, logging.WARNING)
+    assert p.published().get(E + 1) == MEDIAN, messages(caplog, logging.WARNING)
     status_survives(env)
 
 
@@ -142,12 +146,19 @@ def test_a_garbage_registry_is_restored_from_its_backup(env, kind, caplog):
     status_survives(env)
 
 
-def test_a_strategy_starting_on_a_garbage_registry_repairs_it(env, caplog):
+def test_a_strategy_starting_on_a_garbage_registry_asks_the_trader(env, caplog):
+    """A strategy never writes the registry, garbage or not: it asks to join; the trader repairs the
+    registry (once, saying so) and admits it."""
     put(env.r, env.k.strategies, "string")
     x = env.strategy("X", ["g1"])
     with caplog.at_level(logging.WARNING):
         assert x.run(max_epochs=1) == 0
-    assert env.r.sismember(env.k.strategies, "X")
+        assert env.r.get(env.k.strategies) == b"garbage", "left to the trader"
+        assert env.r.smembers(env.k.joins) == {b"X"}
+        x.started = False
+        env.started(x)                               # (run() released the name on the way out)
+        env.trader().step(env.E)
+    assert env.r.smembers(env.k.strategies) == {b"X"}
     assert sum("t:strategies was a string (replaced" in m for m in messages(caplog, logging.WARNING)) == 1
 
 
@@ -163,10 +174,11 @@ def test_garbage_doorbell_while_the_trader_waits(env, caplog):
     assert p.published().get(env.E + 2) == MEDIAN
 
 
-def test_garbage_decisions_index_while_the_trader_waits(env):
-    """The index is repaired by the next submission: the trader waits for it instead of giving up."""
+def test_a_garbage_decision_key_while_the_trader_waits(env):
+    """A decision key of another type reads as no report (MGET): the trader waits, and the strategy's
+    next report overwrites it."""
     p = Pipeline(env)
-    put(env.r, env.k.decisions(env.E), "string")
+    put(env.r, env.k.decision("X"), "hash")
     env.started(p.x)
     env.started(p.y)
     t = p.t
@@ -181,7 +193,7 @@ def test_garbage_decisions_index_while_the_trader_waits(env):
     env.r.blpop = blpop
     t.step(env.E)
     assert p.published() == {env.E: MEDIAN}
-    assert env.r.type(env.k.decisions(env.E)) == b"zset"
+    assert env.r.type(env.k.decision("X")) == b"string"
 
 
 # -- garbage values -------------------------------------------------------------------------------
@@ -201,9 +213,7 @@ def test_garbage_signal_values_are_reported_by_the_strategy(env, fields, reason)
     y = env.started(env.strategy("Y", ["g1", "g2"]))
     env.at(env.E, 0.6)
     assert y.run(max_epochs=1) == 0
-    st = env.hash(env.k.strategy_status("Y"))
-    assert (st["state"], st["reason"]) == ("error", reason)
-    assert not env.r.exists(env.k.decisions(env.E))
+    assert report(env, "Y") == Report(env.E, "error", "", reason)
 
 
 @pytest.mark.parametrize("epoch,reason", [("abc", "signal g2 malformed (epoch 'abc')"),
@@ -215,7 +225,7 @@ def test_garbage_signal_epochs_are_reported(env, epoch, reason):
     y = env.started(env.strategy("Y", ["g1", "g2"]))
     env.at(env.E, 0.6)
     assert y.run(max_epochs=1) == 0
-    assert env.hash(env.k.strategy_status("Y"))["reason"] == reason
+    assert report(env, "Y") == Report(env.E, "error", "", reason)
 
 
 @pytest.mark.parametrize("kind", ["string", "list", "set", "zset", "stream"])
@@ -225,7 +235,7 @@ def test_a_signal_of_the_wrong_type_is_reported_by_the_strategy(env, kind):
     y = env.started(env.strategy("Y", ["g1", "g2"]))
     env.at(env.E, 0.6)
     assert y.run(max_epochs=1) == 0
-    reason = env.hash(env.k.strategy_status("Y"))["reason"]
+    reason = report(env, "Y").reason
     assert reason.startswith("signal g2 unreadable (t:signal:g2: WRONGTYPE"), reason
 
 
@@ -240,8 +250,7 @@ def test_garbage_feed_entries_are_ignored(env):
     env.r.xadd(feed1, {"name": "g1", "epoch": env.E, "value": "nan", "status": "ok"})
     env.publish(env.E, g2=3.0)
     assert y.run(max_epochs=1) == 0
-    st = env.hash(env.k.strategy_status("Y"))
-    assert st["state"] == "error" and st["reason"] == "signal g1 is not a finite number ('nan')"
+    assert report(env, "Y") == Report(env.E, "error", "", "signal g1 is not a finite number ('nan')")
     # the feed entry with a bad value is not overruled: the strategy never decides on it
 
 
@@ -251,65 +260,78 @@ def test_a_garbage_feed_is_reported_when_it_hides_the_signals(env):
     x = env.started(env.strategy("X", ["g1"]))
     assert x.run(max_epochs=1) == 0
     # the stored signal was current: the decision is made all the same
-    assert env.hash(env.k.strategy_status("X"))["state"] == "ok"
+    assert report(env).state == "ok"
     env.at(env.E + 1)
     assert x.run(max_epochs=1) == 0
-    st = env.hash(env.k.strategy_status("X"))
-    assert st["state"] == "error"
-    assert st["reason"] == (f"signal g1 stale (last epoch {env.E}); signal feed t:signals:g1 unreadable: "
+    st = report(env)
+    assert st.state == "error"
+    assert st.reason == (f"signal g1 stale (last epoch {env.E}); signal feed t:signals:g1 unreadable: "
                             "WRONGTYPE Operation against a key holding the wrong kind of value")
 
 
-def test_a_non_finite_decision_in_the_index_is_reported(env):
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "0x10", "1_000", " 5 ", "", "1e", "5\n5|1"])
+def test_a_decision_outside_the_number_grammar_is_reported(env, value):
     env.r.sadd(env.k.strategies, "X", "Y", "Z")
-    env.r.zadd(env.k.decisions(env.E), {"X": 1.0, "Y": float("inf"), "Z": 0.0})
-    t = env.trader()
+    env.decide("X", 1.0)
+    env.decide("Y", value)
+    env.decide("Z", 0.0)
+    t = env.trader(decision_timeout_ms=0)             # judged at once, as at the deadline
     assert t.run(max_epochs=1) == 0
     h = env.hash(env.k.trader)
-    assert (h["state"], h["reason"]) == ("error", "Y: decision is not a finite number (inf)")
-    env.r.zadd(env.k.decisions(env.E), {"X": float("-inf"), "Y": 1.0})
-    t.collect(env.E, True)
-    assert env.hash(env.k.trader)["reason"] == "X: decision is not a finite number (-inf)"
+    assert h["state"] == "error"
+    assert h["reason"].startswith(f"1 of 3 strategies missing: Y: decision {value!r:.40} in t:decision:Y")
+    assert NUMBER_RULE in h["reason"]
+    env.decide("X", "-inf")
+    env.decide("Y", 1.0)
+    t.step(env.E)
+    assert env.hash(env.k.trader)["reason"].startswith("1 of 3 strategies missing: X: decision '-inf' in t:decision:X")
     assert env.medians() == []
 
 
-@pytest.mark.parametrize("fields,why", [
-    ({"state": "error", "reason": "", "epoch": "{E}"}, "no decision (last report for epoch {E})"),
-    ({"state": "ok", "epoch": "garbage"}, "no decision (last report for epoch garbage)"),
-    ({"reason": "something"}, "no decision (not running?)"),
-    ({"junk": "1"}, "no decision (not running?)"),
+@pytest.mark.parametrize("text,why", [
+    ("{E}|!error|", "no decision (state 'error')"),
+    ("{E}|!|odd", "odd"),
+    ("{E2}|!error|old", "no decision (last report for epoch {E2})"),
+    ("garbage|1", "no decision (t:decision:X holds 'garbage|1', not <epoch>|<decision>)"),
+    ("something", "no decision (t:decision:X holds 'something', not <epoch>|<decision>)"),
+    ("{E}.5|1", "no decision (t:decision:X holds '{E}.5|1', not <epoch>|<decision>)"),
+    ("9999999999999999|1", "no decision (t:decision:X holds '9999999999999999|1', not <epoch>|<decision>)"),
 ])
-def test_garbage_strategy_status_in_the_traders_reason(env, fields, why):
+def test_garbage_in_a_decision_key_in_the_traders_reason(env, text, why):
     env.r.sadd(env.k.strategies, "X")
-    env.r.hset(env.k.strategy_status("X"), mapping={k: v.format(E=env.E) for k, v in fields.items()})
-    t = env.trader()
-    t.collect(env.E, True)
-    assert env.hash(env.k.trader)["reason"] == "1 of 1 strategies missing: X: " + why.format(E=env.E)
+    env.r.set(env.k.decision("X"), text.format(E=env.E, E2=env.E - 3))
+    t = env.trader(decision_timeout_ms=0)
+    t.step(env.E)
+    assert env.hash(env.k.trader)["reason"] == "1 of 1 strategies missing: X: " + why.format(E=env.E, E2=env.E - 3)
 
 
-@pytest.mark.parametrize("kind", ["string", "list", "set", "zset", "stream"])
-def test_an_unreadable_strategy_status_in_the_traders_reason(env, kind):
+@pytest.mark.parametrize("kind", ["list", "set", "hash", "zset", "stream"])
+def test_a_decision_key_of_the_wrong_type_in_the_traders_reason(env, kind):
     env.r.sadd(env.k.strategies, "X")
-    put(env.r, env.k.strategy_status("X"), kind)
-    t = env.trader()
+    put(env.r, env.k.decision("X"), kind)
+    t = env.trader(decision_timeout_ms=0)
     assert t.run(max_epochs=1) == 0
-    assert env.hash(env.k.trader)["reason"] == "1 of 1 strategies missing: X: no decision (status unreadable)"
+    assert env.hash(env.k.trader)["reason"] == (
+        "1 of 1 strategies missing: X: no decision (no report for 10 periods: not running?)")
+    (row,) = status_survives(env)[0]["strategies"]
+    assert f"t:decision:X is a {kind}, expected a string" in row["reason"], row
 
 
 @pytest.mark.parametrize("published", ["abc", "", "-1", "99999999999", "1e99", "480000.5"])
 def test_garbage_published_marker_does_not_stop_publication(env, published):
     env.r.sadd(env.k.strategies, "X")
-    env.r.zadd(env.k.decisions(env.E), {"X": 4.0})
+    env.decide("X", 4.0)
     env.r.hset(env.k.trader, mapping={"published": published, "state": "ok"})
     t = env.trader()
     assert t.run(max_epochs=1) == 0
     assert [m["epoch"] for m in env.medians()] == [str(env.E)]
 
 
-@pytest.mark.parametrize("fence", ["abc", "", "-3", "1.5", "99999999999999999999999", "12abc"])
+@pytest.mark.parametrize("fence", ["abc", "", "-3", "+5", "007", " 7", "1.5", "1e3", "99999999999999999999999",
+                                   "12abc"])
 def test_a_garbage_fence_is_repaired_and_tokens_keep_growing(env, fence, caplog):
     env.r.sadd(env.k.strategies, "X")
-    env.r.zadd(env.k.decisions(env.E), {"X": 4.0})
+    env.decide("X", 4.0)
     env.r.hset(env.k.trader, mapping={"fence": "41"})
     env.r.set(env.k.trader_fence, fence)
     t = env.trader()
@@ -363,5 +385,5 @@ def test_a_garbage_feed_repaired_while_the_strategy_waits(env):
         return orig(stop, seconds)
     env.clock.wait = wait
     assert x.run(max_epochs=1) == 0
-    assert env.hash(env.k.strategy_status("X"))["state"] == "ok"
+    assert report(env) == Report(env.E, "ok", "1.0", "")
     assert 2 <= len(waits) <= 3

@@ -33,7 +33,9 @@ def test_a_healthy_pipeline(env):
     assert gens["g2"]["owner"] == p.g2.settings.owner and gens["g2"]["reason"] == ""
     strats = {s["name"]: s for s in data["strategies"]}
     assert strats["Y"]["registered"] is True and strats["Y"]["state"] == "ok" and strats["Y"]["value"] == 2.0
-    assert strats["Y"]["signals"] == "g1,g2"
+    assert strats["Y"]["epoch"] == env.E and strats["Y"]["owner"] == p.y.lease_owner and strats["Y"]["reason"] == ""
+    assert 0 <= strats["Y"]["age_s"] <= 5, "age from the decision key's remaining time to live"
+    assert "signals" not in strats["Y"], "the signals column is gone"
     assert "period 3600s" in text and f"epoch {env.E}" in text and "median 1.5" in text
     assert "generators:" in text and "strategies:" in text
 
@@ -51,7 +53,9 @@ def test_parts_that_stopped(env):
     assert gens["g2"]["state"] == "stale" and gens["g2"]["reason"] == f"last signal for epoch {env.E}"
     strats = {s["name"]: s for s in data["strategies"]}
     assert strats["X"]["state"] == "down" and strats["X"]["registered"] is True
-    assert strats["Y"]["registered"] is False and strats["Y"]["state"] == "ok"
+    # Y's process still runs but is no longer registered: shown as waiting for the trader
+    assert strats["Y"]["registered"] is False and strats["Y"]["state"] == "joining"
+    assert strats["Y"]["value"] == 2.0 and strats["Y"]["epoch"] == env.E
     assert "down" in text and "no" in text
 
 
@@ -76,7 +80,7 @@ def test_an_empty_namespace(env):
 
 KEYS = {
     "meta": lambda k: k.meta, "trader": lambda k: k.trader, "strategies": lambda k: k.strategies,
-    "signal": lambda k: k.signal("g1"), "status": lambda k: k.strategy_status("X"),
+    "signal": lambda k: k.signal("g1"), "decision": lambda k: k.decision("X"),
     "trader lease": lambda k: k.lease("trader"), "generator lease": lambda k: k.lease("generator", "g1"),
     "strategy lease": lambda k: k.lease("strategy", "X"),
 }
@@ -90,13 +94,16 @@ def test_keys_of_the_wrong_type_are_shown_not_fatal(env, what, kind):
     put(env.r, KEYS[what](env.k), kind)
     data, text = view(env)
     shown = json.dumps(data)
-    right = {"meta": "hash", "trader": "hash", "signal": "hash", "status": "hash", "strategies": "set"}
+    right = {"meta": "hash", "trader": "hash", "signal": "hash", "decision": "string", "strategies": "set"}
     if what in right and kind != right[what]:
         if what in ("meta", "strategies"):
             assert any(KEYS[what](env.k) in prob for prob in data["problems"]), shown
             assert "PROBLEM" in text
         else:
             assert "unreadable" in shown and "unreadable" in text, shown
+    if what == "decision":
+        x = {s["name"]: s for s in data["strategies"]}["X"]
+        assert x["state"] == ("garbage" if kind == "string" else "unreadable") and x["value"] is None, x
 
 
 def test_garbage_values_everywhere(env):
@@ -107,15 +114,17 @@ def test_garbage_values_everywhere(env):
     r.set(k.lease("trader"), b"\xff\xfe|7", px=1000)
     r.hset(k.signal("g\xe9"), mapping={"value": "inf", "epoch": "1.5", "ts": "", "status": "ok"})
     r.hset(k.signal("g2"), mapping={"junk": "1"})
-    r.hset(k.strategy_status("X"), mapping={"state": "ok", "reason": "multi\nline", "epoch": "-1",
-                                            "value": "-inf", "ts": "9" * 40})
+    r.set(k.decision("X"), "-1|-inf")
+    r.set(k.decision("W"), "5|!error|multi\nline")
+    r.set(k.decision("V"), b"\xff\xfe|1e999")
+    r.hset(k.decision("U"), "value", "1")
     r.sadd(k.strategies, "X", "not a valid name", b"\xff")
     data, text = view(env)
     assert data["period_ms"] is None
     assert data["trader"]["median"] is None and data["trader"]["count"] is None
     assert any("period_ms" in p for p in data["problems"]), data["problems"]
     names = {s["name"] for s in data["strategies"]}
-    assert {"X", "not a valid name"} <= names
+    assert {"X", "W", "V", "U", "not a valid name"} <= names
     assert all(s["value"] is None for s in data["strategies"])
 
 

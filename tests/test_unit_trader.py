@@ -7,8 +7,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hypothesis import example
+
 from redismedian import keys as K
-from redismedian.trader import REASONS_LIMIT, default_decision_timeout_ms, median
+from redismedian import trader as trader_mod
+from redismedian.common import NUMBER_RULE
+from redismedian.keys import Keys
+from redismedian.scripts import registry_admit
+from redismedian.trader import (REASONS_LIMIT, Tally, default_decision_timeout_ms, judge, median, median_of_sorted,
+                                tally)
 from tests.unit_support import env, messages  # noqa: F401 - fixture
 
 
@@ -82,12 +89,12 @@ def test_waits_for_the_doorbell_then_publishes(env):
 
 
 def test_error_at_the_deadline_names_every_missing_strategy(env):
-    register(env, "W", "X", "Y", "Z")
+    register(env, "V", "W", "X", "Y", "Z")            # V started but never decided
     submit(env, env.E - 1, W=1.0)                     # W last reported for the previous epoch
     env.publish(env.E - 1, sig_Y=1.0)                 # Y's generator stopped after E-1
     env.at(env.E, 0.6)
     env._strats["Y"].step(env.E)
-    env.r.delete(env.k.strategy_status("Z"))          # Z never reported anything
+    env.r.delete(env.k.decision("Z"))                 # Z's key expired: no report for 10 periods
     env.at(env.E)
     submit(env, env.E, X=1.0)
     t = env.trader()
@@ -99,10 +106,11 @@ def test_error_at_the_deadline_names_every_missing_strategy(env):
     assert sum(waits) == pytest.approx(9.0, abs=0.01) and len(waits) <= 10, "blocked on the doorbell, not polling"
     h = env.hash(env.k.trader)
     assert h["state"] == "error" and "median" not in h and "count" not in h
-    assert h["reason"] == ("3 of 4 strategies missing: "
+    assert h["reason"] == ("4 of 5 strategies missing: "
+                           "V: started, waiting for the next period; "
                            f"W: no decision (last report for epoch {env.E - 1}); "
                            f"Y: signal sig_Y stale (last epoch {env.E - 1}); "
-                           "Z: no decision (not running?)")
+                           "Z: no decision (no report for 10 periods: not running?)")
     assert env.medians() == []
 
 
@@ -147,13 +155,17 @@ def test_returns_to_ok_by_itself(env, caplog):
 def test_never_mixes_epochs(env):
     register(env, "X", "Y")
     submit(env, env.E - 1, X=1.0, Y=2.0)             # a complete previous epoch
-    env.r.zadd(env.k.decisions(env.E + 1), {"Y": 5.0})   # and something filed under the next one
     env.at(env.E)
     submit(env, env.E, X=3.0)
     t = env.trader()
     t.step(env.E)
     h = env.hash(env.k.trader)
-    assert h["state"] == "error" and h["reason"].startswith("1 of 2 strategies missing: Y:")
+    assert (h["state"], h["reason"]) == (
+        "error", f"1 of 2 strategies missing: Y: no decision (last report for epoch {env.E - 1})")
+    env.decide("Y", 5.0, epoch=env.E + 1)            # and something filed under the next epoch
+    t.step(env.E)
+    assert env.hash(env.k.trader)["reason"] == (
+        f"1 of 2 strategies missing: Y: no decision (last report for epoch {env.E + 1})")
     assert env.medians() == []
     submit(env, env.E, Y=4.0)                        # Y late but still in the period
     t.step(env.E)
@@ -162,25 +174,30 @@ def test_never_mixes_epochs(env):
 
 def test_decisions_of_deregistered_strategies_are_excluded(env):
     submit(env, env.E, X=1.0, Y=2.0, Z=100.0)
-    env.r.srem(env.k.strategies, "Z")
+    env.r.srem(env.k.strategies, "Z")               # `redis-cli SREM`: the operator deregisters Z
     t = env.trader()
     t.step(env.E)
     (m,) = env.medians()
     assert (m["median"], m["count"], m["members"]) == ("1.5", "2", "X,Y")
-    assert not env.r.exists(env.k.decisions_scratch(env.E))
+    assert env.r.get(env.k.decision("Z")) == f"{env.E}|100.0".encode(), "Z's decision is there, and ignored"
+    assert env.r.hexists(env.k.deregistered, "Z"), "the trader's registry guard recorded the deregistration"
 
 
-def test_unregistered_names_in_the_index_never_count(env):
+def test_decisions_of_names_that_are_not_registered_never_count(env):
     register(env, "X", "Y")
     submit(env, env.E, X=1.0)
-    env.r.zadd(env.k.decisions(env.E), {"ghost1": 0.0, "ghost2": 50.0})
+    env.decide("ghost1", 0.0)                        # decision keys of names nobody registered,
+    env.decide("ghost2", 50.0)
+    env.r.sadd(env.k.joins, "ghost1")                # and a join without any live lease behind it
     t = env.trader()
     env.at(env.E, 0.9)
     t.step(env.E)
-    assert env.hash(env.k.trader)["state"] == "error"
+    h = env.hash(env.k.trader)
+    assert (h["state"], h["reason"]) == ("error", "1 of 2 strategies missing: Y: started, waiting for the next period")
     submit(env, env.E, Y=2.0)
     t.step(env.E)
     assert [(m["median"], m["members"]) for m in env.medians()] == [("1.5", "X,Y")]
+    assert env.r.smembers(env.k.strategies) == {b"X", b"Y"}
 
 
 def test_deregistering_the_missing_strategy_completes_the_epoch(env):
@@ -213,9 +230,14 @@ def test_no_double_publication(env):
     submit(env, env.E, X=1.0)
     t = env.trader()
     t.step(env.E)
-    assert t.collect(env.E, False)[0] == "done"
-    assert t.collect(env.E, True)[0] == "done"
-    t.shutdown()                                  # a successor takes over within the same epoch
+    t.step(env.E)                                    # the same epoch again: done already
+    assert t.settle(env.E, "ok", "9.0", 1, "X") == "done"
+    assert t.settle(env.E, "error", "1 of 1 strategies missing: X: late") == "done"
+    env.r.hdel(env.k.trader, "published")            # Redis lost the marker: the trader remembers itself
+    assert t.settle(env.E, "ok", "9.0", 1, "X") == "done"
+    env.r.hset(env.k.trader, "published", env.E)
+    assert len(env.medians()) == 1 and env.hash(env.k.trader)["median"] == "1.0"
+    t.shutdown()                                     # a successor takes over within the same epoch
     t2 = env.trader()
     t2.step(env.E)
     assert len(env.medians()) == 1
@@ -227,8 +249,22 @@ def test_an_expired_epoch_is_left_alone(env):
     submit(env, env.E, X=1.0)
     env.at(env.E + 1)
     t = env.trader()
-    assert t.collect(env.E, True)[0] == "expired"
+    t.step(env.E)                                    # the server is in E+1 already
     assert env.medians() == [] and not env.r.exists(env.k.trader)
+
+
+def test_an_epoch_that_ends_while_its_decisions_are_read_is_not_published(env):
+    submit(env, env.E, X=1.0)
+    t = env.trader()
+    orig = env.r.mget
+
+    def mget(*a, **kw):                              # the read is slow: the epoch ends meanwhile
+        out = orig(*a, **kw)
+        env.at(env.E + 1, 0.0)
+        return out
+    env.r.mget = mget
+    t.step(env.E)
+    assert env.medians() == [] and "published" not in env.hash(env.k.trader)
 
 
 # -- leadership and fencing ----------------------------------------------------------------------
@@ -264,10 +300,25 @@ def test_a_stale_leader_is_fenced_off(env, caplog):
 
 
 def test_same_owner_with_an_old_token_is_fenced_off(env):
+    """The lead passed to a newer token (even of the same owner) between the read and the settle."""
+    submit(env, env.E, X=1.0)
     t = env.trader()
-    env.r.set(env.k.lease("trader"), f"{t.settings.owner}|5", px=10_000_000)
+    orig = env.r.mget
+
+    def mget(*a, **kw):
+        env.r.set(env.k.lease("trader"), f"{t.settings.owner}|5", px=10_000_000)
+        return orig(*a, **kw)
+    env.r.mget = mget
+    t.step(env.E)
+    assert env.medians() == [] and t.token == ""
+    h = env.hash(env.k.trader)
+    assert h["fence"] == "1" and h["state"] == "starting", "settle wrote nothing"
+    env.r.mget = orig
     t.token = "4"
-    assert t.collect(env.E, True)[0] == "standby"
+    env.at(env.E + 1)
+    submit(env, env.E + 1, X=2.0)
+    t.step(env.E + 1)
+    assert env.medians() == [] and t.token == ""
 
 
 def test_a_standby_trader_takes_over_when_the_leader_dies(env, caplog):
@@ -305,24 +356,37 @@ def test_reasons_are_limited(env):
     names = [f"s{i:02d}" for i in range(REASONS_LIMIT + 5)]
     env.r.sadd(env.k.strategies, *names)
     t = env.trader()
-    assert t.collect(env.E, True)[0] == "error"
+    env.at(env.E, 0.9)
+    t.step(env.E)
     reason = env.hash(env.k.trader)["reason"]
-    assert reason.startswith(f"{len(names)} of {len(names)} strategies missing: s00: no decision (not running?)")
+    assert reason.startswith(f"{len(names)} of {len(names)} strategies missing: "
+                             "s00: no decision (no report for 10 periods: not running?); s01: ")
     assert reason.endswith("and 5 more") and reason.count("not running") == REASONS_LIMIT
+
+
+def test_long_names_are_cut_in_reasons(env):
+    long = "L" * 100                                  # only a hand SADD can register such a name
+    env.r.sadd(env.k.strategies, long)
+    t = env.trader()
+    env.at(env.E, 0.9)
+    t.step(env.E)
+    assert env.hash(env.k.trader)["reason"] == (
+        f"1 of 1 strategies missing: {'L' * 64}...: no decision (no report for 10 periods: not running?)")
 
 
 def test_members_are_listed_up_to_the_limit(env):
     t = env.trader()
     for n, e in ((K.MEDIAN_MEMBERS_LIMIT, env.E), (K.MEDIAN_MEMBERS_LIMIT + 1, env.E + 1)):
         env.at(e)
-        env.r.delete(env.k.strategies)
         names = [f"s{i:03d}" for i in range(n)]
         env.r.sadd(env.k.strategies, *names)
-        env.r.zadd(env.k.decisions(e), {m: i for i, m in enumerate(names)})
+        for i, m in enumerate(names):
+            env.decide(m, i, epoch=e)
         t.step(e)
     a, b = env.medians()
     assert a["members"] == ",".join(f"s{i:03d}" for i in range(K.MEDIAN_MEMBERS_LIMIT)) and b["members"] == ""
-    assert b["count"] == str(K.MEDIAN_MEMBERS_LIMIT + 1)
+    assert (a["count"], b["count"]) == (str(K.MEDIAN_MEMBERS_LIMIT), str(K.MEDIAN_MEMBERS_LIMIT + 1))
+    assert (a["median"], b["median"]) == ("31.5", "32.0")
 
 
 def test_medians_stream_is_trimmed(env):
@@ -330,23 +394,135 @@ def test_medians_stream_is_trimmed(env):
     env.r.sadd(env.k.strategies, "X")
     for e in range(env.E, env.E + 300):
         env.at(e)
-        env.r.zadd(env.k.decisions(e), {"X": 1.0})
+        env.decide("X", 1.0, epoch=e)
         t.step(e)
     assert env.hash(env.k.trader)["published"] == str(env.E + 299)
     assert env.r.xlen(env.k.medians) < 300
 
 
-def test_median_of_huge_decisions_does_not_overflow(env):
+@pytest.mark.parametrize("a,b", [(1.5e308, 1.7e308), (-1.5e308, -1.7e308)])
+def test_median_of_huge_decisions_does_not_overflow(env, a, b):
     env.r.sadd(env.k.strategies, "X", "Y")
-    env.r.zadd(env.k.decisions(env.E), {"X": 1.5e308, "Y": 1.7e308})
+    env.decide("X", a)
+    env.decide("Y", b)
     t = env.trader()
-    assert t.collect(env.E, False)[0] == "published"
+    t.step(env.E)
     m = float(env.medians()[0]["median"])
-    assert math.isfinite(m) and m == 1.5e308 / 2 + 1.7e308 / 2
+    assert math.isfinite(m) and m == a / 2 + b / 2
 
 
-# -- property: the Lua median is statistics.median -----------------------------------------------
+# -- tally: judging the decision keys (pure) ------------------------------------------------------
+E = 480_000
+KEY = Keys("t").decision
+
+
+def raw(*texts):
+    return [None if x is None else x.encode() if isinstance(x, str) else x for x in texts]
+
+
+def not_a_number(value: str, key: str = "t:decision:B") -> str:
+    """The start of the reason for a decision that is not in the number grammar (the rest names it)."""
+    return f"decision {value!r:.40} in {key}"
+
+
+def test_tally_fast_path_takes_every_valid_decision(monkeypatch):
+    def judged(*a):
+        raise AssertionError("the fast path judges no key one by one")
+    monkeypatch.setattr(trader_mod, "judge", judged)
+    got = tally(E, ["A", "B", "C", "D"], raw(f"{E}|3.5", f"{E}|-1.0", f"{E}|1e3", f"{E}|-0.0"), KEY)
+    assert got == Tally([-1.0, -0.0, 3.5, 1000.0], [])
+    assert tally(E, ["A"], raw(f"{E}|1.7976931348623157e308"), KEY) == Tally([1.7976931348623157e308], [])
+
+
+def test_tally_of_nothing_is_empty():
+    assert tally(E, [], [], KEY) == Tally([], [])
+
+
+@pytest.mark.parametrize("text,why", [
+    (None, "no decision (no report for 10 periods: not running?)"),
+    (f"{E - 1}|2.0", f"no decision (last report for epoch {E - 1})"),
+    (f"{E + 1}|2.0", f"no decision (last report for epoch {E + 1})"),
+    (f"{E}|!error|signal g1 stale (last epoch 7)", "signal g1 stale (last epoch 7)"),
+    (f"{E}|!error|two|bars", "two|bars"),
+    (f"{E}|!starting|started, waiting for the next period", "started, waiting for the next period"),
+    (f"{E}|!error|", "no decision (state 'error')"),
+    (f"{E}|!|", "no decision (state 'error')"),
+    (f"{E}|!error|" + "x" * 2000, "x" * 500),
+    ("abc", "no decision (t:decision:B holds 'abc', not <epoch>|<decision>)"),
+    ("x|5", "no decision (t:decision:B holds 'x|5', not <epoch>|<decision>)"),
+    (f"{E}.0|5", f"no decision (t:decision:B holds '{E}.0|5', not <epoch>|<decision>)"),
+    ("", "no decision (t:decision:B holds '', not <epoch>|<decision>)"),
+])
+def test_tally_slow_path_says_why(text, why):
+    got = tally(E, ["A", "B"], raw(f"{E}|1.5", text), KEY)
+    assert got == Tally([1.5], [("B", why)])
+
+
+@pytest.mark.parametrize("value", ["1_000", " 5 ", "0x10", "1e400", "-1e400", "nan", "inf", "-inf", "Infinity", "",
+                                   "1e", "+-1", "5|1", "1,5", "5\n", f"2\n{E}|1", "\n5|1"])
+def test_tally_refuses_values_outside_the_number_grammar(value):
+    got = tally(E, ["A", "B"], raw(f"{E}|1.5", f"{E}|{value}"), KEY)
+    assert got.values == [1.5] and [n for n, _ in got.problems] == ["B"]
+    assert got.problems[0][1].startswith(not_a_number(value)) and NUMBER_RULE in got.problems[0][1]
+
+
+def test_a_value_hiding_a_second_decision_counts_for_nothing():
+    """A newline cannot smuggle a second '<epoch>|<value>' record into the read: neither for the key
+    that holds it, nor by standing in for a strategy whose key is missing or empty."""
+    for others in ([None], [b""], [f"{E}|3".encode()]):
+        names = ["A", "B"][:1 + len(others)]
+        got = tally(E, names, [f"{E}|1\n{E}|2".encode(), *others], KEY)
+        assert 1.0 not in got.values and 2.0 not in got.values
+        assert got.problems[0][0] == "A" and got.problems[0][1].startswith(not_a_number(f"1\n{E}|2", "t:decision:A"))
+    got = tally(E, ["A", "B"], raw(f"{E}|1\n{E}|2", f"{E}|3"), KEY)
+    assert got.values == [3.0] and len(got.problems) == 1
+
+
+def test_tally_without_key_names_shows_the_strategy_name():
+    assert tally(E, ["S"], raw("junk"), None).problems == [("S", "no decision (S holds 'junk', not <epoch>|<decision>)")]
+
+
+# Decision keys as they may be found: valid decisions, decisions of other epochs, reports, garbage.
+number_text = st.one_of(st.floats(allow_nan=False, allow_infinity=False).map(repr),
+                        st.text(alphabet="0123456789.eE+-", min_size=0, max_size=8),
+                        st.sampled_from(["1_000", " 5 ", "0x10", "1e400", "nan", "inf", "05", "+1", ".5", "1.", "1,2"]))
+decision_raw = st.one_of(
+    number_text.map(lambda v: f"{E}|{v}".encode()),
+    number_text.map(lambda v: f"{E}|{v}".encode()),
+    number_text.map(lambda v: f"{E - 1}|{v}".encode()),
+    st.text(max_size=20).map(lambda r: f"{E}|!error|{r}".encode()),
+    st.text(alphabet=f"{E}|\n!0123456789.e-", max_size=20).map(str.encode),
+    st.none(),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(valid=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=12),
+       odd=st.lists(st.tuples(st.integers(min_value=0), decision_raw), max_size=3))
+def test_tally_is_judging_every_key_on_its_own(valid, odd):
+    """The fast path never takes what judging each key alone would refuse, nor refuses what it takes
+    (valid decisions, with a few odd keys among them, often within the grammar's alphabet)."""
+    raws = [f"{E}|{v!r}".encode() for v in valid]
+    for i, r in odd:
+        raws[i % len(raws)] = r
+    names = [f"s{i:02d}" for i in range(len(raws))]
+    expected_values, expected_problems = [], []
+    for n, r in zip(names, raws):
+        why = judge(E, r, KEY(n))
+        if isinstance(why, str):
+            expected_problems.append((n, why))
+        else:
+            expected_values.append(why)
+    got = tally(E, names, raws, KEY)
+    assert got.problems == expected_problems
+    assert got.values == sorted(expected_values)
+    if not expected_problems:    # every decision counted: the median is statistics.median
+        assert median_of_sorted(got.values) == expected_median(expected_values)
+
+
+# -- property: the trader's median is statistics.median ----------------------------------------
 finite = st.floats(allow_nan=False, allow_infinity=False)
+huge = st.floats(min_value=1e307, max_value=1.7976931348623157e308)
 
 
 def expected_median(values):
@@ -354,26 +530,153 @@ def expected_median(values):
     if math.isfinite(m):
         return m
     s = sorted(values)                     # the two middle values overflowed when added
-    assert median(values) == s[len(s) // 2 - 1] / 2 + s[len(s) // 2] / 2
-    return median(values)
+    return s[len(s) // 2 - 1] / 2 + s[len(s) // 2] / 2
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.lists(finite, min_size=1, max_size=40), extras=st.lists(finite, max_size=4),
+@settings(max_examples=500, deadline=None)
+@given(values=st.lists(st.one_of(finite, huge, huge.map(lambda x: -x)), min_size=1, max_size=60))
+@example(values=[1.7e308, 1.5e308])
+@example(values=[-1.7e308, -1.5e308])
+@example(values=[1.7976931348623157e308, 1.7976931348623157e308])
+def test_median_of_sorted_is_statistics_median(values):
+    xs = sorted(values)
+    m = median_of_sorted(xs)
+    assert math.isfinite(m) and m == expected_median(values) and m == median(values)
+    if len(xs) % 2 == 0 and not math.isfinite(xs[len(xs) // 2 - 1] + xs[len(xs) // 2]):
+        assert m == xs[len(xs) // 2 - 1] / 2 + xs[len(xs) // 2] / 2, "the overflow case halves first"
+    else:
+        assert m == statistics.median(xs)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.one_of(finite, huge), min_size=1, max_size=40), extras=st.lists(finite, max_size=4),
        moderate=st.booleans())
-def test_lua_median_equals_statistics_median(env, values, extras, moderate):
+def test_published_median_equals_statistics_median(env, values, extras, moderate):
+    """End to end through the trader: MGET of every registered decision key, tally, settle."""
     if moderate:
         values = [v % 1e6 for v in values]
     env.r.flushall()
     names = [f"s{i}" for i in range(len(values))]
     env.r.sadd(env.k.strategies, *names)
-    env.r.zadd(env.k.decisions(env.E), dict(zip(names, values)))
-    if extras:   # decisions of strategies deregistered meanwhile
-        env.r.zadd(env.k.decisions(env.E), {f"gone{i}": v for i, v in enumerate(extras)})
+    for n, v in zip(names, values):
+        env.decide(n, v)
+    for i, v in enumerate(extras):      # decisions of names that are not registered (deregistered meanwhile)
+        env.decide(f"gone{i}", v)
     t = env.trader()
-    reply = t.collect(env.E, False)
-    assert reply[0] == "published", reply
+    t.step(env.E)
     (m,) = env.medians()
     assert float(m["median"]) == expected_median(values)
-    assert float(reply[5]) == float(m["median"]) and int(m["count"]) == len(values)
-    assert m["members"] == ",".join(sorted(names))
+    assert int(m["count"]) == len(values) and m["members"] == ",".join(sorted(names))
+    assert env.hash(env.k.trader)["median"] == m["median"] == repr(float(m["median"]))
+
+
+# -- registrations: the trader admits them ---------------------------------------------------------
+def admit(env, *names):
+    t = env.trader()
+    return registry_admit(t.run_script, env.k, t.meta_args(), list(names))
+
+
+def registry(env):
+    return ({n.decode() for n in env.r.smembers(env.k.strategies)},
+            {n.decode() for n in env.r.smembers(env.k.registry_backup)},
+            env.hash(env.k.deregistered), env.hash(env.k.meta).get("registry"))
+
+
+def test_a_strategy_is_registered_by_the_trader_at_its_tick(env, caplog):
+    env.started(env.strategy("X", ["sig_X"]))
+    assert not env.r.exists(env.k.strategies) and env.r.smembers(env.k.joins) == {b"X"}
+    t = env.trader()
+    with caplog.at_level(logging.INFO):
+        t.step(env.E)
+    assert registry(env)[:3] == ({"X"}, {"X"}, {})
+    assert int(env.hash(env.k.meta)["registry"]) >= 1 and not env.r.exists(env.k.joins)
+    assert "registered: X" in messages(caplog) and t.memory.names == {"X"}
+    # admitted at the boundary: it counts from this very epoch on (here it has not decided yet)
+    assert env.hash(env.k.trader)["reason"] == "1 of 1 strategies missing: X: started, waiting for the next period"
+
+
+def test_admission_needs_a_live_lease(env):
+    env.started(env.strategy("X"))
+    y = env.started(env.strategy("Y"))
+    z = env.started(env.strategy("Z"))
+    y.shutdown()                                      # Y stopped: its lease is released
+    env.r.pexpire(z.lease_key, 1)                     # Z died: its lease runs out
+    env.clock.advance(0.01)
+    before = registry(env)
+    r = admit(env, "X", "Y", "Z", "W")               # W: no process ever held the name
+    assert r.status == "ok" and r.names == ("X",) and r.backup_size == 1
+    after = registry(env)
+    assert after[:3] == ({"X"}, {"X"}, {}) and int(after[3]) == int(before[3] or 0) + 1
+
+
+@pytest.mark.parametrize("lease", ["host:1:abcd", "host:1:abcd|", "host:1:abcd|soon", "host:1:abcd|1.5e12"])
+def test_a_lease_without_a_start_time_is_not_admitted(env, lease):
+    env.started(env.strategy("X"))
+    env.r.set(env.k.lease("strategy", "Y"), lease, px=100_000)
+    assert admit(env, "Y").names == () and not env.r.sismember(env.k.strategies, "Y")
+
+
+@pytest.mark.parametrize("offset,admitted", [(+1, False), (0, False), (-1, True)])
+def test_a_deregistration_record_at_or_after_the_start_refuses_the_process(env, offset, admitted):
+    """A record newer than the process's start was meant for this very process (it is about to exit);
+    an older one was meant for a predecessor under the same name (a restart)."""
+    x = env.started(env.strategy("X"))
+    assert x.lease_owner == f"{x.settings.owner}|{x.start_ms}"
+    env.r.hset(env.k.deregistered, "X", x.start_ms + offset)
+    r = admit(env, "X")
+    assert (r.names == ("X",)) is admitted
+    assert bool(env.r.sismember(env.k.strategies, "X")) is admitted
+    assert bool(env.r.hexists(env.k.deregistered, "X")) is not admitted, "admission clears the record"
+
+
+def test_a_forged_join_does_nothing(env, caplog):
+    register(env, "X")
+    before = registry(env)
+    env.r.sadd(env.k.joins, "ghost", "X", "not a name", "a" * 65)
+    t = env.trader()
+    with caplog.at_level(logging.INFO):
+        t.step(env.E)
+    assert registry(env) == before
+    assert not env.r.exists(env.k.joins), "the doorbell was read and cleared"
+    assert not any("registered" in m for m in messages(caplog))
+
+
+def test_a_join_of_a_garbage_type_is_removed(env):
+    env.r.set(env.k.joins, "garbage")
+    env.trader().step(env.E)
+    assert not env.r.exists(env.k.joins)
+
+
+# -- grace after Redis lost its data ---------------------------------------------------------------------
+def test_after_redis_lost_its_data_a_trader_that_remembers_nothing_waits_two_epochs(env, caplog):
+    submit(env, env.E, X=1.0, Y=2.0)
+    env.trader().step(env.E)
+    env.r.flushall()                                  # Redis lost everything; the strategies run on
+    fresh = env.trader()
+    states = []
+    for e in (env.E + 1, env.E + 2, env.E + 3):
+        env.at(e)
+        submit(env, e, X=1.0, Y=3.0)                 # each asks to join again (it is not registered)
+        with caplog.at_level(logging.INFO):
+            fresh.step(e)
+        h = env.hash(env.k.trader)
+        states.append((h["state"], h["reason"]))
+    meta = env.hash(env.k.meta)
+    assert (int(meta["recreated"]) // env.period_ms) == env.E + 1, "marked by the admission of an older process"
+    assert [m["epoch"] for m in env.medians()] == [str(env.E + 3)]
+    assert env.medians()[0]["median"] == "2.0"
+    assert [s for s, _ in states] == ["starting", "starting", "ok"]
+    for _state, reason in states[:2]:                # every strategy was admitted: the grace holds anyway
+        assert f"since epoch {env.E + 1}" in reason and f"from epoch {env.E + 3}" in reason, reason
+
+
+def test_strategies_started_after_the_record_do_not_mark_it(env):
+    env.trader().tick(env.E)                          # the record exists first
+    submit(env, env.E, X=1.0)
+    assert "recreated" not in env.hash(env.k.meta)
+    env.at(env.E + 1)
+    t = env.trader(settings=env.settings_for())
+    env.r.delete(env.k.lease("trader"))
+    submit(env, env.E + 1, X=1.0)
+    t.step(env.E + 1)
+    assert "recreated" not in env.hash(env.k.meta) and [m["epoch"] for m in env.medians()] == [str(env.E + 1)]

@@ -20,6 +20,7 @@ import fakeredis
 import pytest
 import redis
 
+from redismedian import keys as K
 from redismedian.clock import FakeClock, boundary_ms
 from redismedian.common import Settings, new_owner_id
 from redismedian.generator import Generator
@@ -179,10 +180,18 @@ class Env:
     # -- whole steps -----------------------------------------------------------
     def admit(self, *names: str) -> None:
         """Admit started strategies into the registry, as the trader's tick does at each boundary
-        (through the same script: each needs a live lease)."""
+        (through the same script: each needs a live lease; the tick takes their joins off NS:joins)."""
+        self.r.srem(self.k.joins, *names)
         self.trader().admit(list(names))
         for n in names:
             assert self.r.sismember(self.k.strategies, n), f"{n} was not admitted (no live lease?)"
+
+    def decide(self, name: str, value, epoch: int | None = None) -> None:
+        """Write ``name``'s decision key the way its strategy does (``<epoch>|<value>``, PX 10 periods),
+        without a strategy process: ``value`` is a number, or the exact text to write after the epoch."""
+        text = value if isinstance(value, str) else repr(float(value))
+        e = self.E if epoch is None else epoch
+        self.r.set(self.k.decision(name), f"{e}|{text}", px=K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS))
 
     def started(self, component):
         """Run ``startup`` the way ``Component.run`` does."""
