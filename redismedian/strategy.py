@@ -15,7 +15,7 @@ import redis
 from . import keys as K
 from .clock import boundary_ms
 from .common import FatalError, as_str, parse_finite, parse_int, plugin_error, plugin_number
-from .component import Component, DataProblem, Exit, acquire_name
+from .component import Component, Exit, acquire_name
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import StrategyReported, strategy_report
 
