@@ -455,7 +455,9 @@ def acl_cmd(generators, strategies, namespace):
               help="Least severe log level shown.")
 def demo_cmd(redis_url, namespace, period, duration, log_level):
     """Run the original topology: generators g1, g2, g3; the trader; strategy X on g1 and strategy Y
-    on g2,g3, each a child process with prefixed logs. Ctrl-C stops everything."""
+    on g2,g3, each a child process with prefixed logs. The strategies start once every generator
+    wrote a signal and the trader leads; the trader registers them at its next period boundary.
+    Ctrl-C stops everything."""
     from .demo import run_demo
     sys.exit(run_demo(redis_url, namespace, period, duration, log_level))
 

@@ -12,6 +12,7 @@ import threading
 import time
 
 from .connection import describe_error, is_auth_error, make_client, redact_url
+from .keys import Keys
 
 TOPOLOGY = [
     ("g1", ["generator", "--name", "g1"]),
@@ -21,6 +22,10 @@ TOPOLOGY = [
     ("X", ["strategy", "--name", "X", "--signals", "g1"]),
     ("Y", ["strategy", "--name", "Y", "--signals", "g2,g3"]),
 ]
+# The strategies start once every generator has written a signal and the trader leads: their first
+# decision then has its signals, and the trader (the registrar) admits them at its next period
+# boundary, so the output reads in order instead of opening with errors about parts not started yet.
+FIRST = [name for name, args in TOPOLOGY if args[0] != "strategy"]
 
 
 def free_port() -> int:
@@ -102,6 +107,16 @@ def clear_namespace(url: str, namespace: str) -> int:
     return n
 
 
+def _first_ready(client, namespace: str) -> bool:
+    """Every generator wrote a signal and a trader leads (False while Redis does not answer)."""
+    k = Keys(namespace)
+    want = [k.signal(name) for name, args in TOPOLOGY if args[0] == "generator"] + [k.lease("trader")]
+    try:
+        return client.exists(*want) == len(want)
+    except Exception:  # noqa: BLE001 - not ready yet; a dead child is reported by the loop
+        return False
+
+
 def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | None, log_level: str) -> int:
     private = None
     if redis_answers(redis_url):
@@ -130,16 +145,33 @@ def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | N
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
     rc = 0
-    try:
+
+    def start(names: list[str]) -> None:
         for name, args in TOPOLOGY:
-            proc = subprocess.Popen([sys.executable, "-m", "redismedian", *args], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-            threading.Thread(target=_pump, args=(name, proc.stdout, lock), daemon=True).start()
-            children.append((name, proc))
+            if name in names:
+                proc = subprocess.Popen([sys.executable, "-m", "redismedian", *args], env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                threading.Thread(target=_pump, args=(name, proc.stdout, lock), daemon=True).start()
+                children.append((name, proc))
+
+    client = make_client(url, socket_timeout=2.0)
+    rest = [name for name, _ in TOPOLOGY if name not in FIRST]
+    try:
         end = None if duration is None else time.monotonic() + duration
-        while not stopping.wait(0.2):
+        with lock:
+            print("demo: starting the generators and the trader", flush=True)
+        start(FIRST)
+        # Not forever: after this, the strategies start anyway (and report what they miss).
+        first_deadline = time.monotonic() + max(20.0, 5 * period_ms / 1000)
+        while not stopping.wait(0.2 if not rest else 0.05):
             if end is not None and time.monotonic() >= end:
                 break
+            if rest and (_first_ready(client, namespace) or time.monotonic() >= first_deadline):
+                with lock:
+                    print("demo: starting the strategies; the trader registers each one at its next period "
+                          "boundary", flush=True)
+                start(rest)
+                rest = []
             dead = [(n, p.returncode) for n, p in children if p.poll() is not None]
             if dead:
                 for n, code in dead:

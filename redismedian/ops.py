@@ -17,9 +17,9 @@ from typing import Any, Callable
 import redis
 
 from .clock import epoch_of, time_reply_ms
-from .common import as_str, check_name, parse_finite, parse_int
-from .scripts import parse_report
-from .keys import Keys
+from .common import as_str, check_name, parse_finite, parse_int, parse_period_ms
+from .keys import DECISION_TTL_PERIODS, Keys, ttl_ms
+from .status import strategy_view
 
 COMPONENT_KINDS = ("generator", "strategy", "trader")
 
@@ -48,8 +48,8 @@ def _server_now_and_period(client: redis.Redis, keys: Keys) -> tuple[int, int | 
         if "WRONGTYPE" in str(period):
             return time_reply_ms(now), None, f"{keys.meta} is not a hash (garbage in Redis)"
         raise period
-    p = parse_int(period)
-    if p is None or p <= 0:
+    p = parse_period_ms(period)
+    if p is None:
         return time_reply_ms(now), None, f"no deployment record in namespace {keys.ns!r} (nothing has run here yet)"
     return time_reply_ms(now), p, ""
 
@@ -70,6 +70,11 @@ def _read(client: redis.Redis, commands: list[tuple[str, tuple]]) -> list:
     return out
 
 
+def _garbage(reply) -> bool:
+    """Whether ``_read`` replaced this reply by its "wrong type" text."""
+    return isinstance(reply, str) and reply.endswith("(garbage in Redis)")
+
+
 def _text_hash(raw) -> dict[str, str]:
     return {as_str(k): as_str(v) for k, v in (raw or {}).items()}
 
@@ -88,8 +93,10 @@ def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None
 
     - generator NAME: a live process holds the name, and its latest signal is ``ok`` and for
       the current or the previous period;
-    - strategy NAME: registered, a live process holds the name, and it submitted for the
-      current or the previous period (state ``ok``);
+    - strategy NAME: registered, a live process holds the name, and its decision string
+      (``NS:decision:NAME``) holds a decision for the current or the previous period (state
+      ``ok``); otherwise the state and reason ``status`` shows (the same function reads them:
+      :func:`redismedian.status.strategy_view`), e.g. ``joining`` until the trader admitted it;
     - trader: a trader leads, and it published for the current or the previous period
       (``ok``), or it is ``idle`` because no strategy is registered.
     """
@@ -128,26 +135,26 @@ def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None
                 problems.append(f"{label}: signal stale (last epoch {e}, now {epoch})")
             summary = f"{label} signal {h.get('value')} for epoch {e}"
     elif kind == "strategy":
-        raw, owner, registered = _read(client, [("get", (keys.decision(name),)),
-                                                ("get", (keys.lease("strategy", name),)),
-                                                ("sismember", (keys.strategies, name))])
-        if isinstance(registered, str):
+        # The same view as `status` (status.strategy_view), from the same keys: they always agree.
+        key = keys.decision(name)
+        raw, pttl, owner, registered = _read(client, [("get", (key,)), ("pttl", (key,)),
+                                                      ("get", (keys.lease("strategy", name),)),
+                                                      ("sismember", (keys.strategies, name))])
+        unreadable = ""
+        if _garbage(raw):
+            unreadable = f"{key} is a {as_str(client.type(key))}, expected a string"
+            raw = None
+        if _garbage(registered):
             problems.append(registered)
-        elif not registered:
+        row = strategy_view(keys, name, registered=not _garbage(registered) and bool(registered),
+                            owner=None if owner is None or _garbage(owner) else as_str(owner), raw=raw,
+                            pttl_ms=pttl if isinstance(pttl, int) else None, epoch=epoch,
+                            ttl_ms=ttl_ms(period, DECISION_TTL_PERIODS), unreadable=unreadable)
+        if row["state"] != "ok":
+            problems.append(f"{label}: {row['state']}: {row['reason']}")
+        if not row["registered"] and row["state"] != "joining":
             problems.append(f"{label}: not registered")
-        problems += _owner_problems(owner, label)
-        report = parse_report(raw) if not (isinstance(raw, str) and raw.endswith("(garbage in Redis)")) else raw
-        if isinstance(report, str):
-            problems.append(report)
-        elif report is None:
-            problems.append(f"{label}: no report in Redis (never reported, or expired)")
-        else:
-            e = report.epoch
-            if report.state != "ok":
-                problems.append(f"{label}: {report.state}" + (f": {report.reason}" if report.reason else ""))
-            elif not fresh(e):
-                problems.append(f"{label}: last decision is stale (epoch {e}, now {epoch})")
-            summary = f"{label} submitted {report.value} for epoch {e}"
+        summary = f"{label} submitted {row['value']!r} for epoch {row['epoch']}"
     else:
         h, lease = _read(client, [("hgetall", (keys.trader,)), ("get", (keys.lease("trader"),))])
         if isinstance(lease, str) and lease.endswith("(garbage in Redis)"):

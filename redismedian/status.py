@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from .clock import epoch_of, time_reply_ms
-from .common import FatalError, as_str, parse_finite, parse_int
+from .common import FatalError, as_str, parse_finite, parse_int, parse_period_ms
 from . import keys as K
 from .keys import Keys
 from .scripts import parse_report
@@ -49,10 +49,8 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     if isinstance(meta, str):
         problems.append(meta)
     elif meta.get("period_ms") is not None:
-        p = parse_finite(meta["period_ms"])
-        if p is not None and p > 0 and p == int(p):
-            period_ms = int(p)
-        else:   # the components refuse to run on it too
+        period_ms = parse_period_ms(meta["period_ms"])
+        if period_ms is None:   # the components refuse to run on it too
             problems.append(f"{keys.meta} has period_ms {meta['period_ms']!r:.40}, not a period in ms")
     epoch = epoch_of(now, period_ms) if period_ms else None
     out: dict[str, Any] = {"namespace": keys.ns, "server_time_ms": now, "period_ms": period_ms,
@@ -120,30 +118,52 @@ def strategy_row(client: redis.Redis, keys: Keys, name: str, registered: bool, e
     """One strategy as ``status`` shows it, from its decision key and its lease."""
     key = keys.decision(name)
     owner = _lease(client, keys.lease("strategy", name))
-    row: dict[str, Any] = {"name": name, "registered": registered, "owner": owner or None}
     try:
         raw = client.get(key)
     except redis.exceptions.ResponseError:
-        return {**row, "state": "unreadable", "reason": f"unreadable: {key} is a {as_str(client.type(key))}, "
-                                                         "expected a string"}
-    report = parse_report(raw)
-    if report is None:
-        state, reason, e, value = "absent", "no report", None, None
+        return strategy_view(keys, name, registered, owner, None, None, epoch, ttl_ms,
+                             unreadable=f"{key} is a {as_str(client.type(key))}, expected a string")
+    pttl = client.pttl(key) if raw is not None and ttl_ms else None
+    return strategy_view(keys, name, registered, owner, raw, pttl, epoch, ttl_ms)
+
+
+def strategy_view(keys: Keys, name: str, registered: bool, owner: str | None, raw, pttl_ms: int | None,
+                  epoch: int | None, ttl_ms: int | None, unreadable: str = "") -> dict[str, Any]:
+    """A strategy's state and reason from what Redis holds (pure): its decision key's value
+    (``raw``, what :func:`redismedian.scripts.parse_report` reads) and remaining time to live,
+    its lease holder and whether it is registered.  ``status``, ``status --json`` and
+    ``check strategy NAME`` all show this, so they always agree.
+
+    States: ``ok`` (a decision for the current or the previous epoch), ``starting`` / ``error``
+    (the strategy's own report, with its reason), ``stale`` (its last decision is older),
+    ``joining`` (a live process that the trader has not admitted yet), ``down`` (no live
+    process holds the name), ``absent`` (no report in Redis), ``garbage`` / ``unreadable``
+    (somebody else wrote its decision key)."""
+    key = keys.decision(name)
+    row: dict[str, Any] = {"name": name, "registered": registered, "owner": owner or None}
+    value_text = ""
+    if unreadable:
+        state, reason, e = "unreadable", f"unreadable: {unreadable}", None
     else:
-        state, reason, e, value = report.state, report.reason, report.epoch, parse_finite(report.value)
+        report = parse_report(raw)
+        if report is None:
+            state, reason, e = "absent", "no report in Redis (never reported, or expired)", None
+        elif report.state == "garbage":
+            state, reason, e = "garbage", f"{key} {report.reason}", None
+        else:
+            state, reason, e, value_text = report.state, report.reason, report.epoch, report.value
     age = None
-    if raw is not None and ttl_ms:
-        pttl = client.pttl(key)
-        if pttl is not None and pttl >= 0:
-            age = round(max(0, ttl_ms - pttl) / 1000.0, 3)
+    if pttl_ms is not None and pttl_ms >= 0 and ttl_ms:
+        age = round(max(0, ttl_ms - pttl_ms) / 1000.0, 3)
     if owner is None:
         state, reason = "down", "no live process holds this name" + (f" (last: {reason})" if reason else "")
     elif not registered:
         state, reason = "joining", "not registered: waiting for the trader to admit it" + (
             f" (last: {reason})" if reason else "")
     elif state == "ok" and epoch is not None and (e is None or e < epoch - 1):
-        state, reason = "stale", f"last report for epoch {e}"
-    return {**row, "state": state, "value": value, "epoch": e, "age_s": age, "reason": reason}
+        state, reason = "stale", f"last decision for epoch {e} (now {epoch})"
+    return {**row, "state": state, "value": parse_finite(value_text) if value_text else None, "epoch": e,
+            "age_s": age, "reason": reason}
 
 
 def _traders(client: redis.Redis, keys: Keys, now: int, period_ms: int | None) -> list[dict[str, Any]]:

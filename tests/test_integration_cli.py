@@ -49,6 +49,7 @@ def test_duplicate_live_names_are_refused(cluster, redis_server):
     r = redis_server.client(decode_responses=True)
     g1 = cluster.generator("g1", "tests.plugins:sig_a")
     x = cluster.strategy("X", "g1")
+    cluster.trader()                      # the registrar: it admits X at its next period boundary
     wait_registered(r, ["X"], cluster.period)
     x.wait_for_output(r"X submitted ", 20)
     g1_again = cluster.generator("g1", "tests.plugins:sig_b")

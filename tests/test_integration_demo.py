@@ -1,4 +1,5 @@
-"""`redismedian demo`: starts its own redis-server when none answers, publishes, stops everything."""
+"""`redismedian demo`: starts its own redis-server when none answers, then the generators and the
+trader, then the strategies (which the trader registers), publishes, stops everything."""
 import os
 import re
 import signal
@@ -46,9 +47,33 @@ def _gone(pid: int) -> bool:
     return False
 
 
-def _check_output(text: str, url: str) -> None:
+def _line(text: str, pattern: str) -> int:
+    """Where the first line matching ``pattern`` starts (fails when none does)."""
+    m = re.search(pattern, text, re.M)
+    assert m, (pattern, text)
+    return m.start()
+
+
+def _check_output(text: str, url: str, admitted: bool = True) -> None:
     assert f"no Redis answered at {url}; started a private redis-server" in text, text
     assert re.search(r"^\[trader\] .*median: [-0-9.e]+$", text, re.M), text
+    # In order: the generators and the trader first; the strategies once every generator wrote a
+    # signal and the trader leads; the trader registers them (the registrar), then they submit.
+    second = _line(text, r"^demo: starting the strategies; the trader registers each one at its next period "
+                         r"boundary$")
+    assert _line(text, r"^demo: starting the generators and the trader$") < second
+    for g in ("g1", "g2", "g3"):
+        assert _line(text, rf"^\[\s*{g}\] .*{g} signal ") < second
+    assert _line(text, r"^\[trader\] .*took the lead") < second
+    assert _line(text, r"^\[trader\] .*registered: ") > second
+    for s in ("X", "Y"):
+        assert _line(text, rf"^\[\s*{s}\] ") > second
+        assert _line(text, rf"^\[\s*{s}\] .*started {s} .*: asked the trader to register it$") > second
+        if admitted:   # (a demo stopped at its first median may stop before the trader admitted both)
+            assert _line(text, rf"^\[trader\] .*registered: .*\b{s}\b") > second
+            assert _line(text, rf"^\[\s*{s}\] .*registered {s} \(admitted by the trader\)$") < \
+                _line(text, rf"^\[\s*{s}\] .*{s} submitted ")
+    assert "waiting for the deployment record" not in text, text   # no ACL here: whoever comes first creates it
     for part in PARTS:  # every child stopped cleanly when asked
         assert re.search(rf"^\[\s*{part}\] .*received SIGTERM, stopping", text, re.M), (part, text)
     assert "Traceback" not in text and text.rstrip().endswith("demo: stopped"), text
@@ -67,8 +92,11 @@ def test_demo_runs_for_its_duration(tmp_path):
 def test_demo_stops_every_child_on_ctrl_c(tmp_path):
     proc, log, url = _start_demo(tmp_path)
     try:
-        wait_until(lambda: re.search(r"^\[trader\] .*median: ", log.read_text(), re.M), 40,
-                   what="a median in the demo's output")
+        # A median, and every part running (a line from each: its signal handlers are installed).
+        # The strategies start last: the first median may come before both are up.
+        wait_until(lambda: (lambda text: re.search(r"^\[trader\] .*median: ", text, re.M)
+                            and all(re.search(rf"^\[\s*{part}\] ", text, re.M) for part in PARTS))(log.read_text()),
+                   40, what="a median and every part in the demo's output")
         children = _children(proc.pid)
         assert len(children) == len(PARTS) + 1, children  # the parts and the private redis-server
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does (children have their own sessions)
@@ -77,4 +105,4 @@ def test_demo_stops_every_child_on_ctrl_c(tmp_path):
         if proc.poll() is None:
             proc.kill()
     wait_until(lambda: all(_gone(c) for c in children), 5, what="every child of the demo gone")
-    _check_output(log.read_text(), url)
+    _check_output(log.read_text(), url, admitted=False)   # stopped right after the first median

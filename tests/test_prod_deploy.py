@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import click
 import pytest
+import redis
 import yaml
 
 from redismedian.cli import cli
@@ -199,17 +200,27 @@ def test_compose_file_runs_without_docker(tmp_path):
             envs[name] = service_env(svc, free_port())
             procs.append(Proc(svc["command"], envs[name], tmp_path / f"{name}.log", name=name))
 
+        last = {}
+
         def healthy(name):
             test = doc["services"][name]["healthcheck"]["test"]
             r = subprocess.run([sys.executable, "-m", "redismedian", *test[2:]], env=envs[name], cwd=str(ROOT),
                                capture_output=True, text=True, timeout=30)
+            last[name] = (r.stdout + r.stderr).strip()
             return r.returncode == 0
         for name in envs:
-            wait_until(lambda: healthy(name), 20, interval=0.2, what=f"the {name} service's healthcheck")
+            try:
+                wait_until(lambda: healthy(name), 20, interval=0.2, what=f"the {name} service's healthcheck")
+            except AssertionError as e:
+                raise AssertionError(f"{e}; last check said: {last.get(name)}") from None
         op = doc["services"]["operator"]
         r = subprocess.run([sys.executable, "-m", "redismedian", "check"], env=service_env(op, 0), cwd=str(ROOT),
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr
+        admin = redis.Redis(host="127.0.0.1", port=port, username="admin",
+                            password=(secrets / "admin").read_text().strip(), socket_timeout=5)
+        _assert_only_meta_refusals(admin, {p: urlsplit(envs[p.name]["REDISMEDIAN_REDIS_URL"]).username
+                                           for p in procs if p.name != "trader"}, procs)
         # Logs are JSON, as configured, and carry no password.
         out = "".join(p.output() for p in procs)
         assert out and all(line.startswith("{") for line in out.splitlines() if line.strip())
@@ -366,6 +377,7 @@ def test_systemd_units_run_without_systemd(tmp_path):
     from tests.prod_support import acl_server
     server, pw = acl_server(tmp_path)
     procs = []
+    users = {}     # generator and strategy processes -> their ACL users
     try:
         checks = []
         for path, inst, kind in _instances():
@@ -388,15 +400,44 @@ def test_systemd_units_run_without_systemd(tmp_path):
             argv = shlex.split(sub(_values(unit, "Service", "ExecStart")[0]))
             procs.append(Proc(argv[1:], env, tmp_path / f"{inst or kind}.log", name=inst or kind))
             checks.append((["check", kind] + ([inst] if inst else []), env))
+            if inst:
+                users[procs[-1]] = f"{kind}.{inst}"
         for args, env in checks:
             wait_until(lambda: subprocess.run([sys.executable, "-m", "redismedian", *args], env=env, cwd=str(ROOT),
                                               capture_output=True, timeout=30).returncode == 0,
                        20, interval=0.2, what=" ".join(args))
-        assert server.client().execute_command("ACL", "LOG") == []
+        _assert_only_meta_refusals(server.client(), users, procs)
     finally:
         for p in procs:
             p.stop()
         server.kill()
+
+
+def _assert_only_meta_refusals(admin, users: dict, procs: list) -> None:
+    """Nothing exited, and nothing was refused but the documented: compose and systemd start every
+    component at once, so generators and strategies (``users``: process -> its ACL user) may run
+    before the trader created the deployment record (NS:meta).  Their users may not create it:
+    each asks once (one ACL LOG entry), logs once that it waits for the record, and goes on once
+    the trader created it."""
+    assert all(p.alive() for p in procs), [(p.name, p.output()[-2000:]) for p in procs if not p.alive()]
+    entries = [{_as_text(k): _as_text(v) for k, v in zip(e[::2], e[1::2])} for e in admin.execute_command("ACL", "LOG")]
+    for e in entries:
+        assert e["username"] in users.values() and e["context"] == "lua" and int(e["count"]) == 1, e
+        # a generator has HSET for its own keys, not for NS:meta; a strategy has no HSET at all
+        assert (e["reason"], e["object"]) in (("key", "redismedian:meta"), ("command", "hset")), e
+    refused = {e["username"] for e in entries}
+    for p, user in users.items():
+        lines = p.output().splitlines()
+        waits = [ln for ln in lines if "waiting for the deployment record redismedian:meta" in ln
+                 and "recovered from" not in ln]
+        assert len(waits) == (1 if user in refused else 0), (p.name, p.output()[-2000:])
+        # Its start-up, tried again once the record exists, keeps the name lease it took the first
+        # time: it never waits for its own lease to expire.
+        assert not any(" is held by " in ln for ln in lines), (p.name, p.output()[-2000:])
+
+
+def _as_text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 # -- helper scripts -------------------------------------------------------------------------------

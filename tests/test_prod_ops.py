@@ -8,14 +8,15 @@ import time
 import pytest
 
 from redismedian.clock import time_reply_ms
-from redismedian.keys import Keys
+from redismedian.keys import DECISION_TTL_PERIODS, Keys, ttl_ms
 from redismedian.ops import (CLEAR, check_component, check_deployment, history, history_csv, parse_since, watch,
                              watch_delay)
-from redismedian.status import gather
+from redismedian.status import gather, render, to_json
 from tests.support import wait_until
 
 K = Keys("t")
 PERIOD_MS = 3_600_000   # an hour: a test never straddles two boundaries
+DECISION_TTL_MS = ttl_ms(PERIOD_MS, DECISION_TTL_PERIODS)
 
 
 def _now_epoch(fake):
@@ -29,9 +30,8 @@ def _healthy_deployment(fake):
     fake.hset(K.signal("g1"), mapping={"value": "0.5", "epoch": e, "ts": now, "status": "ok"})
     fake.set(K.lease("generator", "g1"), "host:1:a")
     fake.sadd(K.strategies, "X")
-    fake.hset(K.strategy_status("X"), mapping={"state": "ok", "reason": "", "epoch": e, "value": "0.5", "ts": now,
-                                               "signals": "g1"})
-    fake.set(K.lease("strategy", "X"), "host:2:b")
+    fake.set(K.decision("X"), f"{e}|0.5", px=DECISION_TTL_MS)    # what STRATEGY_REPORT writes
+    fake.set(K.lease("strategy", "X"), f"host:2:b|{now}")
     fake.hset(K.trader, mapping={"state": "ok", "reason": "", "epoch": e, "median": "0.5", "count": 1, "ts": now})
     fake.set(K.lease("trader"), "host:3:c|1")
     return e
@@ -58,7 +58,7 @@ def test_check_names_every_problem(fake):
     assert not g.healthy and g.problems == ["generator g1: signal error: signal function raised boom"]
     s = check_component(fake, K, "strategy", "X")
     assert not s.healthy
-    assert s.problems == ["strategy X: not registered", "strategy X: no live process holds this name"]
+    assert s.problems == ["strategy X: down: no live process holds this name", "strategy X: not registered"]
     t = check_component(fake, K, "trader")
     assert t.text() == "UNHEALTHY: trader: error: 1 of 1 strategies missing: X: no decision"
     d = check_deployment(gather(fake, K))
@@ -88,6 +88,70 @@ def test_check_survives_garbage_and_empty_namespace(fake):
     fake.delete(K.meta)
     fake.set(K.meta, "x")
     assert "is not a hash" in check_component(fake, K, "trader").text()
+
+
+# Every state a strategy can be in, as Redis shows it (its decision string, its lease, the registry):
+# (what to do to the healthy deployment, state, reason) -- `reason` with {e} for the current epoch.
+STRATEGY_STATES = {
+    "ok": (lambda f, e: None, "ok", ""),
+    "ok, previous epoch": (lambda f, e: f.set(K.decision("X"), f"{e - 1}|0.5", px=DECISION_TTL_MS), "ok", ""),
+    "stale": (lambda f, e: f.set(K.decision("X"), f"{e - 2}|0.5", px=DECISION_TTL_MS), "stale",
+              "last decision for epoch {e2} (now {e})"),
+    "error": (lambda f, e: f.set(K.decision("X"), f"{e}|!error|signal g1 missing (generator not running?)",
+                                 px=DECISION_TTL_MS), "error", "signal g1 missing (generator not running?)"),
+    "starting": (lambda f, e: f.set(K.decision("X"), f"{e}|!starting|started, waiting for the next period",
+                                    px=DECISION_TTL_MS), "starting", "started, waiting for the next period"),
+    "joining": (lambda f, e: f.srem(K.strategies, "X"), "joining",
+                "not registered: waiting for the trader to admit it"),
+    "joining, in error": (lambda f, e: (f.srem(K.strategies, "X"),
+                                        f.set(K.decision("X"), f"{e}|!error|signal g1 stale", px=DECISION_TTL_MS)),
+                          "joining", "not registered: waiting for the trader to admit it (last: signal g1 stale)"),
+    "down": (lambda f, e: f.delete(K.lease("strategy", "X")), "down", "no live process holds this name"),
+    "down, last in error": (lambda f, e: (f.delete(K.lease("strategy", "X")),
+                                          f.set(K.decision("X"), f"{e}|!error|boom", px=DECISION_TTL_MS)),
+                            "down", "no live process holds this name (last: boom)"),
+    "absent": (lambda f, e: f.delete(K.decision("X")), "absent", "no report in Redis (never reported, or expired)"),
+    "garbage": (lambda f, e: f.set(K.decision("X"), "nonsense", px=DECISION_TTL_MS), "garbage",
+                "t:decision:X holds 'nonsense', not <epoch>|<decision>"),
+    "unreadable": (lambda f, e: (f.delete(K.decision("X")), f.rpush(K.decision("X"), "x")), "unreadable",
+                   "unreadable: t:decision:X is a list, expected a string"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STRATEGY_STATES))
+def test_status_json_text_and_check_agree_on_a_strategy(fake, case):
+    """`status --json`, the text view and `check strategy X` read the same decision string and say
+    the same thing: the state and the reason, and healthy exactly when the state is ok."""
+    e = _healthy_deployment(fake)
+    change, state, reason = STRATEGY_STATES[case]
+    change(fake, e)
+    reason = reason.format(e=e, e2=e - 2)
+    data = json.loads(to_json(gather(fake, K)))
+    (row,) = [s for s in data["strategies"] if s["name"] == "X"]
+    assert (row["state"], row["reason"]) == (state, reason), row
+    registered = case not in ("joining", "joining, in error")
+    assert row["registered"] is registered
+    assert row["value"] == (0.5 if case in ("ok", "ok, previous epoch", "stale", "joining", "down") else None)
+    if row["value"] is not None:
+        assert 0 <= row["age_s"] < 5     # from the key's PTTL: written just now
+    text = render(gather(fake, K), "redis://x/0")
+    (line,) = [ln for ln in text.splitlines() if re.match(r"^\s+X\s", ln)]
+    assert re.match(rf"^\s+X\s+{'yes' if registered else 'no'}\s+{state}\s", line), line
+    assert line.rstrip().endswith(reason), (line, reason)
+    h = check_component(fake, K, "strategy", "X")
+    if state == "ok":
+        assert h.healthy and h.text() == f"OK: strategy X submitted 0.5 for epoch {row['epoch']}", h.text()
+    else:
+        assert not h.healthy and h.problems[0] == f"strategy X: {state}: {reason}", h.problems
+        assert h.problems[1:] == (["strategy X: not registered"] if not registered and state != "joining" else [])
+    # The deployment check names a registered strategy's problem the same way; a joining one is not
+    # part of the deployment yet.
+    d = check_deployment(gather(fake, K))
+    named = [p for p in d.problems if p.startswith("strategy X")]
+    if registered and state != "ok":
+        assert named == [f"strategy X {state}: {reason}"], d.problems
+    else:
+        assert named == [] and d.healthy, d.problems
 
 
 def test_trader_idle_is_healthy_for_the_component_not_the_deployment(fake):
@@ -153,8 +217,21 @@ def test_watch_refreshes_just_after_each_boundary():
 @pytest.mark.integration
 def test_check_history_and_watch_on_a_live_pipeline(cluster, redis_server):
     g1 = cluster.generator("g1")
-    cluster.strategy("X", "g1")
+    x = cluster.strategy("X", "g1")
+    # Without a trader, the strategy decides but is not registered: every view says `joining`.
+    x.wait_for_output(r"X decided \S+ \(not registered yet: waiting for the trader to admit it\)", timeout=20)
+    joining = "not registered: waiting for the trader to admit it"
+    r = cluster.cli("status", "--json")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(r.stdout)["strategies"]
+    assert (row["name"], row["registered"], row["state"], row["reason"]) == ("X", False, "joining", joining), row
+    assert row["value"] is not None and row["owner"]
+    r = cluster.cli("status")
+    assert re.search(rf"^\s+X\s+no\s+joining\s+.*{joining}$", r.stdout, re.M), r.stdout
+    r = cluster.cli("check", "strategy", "X")
+    assert r.returncode == 1 and r.stdout == f"UNHEALTHY: strategy X: joining: {joining}\n", r.stdout
     trader = cluster.trader()
+    x.wait_for_output(r"registered X \(admitted by the trader\)", timeout=20)
     trader.wait_for_output(r"median: ", timeout=20, count=2)
     wait_until(lambda: cluster.cli("check").returncode == 0, 10, what="deployment healthy")
     for args in (["check", "generator", "g1"], ["check", "strategy", "X"], ["check", "trader"]):
