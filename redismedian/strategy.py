@@ -157,14 +157,14 @@ class Strategy(Component):
         state = "ok" if value else "error"
         r = self.report(epoch, value, state, reason)
         submitted, reason = r.submitted, r.reason
-        if submitted:
+        if submitted and r.registered:
             self.metrics.submitted()
             self.metrics.state("ok")
-            if r.registered:
-                self.log.info("%s submitted %s", self.name, value)
-            else:
-                self.log.info("%s decided %s (not registered yet: waiting for the trader to admit it)",
-                              self.name, value)
+            self.log.info("%s submitted %s", self.name, value)
+        elif submitted:     # written, but it counts only once the trader admitted us
+            self.metrics.state("starting")
+            self.log.info("%s decided %s (not registered yet: waiting for the trader to admit it)",
+                          self.name, value)
         else:
             self.metrics.state("error")
             self.metrics.error("late" if value else "signals" if values is None else "decide_function")
