@@ -232,7 +232,8 @@ def generator_cmd(name, signal_fn, redis_url, namespace, period, socket_timeout,
 @component_options
 def strategy_cmd(name, signals, decide_fn, signal_timeout, redis_url, namespace, period, socket_timeout,
                  log_level):
-    """Register, then each period read the signals, decide, and submit the decision."""
+    """Ask the trader to register this strategy, then each period read the signals, decide, and submit
+    the decision."""
     from .strategy import Strategy
     _run(Strategy(_settings(redis_url, namespace, period, socket_timeout), name=name, generators=signals,
                   decide_fn=decide_fn, signal_timeout_ms=_timeout_ms(signal_timeout, period, "--signal-timeout")),

@@ -9,6 +9,7 @@ import os
 import random
 import re
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -77,6 +78,11 @@ def load_callable(spec: str) -> Callable:
     if not spec or ":" not in spec:
         raise ValueError(f"{spec!r} is not of the form module:function")
     mod_name, _, attr = spec.partition(":")
+    # The current directory, as `python -m` has it: a console script does not, and a plug-in next
+    # to where the operator runs the command would not be found.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # ImportError, or the module raising at import
