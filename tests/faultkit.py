@@ -9,9 +9,12 @@ every strategy in every epoch, and so the exact median, is known in advance:
 
 The invariant, checked over everything a run published to ``NS:medians``:
 
-* every entry's median is exactly the median of its members' same-epoch decisions;
-* its members are exactly the registered strategies (all of X, Y, Z once they registered):
-  no median is ever published while a registered strategy is missing;
+* every entry's median is exactly the median of its members' same-epoch decisions: the decisions
+  the plug-ins determine, and the decisions actually found in the strategies' own keys
+  ``NS:decision:<S>`` (``<epoch>|<value>``), which the watcher reads while the epoch runs;
+* its members are exactly the registered strategies (all of X, Y, Z once they registered, and the
+  registry ``NS:strategies`` as the watcher saw it around the publication): no median is ever
+  published while a registered strategy is missing;
 * no epoch appears twice (across Redis restarts and failovers too: the watcher keeps history).
 """
 from __future__ import annotations
@@ -25,7 +28,9 @@ from typing import Callable
 
 import redis
 
+from redismedian.common import parse_number
 from redismedian.connection import make_client
+from redismedian.scripts import parse_report
 from tests import plugins
 from tests.support import Cluster, Proc, wait_until
 
@@ -60,10 +65,17 @@ class MedianWatcher(threading.Thread):
     """Polls ``NS:medians`` in the background and keeps every entry, across Redis restarts
     (a new deployment record), failovers and hangs; errors while Redis is away are ignored."""
 
-    def __init__(self, url: str, ns: str = NS, interval: float = 0.05):
+    def __init__(self, url: str, ns: str = NS, interval: float = 0.05, period: float | None = None):
         super().__init__(daemon=True)
         self.url, self.ns, self.interval = url, ns, interval
+        self.period_ms = int(round(period * 1000)) if period else None
         self.entries: list[Entry] = []
+        # What the strategies' own keys held while each epoch ran: (strategy, epoch) -> value texts
+        # of well-formed decisions (only read while that very epoch runs, by this machine's clock,
+        # which is the Redis server's: a stale value written later is not taken for the epoch's).
+        self.decisions: dict[tuple, set] = {}
+        # The registry as seen at each poll: (local ms before the read, ms after, frozenset | None).
+        self.registry: list[tuple] = []
         self._ids: set = set()
         self._halt = threading.Event()
         self._last = "-"
@@ -90,6 +102,7 @@ class MedianWatcher(threading.Thread):
             self._halt.wait(self.interval)
 
     def poll(self, client) -> None:
+        self.observe(client)
         inst = client.hget(f"{self.ns}:meta", "instance")
         if inst != self._inst:
             self._inst, self._last = inst, "-"
@@ -109,6 +122,30 @@ class MedianWatcher(threading.Thread):
                       int(g["ts"]), (inst or b"").decode())
             with self.lock:
                 self.entries.append(e)
+
+    def observe(self, client) -> None:
+        """Read the strategies' decision keys and the registry (either may hold garbage)."""
+        before = time.time() * 1000.0
+        pipe = client.pipeline(transaction=False)
+        pipe.mget([f"{self.ns}:decision:{s}" for s in sorted(ALL)])
+        pipe.smembers(f"{self.ns}:strategies")
+        raw, reg = pipe.execute(raise_on_error=False)
+        after = time.time() * 1000.0
+        with self.lock:
+            self.registry.append((before, after, None if isinstance(reg, Exception)
+                                  else frozenset(m.decode(errors="replace") for m in reg)))
+            if isinstance(raw, Exception) or not self.period_ms:
+                return
+            for s, v in zip(sorted(ALL), raw):
+                r = parse_report(v)
+                if (r is None or r.epoch is None or r.state != "ok" or parse_number(r.value) is None
+                        or not r.epoch == before // self.period_ms == after // self.period_ms):
+                    continue
+                self.decisions.setdefault((s, r.epoch), set()).add(r.value)
+
+    def observed(self) -> tuple[dict, list]:
+        with self.lock:
+            return {k: set(v) for k, v in self.decisions.items()}, list(self.registry)
 
     def stop(self) -> None:
         self._halt.set()
@@ -132,12 +169,30 @@ class MedianWatcher(threading.Thread):
         return wait_until(lambda: self.first_after(ts_ms), timeout, interval=0.02, what=what)
 
 
-def check_invariant(entries: list[Entry], complete_from_ms: float | None = 0) -> list[str]:
+def registry_at(registry: list[tuple], ts: float, gap_ms: float = 250.0) -> frozenset | None:
+    """The registry at server time ``ts``, when the watcher read the same set just before and just
+    after it (at most ``gap_ms`` apart), else None (not known: it changed, or Redis was away)."""
+    before = next((r for r in reversed(registry) if r[1] <= ts), None)
+    after = next((r for r in registry if r[0] >= ts), None)
+    if before is None or after is None or before[2] is None or before[2] != after[2]:
+        return None
+    if after[0] - before[1] > gap_ms:
+        return None
+    return before[2]
+
+
+def check_invariant(entries: list[Entry], complete_from_ms: float | None = 0, observed: dict | None = None,
+                    registry: list | None = None) -> list[str]:
     """Every problem with what was published (an empty list when all is right).
 
     ``complete_from_ms``: from this server time on every strategy of the topology is registered,
     so each entry must list all of them; before it (start-up) an entry may list fewer, but its
     median must still be exactly its members' median.
+
+    ``observed`` ((strategy, epoch) -> decision texts found in ``NS:decision:<strategy>`` during
+    that epoch) and ``registry`` (the watcher's reads of ``NS:strategies``), when given: every
+    decision a member really wrote for the epoch is the one the plug-ins determine, the median is
+    exactly the median of those written decisions, and the members are the registry of that moment.
     """
     problems = []
     seen: dict[int, Entry] = {}
@@ -155,6 +210,22 @@ def check_invariant(entries: list[Entry], complete_from_ms: float | None = 0) ->
         want = expected_median(e.epoch, members)
         if float(e.median) != want:
             problems.append(f"epoch {e.epoch}: median {e.median} over {e.members}, expected {want!r}")
+        if observed is not None:
+            written = {s: observed.get((s, e.epoch), set()) for s in members}
+            for s, texts in sorted(written.items()):
+                if any(float(t) != decision(s, e.epoch) for t in texts):
+                    problems.append(f"epoch {e.epoch}: {NS}:decision:{s} held {sorted(texts)}, but {s} decides "
+                                    f"{decision(s, e.epoch)!r}")
+            if members and all(len(t) == 1 for t in written.values()):
+                got = statistics.median(float(next(iter(t))) for t in written.values())
+                if float(e.median) != got:
+                    problems.append(f"epoch {e.epoch}: median {e.median}, but the decision keys of {e.members} "
+                                    f"give {got!r}")
+        if registry is not None:
+            reg = registry_at(registry, e.ts)
+            if reg is not None and reg != members:
+                problems.append(f"epoch {e.epoch}: published over {e.members} while {NS}:strategies was "
+                                f"{sorted(reg)}")
     epochs = [e.epoch for e in entries]
     if epochs != sorted(epochs):
         problems.append(f"epochs published out of order: {epochs}")
@@ -182,16 +253,18 @@ class Topology:
         return self.cluster.redis_url
 
     def start(self, traders: int = 1, wait: bool = True, trader_args: tuple = ()) -> "Topology":
+        """Start everything; with ``wait``, return once every strategy is registered (the trader
+        admits them at its boundary ticks: with ``traders=0`` nobody is registered yet)."""
         for g, sig in GENERATORS.items():
             self.procs[g] = self.cluster.generator(g, f"tests.plugins:{sig}")
         for s, gens in STRATEGIES.items():
             self.procs[s] = self.cluster.strategy(s, ",".join(gens))
-        self.watcher = MedianWatcher(self.url)
+        self.watcher = MedianWatcher(self.url, period=self.period)
         self.watcher.start()
-        if wait:
-            self.wait_registered()
         for _ in range(traders):
             self.add_trader(*trader_args)
+        if wait and traders:
+            self.wait_registered()
         return self
 
     def add_trader(self, *args) -> Proc:
@@ -220,7 +293,7 @@ class Topology:
         """Wait until a (re)started process is running: it logged its start line (a generator or
         strategy after taking its name).  Returns that moment (ms).  Interpreter start-up on a
         loaded machine can take seconds: recovery is measured from here."""
-        proc.wait_for_output(r"(generator \S+ started|registered \S+ \(signals|trader started)", timeout)
+        proc.wait_for_output(r"(generator \S+ started|started \S+ \(signals|trader started)", timeout)
         return now_ms()
 
     def periods(self, ms: float) -> float:
@@ -248,7 +321,8 @@ class Topology:
                           what=f"trader error naming {', '.join(names)}")
 
     def check(self) -> list[str]:
-        return check_invariant(self.watcher.snapshot(), self.complete_ms)
+        observed, registry = self.watcher.observed()
+        return check_invariant(self.watcher.snapshot(), self.complete_ms, observed, registry)
 
     def close(self) -> None:
         if self.watcher:
@@ -260,10 +334,17 @@ class Topology:
 
 def assert_invariant(topo: Topology, min_entries: int = 1) -> list[Entry]:
     entries = topo.watcher.snapshot()
-    problems = check_invariant(entries, topo.complete_ms)
+    observed, registry = topo.watcher.observed()
+    problems = check_invariant(entries, topo.complete_ms, observed, registry)
     assert not problems, "invariant broken:\n" + "\n".join(problems[:20])
     assert len(entries) >= min_entries, (f"only {len(entries)} medians seen (watcher: {topo.watcher.polls} polls, "
                                          f"last error {topo.watcher.last_error or 'none'})")
+    # The checks against what Redis held really ran: the watcher read the decision keys of every
+    # member, and the registry around the publication, for some of the entries at least.
+    if entries:
+        read = [e for e in entries if all((s, e.epoch) in observed for s in e.members)]
+        assert read, f"no median's decisions were read from the strategies' keys ({len(observed)} reads)"
+        assert any(registry_at(registry, e.ts) is not None for e in entries), "the registry was never read"
     return entries
 
 
@@ -282,11 +363,15 @@ def on_timeout(fn: Callable, seconds: float):
 
 # -- garbage ---------------------------------------------------------------------------------
 NOT_NUMBERS = ["nan", "NaN", "inf", "-inf", "Infinity", "", "abc", "1e400", "-1e999", "0x10", "--1", "1,5",
-               "\x00\xff\xfe", " ", "None"]
+               "\x00\xff\xfe", " ", "None", "1_000", " 5 ", "1.5\n", "1|2", "!ok"]
 HUGE = "9" * 1_000_000   # a megabyte of digits: float() makes it inf
 
 
 def is_number(text: str) -> bool:
+    """Anything float() reads as finite, a superset of the components' strict grammar: random
+    garbage is drawn outside it, so that no garbage write is a well-formed decision (a forgery,
+    which the design does not claim to detect: docs/guarantees.md, "Not promised").  NOT_NUMBERS
+    also holds texts that float() reads ("1_000", " 5 ", "1.5\\n") but the strict grammar refuses."""
     try:
         return math.isfinite(float(text))
     except ValueError:
@@ -294,12 +379,13 @@ def is_number(text: str) -> bool:
 
 
 def keys_read(epoch: int) -> dict:
-    """Every key a component reads, with the type it should have."""
+    """Every key a component reads, with the type it should have.  Epoch ``epoch`` stands for the
+    current epoch and ``epoch + 1`` for the next (see ``apply``)."""
     return {
         f"{NS}:meta": "hash", f"{NS}:signal:g1": "hash", f"{NS}:signals:g1": "stream",
         f"{NS}:strategies": "set", f"{NS}:strategies:backup": "set", f"{NS}:deregistered": "hash",
-        f"{NS}:decisions:{epoch}": "zset", f"{NS}:decisions:{epoch + 1}": "zset",
-        f"{NS}:decision:X": "hash", f"{NS}:strategy:X": "hash",
+        f"{NS}:decision:X": "string", f"{NS}:decision:Y": "string", f"{NS}:joins": "set",
+        f"{NS}:count:{epoch}": "string", f"{NS}:count:{epoch + 1}": "string",
         f"{NS}:ready:{epoch}": "list", f"{NS}:ready:{epoch + 1}": "list",
         f"{NS}:trader": "hash", f"{NS}:traders": "hash", f"{NS}:medians": "stream",
         f"{NS}:lease:trader": "string", f"{NS}:lease:generator:g1": "string",
@@ -356,10 +442,15 @@ def status_survives(topo) -> None:
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
+WHEN = {"now": 0, "next": 1, "past": -1}
+
+
 def apply(c, op, epoch: int) -> None:
+    """One garbage write (an op of ``random_garbage_op`` or test_fault_garbage's hypothesis ops)."""
     def key(k: str) -> str:   # keys_read(0) names epoch 0 and 1: map them onto now and next
         for n, real in ((1, epoch + 1), (0, epoch)):
-            k = k.replace(f":decisions:{n}", f":decisions:{real}").replace(f":ready:{n}", f":ready:{real}")
+            for kind in ("count", "ready"):
+                k = k.replace(f":{kind}:{n}", f":{kind}:{real}")
         return k
     try:
         if op[0] == "type":
@@ -370,22 +461,34 @@ def apply(c, op, epoch: int) -> None:
             c.hdel(op[1], op[2])
         elif op[0] == "feed":
             c.xadd(f"{NS}:signals:{op[1]}", {"name": op[1], "epoch": str(epoch) if op[2] == "now" else op[2],
-                                     "value": op[3], "status": "ok"})
+                                             "value": op[3], "status": "ok"})
         elif op[0] == "member":
             c.sadd(op[1], op[2])
-        elif op[0] == "score":
-            c.zadd(f"{NS}:decisions:{epoch if op[1] == 'now' else epoch + 1}", {op[2]: op[3]})
+        elif op[0] == "decision":
+            # ("decision", now|next|past, strategy, text): a report of that epoch holding garbage
+            # instead of a number (for 'past', any number: a stale decision must never count).
+            c.set(f"{NS}:decision:{op[2]}", f"{epoch + WHEN[op[1]]}|{op[3]}")
+        elif op[0] == "report":
+            # ("report", now|next, strategy, text): "no decision" with a garbage state and reason
+            c.set(f"{NS}:decision:{op[2]}", f"{epoch + WHEN[op[1]]}|!{op[3]}")
+        elif op[0] == "count":
+            # ("count", now|next, text): the doorbell counter of that epoch (garbage, or a number
+            # that makes the trader look early or late)
+            c.set(f"{NS}:count:{epoch + WHEN[op[1]]}", op[2])
+        elif op[0] == "ready":
+            c.rpush(f"{NS}:ready:{epoch + WHEN[op[1]]}", op[2])
         elif op[0] == "string":
             c.set(op[1], op[2])
     except redis.exceptions.ResponseError:
         pass   # the key had another type already (an earlier op): that is garbage too
 
 
-HASH_KEYS = [f"{NS}:meta", f"{NS}:signal:g1", f"{NS}:strategy:X", f"{NS}:trader", f"{NS}:traders",
-             f"{NS}:decision:X"]
-FIELDS = ["period_ms", "instance", "registry", "value", "epoch", "status", "reason", "published", "fence", "state",
-          "junk"]
+HASH_KEYS = [f"{NS}:meta", f"{NS}:signal:g1", f"{NS}:trader", f"{NS}:traders"]
+FIELDS = ["period_ms", "instance", "registry", "created", "recreated", "value", "epoch", "status", "reason",
+          "published", "fence", "state", "junk"]
 LEASE_KEYS = [f"{NS}:lease:trader", f"{NS}:lease:generator:g1", f"{NS}:lease:strategy:X", f"{NS}:trader:fence"]
+SET_KEYS = [f"{NS}:strategies", f"{NS}:strategies:backup", f"{NS}:joins"]
+COUNTS = ["0", "1", "2", "3", "-5", "999", "garbage", "1.5"]
 
 
 def random_garbage_text(rng) -> str:
@@ -399,19 +502,30 @@ def random_garbage_text(rng) -> str:
 
 def random_garbage_op(rng) -> tuple:
     """One garbage write, like the hypothesis strategy of test_fault_garbage (for the soak)."""
-    kind = rng.choice(["type", "field", "hdel", "feed", "member", "score", "string"])
+    kind = rng.choice(["type", "field", "hdel", "feed", "member", "decision", "report", "count", "ready", "string"])
     if kind == "type":
-        return ("type", rng.choice(sorted(keys_read(0))), rng.choice(sorted(set(OTHER_TYPE.values()))))
+        # another type than the key's own: a registry replaced by a set of other names is not garbage
+        # but a hand edit (every registered name deregistered), which the rules obey
+        key = rng.choice(sorted(keys_read(0)))
+        return ("type", key, rng.choice(sorted(set(OTHER_TYPE.values()) - {keys_read(0)[key]})))
     if kind == "field":
         return ("field", rng.choice(HASH_KEYS), rng.choice(FIELDS), random_garbage_text(rng))
     if kind == "hdel":
-        return ("hdel", rng.choice(HASH_KEYS[:3]), rng.choice(FIELDS[:6]))
+        return ("hdel", rng.choice(HASH_KEYS[:3]), rng.choice(FIELDS[:8]))
     if kind == "feed":
         return ("feed", rng.choice(["g1", "g2", "g3", "junk"]), rng.choice(["now", "junk"]), random_garbage_text(rng))
     if kind == "member":
-        return ("member", rng.choice([f"{NS}:strategies", f"{NS}:strategies:backup"]), random_garbage_text(rng) or "x")
-    if kind == "score":
-        return ("score", rng.choice(["now", "next"]), rng.choice(["X", "Y", "junk"]), rng.choice([math.inf, -math.inf]))
+        return ("member", rng.choice(SET_KEYS), random_garbage_text(rng) or "x")
+    if kind == "decision":
+        when = rng.choice(["now", "next", "past"])
+        text = rng.choice(["0.5", "-1e300", "0"]) if when == "past" else random_garbage_text(rng)
+        return ("decision", when, rng.choice(["X", "Y", "junk"]), text)
+    if kind == "report":
+        return ("report", rng.choice(["now", "next"]), rng.choice(["X", "Y"]), random_garbage_text(rng))
+    if kind == "count":
+        return ("count", rng.choice(["now", "next"]), rng.choice(COUNTS))
+    if kind == "ready":
+        return ("ready", rng.choice(["now", "next"]), random_garbage_text(rng)[:100] or "x")
     return ("string", rng.choice(LEASE_KEYS), random_garbage_text(rng))
 
 

@@ -35,7 +35,8 @@ def test_redis_killed_and_restarted_empty(redis_server, make_topo):
     redis_server.start()
     back_ms = now_ms()
     periods = topo.recovery(back_ms)
-    # The registrations came back (the live strategies re-register; the trader restores what it knew).
+    # The registrations came back (the trader restores what it knew; the live strategies' requests to
+    # be registered again find them registered).
     topo.wait_registered()
     topo.watcher.wait_for_median_after(now_ms() + 1000, 10, "medians after the restart")
     report("redis killed, restarted empty", recovery_periods=periods)
@@ -46,7 +47,8 @@ def test_redis_killed_and_restarted_empty(redis_server, make_topo):
 
 def test_redis_restarted_empty_with_a_strategy_down_goes_to_error_naming_it(redis_server, make_topo):
     """The trader never computes over a smaller population: Y is dead when Redis loses its data,
-    so nobody re-registers Y but the trader, which then reports it missing."""
+    so Y cannot ask to be registered again: the trader restores it from what it remembers, then
+    reports it missing."""
     topo = make_topo(redis_server).start()
     topo.watcher.wait_for_median_after(now_ms(), 15, "first median")
     topo.procs["Y"].kill()

@@ -46,28 +46,47 @@ def test_garbage_in_shared_keys(cluster, redis_server):
     r.xadd("t:signals:g2", {"name": "g2", "epoch": "99999999999", "value": "nan", "status": "???"})
     _resumes(r, p)
 
-    # decision indexes of the next epochs: not sorted sets (the strategies replace them)
+    # the doorbells of the next epochs: counters that are not counters (no strategy can count, so
+    # nobody rings), lists that are not lists (the trader removes them); requests to register that
+    # are not a set (the trader removes it): the trader looks late, or early, never elsewhere
     e = server_epoch(r, p)
     for k in range(1, 4):
-        r.set(f"t:decisions:{e + k}", "garbage")
-    wait_medians(r, 1, timeout=20 * p, after_epoch=e + 3)
-    # doorbells of the next epochs: not lists (the trader polls, the completing strategy replaces them)
-    e = server_epoch(r, p)
-    for k in range(1, 4):
-        r.set(f"t:ready:{e + k}", "garbage")
+        r.set(f"t:count:{e + k}", "garbage")
+        r.hset(f"t:ready:{e + k}", "junk", "garbage")
+    _replace(r, "t:joins", "garbage")
     wait_medians(r, 1, timeout=20 * p, after_epoch=e + 3)
     published = {m["epoch"] for m in medians(r)} & {e + 1, e + 2, e + 3}
-    assert len(published) >= 2, f"epochs with a garbage doorbell published: {sorted(published)} of {e + 1}..{e + 3}"
-    # a registered name whose decisions are infinite (NaN cannot be stored in a sorted set)
+    assert len(published) >= 2, f"epochs with garbage doorbells published: {sorted(published)} of {e + 1}..{e + 3}"
+    assert r.type("t:joins") in ("none", "set")
+    # a doorbell rung early and a counter that already says "everyone": the trader reads at once,
+    # finds decisions missing, and waits on
     e = server_epoch(r, p)
-    r.sadd("t:strategies", "Z")
-    for k in range(1, 12):
-        r.zadd(f"t:decisions:{e + k}", {"Z": float("inf")})
-    h = wait_trader(r, lambda h: "Z: decision is not a finite number (inf)" in h.get("reason", ""), 20 * p,
-                    "trader error about Z's infinite decision")
-    assert h["state"] == "error" and "median" not in h
-    r.srem("t:strategies", "Z")  # its decisions are still in the indexes: the trader leaves them out
+    for k in range(1, 4):
+        r.set(f"t:count:{e + k}", "1")
+        r.rpush(f"t:ready:{e + k}", "X", "Y")
+    wait_medians(r, 1, timeout=20 * p, after_epoch=e + 3)
+    # a strategy's decision key holding garbage: its strategy overwrites it at its next report
+    e = server_epoch(r, p)
+    r.delete("t:decision:X")
+    r.rpush("t:decision:X", "garbage")
+    procs["X"].wait_for_output(r"X submitted ", 10 * p, count=procs["X"].output().count("X submitted ") + 1)
+    assert r.type("t:decision:X") == "string"
     _resumes(r, p)
+    # a registered name (SADD by hand counts as a registration) whose decisions are infinite, then
+    # not numbers in the strict grammar, written for the running epoch: the trader refuses them
+    r.sadd("t:strategies", "Z")
+    for bad in ("inf", "1_000"):
+        def forged(bad=bad):
+            r.set("t:decision:Z", f"{server_epoch(r, p)}|{bad}", px=5000)
+            h = trader_hash(r)
+            return h if f"Z: decision {bad!r} in t:decision:Z" in h.get("reason", "") else None
+        h = wait_until(forged, 20 * p, what=f"trader error about Z's decision {bad!r}")
+        assert h["state"] == "error" and "median" not in h, h
+        assert h["reason"].startswith("1 of 3 strategies missing: Z: "), h
+    assert r.srem("t:strategies", "Z") == 1   # deregistered: its decision key no longer counts
+    _resumes(r, p)
+    wait_trader(r, lambda h: h.get("state") == "ok" and h.get("count") == "2", 20 * p, "trader ok over X, Y")
+    assert r.smembers("t:strategies") == set(ORIGINAL_STRATEGIES)
 
     # the registry: not a set, then deleted: each time it is restored from its backup at once
     # (docs/guarantees.md, "Registrations"), nobody exits and nobody is deregistered
@@ -114,7 +133,8 @@ def test_garbage_in_the_deployment_record_and_a_signal(cluster, redis_server):
     pipe.delete("t:meta")
     pipe.hset("t:meta", mapping=meta)
     pipe.execute()
-    q.wait_for_output(r"registered Q \(signals g1", 20 * p)
+    q.wait_for_output(r"started Q \(signals g1, period 0\.5s\): asked the trader to register it", 20 * p)
+    q.wait_for_output(r"registered Q \(admitted by the trader\)", 20 * p)
     strategies = dict(ORIGINAL_STRATEGIES, Q=["g1"])
     wait_registered(r, strategies, p)
     _resumes(r, p)

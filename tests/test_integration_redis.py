@@ -6,7 +6,7 @@ import pytest
 
 from tests.integ_support import (ORIGINAL_GENERATORS, ORIGINAL_STRATEGIES, assert_alive, assert_exact, make_cluster,
                                  medians, running_original, server_epoch, start_original, wait_medians,
-                                 wait_registered)
+                                 wait_registered, wait_trader)
 from tests.support import RedisServer, free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -40,21 +40,27 @@ def test_redis_killed_and_restarted_empty(cluster, redis_server):
     first = wait_medians(r, 1, timeout=20 * p, after_epoch=e_back)[0]
     took = time.monotonic() - back
     print(f"first median {took:.2f}s ({took / p:.1f} periods) after Redis returned, epoch +{first['epoch'] - e_back}")
-    # Components retry at least once a period; the trader then holds off for the epoch the record was
-    # re-created in and the next, while the strategies register again: two or three epochs, plus margin.
+    # Components retry at least once a period; the trader restores every registration it remembers into
+    # the new record (the strategies' requests to register again find them registered): no epoch is
+    # held back for registrations.  A few epochs, plus margin.
     assert first["epoch"] <= e_back + 5, (first, e_back)
     wait_until(lambda: _restored(r, 500), 10 * p, what="registrations, signals, leases and period record restored")
     assert r.hget("t:meta", "instance") != instance
     wait_medians(r, 3, timeout=20 * p, after_epoch=e_back)
-    assert_exact(medians(r))  # the new stream: none over a partly re-registered set
+    assert_exact(medians(r))  # the new stream: none over a partly restored registry
     for name, proc in procs.items():
         proc.wait_for_output(r"Redis is back at \S+ after \d+\.\ds", 10 * p)
         out = proc.output()
         assert out.count("Redis unavailable") == 1, (name, out)
         assert out.count("Redis is back") == 1, (name, out)
         assert "Traceback" not in out, (name, out)
-    for s in ORIGINAL_STRATEGIES:
-        procs[s].wait_for_output(rf"re-registered {s} after Redis lost its data", 5)
+    # every component saw that the record is a new one; the strategies' registrations came back
+    # (the trader restored every name it remembered: no strategy had to wait for its admission)
+    for name, proc in procs.items():
+        proc.wait_for_output(r"Redis lost its data \(deployment record re-created\)", 5)
+    procs["trader"].wait_for_output(r"Redis lost its data \(new deployment record\); restored 2 registration\(s\)"
+                                    r": X, Y", 5)
+    assert not r.hexists("t:meta", "recreated")   # so no epoch was held back for registrations
     assert_alive(procs.values())
 
     # a quick restart (killed and back at once): some components may not even notice the outage,
@@ -141,19 +147,45 @@ def test_sigterm_and_sigint_stop_every_component_within_2s(condition, cluster, r
             assert not left, left
 
 
-def test_strategy_that_created_the_record_registers_again_after_data_loss(cluster, redis_server):
-    """Regression: the record was re-created with the creator's own old instance id, so the strategy
-    that had created it saw no data loss, found itself missing from the registry and exited as if
-    deregistered."""
+def test_strategy_alone_after_data_loss_asks_again_and_a_new_trader_admits_it(cluster, redis_server):
+    """A strategy never registers itself: alone it is not registered; the trader admits it.  After
+    Redis lost its data with no trader running, the strategy re-creates the deployment record (and
+    sees a new one: regression, the record was once re-created with the creator's own old instance
+    id, so that its creator saw no data loss and exited as if deregistered), asks to be registered
+    again and keeps running; a trader started after the loss (it remembers nothing) admits it, and
+    publishes nothing in that epoch and the next (the strategy is older than the record)."""
+    p = cluster.period
     r = redis_server.client(decode_responses=True)
+    g1 = cluster.generator("g1", "tests.plugins:sig_a")
     x = cluster.strategy("X", "g1")  # alone: it creates the deployment record
-    wait_registered(r, ["X"], cluster.period)
+    x.wait_for_output(r"started X \(signals g1, period 0\.5s\): asked the trader to register it", 20)
+    x.wait_for_output(r"X decided \S+ \(not registered yet: waiting for the trader to admit it\)", 20)
+    assert r.smembers("t:strategies") == set() and r.sismember("t:joins", "X")
+    trader = cluster.trader()
+    wait_registered(r, ["X"], p)
+    x.wait_for_output(r"registered X \(admitted by the trader\)", 20)
+    x.wait_for_output(r"X submitted ", 20)
     instance = r.hget("t:meta", "instance")
+    trader.signal(signal.SIGTERM)
+    assert trader.wait(5) == 0
     redis_server.kill()
     x.wait_for_output("Redis unavailable", 20)
     redis_server.start()
     r = redis_server.client(decode_responses=True)
-    x.wait_for_output(r"re-registered X after Redis lost its data", 20)
-    wait_registered(r, ["X"], cluster.period)
+    x.wait_for_output(r"Redis lost its data \(deployment record re-created\)", 20)
+    x.wait_for_output(r"X is no longer in t:strategies and was not deregistered \(Redis lost its data, or the "
+                      r"registry was deleted\); asked the trader to register it again", 20)
     assert r.hget("t:meta", "instance") != instance
-    assert x.alive(), x.output()
+    assert r.smembers("t:strategies") == set() and r.sismember("t:joins", "X")
+    assert x.alive() and "was deregistered" not in x.output(), x.output()
+
+    fresh = cluster.trader()
+    wait_registered(r, ["X"], p)
+    h = wait_trader(r, lambda h: h.get("state") == "starting" and "Redis lost its data" in h.get("reason", ""),
+                    10 * p, "the trader holding off while strategies register again")
+    c = int(r.hget("t:meta", "recreated")) // int(p * 1000)
+    assert f"since epoch {c} " in h["reason"] and h["reason"].endswith(f"from epoch {c + 2}"), h
+    first = wait_medians(r, 1, timeout=20 * p)[0]
+    assert first["epoch"] >= c + 2, (first, c)
+    assert_exact(medians(r), {"X": ["g1"]})
+    assert_alive([x, g1, fresh])
