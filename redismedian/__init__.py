@@ -1,3 +1,12 @@
 """redismedian: a minute-cadence trading pipeline coordinated through one Redis."""
+from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def follow(redis_url: str = "redis://localhost:6379/0", namespace: str = "redismedian", since: str | None = None,
+           **kw):
+    """Iterate over every median as it is published (and every epoch that was not): see
+    :mod:`redismedian.following`."""
+    from .following import follow as _follow
+    return _follow(redis_url, namespace, since, **kw)

@@ -14,7 +14,7 @@ The invariant these rules enforce (docs/guarantees.md, "Owned keys"): every key 
   at its next step, within ``block_ms``).  It cannot read another strategy's decision.
 - A generator writes only its own lease, signal hash and signal feed.
 - The registry, its backup, the deregistration records, the deployment record, the trader's
-  state, lease, fence, heartbeats and the medians: only the trader and ``operator``.
+  state, lease, fence, heartbeats, the medians and the events: only the trader and ``operator``.
 
 How the rules are built (Redis 7 ACL, selectors and ``%R~`` read-only key patterns):
 
@@ -88,7 +88,7 @@ def strategy_user(k: Keys, s: str) -> str:
 
 
 def trader_user(k: Keys) -> str:
-    own = [k.trader, k.medians, k.lease("trader"), k.trader_fence, k.traders]
+    own = [k.trader, k.medians, k.events, k.lease("trader"), k.trader_fence, k.settled, k.acted, k.traders]
     return _line(user_name("trader"), SCRIPTS, "+multi +exec",
                  _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.joins, k.ready("*"),
                        k.lease("strategy", "*"), *own),
@@ -98,7 +98,7 @@ def trader_user(k: Keys) -> str:
                  f"({_keys(k.strategies, k.registry_backup)} {BOTH})",
                  f"({_keys(k.deregistered)} {DEREGISTERED})",
                  f"({_keys(k.joins)} +type +scard +spop +del)",
-                 f"({_keys(*own)} {OWN} +incr +hset +hdel +hget +hgetall +xadd)",
+                 f"({_keys(*own)} {OWN} +incr +hset +hdel +hget +hgetall +xadd +xrange)",
                  f"({_keys(k.ready('*'))} +type +blpop +del)",
                  f"({_keys(k.decision('*'), read_only=True)} +mget)",
                  f"({_keys(k.lease('strategy', '*'), read_only=True)} +type +pttl +get)")

@@ -62,6 +62,7 @@ class Component:
         self.metrics = metrics or NullMetrics()
         self.lease_owner = settings.owner  # the value of our name lease (the strategy adds its start time)
         self._meta_denied = False  # the ACL refused us the creation of the deployment record
+        self.interrupted = ""      # why the loop was held up since the last epoch ('' = it was not)
 
     # -- for subclasses ----------------------------------------------------
     def startup(self) -> None:
@@ -250,6 +251,7 @@ class Component:
                                          f"{describe_error(e)}") from None
                     if not isinstance(e, TRANSIENT_ERRORS):
                         raise
+                    self.interrupted = "Redis unavailable"
                     if not self.outage.active:
                         self.metrics.error("redis_unavailable")
                         self.metrics.redis_up(False)

@@ -20,6 +20,9 @@ LEASE_TTL_PERIODS = 1.5      # name leases; renewed every period, so a live hold
 # The lease must survive scheduling jitter even at very short periods.
 LEASE_MIN_TTL_MS = 300
 TRADER_HEARTBEAT_PERIODS = 3  # NS:traders lists a trader that reported within this many periods
+TRADER_STATE_TTL_PERIODS = 3  # NS:trader disappears this long after its trader's last write
+MISSED_WINDOW_PERIODS = 10    # `check trader` fails while an epoch was missed within this many periods
+ACTION_BACKLOG = 100          # --on-median: published epochs acted on per period at most (catching up)
 
 SIGNAL_FEED_MAXLEN = 1_000    # approximate length of each NS:signals:<g> feed stream
 DEFAULT_MEDIANS_MAXLEN = 100_000  # approximate length of the NS:medians history stream
@@ -86,6 +89,24 @@ class Keys:
     def medians(self) -> str:
         """Stream: one entry per published median (epoch, median, count, members)."""
         return f"{self.ns}:medians"
+
+    @property
+    def events(self) -> str:
+        """Stream: every epoch the trader did not publish, as it happened: ``status`` ``error`` (with
+        ``epoch``, ``reason``) or ``missed`` (``epoch`` to ``last``, ``reason``), ``ts``, ``fence``.
+        With NS:medians it accounts for every epoch; ``redismedian follow`` reads both."""
+        return f"{self.ns}:events"
+
+    @property
+    def settled(self) -> str:
+        """String: the last epoch a leading trader settled (published, error, idle or starting).  No
+        TTL: a trader taking the lead counts the epochs since then that nobody settled as missed."""
+        return f"{self.ns}:trader:settled"
+
+    @property
+    def acted(self) -> str:
+        """String: the last epoch the --on-median action ran for (only the leading trader writes it)."""
+        return f"{self.ns}:acted"
 
     @property
     def trader_fence(self) -> str:

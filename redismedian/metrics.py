@@ -9,6 +9,7 @@ which does nothing and needs no HTTP server.
 |---|---|---|
 | ``redismedian_periods_total`` | counter | periods (epochs) this process acted on |
 | ``redismedian_periods_skipped_total`` | counter | periods missed (stalled, or Redis unavailable) |
+| ``redismedian_missed_epochs_total`` | counter | trader: epochs nobody settled (a stall, an outage, a takeover) |
 | ``redismedian_submissions_total`` | counter | values written: signals, decisions, or published medians |
 | ``redismedian_errors_total{kind}`` | counter | errors by kind (see :data:`ERROR_KINDS`) |
 | ``redismedian_state{state}`` | gauge (enum) | 1 for the current state, 0 for the others |
@@ -36,6 +37,7 @@ ERROR_KINDS = (
     "late",                # the period ended before the value was written
     "missing_decisions",   # trader: a registered strategy had no decision by the deadline
     "bad_data",            # trader: a decision or the registry was unusable
+    "on_median",           # trader: the --on-median action raised (retried next period)
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SCRIPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -47,6 +49,7 @@ class NullMetrics:
 
     def period(self, latency_s: float) -> None: ...
     def skipped(self, n: int) -> None: ...
+    def missed(self, n: int) -> None: ...
     def submitted(self, server_ms: int | None = None) -> None: ...
     def error(self, kind: str) -> None: ...
     def state(self, state: str) -> None: ...
@@ -67,6 +70,10 @@ class Metrics(NullMetrics):
                                 LABELS, registry=r).labels(**lv)
         self._skipped = Counter("redismedian_periods_skipped", "Periods missed (stalled, or Redis unavailable).",
                                 LABELS, registry=r).labels(**lv)
+        self._missed = Counter("redismedian_missed_epochs",
+                               "Trader: epochs that no trader settled (neither published nor an error), as this "
+                               "trader found them: a stall, a Redis outage, a takeover.", LABELS,
+                               registry=r).labels(**lv)
         self._submissions = Counter("redismedian_submissions",
                                     "Values written: signals (generator), decisions (strategy), medians (trader).",
                                     LABELS, registry=r).labels(**lv)
@@ -102,6 +109,9 @@ class Metrics(NullMetrics):
 
     def skipped(self, n: int) -> None:
         self._skipped.inc(n)
+
+    def missed(self, n: int) -> None:
+        self._missed.inc(n)
 
     def submitted(self, server_ms: int | None = None) -> None:
         self._submissions.inc()

@@ -473,8 +473,8 @@ class TraderArgs(NamedTuple):
     restored_instance: str  # deployment instance into which it restored every registration it knew
 
 
-# KEYS: meta, registry, backup, deregistered, trader, lease, fence, traders, joins
-# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 joins per tick
+# KEYS: meta, registry, backup, deregistered, trader, lease, fence, traders, joins, settled
+# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 joins per tick, 16 NS:trader ttl
 TRADER_TICK = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
@@ -483,8 +483,9 @@ if not inst then return {changed, now, detail} end
 local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
+local prev = ''     -- the last epoch a trader settled (NS:trader:settled)
 local function reply(status, token, took, detail, joins)
-  local r = {status, now, inst, token or '', took or 0, detail or '', ver, nb, note}
+  local r = {status, now, inst, token or '', took or 0, detail or '', ver, nb, note, prev}
   for _, j in ipairs(joins or {}) do r[#r + 1] = j end
   return r
 end
@@ -542,13 +543,16 @@ for i = 1, #hb, 2 do
   if not ts or ts < now - hb_ttl then redis.call('HDEL', KEYS[8], hb[i]) end
 end
 
+if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
+local p = redis.pcall('GET', KEYS[10])
+if type(p) == 'string' then prev = p end
 local cur = math.floor(now / period)
 if cur ~= epoch then return reply('expired', token, took, tostring(cur)) end
-if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
 if took == 1 then
   redis.call('HSET', KEYS[5], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
              'epoch', epoch, 'ts', now, 'fence', token, 'leader', owner)
   redis.call('HDEL', KEYS[5], 'median', 'count')
+  redis.call('PEXPIRE', KEYS[5], ARGV[16])
 end
 -- Published already (by us, or by the leader before us)?  Only this epoch counts: 'published'
 -- beyond the current epoch can only be garbage.  The trader also remembers what it published
@@ -566,6 +570,8 @@ if why then
   redis.call('HSET', KEYS[5], 'state', 'starting', 'reason', why, 'epoch', epoch, 'ts', now, 'fence', token,
              'leader', owner)
   redis.call('HDEL', KEYS[5], 'median', 'count')
+  redis.call('PEXPIRE', KEYS[5], ARGV[16])
+  redis.call('SET', KEYS[10], epoch)
   return reply('starting', token, took, why, joins)
 end
 return reply('lead', token, took, '', joins)
@@ -587,22 +593,25 @@ class TraderTicked(NamedTuple):
     version: int
     backup_size: int
     note: str
+    prev: int | None     # the last epoch a trader settled (NS:trader:settled), None when there is none
     joins: tuple
 
 
 def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, heartbeat_ttl_ms: int,
-                joins_per_tick: int) -> TraderTicked:
+                joins_per_tick: int, state_ttl_ms: int) -> TraderTicked:
+    from .common import parse_int
     raw = run(TRADER_TICK, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader,
-                            k.lease("trader"), k.trader_fence, k.traders, k.joins],
-              [*m, epoch, *t, heartbeat_ttl_ms, joins_per_tick])
-    s, now, inst, token, took, detail, ver, nb, note = _fields(raw, 9, 0)
+                            k.lease("trader"), k.trader_fence, k.traders, k.joins, k.settled],
+              [*m, epoch, *t, heartbeat_ttl_ms, joins_per_tick, state_ttl_ms])
+    s, now, inst, token, took, detail, ver, nb, note, prev = _fields(raw, 10, 0)
     return TraderTicked(s, int(now), inst, str(token), bool(int(took)), str(detail), int(ver), int(nb), str(note),
-                        tuple(_text(x) for x in list(raw)[9:]))
+                        parse_int(prev), tuple(_text(x) for x in list(raw)[10:]))
 
 
-# KEYS: meta, registry, backup, deregistered, trader, medians, lease, ready(epoch)
+# KEYS: meta, registry, backup, deregistered, trader, medians, lease, ready(epoch), events, settled
 # ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 outcome (ok/error/idle), 15 median or reason,
-#       16 count, 17 members, 18 medians maxlen
+#       16 count, 17 members, 18 medians maxlen, 19 NS:trader ttl, 20 missed count, 21 last missed
+#       epoch, 22 its reason, then missed ranges not yet recorded: (first, last, reason) triples
 TRADER_SETTLE = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
@@ -626,6 +635,16 @@ if outcome == 'ok' then
   local why = regrowing(KEYS[1], period, epoch, inst, ARGV[13])
   if why then outcome, text = 'starting', why end
 end
+-- Epochs no trader settled (a stall, an outage, a takeover), recorded once: NS:events and NS:trader.
+if wrongtype(KEYS[9], 'stream') then redis.call('DEL', KEYS[9]) end
+for i = 23, #ARGV, 3 do
+  redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[18], '*', 'status', 'missed', 'epoch', ARGV[i],
+             'last', ARGV[i + 1], 'reason', ARGV[i + 2], 'fence', token, 'ts', now)
+end
+if ARGV[20] ~= '0' then
+  redis.call('HSET', KEYS[5], 'missed', ARGV[20], 'last_missed', ARGV[21], 'last_missed_reason', ARGV[22])
+end
+local status = outcome
 if outcome == 'ok' then
   if wrongtype(KEYS[6], 'stream') then redis.call('DEL', KEYS[6]) end
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[18], '*', 'epoch', epoch, 'median', ARGV[15],
@@ -633,12 +652,20 @@ if outcome == 'ok' then
   redis.call('HSET', KEYS[5], 'state', 'ok', 'reason', '', 'epoch', epoch, 'median', ARGV[15],
              'count', ARGV[16], 'ts', now, 'fence', token, 'leader', owner, 'published', epoch)
   redis.call('DEL', KEYS[8])
-  return {'published', now, inst, note}
+  status, text = 'published', ''
+else
+  redis.call('HSET', KEYS[5], 'state', outcome, 'reason', text, 'epoch', epoch, 'ts', now,
+             'fence', token, 'leader', owner)
+  redis.call('HDEL', KEYS[5], 'median', 'count')
+  if outcome == 'error' then
+    redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[18], '*', 'status', 'error', 'epoch', epoch,
+               'reason', text, 'fence', token, 'ts', now)
+  end
 end
-redis.call('HSET', KEYS[5], 'state', outcome, 'reason', text, 'epoch', epoch, 'ts', now,
-           'fence', token, 'leader', owner)
-redis.call('HDEL', KEYS[5], 'median', 'count')
-return {outcome, now, inst, note, text}
+-- A reader never takes a gone trader's state for a live one: it vanishes 3 periods after our last write.
+redis.call('PEXPIRE', KEYS[5], ARGV[19])
+redis.call('SET', KEYS[10], epoch)
+return {status, now, inst, note, text}
 """
 
 
@@ -653,13 +680,67 @@ class TraderSettled(NamedTuple):
     reason: str          # what was written as the reason (``starting``: why nothing was published)
 
 
+class Missed(NamedTuple):
+    """Epochs ``first`` to ``last`` that no trader settled, and why."""
+
+    first: int
+    last: int
+    reason: str
+
+
+class MissedRecord(NamedTuple):
+    """What a trader tells of the epochs it missed: the count since it started, the last one and why,
+    and the ranges not yet written to NS:events."""
+
+    count: int = 0
+    last: int = -1
+    reason: str = ""
+    pending: tuple = ()
+
+
 def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, outcome: str, text: str,
-                  count: int = 0, members: str = "", medians_maxlen: int) -> TraderSettled:
+                  count: int = 0, members: str = "", medians_maxlen: int, state_ttl_ms: int,
+                  missed: MissedRecord = MissedRecord()) -> TraderSettled:
+    ranges = [x for r in missed.pending for x in (r.first, r.last, r.reason[:500])]
     raw = run(TRADER_SETTLE, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader, k.medians,
-                              k.lease("trader"), k.ready(epoch)],
-              [*m, epoch, *t, outcome, text, count, members, medians_maxlen])
+                              k.lease("trader"), k.ready(epoch), k.events, k.settled],
+              [*m, epoch, *t, outcome, text, count, members, medians_maxlen, state_ttl_ms,
+               missed.count, missed.last, missed.reason[:500], *ranges])
     s, now, inst, note, reason = _fields(raw, 5, "")
     return TraderSettled(s, int(now), inst, str(note or ""), str(reason or ""))
+
+
+# KEYS: lease, acted, trader   ARGV: owner|token, epoch acted on ('' = only check the lead),
+#       action error ('' = none), NS:trader ttl
+# The --on-median bookkeeping, fenced: only the leader records (and only forward).
+TRADER_ACTED = PRELUDE + r"""
+if lease_get(KEYS[1]) ~= ARGV[1] then return {0, ''} end
+if ARGV[2] ~= '' then
+  local cur = int(redis.call('GET', KEYS[2]) or '')
+  if not cur or cur < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
+end
+if redis.call('TYPE', KEYS[3])['ok'] == 'hash' then
+  redis.call('HSET', KEYS[3], 'action_error', ARGV[3])
+  if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], 'acted', ARGV[2]) end
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+end
+return {1, redis.call('GET', KEYS[2]) or ''}   -- no status word: no deployment checks on this reply
+"""
+
+
+class TraderActed(NamedTuple):
+    leading: bool        # the lead (lease and token) is still ours
+    acted: int | None    # the last epoch acted on, as recorded
+
+
+def trader_acted(run: Runner, k: Keys, *, lease_value: str, epoch: int | None, error: str,
+                 state_ttl_ms: int) -> TraderActed:
+    """Record that the action ran for ``epoch`` (None: only check that we still lead) and its error."""
+    from .common import parse_int
+    raw = run(TRADER_ACTED, [k.lease("trader"), k.acted, k.trader],
+              [lease_value, "" if epoch is None else epoch, error[:500], state_ttl_ms])
+    leading, acted = _fields(raw, 2, "")
+    return TraderActed(int(leading) == 1, parse_int(acted))
 
 
 # KEYS: meta, registry, backup, deregistered, then one strategy lease per name

@@ -14,10 +14,11 @@ Several traders may run: one leads (a fenced lease), the others stand by.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import redis
 
@@ -26,7 +27,8 @@ from .clock import boundary_ms
 from .common import NUMBER_RULE, FatalError, as_str, check_name, parse_int, parse_number
 from .component import Component
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
-from .scripts import (RegistryChanged, parse_report, TraderArgs, TraderTicked, registry_admit, registry_restore, trader_settle,
+from . import health as H
+from .scripts import (Missed, MissedRecord, RegistryChanged, parse_report, trader_acted, TraderArgs, TraderTicked, registry_admit, registry_restore, trader_settle,
                       trader_tick)
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
@@ -90,15 +92,28 @@ def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None], decisio
     return Tally(values, problems)
 
 
-def judge(epoch: int, raw: bytes | str | None, key: str) -> float | str:
-    """One decision key's value: the decision for ``epoch``, or why there is none."""
+def judge(epoch: int, raw: bytes | str | None, key: str, alive: bool | None = None) -> float | str:
+    """One decision key's value: the decision for ``epoch``, or why there is none.
+
+    ``alive``: whether a live process holds the strategy's name (:mod:`redismedian.health`), when
+    known.  A strategy that no live process holds is reported as not running, with its last report
+    and how long ago it was (the words ``status`` and ``check`` use), never as late."""
     r = parse_report(raw)
+    why = _judge(epoch, r, key, alive)
+    if alive is False and isinstance(why, str):
+        return H.not_running(H.last_report(r, key, epoch))
+    return why
+
+
+def _judge(epoch: int, r, key: str, alive: bool | None) -> float | str:
     if r is None:
+        if alive:
+            return "no decision (no report in Redis, although a live process holds its name)"
         return "no decision (no report for 10 periods: not running?)"
     if r.epoch is None:
         return f"no decision ({key} {r.reason})"
     if r.epoch != epoch:
-        return f"no decision (last report for epoch {r.epoch})"
+        return f"no decision (last report for epoch {r.epoch}, {H.ago(r.epoch, epoch)})"
     if r.state != "ok":
         return r.reason[:500] or f"no decision (state {r.state!r:.40})"
     x = parse_number(r.value)
@@ -124,13 +139,40 @@ def median_of_sorted(xs: Sequence[float]) -> float:
 
 
 def missing_reason(problems: list, nreg: int) -> str:
+    """``1 of 2 strategies missing: X: why`` (at most REASONS_LIMIT named)."""
     parts = []
     for name, why in sorted(problems)[:REASONS_LIMIT]:
         shown = name if len(name) <= 64 else name[:64] + "..."
         parts.append(f"{shown}: {why}")
     if len(problems) > REASONS_LIMIT:
         parts.append(f"and {len(problems) - REASONS_LIMIT} more")
-    return f"{len(problems)} of {nreg} strategies missing: " + "; ".join(parts)
+    return f"{len(problems)} of {H.plural(nreg, 'strategy', 'strategies')} missing: " + "; ".join(parts)
+
+
+def is_missing_reason(text: str) -> bool:
+    """Whether an error text is :func:`missing_reason`'s (strategies missing, not bad data)."""
+    head = text.split(":", 1)[0]
+    return head.endswith((" strategy missing", " strategies missing"))
+
+
+def explain_missing(client: redis.Redis, keys: K.Keys, epoch: int, names: Sequence[str], decisions: Sequence,
+                    problems: list) -> list:
+    """The problems, with those that the reason shows (at most REASONS_LIMIT) judged again knowing
+    whether a live process holds each name: one pipelined read of their leases.  ``names`` are the
+    registered names in sorted order and ``decisions`` their decision keys' values, as read."""
+    ordered = sorted(problems)
+    shown = ordered[:REASONS_LIMIT]
+    try:
+        holders = H.read_holders(client, [keys.lease("strategy", n) for n, _ in shown])
+    except redis.exceptions.RedisError:
+        return problems         # the reasons without liveness; settling the epoch matters more
+    out = []
+    for (name, why), holder in zip(shown, holders):
+        i = bisect.bisect_left(names, name)
+        if holder is None and i < len(names) and names[i] == name:
+            why = judge(epoch, decisions[i], keys.decision(name), alive=False)
+        out.append((name, why))
+    return out + ordered[REASONS_LIMIT:]
 
 
 def default_decision_timeout_ms(period_ms: int) -> int:
@@ -151,7 +193,8 @@ class Trader(Component):
     kind = "trader"
 
     def __init__(self, settings, decision_timeout_ms: int | None = None,
-                 medians_maxlen: int = K.DEFAULT_MEDIANS_MAXLEN, **kw):
+                 medians_maxlen: int = K.DEFAULT_MEDIANS_MAXLEN,
+                 on_median: Callable[[int, float, int], object] | None = None, **kw):
         super().__init__(settings, name=None, **kw)
         self.decision_timeout_ms = (decision_timeout_ms if decision_timeout_ms is not None
                                     else default_decision_timeout_ms(self.period_ms))
@@ -164,6 +207,9 @@ class Trader(Component):
         self.last_published = -1
         self.restored_instance = ""  # deployment record into which we restored every registration we knew
         self._read_plan: tuple = (None, [], [])  # (names, sorted names, their decision keys)
+        self.on_median = on_median   # the action plug-in: FUNC(epoch, median, fence), or None
+        self.accounted: int | None = None  # the last epoch we settled or recorded as missed
+        self.missed = MissedRecord()
 
     def startup(self) -> None:
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
@@ -193,7 +239,9 @@ class Trader(Component):
                 if self.stand_by(t, deadline):
                     return
                 continue
+            was_leading = bool(self.token)
             self.lead(t)
+            self.account(epoch, t, was_leading)
             if t.joins:
                 self.admit(list(t.joins))
             if t.status == "lead":
@@ -203,17 +251,29 @@ class Trader(Component):
                     self.log.info("not publishing in epoch %d: %s", epoch, t.detail)
                 self.state = "starting"
                 self.metrics.state("starting")
+                self.accounted = epoch
             elif t.status == "expired":
                 self.metrics.error("late")
-            elif t.status != "done":
+                self.miss(epoch, epoch, "the epoch ended before the trader could settle it (stalled or overloaded)")
+            elif t.status == "done":
+                self.accounted = epoch
+            else:
                 raise FatalError(f"unexpected reply from Redis: {t!r}")
+            self.act()
+            return
+        if self.stop.is_set():
             return
         self.collect(epoch, deadline)
+        self.act()
+
+    @property
+    def state_ttl_ms(self) -> int:
+        return K.ttl_ms(self.period_ms, K.TRADER_STATE_TTL_PERIODS)
 
     def tick(self, epoch: int) -> TraderTicked:
         t = trader_tick(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
                         heartbeat_ttl_ms=K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS),
-                        joins_per_tick=K.JOINS_PER_TICK)
+                        joins_per_tick=K.JOINS_PER_TICK, state_ttl_ms=self.state_ttl_ms)
         if t.note:
             self.log.warning("registry repaired: %s", t.note)
         return t
@@ -223,6 +283,33 @@ class Trader(Component):
             self.log.info("took the lead (fencing token %s)", t.token)
         self.token = t.token
         self.fence_floor = max(self.fence_floor, parse_int(t.token) or 0)
+
+    # -- missed epochs: never silent ---------------------------------------------------------------
+    def account(self, epoch: int, t: TraderTicked, was_leading: bool) -> None:
+        """Leading at ``epoch``: record the epochs before it that nobody settled."""
+        if t.took or self.accounted is None:
+            base = t.prev      # the last epoch any leader settled
+            if t.took and was_leading:
+                why = self.interrupted or "this trader stalled, and its lead expired"
+            elif t.took:
+                why = "no trader was leading (the leader stopped, hung or lost Redis)"
+            else:
+                why = "the trader was not running"
+        else:
+            base = self.accounted
+            why = self.interrupted or "the trader stalled (it did not run in time)"
+        self.interrupted = ""
+        if base is not None and base < epoch - 1:
+            self.miss(base + 1, epoch - 1, why)
+
+    def miss(self, first: int, last: int, reason: str) -> None:
+        n = last - first + 1
+        which = f"epoch {first}" if n == 1 else f"epochs {first} to {last} ({n})"
+        self.log.warning("missed %s: %s", which, reason)
+        self.metrics.missed(n)
+        m = self.missed
+        self.missed = MissedRecord(m.count + n, last, reason, (m.pending + (Missed(first, last, reason),))[-20:])
+        self.accounted = max(last, self.accounted if self.accounted is not None else last)
 
     def collect(self, epoch: int, deadline: int) -> None:
         """Wait for the decisions (doorbell) and settle the epoch: publish, or error at the deadline."""
@@ -250,7 +337,8 @@ class Trader(Component):
             if got.problems and not final:
                 continue
             if got.problems:
-                outcome, text, count, members = "error", missing_reason(got.problems, len(names)), 0, ""
+                problems = explain_missing(self.client, self.keys, epoch, names, seen.decisions, got.problems)
+                outcome, text, count, members = "error", missing_reason(problems, len(names)), 0, ""
             else:
                 outcome, count = "ok", len(names)
                 text = repr(median_of_sorted(got.values))
@@ -261,6 +349,7 @@ class Trader(Component):
             checks += 1
             if checks > MAX_REGISTRY_CHECKS:
                 self.problem(f"the registry kept changing during epoch {epoch}; not publishing it")
+                self.miss(epoch, epoch, "the registry kept changing")
                 return
             self.sync_registry(self.instance)
 
@@ -316,9 +405,12 @@ class Trader(Component):
     def settle(self, epoch: int, outcome: str, text: str, count: int = 0, members: str = "") -> str:
         r = trader_settle(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
                           outcome=outcome, text=text, count=count, members=members,
-                          medians_maxlen=self.medians_maxlen)
+                          medians_maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms, missed=self.missed)
         if r.note:
             self.log.warning("registry repaired: %s", r.note)
+        if r.status in ("published", "error", "starting", "idle"):
+            self.accounted = epoch
+            self.missed = self.missed._replace(pending=())   # written to NS:events
         if r.status == "published":
             self.last_published = epoch
             self.log.info("median: %s", text)
@@ -330,7 +422,7 @@ class Trader(Component):
             self.log.warning("error in epoch %d: %s", epoch, text)
             self.state = "error"
             self.metrics.state("error")   # before the counter: a scrape never sees the count without the state
-            self.metrics.error("missing_decisions" if "strategies missing" in text else "bad_data")
+            self.metrics.error("missing_decisions" if is_missing_reason(text) else "bad_data")
         elif r.status == "starting":
             if self.state != "starting":
                 self.log.info("not publishing in epoch %d: %s", epoch, r.reason)
@@ -346,9 +438,65 @@ class Trader(Component):
             self.token = ""
         elif r.status == "expired":
             self.metrics.error("late")
-        elif r.status not in ("done", "registry"):
+            self.miss(epoch, epoch, "the epoch ended before the trader could settle it (stalled or overloaded)")
+        elif r.status == "done":
+            self.accounted = epoch
+        elif r.status != "registry":
             raise FatalError(f"unexpected reply from Redis: {r!r}")
         return r.status
+
+    # -- acting on the median (--on-median) -----------------------------------------------------------
+    def act(self) -> None:
+        """Run the action for every published epoch not yet acted on, oldest first, while we lead.
+
+        At least once per published epoch, also across a leader crash (a new leader finds the
+        epochs nobody recorded as acted on); never for an epoch that was not published; never by a
+        leader fenced out (the lead is checked before each call, and ``fence`` lets the downstream
+        system refuse a stale leader).  An exception leaves the epoch not acted on: it is logged,
+        shown by status, and retried at the next period; the publication stands."""
+        if self.on_median is None or not self.token:
+            return
+        lease_value = f"{self.settings.owner}|{self.token}"
+        check = trader_acted(self.run_script, self.keys, lease_value=lease_value, epoch=None, error="",
+                             state_ttl_ms=self.state_ttl_ms)
+        if not check.leading:
+            return
+        acted = check.acted
+        if acted is None:
+            # Nothing acted on yet in this deployment: start with what is published from now on.
+            acted = (self.last_published - 1) if self.last_published >= 0 else None
+            if acted is None:
+                return
+        for entry in self.published_since(acted):
+            if self.stop.is_set():
+                return
+            try:
+                self.on_median(entry.epoch, entry.median, int(self.token))
+            except Exception as e:  # noqa: BLE001 - a failing action is reported and retried, not fatal
+                from .common import plugin_error
+                why = plugin_error("on-median action", e)
+                self.log.error("epoch %d published but not acted on: %s (retried next period)", entry.epoch, why)
+                self.metrics.error("on_median")
+                trader_acted(self.run_script, self.keys, lease_value=lease_value, epoch=None,
+                             error=f"epoch {entry.epoch}: {why}", state_ttl_ms=self.state_ttl_ms)
+                return
+            done = trader_acted(self.run_script, self.keys, lease_value=lease_value, epoch=entry.epoch, error="",
+                                state_ttl_ms=self.state_ttl_ms)
+            if not done.leading:
+                self.log.warning("lost the lead after acting on epoch %d; the new leader goes on", entry.epoch)
+                return
+            self.log.info("acted on epoch %d (median %s)", entry.epoch, repr(entry.median))
+
+    def published_since(self, acted: int) -> list:
+        """The published epochs after ``acted`` (from NS:medians), oldest first, at most a backlog."""
+        from .following import parse_median
+        start = boundary_ms(acted + 1, self.period_ms)
+        out = []
+        for entry_id, fields in self.client.xrange(self.keys.medians, min=f"{start}-0", count=K.ACTION_BACKLOG):
+            m = parse_median(entry_id, fields)
+            if m is not None and m.epoch > acted:
+                out.append(m)
+        return sorted(out, key=lambda m: m.epoch)
 
     # -- registrations ----------------------------------------------------------------------------
     def admit(self, names: list[str]) -> None:

@@ -51,3 +51,13 @@ def decide_max(signals) -> float:
 
 def decide_raises(signals) -> float:
     raise ValueError("decide broke")
+
+
+def record_median(epoch: int, median: float, fence: int) -> None:
+    """--on-median action: appends "epoch median fence" to $REDISMEDIAN_TEST_ACTED; raises while the
+    file named by $REDISMEDIAN_TEST_FAIL_FILE exists."""
+    path = os.environ.get("REDISMEDIAN_TEST_FAIL_FILE")
+    if path and os.path.exists(path):
+        raise RuntimeError("injected action failure")
+    with open(os.environ["REDISMEDIAN_TEST_ACTED"], "a") as f:
+        f.write(f"{epoch} {median!r} {fence}\n")
