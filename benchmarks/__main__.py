@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"
-SECTIONS = ("cost", "latency", "roundtrips")
+SECTIONS = ("cost", "latency", "roundtrips", "capacity")
 
 
 def _ints(text: str) -> list[int]:
@@ -61,8 +61,10 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="redismedian benchmarks against a private redis-server: trader cost per period for N "
-                    "strategies (with the HMGET floor), end-to-end latency, round trips per component, idle "
-                    "CPU and memory. Prints a markdown table and writes results.json, results.md and cost.png.")
+                    "strategies (with the MGET floor), Redis time per strategy report and memory per strategy, "
+                    "end-to-end latency (with a one-hop floor), round trips per component, idle CPU and memory, "
+                    "capacity at a 1 s period. Prints a markdown table and writes results.json, results.md and "
+                    "cost.png.")
     p.add_argument("--smoke", action="store_true",
                    help="a few seconds' run with small N and a few short periods (what CI runs); "
                         "writes into a temporary folder unless --out is given")
@@ -75,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
                    help="trader cost: numbers of strategies N [default: 1000,10000,100000]")
     p.add_argument("--reps", type=_positive, default=None, help="trader cost: measured periods per N [default: 5]")
     p.add_argument("--period", type=float, default=None,
-                   help="latency and round trips: period in seconds [default: 1]")
+                   help="latency, round trips (at least) and capacity: period in seconds [default: 1]")
     p.add_argument("--latency-periods", type=_positive, default=None,
                    help="latency: periods measured per topology [default: 60]")
     p.add_argument("--many", type=_many, default=None,
@@ -84,6 +86,10 @@ def parser() -> argparse.ArgumentParser:
                    help="round trips: numbers of registered strategies [default: 10,10000]")
     p.add_argument("--rt-periods", type=_positive, default=None,
                    help="round trips: periods counted per N [default: 5]")
+    p.add_argument("--capacity-sizes", type=_ints, default=None,
+                   help="capacity: numbers of strategies, each run at the --period [default: 20000,50000]")
+    p.add_argument("--capacity-periods", type=_positive, default=None,
+                   help="capacity: periods watched per N [default: 20]")
     p.add_argument("--no-readme", action="store_true",
                    help="do not rewrite the results section of benchmarks/README.md")
     p.add_argument("--keep-logs", action="store_true", help="keep the Redis and component logs")
@@ -91,8 +97,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 FULL = dict(sizes=[1000, 10_000, 100_000], reps=5, period=1.0, latency_periods=60, many=50,
-            rt_sizes=[10, 10_000], rt_periods=5)
-SMOKE = dict(sizes=[10, 200], reps=2, period=0.3, latency_periods=3, many=3, rt_sizes=[10, 50], rt_periods=2)
+            rt_sizes=[10, 10_000], rt_periods=5, capacity_sizes=[20_000, 50_000], capacity_periods=20)
+SMOKE = dict(sizes=[10, 200], reps=2, period=0.3, latency_periods=3, many=3, rt_sizes=[10, 50], rt_periods=2,
+             capacity_sizes=[200], capacity_periods=3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--period must be at least 0.05 seconds")
 
     from .harness import REDIS_SERVER, RedisServer, machine
-    from . import latency, report, roundtrips, trader_cost
+    from . import capacity, latency, report, roundtrips, trader_cost
 
     if not REDIS_SERVER:
         print("benchmarks: redis-server is not installed (./dev bench installs it)", file=sys.stderr)
@@ -120,26 +127,38 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {k: getattr(args, k) for k in preset},
     }
     log = lambda msg: print(msg, flush=True)  # noqa: E731
+    results["load_average_by_section"] = {}
+
+    def section(key: str, title: str) -> None:
+        load = [round(x, 2) for x in os.getloadavg()]
+        results["load_average_by_section"][key] = load
+        log(f"{title} [load average {' / '.join(map(str, load))}]")
+
     started = time.monotonic()
+    log(f"load average at the start: {' / '.join(map(str, results['machine']['load_average_at_start']))} "
+        f"({results['machine']['cores']} cores)")
     server = RedisServer(work / "redis").start()
     ok = False
     try:
         admin = server.client(socket_timeout=120)
         rate = None
+        # The parts run in this order (the tables keep their numbers): the latency part, with its 54
+        # processes, comes last, so that the 1-minute load average it leaves behind is not printed for
+        # another part, and the CPU-bound parts (cost, capacity) do not run in its wake.
         if "cost" in args.only:
-            log("1. trader cost per period")
+            section("cost", "1. trader cost per period, Redis time per strategy report, memory per strategy")
             results["trader_cost"] = trader_cost.run(server.url, admin, args.sizes, args.reps,
                                                      min_period_s=args.period if args.smoke else 1.0, log=log)
             rate = results["trader_cost"]["calibration_decisions_per_s"]
-        if "latency" in args.only:
-            log("2. end-to-end latency (and 4. idle cost)")
-            results["latency"] = []
-            for strategies in (2, args.many):
+        if "capacity" in args.only:
+            section("capacity", f"5. capacity at a {args.period:g} s period")
+            results["capacity"] = []
+            for n in args.capacity_sizes:
                 admin.flushall()
-                results["latency"].append(latency.run_topology(server.url, admin, strategies, args.latency_periods,
-                                                               args.period, work / "logs", log=log))
+                results["capacity"].append(capacity.run(server.url, admin, n, args.capacity_periods, args.period,
+                                                        work / "logs", log=log))
         if "roundtrips" in args.only:
-            log("3. round trips per component per period")
+            section("roundtrips", "3. round trips per component per period")
             admin.flushall()
             if rate is None:
                 rate = trader_cost.calibrate(server.url, admin)
@@ -148,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
                 admin.flushall()
                 results["round_trips"].append(roundtrips.run(server.url, admin, server.port, n, args.rt_periods,
                                                              rate, work / "logs", min_period_s=args.period, log=log))
+        if "latency" in args.only:
+            section("latency", "2. end-to-end latency, with the one-hop floor (and 4. idle cost)")
+            results["latency"] = []
+            for strategies in (2, args.many):
+                admin.flushall()
+                results["latency"].append(latency.run_topology(server.url, admin, strategies, args.latency_periods,
+                                                               args.period, work / "logs", log=log))
         ok = True
     finally:
         server.kill()
@@ -157,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmarks: logs kept in {work}", file=sys.stderr)
     results["duration_s"] = time.monotonic() - started
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    log(f"load average at the end: {' / '.join(map(str, results['load_average_at_end']))}")
     results["targets"] = [{"target": t, "measured": m, "met": met} for t, m, met in report.targets(results)]
     table = report.markdown(results)
     report.write_json(results, out / "results.json")

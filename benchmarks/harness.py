@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import hiredis
 import redis
 
 from redismedian.clock import ServerClock, boundary_ms
@@ -63,14 +64,16 @@ class BenchClock:
 
 # -- component processes -------------------------------------------------------------------
 class Component:
-    """One ``python -m redismedian <kind> ...`` child process, its output in a log file."""
+    """One ``python -m redismedian <kind> ...`` child process (or another ``module``), its output in a
+    log file."""
 
-    def __init__(self, label: str, args: list[str], env: dict[str, str], logdir: Path):
+    def __init__(self, label: str, args: list[str], env: dict[str, str], logdir: Path,
+                 module: str = "redismedian"):
         self.label = label
-        self.kind = args[0]
+        self.kind = args[0] if module == "redismedian" else module.rsplit(".", 1)[-1]
         self.log_path = Path(logdir) / f"{label}.log"
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "redismedian", *args], env=env, cwd=str(ROOT),
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], env=env, cwd=str(ROOT),
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     @property
@@ -107,6 +110,7 @@ class Topology:
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.components: list[Component] = []
+        self.helpers: list[Component] = []
 
     def env(self, redis_url: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
@@ -120,6 +124,12 @@ class Topology:
         self.components.append(c)
         return c
 
+    def start_helper(self, label: str, module: str, *args: str) -> Component:
+        """A benchmark process beside the components (stopped with them, not counted among them)."""
+        c = Component(label, list(args), self.env(), self.logdir, module=module)
+        self.helpers.append(c)
+        return c
+
     def original(self, url_for=lambda label: None) -> None:
         """The original topology: g1, g2, g3; the trader; X on g1 and Y on g2,g3."""
         for g in ("g1", "g2", "g3"):
@@ -129,17 +139,19 @@ class Topology:
         self.start("Y", "strategy", "--name", "Y", "--signals", "g2,g3", redis_url=url_for("Y"))
 
     def check_alive(self) -> None:
-        dead = [c for c in self.components if not c.alive()]
+        dead = [c for c in self.components + self.helpers if not c.alive()]
         if dead:
             c = dead[0]
             raise RuntimeError(f"component {c.label} exited with {c.proc.returncode}:\n{c.tail()}")
 
     def stop(self) -> None:
-        for c in self.components:
+        everything = self.components + self.helpers
+        for c in everything:
             c.terminate()
-        for c in self.components:
+        for c in everything:
             c.wait()
         self.components.clear()
+        self.helpers.clear()
 
 
 # -- CPU and memory of a process -------------------------------------------------------------
@@ -169,65 +181,38 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-# -- counting the commands a process sends ---------------------------------------------------
-class _RespCommands:
-    """Splits a client's byte stream into RESP commands (multibulk, as redis-py sends them)."""
+# -- counting the round trips (and commands) a process makes -------------------------------------
+class _Link:
+    """One proxied client connection: its upstream socket and what is in flight on it."""
 
-    def __init__(self):
-        self.buf = bytearray()
-
-    def feed(self, data: bytes) -> list[str]:
-        self.buf += data
-        names = []
-        while True:
-            parsed = self._one()
-            if parsed is None:
-                return names
-            names.append(parsed)
-
-    def _one(self) -> str | None:
-        buf = self.buf
-        if not buf:
-            return None
-        if buf[:1] != b"*":  # inline command: one line
-            end = buf.find(b"\r\n")
-            if end < 0:
-                return None
-            name = bytes(buf[:end]).split(b" ", 1)[0].decode(errors="replace").upper()
-            del buf[:end + 2]
-            return name
-        end = buf.find(b"\r\n")
-        if end < 0:
-            return None
-        n = int(buf[1:end])
-        pos = end + 2
-        name = ""
-        for i in range(n):
-            end = buf.find(b"\r\n", pos)
-            if end < 0:
-                return None
-            size = int(buf[pos + 1:end])
-            start = end + 2
-            if len(buf) < start + size + 2:
-                return None
-            if i == 0:
-                name = bytes(buf[start:start + size]).decode(errors="replace").upper()
-            pos = start + size + 2
-        del buf[:pos]
-        return name
+    def __init__(self, label: str, client: socket.socket, upstream: socket.socket):
+        self.label = label
+        self.client = client
+        self.upstream = upstream
+        self.requests = hiredis.Reader()   # commands are RESP arrays (redis-py sends nothing inline)
+        self.replies = hiredis.Reader()
+        self.outstanding = 0               # commands sent whose reply has not been forwarded yet
 
 
 class CountingProxy:
-    """A loopback TCP proxy to Redis for the processes of one label; counts every command they send.
+    """A loopback TCP proxy to Redis for the processes of one label; counts the round trips and the
+    commands they send.
 
-    One round trip is one command here (the components pipeline nothing on their healthy path).
-    The benchmark checks these counts against the server's own ``INFO commandstats``.
+    A round trip is a batch of commands that a client sends before it waits for their replies: one
+    command, or a pipeline (the trader's ``BLPOP`` + ``MGET`` is one round trip with two commands).
+    The proxy parses both directions: a batch starts when a client sends a command while none of its
+    earlier commands is still unanswered.  Before the proxy forwards the reply that completes a batch,
+    it first takes in whatever the client has already sent: the client cannot have read a reply that
+    has not been forwarded yet, so those commands belong to the same batch (redis-py writes a pipeline
+    in several pieces, and Redis may answer the first command before the last one arrived).
+    The benchmark checks the command counts against the server's own ``INFO commandstats``.
     """
 
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.listeners: dict[str, socket.socket] = {}
-        self.counts: dict[str, Counter] = {}
+        self.counts: dict[str, Counter] = {}      # label -> commands by name
+        self.trips: Counter = Counter()           # label -> round trips
         self.lock = threading.Lock()
         self.sel = selectors.DefaultSelector()
         self.stop_flag = threading.Event()
@@ -241,6 +226,7 @@ class CountingProxy:
         lst.setblocking(False)
         self.listeners[label] = lst
         self.counts[label] = Counter()
+        self.trips[label] = 0
         self.sel.register(lst, selectors.EVENT_READ, ("accept", label))
         self._wake_w.send(b"x")
         return f"redis://127.0.0.1:{lst.getsockname()[1]}/0"
@@ -249,9 +235,10 @@ class CountingProxy:
         self.thread.start()
         return self
 
-    def snapshot(self) -> dict[str, Counter]:
+    def snapshot(self) -> dict[str, tuple[int, Counter]]:
+        """label -> (round trips, commands by name), so far."""
         with self.lock:
-            return {label: Counter(c) for label, c in self.counts.items()}
+            return {label: (self.trips[label], Counter(c)) for label, c in self.counts.items()}
 
     def close(self) -> None:
         self.stop_flag.set()
@@ -272,8 +259,10 @@ class CountingProxy:
                     key.fileobj.recv(4096)
                 elif what == "accept":
                     self._accept(key.fileobj, data)
+                elif what == "client":
+                    self._from_client(data)
                 else:
-                    self._pump(key.fileobj, data)
+                    self._from_server(data)
 
     def _accept(self, lst: socket.socket, label: str) -> None:
         try:
@@ -284,33 +273,74 @@ class CountingProxy:
         for s in (client, upstream):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setblocking(True)
-        parser = _RespCommands()
-        self.sel.register(client, selectors.EVENT_READ, ("pump", (upstream, label, parser)))
-        self.sel.register(upstream, selectors.EVENT_READ, ("pump", (client, None, None)))
+        link = _Link(label, client, upstream)
+        self.sel.register(client, selectors.EVENT_READ, ("client", link))
+        self.sel.register(upstream, selectors.EVENT_READ, ("server", link))
 
-    def _pump(self, src: socket.socket, data) -> None:
-        dst, label, parser = data
+    def _close(self, link: _Link) -> None:
+        for s in (link.client, link.upstream):
+            try:
+                self.sel.unregister(s)
+            except (KeyError, ValueError):
+                pass
+            s.close()
+
+    def _requests(self, link: _Link, chunk: bytes) -> None:
+        """Count the commands in ``chunk`` (client -> server) and forward it."""
+        new_batch = link.outstanding == 0 and not link.requests.has_data()
+        link.requests.feed(chunk)
+        names = []
+        while True:
+            cmd = link.requests.gets()
+            if cmd is False:
+                break
+            names.append(bytes(cmd[0]).decode(errors="replace").upper() if cmd else "")
+        with self.lock:
+            if new_batch:
+                self.trips[link.label] += 1
+            self.counts[link.label].update(names)
+        link.outstanding += len(names)
+        link.upstream.sendall(chunk)
+
+    def _from_client(self, link: _Link, flags: int = 0) -> bool:
         try:
-            chunk = src.recv(1 << 16)
+            chunk = link.client.recv(1 << 16, flags)
+        except (BlockingIOError, InterruptedError):
+            return False
         except OSError:
             chunk = b""
         if not chunk:
-            for s in (src, dst):
-                try:
-                    self.sel.unregister(s)
-                except (KeyError, ValueError):
-                    pass
-                s.close()
-            return
-        if parser is not None:
-            names = parser.feed(chunk)
-            if names:
-                with self.lock:
-                    self.counts[label].update(names)
+            self._close(link)
+            return False
         try:
-            dst.sendall(chunk)
+            self._requests(link, chunk)
         except OSError:
-            pass
+            self._close(link)
+            return False
+        return True
+
+    def _from_server(self, link: _Link) -> None:
+        try:
+            chunk = link.upstream.recv(1 << 16)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(link)
+            return
+        link.replies.feed(chunk)
+        done = 0
+        while link.replies.gets() is not False:
+            done += 1
+        if done and done >= link.outstanding:
+            # This chunk completes the batch: take in what the client sent meanwhile first (it has not
+            # seen these replies yet, so it is still the same batch).
+            while link.client.fileno() >= 0 and self._from_client(link, socket.MSG_DONTWAIT):
+                pass
+        link.outstanding = max(0, link.outstanding - done)
+        try:
+            link.client.sendall(chunk)
+        except OSError:
+            self._close(link)
 
 
 def commandstats(client: redis.Redis) -> dict[str, int]:

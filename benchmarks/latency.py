@@ -7,6 +7,11 @@ its median entered ``NS:medians`` (the ``ts`` the trader's script wrote, from Re
 minus the epoch's boundary: the whole chain generator -> strategy -> trader, measured on
 the one clock every component uses.
 
+The floor, in the same periods: a one-hop process (:mod:`benchmarks.onehop`) that wakes at each
+boundary the way the components do and makes one ``XADD``; its latency is the entry id's server
+time minus the boundary.  It runs beside the components, so it competes for the CPU at the boundary
+like they do.
+
 While the pipeline runs, the benchmark samples each process's CPU time and resident memory
 (``/proc``): idle CPU is measured between periods (from 45% to 95% of each period, after
 the period's work is done), average CPU over the whole run.
@@ -20,6 +25,7 @@ from redismedian.clock import boundary_ms
 from redismedian.keys import Keys
 
 from .harness import BenchClock, Topology, cpu_seconds, rss_mb
+from .onehop import stream_key
 from .stats import distribution
 
 STRATEGY_SIGNALS = ["g1", "g2,g3", "g2", "g3", "g1,g2,g3"]
@@ -56,6 +62,7 @@ def run_topology(url: str, admin, strategies: int, periods: int, period_s: float
             for i in range(strategies):
                 name = f"S{i + 1:0{width}d}"
                 topo.start(name, "strategy", "--name", name, "--signals", STRATEGY_SIGNALS[i % len(STRATEGY_SIGNALS)])
+        topo.start_helper("onehop", "benchmarks.onehop")
         log(f"  {label}: {len(topo.components)} processes started, waiting for the first complete median ...")
         _wait_for_median(admin, keys, strategies, topo, timeout=30 + strategies * 0.5 + 5 * period_s)
         clock = BenchClock(admin)
@@ -100,6 +107,11 @@ def run_topology(url: str, admin, strategies: int, periods: int, period_s: float
             if first <= e < first + periods:
                 signals[e] = max(signals.get(e, 0), int(f[b"ts"]) - boundary_ms(e, period_ms))
     latencies = [by_epoch[e] for e in sorted(by_epoch)]
+    floor = {}
+    for entry_id, f in admin.xrange(stream_key(ns), min=start_id, max=end_id):
+        e = int(f[b"epoch"])
+        if first <= e < first + periods:
+            floor[e] = int(entry_id.split(b"-", 1)[0]) - boundary_ms(e, period_ms)
     components = {}
     for c in comps:
         components[c.label] = {
@@ -109,15 +121,17 @@ def run_topology(url: str, admin, strategies: int, periods: int, period_s: float
             "rss_mb": rss[c.label],
         }
     d = distribution(latencies)
+    fl = distribution([floor[e] for e in sorted(floor)])
     out = {
         "topology": label, "generators": 3, "strategies": strategies, "period_s": period_s,
         "periods": periods, "published": len(latencies), "missed": periods - len(latencies),
         "latency_ms": d, "signals_in_ms": distribution([signals[e] for e in sorted(signals)]),
+        "floor_ms": fl, "floor_samples_ms": [floor[e] for e in sorted(floor)],
         "latency_samples_ms": latencies, "first_epoch": first, "components": components,
         "idle_window_s": idle_wall, "idle_by_kind": summarize_idle(components),
     }
     log(f"  {label}: boundary -> median p50 {d['p50']:.1f} ms, p99 {d['p99']:.1f} ms, max {d['max']:.0f} ms "
-        f"over {len(latencies)}/{periods} periods")
+        f"over {len(latencies)}/{periods} periods; one-hop floor p50 {fl['p50']:.1f} ms, p99 {fl['p99']:.1f} ms")
     return out
 
 

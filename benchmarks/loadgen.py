@@ -1,93 +1,238 @@
 """A load generator that does, for N simulated strategies, exactly what a strategy process does.
 
 Each simulated strategy makes the same single STRATEGY_REPORT call per period that
-:meth:`redismedian.strategy.Strategy.report` makes (the keys and arguments come from the
-same :func:`redismedian.strategy.report_request`, the script is the same), under its own
-name, lease, decision hash and status hash.  Only the transport differs: the calls are
-pipelined in chunks over one connection, so that one Python process can stand in for
-100k strategy processes.
+:meth:`redismedian.strategy.Strategy.report` makes: the keys and arguments come from the same
+:func:`redismedian.scripts.strategy_report_request`, the script is the same (``EVALSHA``), and so
+is the lease value the script holds (``"<owner>|<start ms>"``, as :meth:`Strategy.startup` sets it)
+and its time to live.  Every simulated strategy has its own name, lease and decision key.  Only the
+transport differs: the calls go out in pipelines of ``CHUNK`` over one connection, packed and parsed
+by hiredis, with two pipelines in flight (the next one is built while Redis runs the previous one),
+so that one Python process can stand in for 100k strategy processes and Redis, not this process,
+sets the pace.
+
+Registration: a strategy process asks the trader to admit it (``SADD NS:joins`` from its report),
+and the trader admits at most ``keys.JOINS_PER_TICK`` (1000) names per period at its boundary
+tick.  For large N that takes N / 1000 periods, so :meth:`LoadGenerator.preregister` writes the
+names straight into the registry and its backup (``SADD NS:strategies`` and
+``NS:strategies:backup``, nothing else: no version bump, no deregistration records), as if the
+trader had admitted them before the measurement.  Their first reports (state ``starting``) then
+find them registered.
 """
 from __future__ import annotations
 
 import random
+import socket
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
-from redismedian import keys as K
-from redismedian.common import Settings, fmt_value, new_instance_id
-from redismedian.connection import make_client
-from redismedian.scripts import STRATEGY_REPORT
-from redismedian.strategy import report_request
+import hiredis
+from redis.connection import parse_url
 
-CHUNK = 2000   # script calls per pipeline round trip
+from redismedian import keys as K
+from redismedian.clock import boundary_ms
+from redismedian.common import Settings, as_str, fmt_value, new_instance_id
+from redismedian.connection import make_client
+from redismedian.scripts import STRATEGY_REPORT, MetaArgs, meta_create, strategy_report_request
+from redismedian.strategy import default_signal_timeout_ms
+
+CHUNK = 500      # script calls per pipeline
+IN_FLIGHT = 2    # pipelines sent before the first one's replies are read
 
 
 @dataclass
 class Submission:
     epoch: int
-    seconds: float         # wall time to write every decision
-    submitted: int         # decisions accepted for the epoch
+    seconds: float         # wall time to write every report
+    submitted: int         # decisions accepted for the epoch (or reports accepted, for 'starting')
     refused: dict          # reply status -> count, for anything but a submission
     round_trips: int       # pipelines sent
     commands: int          # STRATEGY_REPORT calls sent
+    registered: int        # replies that said "registered"
 
     @property
     def rate(self) -> float:
         return self.submitted / self.seconds if self.seconds > 0 else float("nan")
 
 
+class _Wire:
+    """One connection to the private Redis, speaking RESP through hiredis."""
+
+    def __init__(self, redis_url: str, timeout: float = 120.0):
+        opts = parse_url(redis_url)
+        self.sock = socket.create_connection((opts.get("host", "127.0.0.1"), opts.get("port", 6379)), timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = hiredis.Reader()
+        hello = []
+        if opts.get("password"):
+            hello.append(("AUTH", *([opts["username"]] if opts.get("username") else []), opts["password"]))
+        hello.append(("CLIENT", "SETNAME", "bench-loadgen"))
+        if opts.get("db"):
+            hello.append(("SELECT", opts["db"]))
+        self.sock.sendall(b"".join(hiredis.pack_command(c) for c in hello))
+        for reply in self.replies(len(hello)):
+            if isinstance(reply, Exception):
+                raise reply
+
+    def replies(self, count: int) -> list:
+        out = []
+        while len(out) < count:
+            reply = self.reader.gets()
+            if reply is False:
+                data = self.sock.recv(1 << 18)
+                if not data:
+                    raise ConnectionError("Redis closed the load generator's connection")
+                self.reader.feed(data)
+                continue
+            out.append(reply)
+        return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class LoadGenerator:
-    def __init__(self, redis_url: str, namespace: str, period_ms: int, names: list[str],
-                 signals: str = "g1", seed: int = 1):
+    def __init__(self, redis_url: str, namespace: str, period_ms: int, names: list[str], seed: int = 1):
         self.settings = Settings(redis_url=redis_url, namespace=namespace, period_ms=period_ms)
         self.keys = self.settings.keys
-        self.client = make_client(redis_url, socket_timeout=120.0, client_name="bench-loadgen")
-        self.script = self.client.register_script(STRATEGY_REPORT)
+        self.period_ms = period_ms
+        self.client = make_client(redis_url, socket_timeout=120.0, client_name="bench-loadgen-setup")
+        self.sha = self.client.script_load(STRATEGY_REPORT)   # the private Redis never flushes it
+        self.wire = _Wire(redis_url)
         self.names = list(names)
-        self.generators = signals.split(",")
         self.instance = ""
-        self.fresh = new_instance_id()
         self.rng = random.Random(seed)
+        # What Strategy sets: the lease (renewed at each report) outlives a period plus the signal
+        # timeout; the decision key lives 10 periods, the doorbells 2.
+        self.lease_ttl_ms = K.lease_ttl_ms(period_ms) + default_signal_timeout_ms(period_ms)
+        self.decision_ttl_ms = K.ttl_ms(period_ms, K.DECISION_TTL_PERIODS)
+        self.ready_ttl_ms = K.ttl_ms(period_ms, K.READY_TTL_PERIODS)
+        self.start_ms = 0
+        self.lease_owner = ""
 
-    def meta_args(self) -> list:
-        return [self.settings.period_ms, self.instance, self.fresh, self.settings.owner,
-                K.lease_ttl_ms(self.settings.period_ms)]
+    # -- start-up ------------------------------------------------------------------------------
+    def _run(self, source, keys, args):
+        return self.client.register_script(source)(keys=list(keys), args=list(args))
+
+    def meta_args(self) -> MetaArgs:
+        return MetaArgs(self.period_ms, self.instance, new_instance_id(), self.lease_owner, self.lease_ttl_ms)
+
+    def start(self) -> "LoadGenerator":
+        """Make sure the deployment record exists (what ``Component.with_meta`` does without an ACL),
+        then take the start time that goes into every lease (after the record's ``created``, like any
+        process started against a live deployment)."""
+        meta_create(self._run, self.keys, self.meta_args())
+        sec, usec = self.client.time()
+        self.start_ms = int(sec) * 1000 + int(usec) // 1000
+        self.lease_owner = f"{self.settings.owner}|{self.start_ms}"
+        return self
+
+    def preregister(self) -> None:
+        """Write every name into the registry and its backup, as the trader's admission would."""
+        pipe = self.client.pipeline(transaction=False)
+        for lo in range(0, len(self.names), 10_000):
+            part = self.names[lo:lo + 10_000]
+            pipe.sadd(self.keys.strategies, *part)
+            pipe.sadd(self.keys.registry_backup, *part)
+        pipe.execute()
 
     def values(self) -> list[str]:
         return [fmt_value(self.rng.gauss(0.5, 0.2)) for _ in self.names]
 
-    def submit(self, epoch: int, register: bool = False, with_values: bool = True) -> Submission:
-        """One period's worth of reports for every simulated strategy (``register`` at start-up)."""
+    def plan(self) -> tuple[list[str], list[str]]:
+        """The names in a new random order (strategies report in no particular order, a different one
+        each period) and a decision for each; made ahead of the boundary when timing matters."""
         names = list(self.names)
-        self.rng.shuffle(names)   # strategies report in no particular order, a different one each period
-        values = self.values() if with_values else [""] * len(names)
-        state = "ok" if with_values else "starting"
-        reason = "" if with_values else "registered, waiting for the next period"
+        self.rng.shuffle(names)
+        return names, self.values()
+
+    # -- one period ------------------------------------------------------------------------------
+    def submit(self, epoch: int, starting: bool = False, plan: tuple | None = None) -> Submission:
+        """One period's worth of reports for every simulated strategy: a decision each, or (``starting``)
+        the report a strategy process makes at start-up ("started, waiting for the next period")."""
+        if not self.lease_owner:
+            self.start()
+        names, values = plan or self.plan()
+        if starting:
+            values, state, reason = [""] * len(names), "starting", "started, waiting for the next period"
+        else:
+            state, reason = "ok", ""
         meta = self.meta_args()
-        submitted, refused, trips = 0, {}, 0
+        sha, k = self.sha, self.keys
+        submitted, registered, refused, chunks = 0, 0, {}, 0
+        pending: deque[int] = deque()
+
+        def take(count: int) -> None:
+            nonlocal submitted, registered
+            for reply in self.wire.replies(count):
+                status = as_str(reply[0]) if isinstance(reply, list) else f"error: {reply}"
+                if status != "ok":
+                    refused[status] = refused.get(status, 0) + 1
+                    continue
+                if not self.instance:
+                    self.instance = as_str(reply[2])
+                registered += int(reply[4]) == 1
+                if int(reply[5]) == 1 or starting:
+                    submitted += 1
+                else:   # ok but not submitted: the epoch had ended
+                    refused["late"] = refused.get("late", 0) + 1
+
         t0 = time.perf_counter()
         for lo in range(0, len(names), CHUNK):
-            pipe = self.client.pipeline(transaction=False)
+            packed = []
             for name, value in zip(names[lo:lo + CHUNK], values[lo:lo + CHUNK]):
-                keys, args = report_request(self.keys, name, self.generators, meta, self.settings.period_ms,
-                                            epoch, value, state, reason, register)
-                self.script(keys=keys, args=args, client=pipe)
-            replies = pipe.execute()
-            trips += 1
-            for reply in replies:
-                status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-                if status == "ok" and (int(reply[4]) == 1 or not with_values):
-                    submitted += 1
-                    if not self.instance:
-                        self.instance = reply[2].decode()
-                else:
-                    why = "late" if status == "ok" else status   # ok but not submitted: the epoch had ended
-                    refused[why] = refused.get(why, 0) + 1
+                keys, args = strategy_report_request(
+                    k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
+                    decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms, start_ms=self.start_ms)
+                packed.append(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
+            self.wire.sock.sendall(b"".join(packed))
+            pending.append(len(packed))
+            chunks += 1
+            if len(pending) >= IN_FLIGHT:
+                take(pending.popleft())
+        while pending:
+            take(pending.popleft())
         seconds = time.perf_counter() - t0
-        return Submission(epoch, seconds, submitted, refused, trips, len(self.names))
+        return Submission(epoch, seconds, submitted, refused, chunks, len(names), registered)
 
     def close(self) -> None:
+        self.wire.close()
         self.client.close()
+
+
+class LoadLoop(threading.Thread):
+    """Submits the simulated strategies' decisions right after every period boundary, as strategy
+    processes that report 1 ms after the boundary would (the decisions are drawn before it)."""
+
+    def __init__(self, gen: LoadGenerator, clock, period_ms: int, offset_ms: float = 1.0):
+        super().__init__(name="loadgen", daemon=True)
+        self.gen, self.clock, self.period_ms, self.offset_ms = gen, clock, period_ms, offset_ms
+        self.stop = threading.Event()
+        self.sent = 0          # STRATEGY_REPORT calls sent so far (after each whole period's worth)
+        self.late = 0
+        self.periods: dict[int, dict] = {}   # epoch -> what was written, and when it was done
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                plan = self.gen.plan()
+                epoch = self.clock.next_boundary(self.period_ms, offset_ms=self.offset_ms)
+                if self.stop.is_set():
+                    return
+                sub = self.gen.submit(epoch, plan=plan)
+                self.sent += sub.commands
+                self.late += len(self.gen.names) - sub.submitted
+                self.periods[epoch] = {"submitted": sub.submitted, "seconds": sub.seconds,
+                                       "done_ms": self.clock.now_ms() - boundary_ms(epoch, self.period_ms),
+                                       "refused": sub.refused}
+        except BaseException as e:  # noqa: BLE001 - reported by the benchmark
+            self.error = e
+
+    def halt(self, timeout: float) -> None:
+        self.stop.set()
+        self.join(timeout)
 
 
 def strategy_names(n: int, prefix: str = "L") -> list[str]:

@@ -1,19 +1,19 @@
 """Benchmark 3: Redis round trips per component per period, for N registered strategies.
 
 The original topology runs as real processes (generators g1, g2, g3; strategies X and Y;
-the trader), and the load generator stands in for the other N - 2 registered strategies,
-submitting their decisions every period with the real script.  Each component process
-reaches Redis through its own counting proxy on loopback, so every command it sends is
-attributed to it; one command is one round trip (no component pipelines on the healthy
-path).  The counts are checked against the server's own ``INFO commandstats``: over the
-measured window, the server's EVALSHA, XREAD and BLPOP calls must equal what the proxies
-counted plus what the load generator sent.  (``INFO commandstats`` alone cannot attribute
-commands to processes, and it also counts the commands scripts run inside Redis, which are
-not round trips.)
+the trader), and the load generator stands in for the other N - 2 registered strategies
+(registered directly, see loadgen.py), submitting their decisions every period with the real
+script.  Each component process reaches Redis through its own counting proxy on loopback, so
+every command it sends is attributed to it.  What is counted is round trips, not commands: a
+pipeline is one round trip however many commands it holds (the trader's ``BLPOP`` + ``MGET`` is
+one round trip, two commands); both counts are reported.  The command counts are checked
+against the server's own ``INFO commandstats``: over the measured window, the server's EVALSHA,
+XREAD, BLPOP and MGET calls must equal what the proxies counted plus what the load generator
+sent.  (``INFO commandstats`` alone cannot attribute commands to processes, cannot tell a
+pipeline from separate round trips, and also counts the commands scripts run inside Redis.)
 """
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -22,34 +22,10 @@ from redismedian.keys import Keys
 
 from .harness import BenchClock, CountingProxy, Topology, commandstats
 from .latency import _wait_for_median
-from .loadgen import LoadGenerator, strategy_names
+from .loadgen import LoadGenerator, LoadLoop, strategy_names
 from .trader_cost import choose_period_ms
 
-CHECKED = ("evalsha", "xread", "blpop")
-
-
-class _LoadLoop(threading.Thread):
-    """Submits the simulated strategies' decisions right after every boundary."""
-
-    def __init__(self, gen: LoadGenerator, clock: BenchClock, period_ms: int):
-        super().__init__(name="loadgen", daemon=True)
-        self.gen, self.clock, self.period_ms = gen, clock, period_ms
-        self.stop = threading.Event()
-        self.sent = 0          # STRATEGY_REPORT calls sent so far
-        self.late = 0
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                epoch = self.clock.next_boundary(self.period_ms, offset_ms=1)
-                if self.stop.is_set():
-                    return
-                sub = self.gen.submit(epoch)
-                self.sent += sub.commands
-                self.late += len(self.gen.names) - sub.submitted
-        except BaseException as e:  # noqa: BLE001 - reported by the benchmark
-            self.error = e
+CHECKED = ("evalsha", "xread", "blpop", "mget")
 
 
 def run(url: str, admin, upstream_port: int, n: int, periods: int, rate: float, logdir: Path,
@@ -64,9 +40,10 @@ def run(url: str, admin, upstream_port: int, n: int, periods: int, rate: float, 
     loop = None
     try:
         if n > 2:
-            gen = LoadGenerator(url, ns, period_ms, strategy_names(n - 2))
-            gen.submit(clock.now_ms() // period_ms, register=True, with_values=False)
-            loop = _LoadLoop(gen, clock, period_ms)
+            gen = LoadGenerator(url, ns, period_ms, strategy_names(n - 2)).start()
+            gen.preregister()
+            gen.submit(clock.now_ms() // period_ms, starting=True)
+            loop = LoadLoop(gen, clock, period_ms)
             loop.start()
         topo.original(url_for=proxy.url_for)
         log(f"  N={n}: period {period_ms / 1000:g}s, waiting for the first complete median ...")
@@ -86,8 +63,7 @@ def run(url: str, admin, upstream_port: int, n: int, periods: int, rate: float, 
                      if int(f[b"count"]) == n]
     finally:
         if loop:
-            loop.stop.set()
-            loop.join(period_ms / 1000 * 3 + 60)
+            loop.halt(period_ms / 1000 * 3 + 60)
         topo.stop()
         proxy.close()
         if gen:
@@ -95,22 +71,24 @@ def run(url: str, admin, upstream_port: int, n: int, periods: int, rate: float, 
 
     per_label = {}
     for label in labels:
-        per_period = [sum((b[0][label] - a[0][label]).values()) for a, b in zip(snaps, snaps[1:])]
-        total = snaps[-1][0][label] - snaps[0][0][label]
+        trips = [b[0][label][0] - a[0][label][0] for a, b in zip(snaps, snaps[1:])]
+        cmds = [sum((b[0][label][1] - a[0][label][1]).values()) for a, b in zip(snaps, snaps[1:])]
+        total = snaps[-1][0][label][1] - snaps[0][0][label][1]
         per_label[label] = {
-            "kind": kinds[label], "per_period": per_period,
-            "mean": sum(per_period) / len(per_period), "max": max(per_period),
+            "kind": kinds[label], "per_period": trips, "commands_per_period_list": cmds,
+            "mean": sum(trips) / len(trips), "max": max(trips),
+            "commands_mean": sum(cmds) / len(cmds), "commands_max": max(cmds),
             "commands_per_period": {cmd: c / periods for cmd, c in sorted(total.items())},
         }
     per_kind = {}
     for info in per_label.values():
-        k = per_kind.setdefault(info["kind"], {"mean": 0.0, "max": 0})
-        k["mean"] = max(k["mean"], info["mean"])
-        k["max"] = max(k["max"], info["max"])
+        k = per_kind.setdefault(info["kind"], {"mean": 0.0, "max": 0, "commands_mean": 0.0, "commands_max": 0})
+        for f in k:
+            k[f] = max(k[f], info[f])
     # The server's count of the same commands over the same window.
     proxies_total = Counter()
     for label in labels:
-        proxies_total.update({c.lower(): v for c, v in (snaps[-1][0][label] - snaps[0][0][label]).items()})
+        proxies_total.update({c.lower(): v for c, v in (snaps[-1][0][label][1] - snaps[0][0][label][1]).items()})
     loadgen_sent = snaps[-1][2] - snaps[0][2]
     server = {c: snaps[-1][1].get(c, 0) - snaps[0][1].get(c, 0) for c in CHECKED}
     expected = {c: proxies_total.get(c, 0) + (loadgen_sent if c == "evalsha" else 0) for c in CHECKED}
@@ -119,7 +97,8 @@ def run(url: str, admin, upstream_port: int, n: int, periods: int, rate: float, 
         "published_in_window": len(published), "per_kind": per_kind, "per_process": per_label,
         "server_check": {"server": server, "proxies_plus_loadgen": expected, "agree": server == expected},
     }
-    log(f"  N={n}: round trips per period (mean/max): "
-        + ", ".join(f"{k} {v['mean']:.2f}/{v['max']}" for k, v in per_kind.items())
+    log(f"  N={n}: round trips (commands) per period, mean/max: "
+        + ", ".join(f"{k} {v['mean']:.2f}/{v['max']} ({v['commands_mean']:.2f}/{v['commands_max']})"
+                    for k, v in per_kind.items())
         + f"; server commandstats agree: {server == expected}")
     return out

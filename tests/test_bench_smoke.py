@@ -31,19 +31,26 @@ def test_benchmark_smoke_run_writes_complete_results(tmp_path):
 
     assert results["smoke"] is True and results["machine"]["cores"] >= 1 and results["duration_s"] > 0
 
-    # 1. trader cost: every size measured, positive finite figures, the floor in the same run
+    # 1. trader cost: every size measured, positive finite figures, the floor in the same run; the
+    # breakdown, the incomplete read, Redis time per strategy report and memory per strategy with it
     sizes = results["trader_cost"]["sizes"]
     assert [r["n"] for r in sizes] == results["settings"]["sizes"]
     for r in sizes:
         assert r["reps"] == results["settings"]["reps"]
         assert len(r["trader_ms"]["samples"]) == r["reps"] == len(r["floor_ms"]["samples"])
-        for key in ("trader_ms", "floor_ms", "trader_server_ms"):
-            assert 0 < r[key]["min"] <= r[key]["median"] <= r[key]["max"]
+        for key in ("trader_ms", "floor_ms", "trader_server_ms", "incomplete_read_ms", "report_us"):
+            assert 0 < r[key]["min"] <= r[key]["median"] <= r[key]["max"], key
         assert finite(r["ratio_to_floor"]) and r["ratio_to_floor"] > 0
         assert finite(r["decisions_per_s"]) and r["decisions_per_s"] > 0
         assert r["loadgen_decisions_per_s"] > 0
+        assert set(r["breakdown_ms"]) == {"tick_ms", "read_ms", "mget_server_ms", "pack_ms", "parse_ms", "tally_ms",
+                                          "settle_ms"}
+        assert all(finite(v) and v >= 0 for v in r["breakdown_ms"].values())
+        assert r["reads_per_step"] == 1   # every decision was in: one read
+        assert finite(r["memory"]["bytes_per_strategy"]) and r["memory"]["bytes_per_strategy"] > 0
+        assert r["memory"]["memory_usage_lease_key"] > 0 and r["memory"]["memory_usage_decision_key"] > 0
 
-    # 2 and 4. latency and idle cost, for both topologies
+    # 2 and 4. latency with its one-hop floor, and idle cost, for both topologies
     runs = results["latency"]
     assert [r["strategies"] for r in runs] == [2, results["settings"]["many"]]
     for r in runs:
@@ -51,6 +58,8 @@ def test_benchmark_smoke_run_writes_complete_results(tmp_path):
         lat = r["latency_ms"]
         assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"] <= r["period_s"] * 1000
         assert len(r["latency_samples_ms"]) == r["published"]
+        floor = r["floor_ms"]
+        assert 1 <= floor["count"] <= r["periods"] and 0 <= floor["p50"] <= floor["p99"] <= r["period_s"] * 1000
         assert len(r["components"]) == 4 + r["strategies"]
         for c in r["components"].values():
             assert c["kind"] in ("generator", "strategy", "trader")
@@ -58,20 +67,33 @@ def test_benchmark_smoke_run_writes_complete_results(tmp_path):
             assert 1 < c["rss_mb"] < 4096
     assert set(runs[0]["components"]) == {"g1", "g2", "g3", "X", "Y", "trader"}
 
-    # 3. round trips: each process attributed, every kind sends at least its one script call per period
+    # 3. round trips: each process attributed; a pipeline is one round trip (the trader's read holds
+    # several commands), every kind makes at least its script call(s) per period
     for r in results["round_trips"]:
         assert r["periods"] == results["settings"]["rt_periods"]
         kinds = r["per_kind"]
         assert set(kinds) == {"generator", "strategy", "trader"}
-        assert kinds["generator"]["max"] >= 1 and kinds["trader"]["max"] >= 2 and kinds["strategy"]["max"] >= 2
+        assert kinds["generator"]["max"] >= 1 and kinds["trader"]["max"] >= 3 and kinds["strategy"]["max"] >= 2
+        assert kinds["trader"]["commands_mean"] > kinds["trader"]["mean"]
         for p in r["per_process"].values():
             assert len(p["per_period"]) == r["periods"] and p["commands_per_period"].get("EVALSHA", 0) >= 1
+            assert all(c >= t for c, t in zip(p["commands_per_period_list"], p["per_period"]))
         check = r["server_check"]
-        assert set(check["server"]) == {"evalsha", "xread", "blpop"} and check["server"]["evalsha"] > 0
+        assert set(check["server"]) == {"evalsha", "xread", "blpop", "mget"} and check["server"]["evalsha"] > 0
     assert [r["n"] for r in results["round_trips"]] == results["settings"]["rt_sizes"]
 
-    # targets are reported (met or not), never enforced
-    assert {t["target"].split(":")[0] for t in results["targets"]} >= {"generator", "strategy", "trader"}
+    # 5. capacity: every size watched for the set number of periods
+    caps = results["capacity"]
+    assert [r["n"] for r in caps] == results["settings"]["capacity_sizes"]
+    for r in caps:
+        assert r["periods"] == results["settings"]["capacity_periods"]
+        assert 0 <= r["published"] <= r["periods"] and r["all_published"] == (r["published"] == r["periods"])
+        assert 0 <= r["loadgen_complete_periods"] <= r["periods"] and r["redis_busy_pct"] >= 0
+
+    # the load average is part of the results; targets are reported (met or not), never enforced
+    assert set(results["load_average_by_section"]) == {"cost", "latency", "roundtrips", "capacity"}
+    assert len(results["load_average_at_end"]) == 3 and "Load average" in table
+    assert {t["target"].split(":")[0] for t in results["targets"]} >= {"generator", "strategy", "trader", "capacity"}
     assert all(isinstance(t["met"], bool) for t in results["targets"])
 
     if importlib.util.find_spec("matplotlib"):
