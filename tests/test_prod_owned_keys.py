@@ -55,10 +55,9 @@ def _acl_with_passwords(passwords: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def world(tmp_path):
-    users = ["admin", "operator", "trader", *(f"generator.{g}" for g in GENERATORS),
-             *(f"strategy.{s}" for s in STRATEGIES)]
+def _acl_server(tmp_path, users):
+    """A redis-server with the rendered ACL and a password per user; a Cluster of component
+    processes against it; and env(user) for a process logging in as that user."""
     pw = {u: "pw-" + secrets.token_urlsafe(12) for u in users}
     acl = tmp_path / "users.acl"
     acl.write_text(_acl_with_passwords(pw))
@@ -67,6 +66,14 @@ def world(tmp_path):
 
     def as_user(user):
         return c.env(REDISMEDIAN_REDIS_URL=server.url_for(user), REDISMEDIAN_PASSWORD=pw[user])
+    return server, pw, c, as_user
+
+
+@pytest.fixture
+def world(tmp_path):
+    server, pw, c, as_user = _acl_server(tmp_path, ["admin", "operator", "trader",
+                                                    *(f"generator.{g}" for g in GENERATORS),
+                                                    *(f"strategy.{s}" for s in STRATEGIES)])
     procs = {}
     try:
         # Strategies first: under the ACL they cannot create the deployment record, and wait for
@@ -314,15 +321,7 @@ def test_a_strategy_run_under_a_peers_name_with_its_own_credentials_is_refused(w
 
 
 def test_a_generator_or_strategy_started_before_any_trader_waits_for_the_deployment_record(tmp_path):
-    users = ["admin", "trader", "generator.g1", "strategy.X"]
-    pw = {u: "pw-" + secrets.token_urlsafe(12) for u in users}
-    acl = tmp_path / "users.acl"
-    acl.write_text(_acl_with_passwords(pw))
-    server = ConfRedis(tmp_path / "redis", admin_password=pw["admin"], extra=["--aclfile", str(acl)]).start()
-    c = Cluster(server.url_for(), tmp_path, period=PERIOD, namespace=NS)
-
-    def as_user(user):
-        return c.env(REDISMEDIAN_REDIS_URL=server.url_for(user), REDISMEDIAN_PASSWORD=pw[user])
+    server, _pw, c, as_user = _acl_server(tmp_path, ["admin", "trader", "generator.g1", "strategy.X"])
     try:
         g = c.generator("g1", "tests.plugins:sig_a", env=as_user("generator.g1"))
         x = c.strategy("X", "g1", env=as_user("strategy.X"))
