@@ -247,13 +247,20 @@ def strategy_cmd(name, signals, decide_fn, signal_timeout, redis_url, namespace,
                    "later, the trader enters the error state for that period [default: 80% of the period].")
 @click.option("--medians-maxlen", type=click.IntRange(min=1), default=K.DEFAULT_MEDIANS_MAXLEN,
               show_default=True, envvar="REDISMEDIAN_MEDIANS_MAXLEN", show_envvar=True, help="Approximate number of entries kept in the medians stream.")
+@click.option("--on-median", "on_median", default=None, callback=_plugin, envvar="REDISMEDIAN_ON_MEDIAN",
+              show_envvar=True, metavar="MODULE:FUNC",
+              help="Action run by the leading trader for every published epoch, after the publication: "
+                   "FUNC(epoch, median, fence). At least once per epoch (also across a leader crash); "
+                   "never for an unpublished epoch; an exception is logged and retried next period. Pass "
+                   "the fence to the system you act on, so that it can refuse a stale leader.")
 @component_options
-def trader_cmd(decision_timeout, medians_maxlen, redis_url, namespace, period, socket_timeout, log_level):
+def trader_cmd(decision_timeout, medians_maxlen, on_median, redis_url, namespace, period, socket_timeout,
+               log_level):
     """Check every period that all registered strategies submitted, and publish their median."""
     from .trader import Trader
     _run(Trader(_settings(redis_url, namespace, period, socket_timeout),
                 decision_timeout_ms=_timeout_ms(decision_timeout, period, "--decision-timeout"),
-                medians_maxlen=medians_maxlen), log_level)
+                medians_maxlen=medians_maxlen, on_median=on_median), log_level)
 
 
 def _redis_problem(redis_url: str, e: BaseException) -> str:
@@ -356,15 +363,20 @@ def status_cmd(as_json, watch, interval, count, redis_url, namespace):
 @cli.command("check", context_settings=CONTEXT)
 @click.argument("kind", required=False, type=click.Choice(["generator", "strategy", "trader"]))
 @click.argument("name", required=False, callback=_name)
+@click.option("--missed-window", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
+              help="`check trader` and the whole-deployment check fail while the trader missed an epoch (did "
+                   "not publish it: stalled, Redis outage, lead lost) within the last N periods; 0: never "
+                   "fail on missed epochs.")
 @redis_options
-def check_cmd(kind, name, redis_url, namespace):
+def check_cmd(kind, name, missed_window, redis_url, namespace):
     """Exit 0 when healthy, 1 otherwise, printing why: for container healthchecks and monitoring.
 
     Without arguments, checks the whole deployment (the trader published for the current or the
-    previous period; every registered strategy and every generator is ok and current), reading
-    everything like `status` (the operator user can). With KIND (generator, strategy or trader)
-    and NAME (the generator's or strategy's name; none for the trader), checks that one component,
-    reading only its own keys, so each component's own Redis user can run its check."""
+    previous period and missed no epoch recently; every registered strategy and every generator
+    is ok and current), reading everything like `status` (the operator user can); `status` shows
+    the same states and reasons. With KIND (generator, strategy or trader) and NAME (the
+    generator's or strategy's name; none for the trader), checks that one component, reading only
+    its own keys, so each component's own Redis user can run its check."""
     from .ops import check_component, check_deployment
     from .status import gather
     if kind == "trader" and name:
@@ -375,7 +387,8 @@ def check_cmd(kind, name, redis_url, namespace):
         client = _operator_client(redis_url)
         keys = K.Keys(namespace)
         with _redis_errors(redis_url):
-            health = check_component(client, keys, kind, name) if kind else check_deployment(gather(client, keys))
+            health = (check_component(client, keys, kind, name, missed_window=missed_window) if kind
+                      else check_deployment(gather(client, keys), missed_window=missed_window))
     except click.UsageError:
         raise
     except click.ClickException as e:
@@ -383,6 +396,48 @@ def check_cmd(kind, name, redis_url, namespace):
         sys.exit(EXIT_FAILURE)
     click.echo(health.text())
     sys.exit(0 if health.healthy else EXIT_FAILURE)
+
+
+@cli.command("follow", context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per line: medians as {epoch, median, count, members, ts, fence}; epochs "
+                   "that were not published as {status: error|missed, epoch, last, reason, ts, fence}.")
+@click.option("--since", metavar="ID|EPOCH",
+              help="Start with the entries after this stream ID (<ms>-<seq>), or from this epoch on "
+                   "[default: only what is published from now on].")
+@redis_options
+def follow_cmd(as_json, since, redis_url, namespace):
+    """Print every median as it is published (one line per epoch), and report, as they happen, the
+    epochs the trader did not publish (error, missed) on stderr. Rides out Redis outages. Ctrl-C ends it."""
+    import json
+    import logging as _logging
+    import threading
+
+    from .following import Median, follow, start_id
+    _logging.basicConfig(level=_logging.WARNING, format="%(levelname)-7s %(name)s: %(message)s")
+    client = _operator_client(redis_url)
+    try:
+        with _redis_errors(redis_url):
+            start_id(client, K.Keys(namespace), since)   # a bad --since is a usage error, before following
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    stop = threading.Event()
+    try:
+        for item in follow(redis_url, namespace, since, client=client, stop=stop):
+            if as_json:
+                click.echo(json.dumps(item.as_json(), sort_keys=True))
+            elif isinstance(item, Median):
+                click.echo(f"epoch {item.epoch}  median {item.median!r}  ({item.count} "
+                           f"{'strategy' if item.count == 1 else 'strategies'}, fence {item.fence})")
+            elif item.status == "error":
+                click.echo(f"epoch {item.epoch}: not published: trader in error: {item.reason}", err=True)
+            else:
+                which = f"epoch {item.epoch}" if item.last == item.epoch else f"epochs {item.epoch} to {item.last}"
+                click.echo(f"{which}: missed: {item.reason}", err=True)
+    except KeyboardInterrupt:
+        stop.set()
+    except redis.exceptions.RedisError as e:
+        raise click.ClickException(_redis_problem(redis_url, e)) from None
 
 
 @cli.command("history", context_settings=CONTEXT)

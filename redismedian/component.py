@@ -113,7 +113,8 @@ class Component:
     def check_reply(self, reply, what: str) -> list:
         """Common answers of every script (``scripts.Preamble``): time, deployment record, lease."""
         p = preamble(reply)
-        self.clock.observe(p.now)
+        if p.now:
+            self.clock.observe(p.now)
         if p.status == "period":
             message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(p.detail)}, "
                        f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "

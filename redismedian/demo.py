@@ -12,6 +12,7 @@ import threading
 import time
 
 from .connection import describe_error, is_auth_error, make_client, redact_url
+from .health import live_parts
 from .keys import Keys
 
 TOPOLOGY = [
@@ -117,11 +118,38 @@ def _first_ready(client, namespace: str) -> bool:
         return False
 
 
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name} (signal {-code})"
+    return f"exited with status {code}"
+
+
+def refuse_if_alive(client, namespace: str, url: str) -> bool:
+    """True (after saying who) when live components hold the namespace: a demo never clears or
+    joins a namespace that running components use (their leases, or a fresh trader heartbeat)."""
+    live = live_parts(client, Keys(namespace))
+    if not live:
+        return False
+    print(f"demo: namespace {namespace!r} at {redact_url(url)} is in use; refusing to start (nothing was "
+          "changed). Live components there:", file=sys.stderr, flush=True)
+    for part in live:
+        print(f"demo:   {part}", file=sys.stderr, flush=True)
+    print("demo: stop them first (Ctrl-C in the demo that runs them), or give this demo another --namespace. "
+          "A part that died holds its name until its lease expires (a few periods).", file=sys.stderr, flush=True)
+    return True
+
+
 def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | None, log_level: str) -> int:
     private = None
     if redis_answers(redis_url):
         url = redis_url
         print(f"demo: using the Redis at {redact_url(url)}, namespace {namespace!r}", flush=True)
+        if refuse_if_alive(make_client(url, socket_timeout=5.0), namespace, url):
+            return 1
     else:
         private = PrivateRedis().start()
         url = private.url
@@ -129,14 +157,16 @@ def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | N
               flush=True)
     if clear_namespace(url, namespace):
         print(f"demo: cleared the keys left in namespace {namespace!r} by an earlier demo", flush=True)
-    print(f"demo: period {period_ms / 1000:g}s. Watch `redismedian status --redis-url {redact_url(url)} "
-          f"--namespace {namespace}` in another terminal; Ctrl-C stops everything.", flush=True)
+    where = f"--redis-url {redact_url(url)} --namespace {namespace}"
+    print(f"demo: period {period_ms / 1000:g}s. Watch `redismedian status {where}` in another terminal; "
+          "Ctrl-C stops everything.", flush=True)
 
     env = dict(os.environ, REDISMEDIAN_REDIS_URL=url, REDISMEDIAN_NAMESPACE=namespace,
                REDISMEDIAN_PERIOD=str(period_ms / 1000), REDISMEDIAN_LOG_LEVEL=log_level,
                PYTHONUNBUFFERED="1")
     lock = threading.Lock()
     children: list[tuple[str, subprocess.Popen]] = []
+    reported: set[int] = set()       # children whose exit we reported
     stopping = threading.Event()
 
     def on_signal(signum, frame):
@@ -144,18 +174,22 @@ def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | N
 
     old_int = signal.signal(signal.SIGINT, on_signal)
     old_term = signal.signal(signal.SIGTERM, on_signal)
-    rc = 0
 
     def start(names: list[str]) -> None:
+        started = []
         for name, args in TOPOLOGY:
             if name in names:
                 proc = subprocess.Popen([sys.executable, "-m", "redismedian", *args], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
                 threading.Thread(target=_pump, args=(name, proc.stdout, lock), daemon=True).start()
                 children.append((name, proc))
+                started.append(f"{name} (pid {proc.pid})")
+        with lock:
+            print(f"demo: started {', '.join(started)}", flush=True)
 
     client = make_client(url, socket_timeout=2.0)
     rest = [name for name, _ in TOPOLOGY if name not in FIRST]
+    strategies = set(rest)
     try:
         end = None if duration is None else time.monotonic() + duration
         with lock:
@@ -172,12 +206,18 @@ def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | N
                           "boundary", flush=True)
                 start(rest)
                 rest = []
-            dead = [(n, p.returncode) for n, p in children if p.poll() is not None]
-            if dead:
-                for n, code in dead:
-                    print(f"demo: {n} exited with status {code}; stopping the demo", flush=True)
-                rc = 1
-                break
+            # A child that exits is reported, and the demo goes on: the others show what follows.
+            for name, proc in children:
+                if proc.pid in reported or proc.poll() is None:
+                    continue
+                reported.add(proc.pid)
+                hint = ""
+                if name in strategies:
+                    hint = (f". Unless it was deregistered, the trader reports it missing until it is back or "
+                            f"deregistered (`redismedian deregister {name} {where}`)")
+                with lock:
+                    print(f"demo: {name} (pid {proc.pid}) {_describe_exit(proc.returncode)}{hint}. The other parts "
+                          "keep running; Ctrl-C stops the demo.", flush=True)
     finally:
         print("demo: stopping", flush=True)
         for _, p in children:
@@ -195,4 +235,4 @@ def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | N
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         print("demo: stopped", flush=True)
-    return rc
+    return 0

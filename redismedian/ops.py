@@ -18,8 +18,9 @@ import redis
 
 from .clock import epoch_of, time_reply_ms
 from .common import as_str, check_name, parse_finite, parse_int, parse_period_ms
+from .health import (DEFAULT_MISSED_WINDOW, generator_view, lease_holder, plural, problems, strategy_view,
+                     text_hash, trader_view)
 from .keys import DECISION_TTL_PERIODS, Keys, ttl_ms
-from .status import strategy_view
 
 COMPONENT_KINDS = ("generator", "strategy", "trader")
 
@@ -55,50 +56,44 @@ def _server_now_and_period(client: redis.Redis, keys: Keys) -> tuple[int, int | 
 
 
 def _read(client: redis.Redis, commands: list[tuple[str, tuple]]) -> list:
-    """Run read commands in one round trip; a wrong key type comes back as a string saying so."""
+    """Run read commands in one round trip; a wrong key type comes back as the exception."""
     pipe = client.pipeline(transaction=False)
     for name, args in commands:
         getattr(pipe, name)(*args)
     out = []
-    for (name, args), rep in zip(commands, pipe.execute(raise_on_error=False)):
-        if isinstance(rep, redis.exceptions.ResponseError):
-            if "WRONGTYPE" in str(rep):
-                out.append(f"{args[0]} holds the wrong type (garbage in Redis)")
-                continue
+    for rep in pipe.execute(raise_on_error=False):
+        if isinstance(rep, redis.exceptions.ResponseError) and "WRONGTYPE" not in str(rep):
             raise rep
         out.append(rep)
     return out
 
 
-def _garbage(reply) -> bool:
-    """Whether ``_read`` replaced this reply by its "wrong type" text."""
-    return isinstance(reply, str) and reply.endswith("(garbage in Redis)")
+def _wrong_type(reply) -> bool:
+    return isinstance(reply, redis.exceptions.ResponseError)
 
 
-def _text_hash(raw) -> dict[str, str]:
-    return {as_str(k): as_str(v) for k, v in (raw or {}).items()}
+def _hash_or_why(client: redis.Redis, key: str, reply) -> dict[str, str] | str:
+    if _wrong_type(reply):
+        return f"{key} is a {as_str(client.type(key))}, expected a hash"
+    return text_hash(reply)
 
 
-def _owner_problems(owner, label: str) -> list[str]:
-    """What is wrong with a name's lease, as read by ``_read`` (garbage text, or nobody holding it)."""
-    if isinstance(owner, str) and owner.endswith("(garbage in Redis)"):
-        return [owner]
-    if owner is None:
-        return [f"{label}: no live process holds this name"]
-    return []
-
-
-def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None = None) -> Health:
+def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None = None,
+                    missed_window: int = DEFAULT_MISSED_WINDOW) -> Health:
     """Is one component doing its job?  Reads only its own keys (works with its own ACL user).
 
-    - generator NAME: a live process holds the name, and its latest signal is ``ok`` and for
-      the current or the previous period;
+    The verdict is :func:`redismedian.health.problems` of the part's view, the view ``status``
+    shows (:mod:`redismedian.health`), so ``check`` and ``status`` always agree:
+
+    - generator NAME: a live process holds the name, and its latest signal is ``ok`` and current
+      (for the current or the previous period);
     - strategy NAME: registered, a live process holds the name, and its decision string
-      (``NS:decision:NAME``) holds a decision for the current or the previous period (state
-      ``ok``); otherwise the state and reason ``status`` shows (the same function reads them:
-      :func:`redismedian.status.strategy_view`), e.g. ``joining`` until the trader admitted it;
-    - trader: a trader leads, and it published for the current or the previous period
-      (``ok``), or it is ``idle`` because no strategy is registered.
+      (``NS:decision:NAME``) holds a current decision (state ``ok``); otherwise the state and
+      reason ``status`` shows, e.g. ``joining`` until the trader admitted it, ``down`` (not
+      running) when no live process holds the name;
+    - trader: a trader leads and its evaluation is current: it published (``ok``), or it is
+      ``idle`` because no strategy is registered; and it missed no epoch within the last
+      ``missed_window`` periods (0: missed epochs are not checked).
     """
     if kind not in COMPONENT_KINDS:
         raise ValueError(f"unknown component {kind!r}: use one of {', '.join(COMPONENT_KINDS)}")
@@ -113,107 +108,68 @@ def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None
         return Health(False, [why], "")
     epoch = epoch_of(now, period)
     label = f"{kind} {name}" if name else kind
-    problems: list[str] = []
-    summary = ""
-
-    def fresh(e: int | None) -> bool:
-        return e is not None and e >= epoch - 1
-
     if kind == "generator":
-        h, owner = _read(client, [("hgetall", (keys.signal(name),)), ("get", (keys.lease("generator", name),))])
-        problems += _owner_problems(owner, label)
-        if isinstance(h, str):
-            problems.append(h)
-        elif not h:
-            problems.append(f"{label}: no signal in Redis (never written, or expired)")
-        else:
-            h = _text_hash(h)
-            e = parse_int(h.get("epoch"))
-            if h.get("status") != "ok":
-                problems.append(f"{label}: signal {h.get('status', 'without status')}: {h.get('error') or '?'}")
-            elif not fresh(e):
-                problems.append(f"{label}: signal stale (last epoch {e}, now {epoch})")
-            summary = f"{label} signal {h.get('value')} for epoch {e}"
+        h, lease, lease_ttl = _read(client, [("hgetall", (keys.signal(name),)), ("get", (keys.lease("generator", name),)),
+                                            ("pttl", (keys.lease("generator", name),))])
+        row = generator_view(keys, name, _hash_or_why(client, keys.signal(name), h), lease_holder(lease, lease_ttl),
+                             epoch, now)
+        summary = f"{label} signal {row['value']!r} for epoch {row['epoch']}"
     elif kind == "strategy":
-        # The same view as `status` (status.strategy_view), from the same keys: they always agree.
+        # The same view as `status` (health.strategy_view), from the same keys: they always agree.
         key = keys.decision(name)
-        raw, pttl, owner, registered = _read(client, [("get", (key,)), ("pttl", (key,)),
-                                                      ("get", (keys.lease("strategy", name),)),
-                                                      ("sismember", (keys.strategies, name))])
+        raw, pttl, lease, lease_ttl, registered = _read(client, [
+            ("get", (key,)), ("pttl", (key,)), ("get", (keys.lease("strategy", name),)),
+            ("pttl", (keys.lease("strategy", name),)), ("sismember", (keys.strategies, name))])
         unreadable = ""
-        if _garbage(raw):
+        if _wrong_type(raw):
             unreadable = f"{key} is a {as_str(client.type(key))}, expected a string"
             raw = None
-        if _garbage(registered):
-            problems.append(registered)
-        row = strategy_view(keys, name, registered=not _garbage(registered) and bool(registered),
-                            owner=None if owner is None or _garbage(owner) else as_str(owner), raw=raw,
-                            pttl_ms=pttl if isinstance(pttl, int) else None, epoch=epoch,
+        extra = []
+        if _wrong_type(registered):
+            extra.append(f"{keys.strategies} holds the wrong type (garbage in Redis)")
+        row = strategy_view(keys, name, registered=not _wrong_type(registered) and bool(registered),
+                            holder=lease_holder(lease, lease_ttl), raw=raw,
+                            pttl_ms=pttl if isinstance(pttl, int) and raw is not None else None, epoch=epoch,
                             ttl_ms=ttl_ms(period, DECISION_TTL_PERIODS), unreadable=unreadable)
-        if row["state"] != "ok":
-            problems.append(f"{label}: {row['state']}: {row['reason']}")
-        if not row["registered"] and row["state"] != "joining":
-            problems.append(f"{label}: not registered")
         summary = f"{label} submitted {row['value']!r} for epoch {row['epoch']}"
+        found = problems("strategy", row, epoch) + extra
+        return Health(not found, found, "" if found else summary)
     else:
-        h, lease = _read(client, [("hgetall", (keys.trader,)), ("get", (keys.lease("trader"),))])
-        if isinstance(lease, str) and lease.endswith("(garbage in Redis)"):
-            problems.append(lease)
-        elif lease is None:
-            problems.append("trader: no trader holds the lead (none running?)")
-        if isinstance(h, str):
-            problems.append(h)
-        elif not h:
-            problems.append("trader: no state in Redis (never ran)")
-        else:
-            h = _text_hash(h)
-            e = parse_int(h.get("epoch"))
-            state = h.get("state", "?")
-            if state not in ("ok", "idle"):
-                problems.append(f"trader: {state}" + (f": {h['reason']}" if h.get("reason") else ""))
-            elif not fresh(e):
-                problems.append(f"trader: last evaluated epoch {e} is stale (now {epoch})")
-            summary = (f"trader published {h.get('median')} for epoch {e} ({h.get('count')} strategies)"
-                       if state == "ok" else f"trader idle: {h.get('reason') or 'no strategies registered'}")
-    if problems:
-        return Health(False, problems, "")
-    return Health(True, [], summary)
+        h, lease, lease_ttl = _read(client, [("hgetall", (keys.trader,)), ("get", (keys.lease("trader"),)),
+                                            ("pttl", (keys.lease("trader"),))])
+        row = trader_view(_hash_or_why(client, keys.trader, h), lease_holder(lease, lease_ttl), epoch, now)
+        summary = (f"trader published {row['median']!r} for epoch {row['epoch']} "
+                   f"({plural(row['count'] or 0, 'strategy', 'strategies')})" if row["state"] == "ok"
+                   else f"trader idle: {row['reason'] or 'no strategies registered'}")
+    found = problems(kind, row, epoch, missed_window=missed_window)
+    return Health(not found, found, "" if found else summary)
 
 
-def check_deployment(data: dict[str, Any]) -> Health:
-    """Is the whole deployment healthy?  ``data`` is :func:`redismedian.status.gather`'s output.
+def check_deployment(data: dict[str, Any], missed_window: int = DEFAULT_MISSED_WINDOW) -> Health:
+    """Is the whole deployment healthy?  ``data`` is :func:`redismedian.status.gather`'s output:
+    the views ``status`` shows, judged by :func:`redismedian.health.problems`.
 
-    Healthy: the trader published for the current or the previous period, and every
-    registered strategy and every generator in Redis is ``ok`` and current.
+    Healthy: the trader published for the current or the previous period and missed no epoch
+    within the last ``missed_window`` periods, and every registered strategy and every generator
+    in Redis is ``ok`` and current.
     """
-    problems = list(data.get("problems") or [])
+    found = list(data.get("problems") or [])
     epoch = data.get("epoch")
     if data.get("period_ms") is None:
-        return Health(False, problems or [f"no deployment record in namespace {data.get('namespace')!r} "
-                                          "(nothing has run here yet)"], "")
+        return Health(False, found or [f"no deployment record in namespace {data.get('namespace')!r} "
+                                       "(nothing has run here yet)"], "")
     t = data.get("trader") or {}
-    te = t.get("epoch")
-    if t.get("state") != "ok":
-        problems.append(f"trader {t.get('state', '?')}" + (f": {t['reason']}" if t.get("reason") else ""))
-    elif te is None or te < epoch - 1:
-        problems.append(f"trader: last published epoch {te} is stale (now {epoch})")
-    for s in data.get("strategies", []):
-        if not s.get("registered"):
-            continue
-        if s.get("state") != "ok":
-            problems.append(f"strategy {s['name']} {s.get('state')}" + (f": {s['reason']}" if s.get("reason") else ""))
-        elif s.get("epoch") is None or s["epoch"] < epoch - 1:
-            problems.append(f"strategy {s['name']}: last decision is stale (epoch {s.get('epoch')}, now {epoch})")
+    found += problems("trader", t, epoch, missed_window=missed_window, deployment=True)
+    registered = [s for s in data.get("strategies", []) if s.get("registered")]
+    for s in registered:
+        found += problems("strategy", s, epoch, deployment=True)
     for g in data.get("generators", []):
-        if g.get("state") != "ok":
-            problems.append(f"generator {g['name']} {g.get('state')}" + (f": {g['reason']}" if g.get("reason") else ""))
-        elif g.get("reason"):
-            problems.append(f"generator {g['name']}: {g['reason']}")
-    if problems:
-        return Health(False, problems, "")
-    n_s = sum(1 for s in data.get("strategies", []) if s.get("registered"))
-    return Health(True, [], f"trader published {t.get('median')} for epoch {te}; {n_s} strategies and "
-                            f"{len(data.get('generators', []))} generators ok")
+        found += problems("generator", g, epoch, deployment=True)
+    if found:
+        return Health(False, found, "")
+    return Health(True, [], f"trader published {t.get('median')!r} for epoch {t.get('epoch')}; "
+                            f"{plural(len(registered), 'strategy', 'strategies')} and "
+                            f"{plural(len(data.get('generators', [])), 'generator')} ok")
 
 
 # -- history -----------------------------------------------------------------------------
@@ -269,7 +225,7 @@ def history(client: redis.Redis, keys: Keys, since_ms: int | None = None, until_
         raise
     rows = []
     for entry_id, fields in raw:
-        f = _text_hash(fields)
+        f = text_hash(fields)
         eid = as_str(entry_id)
         ts = parse_int(f.get("ts")) or parse_int(eid.split("-")[0])
         rows.append({"time": _iso(ts), "epoch": parse_int(f.get("epoch")), "median": parse_finite(f.get("median")),

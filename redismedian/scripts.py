@@ -233,7 +233,8 @@ class Preamble(NamedTuple):
 
 
 def preamble(raw: Any) -> Preamble | None:
-    """The common start of a reply, or None for replies that have none (leases, deregister)."""
+    """The common start of a reply, or None for replies that have none (leases, deregister).
+    ``now`` is 0 in the reply of a strategy report that did not check the deployment record."""
     if not isinstance(raw, list) or len(raw) < 2 or not isinstance(raw[0], (bytes, str)):
         return None
     status, now, detail = _fields(raw, 3, "")
@@ -355,20 +356,23 @@ def generator_publish(run: Runner, k: Keys, m: MetaArgs, *, name: str, epoch: in
 # Strategy
 # ---------------------------------------------------------------------------------------------
 
+# The hot path of every strategy, every period: a few commands (the lease, the decision, the
+# registration, the doorbell counter).  The deployment record is checked (TIME and HMGET) only when
+# the caller asks (ARGV[14]: at start-up, after a problem, and every few periods); a decision for
+# an epoch that is over is refused by the caller's clock and, whatever gets through, by the trader,
+# which reads only "<its epoch>|..." values.
 STRATEGY_REPORT = PRELUDE + r"""
-local now = now_ms()
-local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], '', now, false)
-if not inst then return {changed, now, detail} end
+local now, inst, changed = 0, '', false
+if ARGV[14] == '1' then
+  now = now_ms()
+  local i, c, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], '', now, false)
+  if not i then return {c, now, detail} end
+  inst, changed = i, c
+end
 local held, holder = lease_hold(KEYS[2], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
 local epoch, name = ARGV[6], ARGV[7]
 local value, state, reason = ARGV[8], ARGV[9], ARGV[10]
-local cur = math.floor(now / tonumber(ARGV[1]))
-if value ~= '' and cur ~= tonumber(epoch) then
-  state = 'error'
-  reason = 'decision for epoch ' .. epoch .. ' came too late (server is in epoch ' .. cur .. ')'
-  value = ''
-end
 if value ~= '' then
   redis.call('SET', KEYS[3], epoch .. '|' .. value, 'PX', ARGV[11])
 else
@@ -380,12 +384,10 @@ if registered == 1 then
   if submitted == 1 then
     -- A hint for the trader: ring when this submission makes the count reach the registry's size.
     local c = redis.pcall('INCR', KEYS[7])
-    if type(c) == 'number' then
-      if c == 1 then redis.call('PEXPIRE', KEYS[7], ARGV[12]) end
-      if c == redis.call('SCARD', KEYS[4]) then
-        redis.pcall('RPUSH', KEYS[8], name)
-        redis.call('PEXPIRE', KEYS[8], ARGV[12])
-      end
+    if c == 1 then redis.call('PEXPIRE', KEYS[7], ARGV[12]) end
+    if c == redis.call('SCARD', KEYS[4]) then
+      redis.pcall('RPUSH', KEYS[8], name)
+      redis.call('PEXPIRE', KEYS[8], ARGV[12])
     end
   end
   return {'ok', now, inst, changed and 1 or 0, 1, submitted, reason}
@@ -403,7 +405,7 @@ return {'ok', now, inst, changed and 1 or 0, 0, submitted, reason}
 
 class StrategyReported(NamedTuple):
     status: str          # ok | deregistered
-    now: int
+    now: int             # server ms (0 when the deployment record was not checked)
     instance: str
     changed: bool        # the deployment record is not the one this strategy saw last
     registered: bool     # the name is in the registry (else it asked the trader to admit it)
@@ -438,11 +440,13 @@ def parse_report(raw: Any) -> Report | None:
 
 
 def strategy_report_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, value: str, state: str, reason: str,
-                            decision_ttl_ms: int, ready_ttl_ms: int, start_ms: int) -> tuple[list, list]:
+                            decision_ttl_ms: int, ready_ttl_ms: int, start_ms: int,
+                            check_meta: bool = True) -> tuple[list, list]:
     """KEYS and ARGV of one report (the benchmarks' load generator sends it in pipelines)."""
     keys = [k.meta, k.lease("strategy", name), k.decision(name), k.strategies, k.deregistered, k.joins,
             k.count(epoch), k.ready(epoch)]
-    args = [*m, epoch, name, value, state, reason[:2000], decision_ttl_ms, ready_ttl_ms, start_ms]
+    args = [*m, epoch, name, value, state, reason[:2000], decision_ttl_ms, ready_ttl_ms, start_ms,
+            "1" if check_meta else "0"]
     return keys, args
 
 

@@ -7,11 +7,14 @@ from typing import Any
 
 import redis
 
-from .clock import epoch_of, time_reply_ms
-from .common import FatalError, as_str, parse_finite, parse_int, parse_period_ms
+from . import health as H
 from . import keys as K
+from .clock import epoch_of, time_reply_ms
+from .common import FatalError, as_str, parse_period_ms
+from .health import lease_holder, names_of, queue_lease, read_holders, strategy_view, text_hash
 from .keys import Keys
-from .scripts import parse_report
+
+__all__ = ["gather", "render", "to_json", "deregister", "strategy_view", "strategy_row"]
 
 
 def _hash(client: redis.Redis, key: str) -> dict[str, str] | str:
@@ -20,34 +23,27 @@ def _hash(client: redis.Redis, key: str) -> dict[str, str] | str:
         raw = client.hgetall(key)
     except redis.exceptions.ResponseError as e:
         if "WRONGTYPE" in str(e):
-            return f"unreadable: {key} is a {as_str(client.type(key))}, expected a hash"
+            return f"{key} is a {as_str(client.type(key))}, expected a hash"
         raise
-    return {as_str(k): as_str(v) for k, v in raw.items()}
+    return text_hash(raw)
 
 
 def _scan_names(client: redis.Redis, pattern: str) -> list[str]:
-    prefix = pattern[:-1]
-    return sorted({as_str(k)[len(prefix):] for k in client.scan_iter(match=pattern, count=1000)})
+    return names_of(client.scan_iter(match=pattern, count=1000), pattern[:-1])
 
 
-def _lease(client: redis.Redis, key: str) -> str | None:
-    """Who holds a lease, or None (a key of another type holds nothing)."""
-    return as_str(client.get(key)) if client.type(key) == b"string" else None
-
-
-def _age(now_ms: int, ts: str | None) -> float | None:
-    t = parse_int(ts)
-    return None if t is None else round((now_ms - t) / 1000.0, 3)
+BATCH = 1000   # parts read per round trip
 
 
 def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
-    """Everything ``status`` shows, as plain data (the ``--json`` output)."""
+    """Everything ``status`` shows, as plain data (the ``--json`` output).  Every part's state and
+    reason come from :mod:`redismedian.health`, as ``check``'s do."""
     now = time_reply_ms(client.time())
     meta = _hash(client, keys.meta)
     problems: list[str] = []
     period_ms = None
     if isinstance(meta, str):
-        problems.append(meta)
+        problems.append(f"unreadable: {meta}")
     elif meta.get("period_ms") is not None:
         period_ms = parse_period_ms(meta["period_ms"])
         if period_ms is None:   # the components refuse to run on it too
@@ -57,113 +53,66 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
                            "epoch": epoch, "problems": problems}
 
     # trader
-    trader = _hash(client, keys.trader)
-    lease = _lease(client, keys.lease("trader")) or ""
-    if isinstance(trader, str):
-        out["trader"] = {"state": "unknown", "reason": trader}
-    else:
-        out["trader"] = {
-            "state": trader.get("state", "absent") if (lease or trader) else "absent",
-            "reason": trader.get("reason", "" if lease else "no trader running"),
-            "epoch": parse_int(trader.get("epoch")), "median": parse_finite(trader.get("median")),
-            "count": parse_int(trader.get("count")), "age_s": _age(now, trader.get("ts")),
-            "leader": lease or None, "fence": parse_int(trader.get("fence")),
-            "published_epoch": parse_int(trader.get("published")),
-        }
-        if not lease and trader:
-            out["trader"]["state"] = "down"
-            out["trader"]["reason"] = f"no trader holds the lead (last state {trader.get('state', '?')})"
-        elif epoch is not None and out["trader"]["epoch"] is not None and out["trader"]["epoch"] < epoch - 1:
-            out["trader"]["reason"] = (out["trader"]["reason"] + "; " if out["trader"]["reason"] else "") + \
-                f"last evaluated epoch {out['trader']['epoch']} is old"
-
+    (holder,) = read_holders(client, [keys.lease("trader")])
+    out["trader"] = H.trader_view(_hash(client, keys.trader), holder, epoch, now,
+                                  deployed=period_ms is not None or bool(meta))
     out["traders"] = _traders(client, keys, now, period_ms)
 
-    # generators
+    # generators: those with a signal in Redis, and live ones that wrote none yet
+    names = sorted(set(_scan_names(client, keys.signal_pattern))
+                   | set(_scan_names(client, keys.lease("generator", "*"))))
     gens = []
-    for name in _scan_names(client, keys.signal_pattern):
-        h = _hash(client, keys.signal(name))
-        owner = _lease(client, keys.lease("generator", name))
-        if isinstance(h, str):
-            gens.append({"name": name, "state": "unreadable", "reason": h})
-            continue
-        e = parse_int(h.get("epoch"))
-        state, reason = h.get("status", "?"), h.get("error", "")
-        if state == "ok" and epoch is not None and (e is None or e < epoch):
-            state, reason = "stale", f"last signal for epoch {e}"
-        if owner is None:
-            reason = (reason + "; " if reason else "") + "no live process holds this name"
-        gens.append({"name": name, "state": state, "value": parse_finite(h.get("value")), "epoch": e,
-                     "age_s": _age(now, h.get("ts")), "owner": owner or None, "reason": reason})
+    for i in range(0, len(names), BATCH):
+        batch = names[i:i + BATCH]
+        holders = read_holders(client, [keys.lease("generator", n) for n in batch])
+        for name, h in zip(batch, holders):
+            gens.append(H.generator_view(keys, name, _hash(client, keys.signal(name)), h, epoch, now))
     out["generators"] = gens
 
-    # strategies
+    # strategies: the registered ones, and any other with a report or a live process
     try:
-        registered = sorted(as_str(m) for m in client.smembers(keys.strategies))
+        registered = set(as_str(m) for m in client.smembers(keys.strategies))
     except redis.exceptions.ResponseError:
-        registered = []
+        registered = set()
         out["problems"].append(f"{keys.strategies} is a {as_str(client.type(keys.strategies))}, expected a set")
-    names = sorted(set(registered) | set(_scan_names(client, keys.decision_pattern)))
-    strats = []
+    names = sorted(registered | set(_scan_names(client, keys.decision_pattern))
+                   | set(_scan_names(client, keys.lease("strategy", "*"))))
     ttl_ms = K.ttl_ms(period_ms, K.DECISION_TTL_PERIODS) if period_ms else None
-    for name in names:
-        row = strategy_row(client, keys, name, name in registered, epoch, ttl_ms)
-        strats.append(row)
+    strats = []
+    for i in range(0, len(names), BATCH):
+        strats += strategy_rows(client, keys, names[i:i + BATCH], registered, epoch, ttl_ms)
     out["strategies"] = strats
     return out
 
 
+def strategy_rows(client: redis.Redis, keys: Keys, names: list[str], registered, epoch: int | None,
+                  ttl_ms: int | None) -> list[dict[str, Any]]:
+    """Strategies as ``status`` shows them, from their decision keys and leases (one round trip)."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(keys.decision(name))
+        pipe.pttl(keys.decision(name))
+        queue_lease(pipe, keys.lease("strategy", name))
+    replies = pipe.execute(raise_on_error=False)
+    rows = []
+    for i, name in enumerate(names):
+        raw, pttl, lease, lease_ttl = replies[4 * i:4 * i + 4]
+        for r in (raw, lease):
+            if isinstance(r, Exception) and "WRONGTYPE" not in str(r):
+                raise r
+        key = keys.decision(name)
+        unreadable = f"{key} is a {as_str(client.type(key))}, expected a string" if isinstance(raw, Exception) else ""
+        rows.append(strategy_view(keys, name, name in registered, lease_holder(lease, lease_ttl),
+                                  None if unreadable else raw,
+                                  pttl if isinstance(pttl, int) and raw is not None and not unreadable else None,
+                                  epoch, ttl_ms, unreadable=unreadable))
+    return rows
+
+
 def strategy_row(client: redis.Redis, keys: Keys, name: str, registered: bool, epoch: int | None,
                  ttl_ms: int | None) -> dict[str, Any]:
-    """One strategy as ``status`` shows it, from its decision key and its lease."""
-    key = keys.decision(name)
-    owner = _lease(client, keys.lease("strategy", name))
-    try:
-        raw = client.get(key)
-    except redis.exceptions.ResponseError:
-        return strategy_view(keys, name, registered, owner, None, None, epoch, ttl_ms,
-                             unreadable=f"{key} is a {as_str(client.type(key))}, expected a string")
-    pttl = client.pttl(key) if raw is not None and ttl_ms else None
-    return strategy_view(keys, name, registered, owner, raw, pttl, epoch, ttl_ms)
-
-
-def strategy_view(keys: Keys, name: str, registered: bool, owner: str | None, raw, pttl_ms: int | None,
-                  epoch: int | None, ttl_ms: int | None, unreadable: str = "") -> dict[str, Any]:
-    """A strategy's state and reason from what Redis holds (pure): its decision key's value
-    (``raw``, what :func:`redismedian.scripts.parse_report` reads) and remaining time to live,
-    its lease holder and whether it is registered.  ``status``, ``status --json`` and
-    ``check strategy NAME`` all show this, so they always agree.
-
-    States: ``ok`` (a decision for the current or the previous epoch), ``starting`` / ``error``
-    (the strategy's own report, with its reason), ``stale`` (its last decision is older),
-    ``joining`` (a live process that the trader has not admitted yet), ``down`` (no live
-    process holds the name), ``absent`` (no report in Redis), ``garbage`` / ``unreadable``
-    (somebody else wrote its decision key)."""
-    key = keys.decision(name)
-    row: dict[str, Any] = {"name": name, "registered": registered, "owner": owner or None}
-    value_text = ""
-    if unreadable:
-        state, reason, e = "unreadable", f"unreadable: {unreadable}", None
-    else:
-        report = parse_report(raw)
-        if report is None:
-            state, reason, e = "absent", "no report in Redis (never reported, or expired)", None
-        elif report.state == "garbage":
-            state, reason, e = "garbage", f"{key} {report.reason}", None
-        else:
-            state, reason, e, value_text = report.state, report.reason, report.epoch, report.value
-    age = None
-    if pttl_ms is not None and pttl_ms >= 0 and ttl_ms:
-        age = round(max(0, ttl_ms - pttl_ms) / 1000.0, 3)
-    if owner is None:
-        state, reason = "down", "no live process holds this name" + (f" (last: {reason})" if reason else "")
-    elif not registered:
-        state, reason = "joining", "not registered: waiting for the trader to admit it" + (
-            f" (last: {reason})" if reason else "")
-    elif state == "ok" and epoch is not None and (e is None or e < epoch - 1):
-        state, reason = "stale", f"last decision for epoch {e} (now {epoch})"
-    return {**row, "state": state, "value": parse_finite(value_text) if value_text else None, "epoch": e,
-            "age_s": age, "reason": reason}
+    """One strategy as ``status`` shows it."""
+    return strategy_rows(client, keys, [name], {name} if registered else set(), epoch, ttl_ms)[0]
 
 
 def _traders(client: redis.Redis, keys: Keys, now: int, period_ms: int | None) -> list[dict[str, Any]]:
@@ -171,21 +120,7 @@ def _traders(client: redis.Redis, keys: Keys, now: int, period_ms: int | None) -
     h = _hash(client, keys.traders)
     if isinstance(h, str):
         return [{"owner": "?", "role": "unknown", "reason": h}]
-    fresh_ms = (period_ms or 60_000) * K.TRADER_HEARTBEAT_PERIODS
-    rows = []
-    for owner, value in sorted(h.items()):
-        role, _, rest = value.partition("|")
-        ts, _, extra = rest.partition("|")
-        t = parse_int(ts)
-        if t is None or role not in ("leader", "standby") or now - t > fresh_ms:
-            continue
-        row = {"owner": owner, "role": role, "age_s": _age(now, ts)}
-        if role == "leader":
-            row["fence"] = parse_int(extra)
-        else:
-            row["following"] = extra
-        rows.append(row)
-    return sorted(rows, key=lambda r: (r["role"] != "leader", r["owner"]))
+    return H.live_traders(h, now, period_ms)
 
 
 def render(data: dict[str, Any], url: str) -> str:
@@ -205,6 +140,12 @@ def render(data: dict[str, Any], url: str) -> str:
                  f"  count {_v(t.get('count'))}  age {_v(t.get('age_s'))}s  leader {_v(t.get('leader'))}")
     if t.get("reason"):
         lines.append(f"            reason: {t['reason']}")
+    if t.get("missed") or t.get("last_missed") is not None:
+        lines.append(f"            {H.missed_text(t, data['epoch'])}"
+                     + (f"  (within the last {H.DEFAULT_MISSED_WINDOW} periods: `check` fails)"
+                        if H.missed_recently(t, data["epoch"]) else ""))
+    if t.get("action_error"):
+        lines.append(f"            --on-median action failed (retried every period): {t['action_error']}")
     for tr in data.get("traders", []):
         lines.append(f"            {tr['role']:<8} {tr['owner']}  (reported {_v(tr.get('age_s'))}s ago)")
     lines.append("")

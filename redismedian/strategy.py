@@ -20,6 +20,9 @@ from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
 from .scripts import StrategyReported, strategy_report
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
+# A report checks the deployment record (TIME, HMGET) only every this many periods, and at start:
+# the hot path stays a few commands.  Data loss shows sooner anyway: the registration vanishes.
+META_CHECK_EVERY = 10
 FEED_READ_COUNT = 10_000
 
 
@@ -118,6 +121,7 @@ class Strategy(Component):
         self.lease_key = self.keys.lease("strategy", name)
         self.start_ms = 0          # server ms of our start: part of our lease (see scripts.REGISTRY_ADMIT)
         self.registered: bool | None = None   # in the registry at our last report (None: not reported yet)
+        self.reports_since_meta_check = META_CHECK_EVERY
         self.deregistered = False  # set when an operator deregistered us: we exit without re-registering
 
     @property
@@ -235,10 +239,16 @@ class Strategy(Component):
     def report(self, epoch: int, value: str, state: str, reason: str) -> StrategyReported:
         """Write our report for ``epoch`` (the decision when ``value``), in one script call; ask the
         trader to register us while we are not registered."""
+        if value and self.clock.now_ms() // self.period_ms != epoch:
+            value, state = "", "error"
+            reason = f"decision for epoch {epoch} came too late (the epoch is over)"
+        check_meta = self.reports_since_meta_check >= META_CHECK_EVERY or not self.instance
         r = self.with_meta(lambda: strategy_report(
             self.run_script, self.keys, self.meta_args(), name=self.name, epoch=epoch, value=value, state=state,
             reason=reason, decision_ttl_ms=K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS),
-            ready_ttl_ms=K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), start_ms=self.start_ms))
+            ready_ttl_ms=K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), start_ms=self.start_ms,
+            check_meta=check_meta))
+        self.reports_since_meta_check = 0 if check_meta else self.reports_since_meta_check + 1
         if r.status == "deregistered":
             self.deregistered = True
             raise Exit(f"{self.name} was deregistered (removed from {self.keys.strategies}); exiting. "

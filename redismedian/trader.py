@@ -56,19 +56,30 @@ class Tally(NamedTuple):
 _NUMBER_BYTES = b"0123456789.eE+-,"
 
 
-def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None], decision_key=None) -> Tally:
+INCOMPLETE = Tally([], [("", "not every decision is in yet")])
+
+
+def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None], decision_key=None,
+          explain: bool = True) -> Tally:
     """Judge the decision keys of ``names`` (pure).  A decision counts when its key holds
     ``<epoch>|<number>`` for this very epoch, the number in the strict grammar and finite.
 
     The fast path checks all of them at once with a few C-level byte operations (100k decisions in a
-    few ms); anything unusual falls back to judging each one, to say what is wrong with it."""
+    few ms); anything unusual falls back to judging each one, to say what is wrong with it.  Without
+    ``explain`` (waiting, before the deadline) a key without this epoch's report ends it at once:
+    the reasons are only needed at the deadline."""
     n = len(names)
     head = b"\n" + str(epoch).encode() + b"|"
     try:
         buf = b"\n" + b"\n".join(raw)  # type: ignore[arg-type]   # TypeError when one is missing
     except TypeError:
+        if not explain:
+            return INCOMPLETE
         buf = b""
-    if n and buf.count(b"\n") == n and buf.count(head) == n:
+    heads = buf.count(head)
+    if not explain and heads != n:
+        return INCOMPLETE
+    if n and buf.count(b"\n") == n and heads == n:
         body = buf.replace(head, b",")[1:]
         if not body.translate(None, _NUMBER_BYTES):
             # Every value is made of the grammar's characters only: JSON's number grammar is a
@@ -169,8 +180,8 @@ def explain_missing(client: redis.Redis, keys: K.Keys, epoch: int, names: Sequen
     out = []
     for (name, why), holder in zip(shown, holders):
         i = bisect.bisect_left(names, name)
-        if holder is None and i < len(names) and names[i] == name:
-            why = judge(epoch, decisions[i], keys.decision(name), alive=False)
+        if i < len(names) and names[i] == name:
+            why = judge(epoch, decisions[i], keys.decision(name), alive=holder is not None)
         out.append((name, why))
     return out + ordered[REASONS_LIMIT:]
 
@@ -207,6 +218,7 @@ class Trader(Component):
         self.last_published = -1
         self.restored_instance = ""  # deployment record into which we restored every registration we knew
         self._read_plan: tuple = (None, [], [])  # (names, sorted names, their decision keys)
+        self._packed_mget: tuple = (None, None)   # (decision keys, their MGET command as sent)
         self.on_median = on_median   # the action plug-in: FUNC(epoch, median, fence), or None
         self.accounted: int | None = None  # the last epoch we settled or recorded as missed
         self.missed = MissedRecord()
@@ -333,7 +345,7 @@ class Trader(Component):
                 checks += 1
                 if checks <= MAX_REGISTRY_CHECKS:
                     continue
-            got = tally(epoch, names, seen.decisions, self.keys.decision)
+            got = tally(epoch, names, seen.decisions, self.keys.decision, explain=final)
             if got.problems and not final:
                 continue
             if got.problems:
@@ -365,13 +377,18 @@ class Trader(Component):
         """Block on the epoch's doorbell (when ``wait_ms``), then read every decision key and the
         registry's version and size: one round trip."""
         ready_key = self.keys.ready(epoch)
-        pipe = self.client.pipeline(transaction=False)
-        if wait_ms:
-            pipe.blpop([ready_key], timeout=wait_ms / 1000.0)
-        pipe.hget(self.keys.meta, "registry")
-        pipe.scard(self.keys.strategies)
-        pipe.mget(keys)
-        replies = pipe.execute(raise_on_error=False)
+        commands: list[tuple] = [("BLPOP", ready_key, f"{wait_ms / 1000.0:.3f}")] if wait_ms else []
+        commands += [("HGET", self.keys.meta, "registry"), ("SCARD", self.keys.strategies)]
+        if type(self.client) in (redis.Redis, redis.StrictRedis):
+            replies = self._send(commands, keys)
+        else:   # another client class (tests' fakeredis, a cluster client): its own pipeline
+            pipe = self.client.pipeline(transaction=False)
+            if wait_ms:
+                pipe.blpop([ready_key], timeout=wait_ms / 1000.0)
+            pipe.hget(self.keys.meta, "registry")
+            pipe.scard(self.keys.strategies)
+            pipe.mget(keys)
+            replies = pipe.execute(raise_on_error=False)
         if wait_ms and isinstance(replies[0], Exception) and not (
                 is_auth_error(replies[0]) or isinstance(replies[0], TRANSIENT_ERRORS)):
             # Not a list: somebody else wrote it.  The doorbell is ours to clear.
@@ -390,6 +407,34 @@ class Trader(Component):
             v = parse_int(version)
             version = v if v is not None and v >= 0 else 0
         return Seen(decisions, version, size if isinstance(size, int) else None)
+
+    def _send(self, commands: list[tuple], keys: list[str]) -> list:
+        """One round trip: ``commands``, then ``MGET keys``, whose encoding is kept between periods
+        (packing 100k key names costs more than Redis' own work on them).  Replies in order; an error
+        reply is returned, not raised, as a pipeline does."""
+        if self._packed_mget[0] is not keys:
+            self._packed_mget = (keys, None)
+        pool = self.client.connection_pool
+        try:
+            conn = pool.get_connection()
+        except TypeError:               # redis-py 5 wants a command name
+            conn = pool.get_connection("MGET")
+        try:
+            if self._packed_mget[1] is None:
+                self._packed_mget = (keys, b"".join(conn.pack_command("MGET", *keys)))
+            conn.send_packed_command([*conn.pack_commands(commands), self._packed_mget[1]])
+            replies = []
+            for _ in range(len(commands) + 1):
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as e:
+                    replies.append(e)
+            return replies
+        except BaseException:
+            conn.disconnect()           # a half-read reply must never reach the next caller
+            raise
+        finally:
+            pool.release(conn)
 
     def registry_moved(self, seen: "Seen") -> bool:
         m = self.memory

@@ -119,7 +119,8 @@ def test_publishing_script_is_exact_or_an_error(shared_redis, registered, extra,
     if problems:
         assert h["state"] == "error", h
         assert entries == []
-        assert h["reason"].startswith(f"{len(problems)} of {len(registered)} strategies missing: {problems[0]}:"), h
+        of = f"{len(registered)} {'strategy' if len(registered) == 1 else 'strategies'}"
+        assert h["reason"].startswith(f"{len(problems)} of {of} missing: {problems[0]}:"), h
         assert "median" not in h
     else:
         s = sorted(values)

@@ -97,7 +97,7 @@ def test_a_strategy_is_registered_only_by_the_trader_and_only_while_it_runs(dep)
     dep.strategies["B"].shutdown()                             # B stops before the trader looks
     h = dep.run_trader()
     assert names(dep.client, K.strategies) == {"A"} == names(dep.client, K.registry_backup)
-    assert h["state"] == "error" and h["reason"].startswith("1 of 1 strategies missing: A:")
+    assert h["state"] == "error" and h["reason"].startswith("1 of 1 strategy missing: A:")
     dep.submit("A")
     assert dep.strategies["A"].registered is True
     h = dep.run_trader()

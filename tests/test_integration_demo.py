@@ -1,5 +1,7 @@
 """`redismedian demo`: starts its own redis-server when none answers, then the generators and the
-trader, then the strategies (which the trader registers), publishes, stops everything."""
+trader, then the strategies (which the trader registers), publishes, stops everything; a child that
+dies is reported and the demo goes on; a second demo on a live namespace is refused."""
+import json
 import os
 import re
 import signal
@@ -106,3 +108,112 @@ def test_demo_stops_every_child_on_ctrl_c(tmp_path):
             proc.kill()
     wait_until(lambda: all(_gone(c) for c in children), 5, what="every child of the demo gone")
     _check_output(log.read_text(), url, admitted=False)   # stopped right after the first median
+
+
+def _private_url(log: Path) -> str:
+    m = wait_until(lambda: re.search(r"started a private redis-server \(pid \d+\) at (redis://\S+)", log.read_text()),
+                   30, what="the demo's private Redis")
+    return m.group(1)
+
+
+def _pids(text: str) -> dict[str, int]:
+    """The pids the demo printed for its children (``demo: started g1 (pid 12), ...``)."""
+    return {name: int(pid) for line in re.findall(r"^demo: started (.*)$", text, re.M)
+            for name, pid in re.findall(r"(\S+) \(pid (\d+)\)", line)}
+
+
+def _cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REDISMEDIAN_")}
+    return subprocess.run([sys.executable, "-m", "redismedian", *args, "--redis-url", url,
+                           "--namespace", "redismedian-demo"], cwd=str(ROOT), env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def _after(text: str, pattern: str, start: int) -> int | None:
+    m = re.compile(pattern, re.M).search(text, start)
+    return m.start() if m else None
+
+
+def test_demo_keeps_running_when_a_child_dies(tmp_path):
+    """The walkthrough of the README: kill a strategy, see it reported (name, exit status) and the
+    demo go on; the trader enters error saying the strategy is not running, status and check say the
+    same; deregister it, and the trader publishes again, in the same demo."""
+    proc, log, _url = _start_demo(tmp_path, "--period", "0.5")
+    try:
+        url = _private_url(log)
+        wait_until(lambda: re.search(r"^\[trader\] .*registered: .*X", log.read_text(), re.M)
+                   and re.search(r"^\[\s*X\] .*X submitted ", log.read_text(), re.M), 40,
+                   what="X registered and submitting")
+        pid = _pids(log.read_text())["X"]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: f"demo: X (pid {pid}) was killed by SIGKILL (signal 9)" in log.read_text(), 15,
+                   what="the demo reporting X's death")
+        # The trader: error, X not running (once its lease expired: at most 2 periods), never "late".
+        wait_until(lambda: re.search(r"^\[trader\] .*error in epoch \d+: 1 of 2 strategies missing: X: not running "
+                                     r"\(no live process; last report for epoch \d+, \d+ periods? ago\)$",
+                                     log.read_text(), re.M), 15, what="the trader reporting X not running")
+        st = _cli(url, "status", "--json")
+        assert st.returncode == 0, st.stderr
+        data = json.loads(st.stdout)
+        x = {s["name"]: s for s in data["strategies"]}["X"]
+        assert x["state"] == "down" and x["reason"].startswith("not running (no live process; last report for epoch")
+        assert data["trader"]["state"] in ("error", "stale") and "X: not running" in data["trader"]["reason"], \
+            data["trader"]     # (stale: a busy machine made the trader miss the last epochs)
+        ck = _cli(url, "check", "strategy", "X")
+        assert ck.returncode == 1 and ck.stdout.startswith("UNHEALTHY: strategy X: down: not running"), ck.stdout
+        assert proc.poll() is None, "the demo goes on"
+        # Deregister X: the trader publishes over Y alone, in the same demo.
+        dr = _cli(url, "deregister", "X")
+        assert dr.returncode == 0 and dr.stdout == "deregistered X\n", (dr.stdout, dr.stderr)
+        mark = len(log.read_text())
+        wait_until(lambda: _after(log.read_text(), r"^\[trader\] .*median: ", mark), 15,
+                   what="a median after X was deregistered")
+        # (at a 0.25 s period on a busy machine the trader may miss an epoch: not what is checked here)
+        wait_until(lambda: _cli(url, "check", "trader", "--missed-window", "0").returncode == 0, 15,
+                   what="check trader healthy again")
+        assert proc.poll() is None
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(15) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert "Traceback" not in text and text.rstrip().endswith("demo: stopped"), text
+    for part in ("g1", "g2", "g3", "trader", "Y"):   # the others ran on to the end
+        assert re.search(rf"^\[\s*{part}\] .*received SIGTERM, stopping", text, re.M), (part, text)
+
+
+def test_a_second_demo_on_a_live_namespace_is_refused(tmp_path):
+    """A second demo on the same Redis and namespace names who holds it, exits 1, and changes
+    nothing: the first demo goes on publishing, and never sees its data vanish."""
+    first, log, _url = _start_demo(tmp_path, "--period", "0.5")
+    try:
+        url = _private_url(log)
+        wait_until(lambda: re.search(r"^\[trader\] .*median: ", log.read_text(), re.M), 40, what="a first median")
+        pids = _pids(log.read_text())
+        r = __import__("redis").Redis.from_url(url)
+        instance = r.hget("redismedian-demo:meta", "instance")
+        keys_before = {k for k in r.scan_iter(match="redismedian-demo:lease:*")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REDISMEDIAN_")}
+        second = subprocess.run([sys.executable, "-m", "redismedian", "demo", "--redis-url", url, "--period", "0.5",
+                                 "--duration", "5"], cwd=str(ROOT), env=env, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1, (second.stdout, second.stderr)
+        assert "namespace 'redismedian-demo' at " in second.stderr and "is in use; refusing to start" in second.stderr
+        assert f"trader: process {pids['trader']} on " in second.stderr, second.stderr
+        assert f"generator g1: process {pids['g1']} on " in second.stderr, second.stderr
+        assert "demo: started" not in second.stdout and "cleared" not in second.stdout, second.stdout
+        # The first demo is untouched: same deployment record, its leases, and new medians.
+        assert r.hget("redismedian-demo:meta", "instance") == instance
+        assert keys_before <= {k for k in r.scan_iter(match="redismedian-demo:lease:*")}
+        mark = len(log.read_text())
+        wait_until(lambda: _after(log.read_text(), r"^\[trader\] .*median: ", mark), 15,
+                   what="the first demo publishing on")
+        assert first.poll() is None
+        os.killpg(first.pid, signal.SIGINT)
+        assert first.wait(15) == 0, log.read_text()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    text = log.read_text()
+    assert "lost its data" not in text and "Traceback" not in text, text

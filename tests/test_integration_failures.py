@@ -39,11 +39,13 @@ def test_killed_generator_stops_its_strategy_and_the_trader_until_restarted(clus
     assert strats["Y"]["state"] == "ok"
     assert data["trader"]["state"] == "error" and "X: signal g1" in data["trader"]["reason"]
     gens = {g["name"]: g for g in data["generators"]}
-    assert gens["g1"]["state"] == "stale" and "no live process holds this name" in gens["g1"]["reason"]
+    assert gens["g1"]["state"] == "down", gens["g1"]
+    assert re.fullmatch(r"not running \(no live process; last signal for epoch \d+, \d+ periods? ago\)",
+                        gens["g1"]["reason"]), gens["g1"]
     assert re.search(r"^trader\s+error\s+epoch \d+\s+median -\s+count -", text, re.M), text
     assert re.search(r"^\s+reason: 1 of 2 strategies missing: X: signal g1 stale \(last epoch \d+\)", text, re.M), text
-    assert re.search(r"^\s+g1\s+stale\s+\S+\s+\d+\s+\S+\s+last signal for epoch \d+; no live process", text,
-                     re.M), text
+    assert re.search(r"^\s+g1\s+down\s+\S+\s+\d+\s+\S+\s+not running \(no live process; last signal for epoch \d+",
+                     text, re.M), text
     assert re.search(r"^\s+X\s+yes\s+error\s+-\s+\d+\s+\S+\s+signal g1 stale", text, re.M), text
     assert all(e["epoch"] <= last_g1 for e in medians(r) if e["epoch"] > e0)
     res = cluster.cli("status", "--json")
@@ -51,7 +53,7 @@ def test_killed_generator_stops_its_strategy_and_the_trader_until_restarted(clus
     cli = json.loads(res.stdout)
     assert cli["trader"]["state"] == "error" and "X: signal g1" in cli["trader"]["reason"], cli["trader"]
     assert {s["name"]: s["state"] for s in cli["strategies"]} == {"X": "error", "Y": "ok"}, cli["strategies"]
-    assert "g1" not in {g["name"]: g for g in cli["generators"] if g["state"] != "stale"}, cli["generators"]
+    assert "g1" not in {g["name"]: g for g in cli["generators"] if g["state"] != "down"}, cli["generators"]
 
     restarted = cluster.generator("g1", "tests.plugins:sig_a")
     first = int(restarted.wait_for_output(r"g1 signal \S+ \(epoch (\d+)\)", 25).group(1))
@@ -79,7 +81,8 @@ def test_killed_strategy_is_named_and_a_restart_takes_over_its_name(redis_server
     restarted = c.strategy("X", "g1")
     restarted.wait_for_output(r"strategy name 'X' is held by \S+; waiting up to", 20)
     m = procs["trader"].wait_for_output(
-        r"error in epoch (\d+): 1 of 2 strategies missing: X: no decision \(last report for epoch \d+\)", 20)
+        r"error in epoch (\d+): 1 of 2 strategies missing: X: no decision \(last report for epoch \d+, 1 period ago\)",
+        20)   # (its lease is still live: late, not "not running")
     err_epoch = int(m.group(1))
     restarted.wait_for_output(r"took over strategy name 'X' from \S+ \(its lease expired\)", 10)
     restarted.wait_for_output(r"X submitted ", 10)

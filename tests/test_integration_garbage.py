@@ -77,6 +77,7 @@ def test_garbage_in_shared_keys(cluster, redis_server):
     r.sadd("t:strategies", "Z")
     for bad in ("inf", "1_000"):
         def forged(bad=bad):
+            r.set("t:lease:strategy:Z", "host:1:z|0", px=5000)   # "alive" (else: Z not running)
             r.set("t:decision:Z", f"{server_epoch(r, p)}|{bad}", px=5000)
             h = trader_hash(r)
             return h if f"Z: decision {bad!r} in t:decision:Z" in h.get("reason", "") else None

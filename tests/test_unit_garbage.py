@@ -9,6 +9,8 @@ import logging
 
 import pytest
 
+from redismedian.strategy import META_CHECK_EVERY
+
 from redismedian.common import NUMBER_RULE
 from redismedian.scripts import Report, parse_report
 from redismedian.status import gather, render, to_json
@@ -116,9 +118,12 @@ def test_a_garbage_deployment_record_is_reported_everywhere(env, kind, caplog):
     p = Pipeline(env)
     p.epoch(env.E)
     put(env.r, env.k.meta, kind)
+    # Strategies check the deployment record every META_CHECK_EVERY reports (their hot path is a few
+    # commands): within that many periods every component has said it, once.
+    last = env.E + 1 + META_CHECK_EVERY
     with caplog.at_level(logging.ERROR):
-        p.epoch(env.E + 1)
-        p.epoch(env.E + 2)
+        for e in range(env.E + 1, last + 1):
+            p.epoch(e)
     errors = messages(caplog, logging.ERROR)
     assert len([m for m in errors if f"t:meta is a {kind}, expected a hash" in m]) == 5, \
         "each component says it, once"
@@ -126,8 +131,8 @@ def test_a_garbage_deployment_record_is_reported_everywhere(env, kind, caplog):
     data, text = status_survives(env)
     assert any("t:meta" in prob for prob in data["problems"]) and "PROBLEM" in text
     env.r.delete(env.k.meta)                    # the operator repairs it
-    p.epoch(env.E + 3)
-    assert p.published().get(env.E + 3) == MEDIAN
+    p.epoch(last + 1)
+    assert p.published().get(last + 1) == MEDIAN
 
 
 @pytest.mark.parametrize("kind", ["string", "list", "hash", "zset", "stream"])
@@ -272,6 +277,8 @@ def test_a_garbage_feed_is_reported_when_it_hides_the_signals(env):
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "0x10", "1_000", " 5 ", "", "1e", "5\n5|1"])
 def test_a_decision_outside_the_number_grammar_is_reported(env, value):
     env.r.sadd(env.k.strategies, "X", "Y", "Z")
+    for name in "XYZ":   # live processes hold the names (else the reason is "not running")
+        env.r.set(env.k.lease("strategy", name), f"host:1:{name}|0", px=2 * env.period_ms)
     env.decide("X", 1.0)
     env.decide("Y", value)
     env.decide("Z", 0.0)
@@ -291,7 +298,7 @@ def test_a_decision_outside_the_number_grammar_is_reported(env, value):
 @pytest.mark.parametrize("text,why", [
     ("{E}|!error|", "no decision (state 'error')"),
     ("{E}|!|odd", "odd"),
-    ("{E2}|!error|old", "no decision (last report for epoch {E2})"),
+    ("{E2}|!error|old", "no decision (last report for epoch {E2}, 3 periods ago)"),
     ("garbage|1", "no decision (t:decision:X holds 'garbage|1', not <epoch>|<decision>)"),
     ("something", "no decision (t:decision:X holds 'something', not <epoch>|<decision>)"),
     ("{E}.5|1", "no decision (t:decision:X holds '{E}.5|1', not <epoch>|<decision>)"),
@@ -299,10 +306,11 @@ def test_a_decision_outside_the_number_grammar_is_reported(env, value):
 ])
 def test_garbage_in_a_decision_key_in_the_traders_reason(env, text, why):
     env.r.sadd(env.k.strategies, "X")
+    env.r.set(env.k.lease("strategy", "X"), "host:1:a|0", px=2 * env.period_ms)   # a live process holds X
     env.r.set(env.k.decision("X"), text.format(E=env.E, E2=env.E - 3))
     t = env.trader(decision_timeout_ms=0)
     t.step(env.E)
-    assert env.hash(env.k.trader)["reason"] == "1 of 1 strategies missing: X: " + why.format(E=env.E, E2=env.E - 3)
+    assert env.hash(env.k.trader)["reason"] == "1 of 1 strategy missing: X: " + why.format(E=env.E, E2=env.E - 3)
 
 
 @pytest.mark.parametrize("kind", ["list", "set", "hash", "zset", "stream"])
@@ -312,7 +320,7 @@ def test_a_decision_key_of_the_wrong_type_in_the_traders_reason(env, kind):
     t = env.trader(decision_timeout_ms=0)
     assert t.run(max_epochs=1) == 0
     assert env.hash(env.k.trader)["reason"] == (
-        "1 of 1 strategies missing: X: no decision (no report for 10 periods: not running?)")
+        "1 of 1 strategy missing: X: not running (no live process; no report in the last 10 periods)")
     (row,) = status_survives(env)[0]["strategies"]
     assert f"t:decision:X is a {kind}, expected a string" in row["reason"], row
 

@@ -1,9 +1,11 @@
 """`status` (gather / render / --json) and `deregister`: one view of every part, whatever is in Redis."""
 import json
+import re
 
 import pytest
 
 from redismedian.common import FatalError
+from redismedian.ops import check_component, check_deployment
 from redismedian.status import deregister, gather, render, to_json
 from tests.test_unit_garbage import TYPES, Pipeline, put
 from tests.unit_support import env  # noqa: F401 - fixture
@@ -47,16 +49,67 @@ def test_parts_that_stopped(env):
     env.r.srem(env.k.strategies, "Y")
     env.at(env.E + 1)
     data, text = view(env)
-    assert data["trader"]["state"] == "down" and "no trader holds the lead" in data["trader"]["reason"]
+    t = data["trader"]
+    assert t["state"] == "down" and t["reason"] == (
+        f"no trader running (no trader holds the lead; last state 'ok' for epoch {env.E}, 1 period ago)")
+    assert t["median"] is None and t["count"] is None, "never the median of a trader that is gone"
     gens = {g["name"]: g for g in data["generators"]}
-    assert gens["g1"]["state"] == "stale" and "no live process holds this name" in gens["g1"]["reason"]
-    assert gens["g2"]["state"] == "stale" and gens["g2"]["reason"] == f"last signal for epoch {env.E}"
+    assert gens["g1"]["state"] == "down"
+    assert gens["g1"]["reason"] == f"not running (no live process; last signal for epoch {env.E}, 1 period ago)"
+    # g2 is alive, and its signal for the previous epoch is current (the new one is not due yet)
+    assert gens["g2"]["state"] == "ok" and gens["g2"]["reason"] == ""
     strats = {s["name"]: s for s in data["strategies"]}
     assert strats["X"]["state"] == "down" and strats["X"]["registered"] is True
+    assert strats["X"]["reason"] == f"not running (no live process; last report for epoch {env.E}, 1 period ago)"
     # Y's process still runs but is no longer registered: shown as waiting for the trader
     assert strats["Y"]["registered"] is False and strats["Y"]["state"] == "joining"
     assert strats["Y"]["value"] == 2.0 and strats["Y"]["epoch"] == env.E
     assert "down" in text and "no" in text
+    # a period later, g2's signal is stale (it is still alive: its lease is only renewed when it writes)
+    env.r.pexpire(env.k.lease("generator", "g2"), 10 * env.period_ms)
+    env.at(env.E + 2)
+    data, text = view(env)
+    gens = {g["name"]: g for g in data["generators"]}
+    assert gens["g2"]["state"] == "stale" and gens["g2"]["reason"] == f"last signal for epoch {env.E} (2 periods ago)"
+    assert gens["g1"]["reason"] == f"not running (no live process; last signal for epoch {env.E}, 2 periods ago)"
+    # NS:trader gone too (its TTL): still no trader running, never a median
+    env.r.delete(env.k.trader)
+    data, text = view(env)
+    assert (data["trader"]["state"], data["trader"]["reason"]) == (
+        "down", "no trader running (no trader holds the lead)")
+    assert re.search(r"^trader\s+down\s+epoch -\s+median -", text, re.M), text
+
+
+def test_a_stopped_trader_is_never_shown_with_its_median(env):
+    """The trader's state key outlives it by up to 3 periods (its TTL): while it is there without a
+    lease, and once it is gone, status and check say no trader runs, and show no median."""
+    p = Pipeline(env)
+    p.epoch(env.E)
+    env.r.delete(env.k.lease("trader"))
+    for present in (True, False):
+        if not present:
+            env.r.delete(env.k.trader)
+        data, text = view(env)
+        assert data["trader"]["state"] == "down" and "no trader running" in data["trader"]["reason"]
+        assert data["trader"]["median"] is None and "median -" in text
+        h = check_component(env.r, env.k, "trader")
+        assert not h.healthy and h.problems == [f"trader: down: {data['trader']['reason']}"]
+        d = check_deployment(gather(env.r, env.k))
+        assert d.problems == [f"trader: down: {data['trader']['reason']}"], d.problems
+
+
+def test_ages_are_never_negative(env):
+    """A part may write a hair after the server time status read: the age is 0, not -0.004."""
+    p = Pipeline(env)
+    p.epoch(env.E)
+    later = env.clock.now_ms() + 4
+    env.r.hset(env.k.trader, "ts", later)
+    env.r.hset(env.k.signal("g1"), "ts", later)
+    env.r.hset(env.k.traders, p.t.settings.owner, f"leader|{later}|1")
+    data, _ = view(env)
+    assert data["trader"]["age_s"] == 0
+    assert {g["name"]: g["age_s"] for g in data["generators"]}["g1"] == 0
+    assert [t["age_s"] for t in data["traders"]] == [0]
 
 
 def test_trader_in_error_shows_the_reason(env):

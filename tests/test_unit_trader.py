@@ -108,9 +108,9 @@ def test_error_at_the_deadline_names_every_missing_strategy(env):
     assert h["state"] == "error" and "median" not in h and "count" not in h
     assert h["reason"] == ("4 of 5 strategies missing: "
                            "V: started, waiting for the next period; "
-                           f"W: no decision (last report for epoch {env.E - 1}); "
+                           f"W: no decision (last report for epoch {env.E - 1}, 1 period ago); "
                            f"Y: signal sig_Y stale (last epoch {env.E - 1}); "
-                           "Z: no decision (no report for 10 periods: not running?)")
+                           "Z: no decision (no report in Redis, although a live process holds its name)")
     assert env.medians() == []
 
 
@@ -121,7 +121,7 @@ def test_a_strategy_error_reason_reaches_the_trader(env):
     t = env.trader()
     t.step(env.E)
     assert env.hash(env.k.trader)["reason"] == (
-        "1 of 1 strategies missing: X: signal sig_X error: signal function returned inf, not a finite number")
+        "1 of 1 strategy missing: X: signal sig_X error: signal function returned inf, not a finite number")
 
 
 def test_error_removes_the_previous_median(env):
@@ -161,11 +161,11 @@ def test_never_mixes_epochs(env):
     t.step(env.E)
     h = env.hash(env.k.trader)
     assert (h["state"], h["reason"]) == (
-        "error", f"1 of 2 strategies missing: Y: no decision (last report for epoch {env.E - 1})")
+        "error", f"1 of 2 strategies missing: Y: no decision (last report for epoch {env.E - 1}, 1 period ago)")
     env.decide("Y", 5.0, epoch=env.E + 1)            # and something filed under the next epoch
     t.step(env.E)
     assert env.hash(env.k.trader)["reason"] == (
-        f"1 of 2 strategies missing: Y: no decision (last report for epoch {env.E + 1})")
+        f"1 of 2 strategies missing: Y: no decision (last report for epoch {env.E + 1}, 1 period ahead)")
     assert env.medians() == []
     submit(env, env.E, Y=4.0)                        # Y late but still in the period
     t.step(env.E)
@@ -232,7 +232,7 @@ def test_no_double_publication(env):
     t.step(env.E)
     t.step(env.E)                                    # the same epoch again: done already
     assert t.settle(env.E, "ok", "9.0", 1, "X") == "done"
-    assert t.settle(env.E, "error", "1 of 1 strategies missing: X: late") == "done"
+    assert t.settle(env.E, "error", "1 of 1 strategy missing: X: late") == "done"
     env.r.hdel(env.k.trader, "published")            # Redis lost the marker: the trader remembers itself
     assert t.settle(env.E, "ok", "9.0", 1, "X") == "done"
     env.r.hset(env.k.trader, "published", env.E)
@@ -360,7 +360,7 @@ def test_reasons_are_limited(env):
     t.step(env.E)
     reason = env.hash(env.k.trader)["reason"]
     assert reason.startswith(f"{len(names)} of {len(names)} strategies missing: "
-                             "s00: no decision (no report for 10 periods: not running?); s01: ")
+                             "s00: not running (no live process; no report in the last 10 periods); s01: ")
     assert reason.endswith("and 5 more") and reason.count("not running") == REASONS_LIMIT
 
 
@@ -371,7 +371,7 @@ def test_long_names_are_cut_in_reasons(env):
     env.at(env.E, 0.9)
     t.step(env.E)
     assert env.hash(env.k.trader)["reason"] == (
-        f"1 of 1 strategies missing: {'L' * 64}...: no decision (no report for 10 periods: not running?)")
+        f"1 of 1 strategy missing: {'L' * 64}...: not running (no live process; no report in the last 10 periods)")
 
 
 def test_members_are_listed_up_to_the_limit(env):
@@ -440,8 +440,9 @@ def test_tally_of_nothing_is_empty():
 
 @pytest.mark.parametrize("text,why", [
     (None, "no decision (no report for 10 periods: not running?)"),
-    (f"{E - 1}|2.0", f"no decision (last report for epoch {E - 1})"),
-    (f"{E + 1}|2.0", f"no decision (last report for epoch {E + 1})"),
+    (f"{E - 1}|2.0", f"no decision (last report for epoch {E - 1}, 1 period ago)"),
+    (f"{E - 12}|2.0", f"no decision (last report for epoch {E - 12}, 12 periods ago)"),
+    (f"{E + 1}|2.0", f"no decision (last report for epoch {E + 1}, 1 period ahead)"),
     (f"{E}|!error|signal g1 stale (last epoch 7)", "signal g1 stale (last epoch 7)"),
     (f"{E}|!error|two|bars", "two|bars"),
     (f"{E}|!starting|started, waiting for the next period", "started, waiting for the next period"),
@@ -592,7 +593,7 @@ def test_a_strategy_is_registered_by_the_trader_at_its_tick(env, caplog):
     assert int(env.hash(env.k.meta)["registry"]) >= 1 and not env.r.exists(env.k.joins)
     assert "registered: X" in messages(caplog) and t.memory.names == {"X"}
     # admitted at the boundary: it counts from this very epoch on (here it has not decided yet)
-    assert env.hash(env.k.trader)["reason"] == "1 of 1 strategies missing: X: started, waiting for the next period"
+    assert env.hash(env.k.trader)["reason"] == "1 of 1 strategy missing: X: started, waiting for the next period"
 
 
 def test_admission_needs_a_live_lease(env):
@@ -634,6 +635,7 @@ def test_a_forged_join_does_nothing(env, caplog):
     before = registry(env)
     env.r.sadd(env.k.joins, "ghost", "X", "not a name", "a" * 65)
     t = env.trader()
+    caplog.clear()     # (only what this step logs: another test may have left the loggers at INFO)
     with caplog.at_level(logging.INFO):
         t.step(env.E)
     assert registry(env) == before
