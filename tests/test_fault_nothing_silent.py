@@ -212,3 +212,30 @@ def test_on_median_acts_at_least_once_across_a_leader_crash(cluster, redis_serve
     fences = [int(f) for _e, _m, f in acted()]
     assert fences == sorted(fences), "the fence passed to the action only grows"
     assert os.path.exists(log)
+
+
+def test_follow_rides_out_a_redis_restart(cluster, redis_server, tmp_path):
+    admin = redis_server.client(decode_responses=True)
+    _start_pipeline(cluster)
+    wait_until(lambda: len(_full(admin)) >= 1, 20, what="a median of X and Y")
+    out = tmp_path / "follow.jsonl"
+    with open(out, "wb") as f:
+        p = subprocess.Popen([sys.executable, "-m", "redismedian", "follow", "--json"], env=cluster.env(),
+                             cwd=str(ROOT), stdout=f, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        def followed():
+            return [json.loads(line) for line in out.read_text().splitlines() if "median" in json.loads(line)]
+        wait_until(lambda: len(followed()) >= 2, 10, what="follow printing medians")
+        redis_server.restart()                        # no persistence: Redis comes back empty
+        before = len(followed())
+        admin = redis_server.client(decode_responses=True)
+        wait_until(lambda: len(followed()) >= before + 2, 30, what="follow printing medians after the restart")
+        assert p.poll() is None, "follow exited"
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+    epochs = [o["epoch"] for o in followed()]
+    assert epochs == sorted(set(epochs))
+    for o in followed():
+        assert o["median"] == _expected(o["epoch"])
+    assert "Traceback" not in p.stderr.read().decode()
