@@ -35,7 +35,7 @@ from redismedian.clock import boundary_ms
 from redismedian.common import Settings, as_str, fmt_value, new_instance_id
 from redismedian.connection import make_client
 from redismedian.scripts import STRATEGY_REPORT, MetaArgs, meta_create, strategy_report_request
-from redismedian.strategy import default_signal_timeout_ms
+from redismedian.strategy import META_CHECK_EVERY, default_signal_timeout_ms
 
 CHUNK = 500      # script calls per pipeline
 IN_FLIGHT = 2    # pipelines sent before the first one's replies are read
@@ -170,7 +170,7 @@ class LoadGenerator:
                 if status != "ok":
                     refused[status] = refused.get(status, 0) + 1
                     continue
-                if not self.instance:
+                if not self.instance and reply[2]:
                     self.instance = as_str(reply[2])
                 registered += int(reply[4]) == 1
                 if int(reply[5]) == 1 or starting:
@@ -181,10 +181,14 @@ class LoadGenerator:
         t0 = time.perf_counter()
         for lo in range(0, len(names), CHUNK):
             packed = []
-            for name, value in zip(names[lo:lo + CHUNK], values[lo:lo + CHUNK]):
+            for i, (name, value) in enumerate(zip(names[lo:lo + CHUNK], values[lo:lo + CHUNK]), lo):
+                # As a strategy process: the deployment record is checked at the first report and
+                # every META_CHECK_EVERY reports after (staggered, as processes start at different times).
+                check = starting or not self.instance or (epoch + i) % META_CHECK_EVERY == 0
                 keys, args = strategy_report_request(
                     k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
-                    decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms, start_ms=self.start_ms)
+                    decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms, start_ms=self.start_ms,
+                    check_meta=check)
                 packed.append(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
             self.wire.sock.sendall(b"".join(packed))
             pending.append(len(packed))
