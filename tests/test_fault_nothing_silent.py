@@ -109,7 +109,8 @@ def test_an_epoch_the_trader_stalls_across_is_recorded_not_skipped(cluster, redi
             assert float(f["median"]) == _expected(int(f["epoch"]))
 
 
-def test_follow_json_prints_every_median_and_every_epoch_that_was_not(cluster, redis_server, tmp_path):
+def _follow_json(cluster, redis_server, tmp_path):
+    """The pipeline running with a median in, and `follow --json` writing into a file."""
     admin = redis_server.client(decode_responses=True)
     _start_pipeline(cluster)
     wait_until(lambda: len(_full(admin)) >= 1, 20, what="a median of X and Y")
@@ -117,6 +118,11 @@ def test_follow_json_prints_every_median_and_every_epoch_that_was_not(cluster, r
     with open(out, "wb") as f:
         p = subprocess.Popen([sys.executable, "-m", "redismedian", "follow", "--json"], env=cluster.env(),
                              cwd=str(ROOT), stdout=f, stderr=subprocess.PIPE, start_new_session=True)
+    return admin, out, p
+
+
+def test_follow_json_prints_every_median_and_every_epoch_that_was_not(cluster, redis_server, tmp_path):
+    admin, out, p = _follow_json(cluster, redis_server, tmp_path)
     try:
         n = len(_medians(admin))
         wait_until(lambda: len(_medians(admin)) >= n + 3, 10, what="three more medians")
@@ -215,20 +221,13 @@ def test_on_median_acts_at_least_once_across_a_leader_crash(cluster, redis_serve
 
 
 def test_follow_rides_out_a_redis_restart(cluster, redis_server, tmp_path):
-    admin = redis_server.client(decode_responses=True)
-    _start_pipeline(cluster)
-    wait_until(lambda: len(_full(admin)) >= 1, 20, what="a median of X and Y")
-    out = tmp_path / "follow.jsonl"
-    with open(out, "wb") as f:
-        p = subprocess.Popen([sys.executable, "-m", "redismedian", "follow", "--json"], env=cluster.env(),
-                             cwd=str(ROOT), stdout=f, stderr=subprocess.PIPE, start_new_session=True)
+    _admin, out, p = _follow_json(cluster, redis_server, tmp_path)
     try:
         def followed():
             return [json.loads(line) for line in out.read_text().splitlines() if "median" in json.loads(line)]
         wait_until(lambda: len(followed()) >= 2, 10, what="follow printing medians")
         redis_server.restart()                        # no persistence: Redis comes back empty
         before = len(followed())
-        admin = redis_server.client(decode_responses=True)
         wait_until(lambda: len(followed()) >= before + 2, 30, what="follow printing medians after the restart")
         assert p.poll() is None, "follow exited"
     finally:
