@@ -155,6 +155,13 @@ local function regrowing(meta, period, epoch, inst, restored)
   return nil
 end
 
+-- Whether ``epoch`` was published already: by a leader before us (NS:trader 'published'; only
+-- this epoch counts, anything beyond it can only be garbage), or by this trader itself, which
+-- remembers its last publication (`last`: Redis may have lost the record since).
+local function published_already(trader, epoch, last)
+  return int(redis.call('HGET', trader, 'published') or '') == epoch or (tonumber(last) or -1) >= epoch
+end
+
 -- Keep the registry, its backup and the deregistration records consistent (O(1) unless something
 -- changed).  Runs only in the trader's scripts and in `redismedian deregister`: a name leaves the
 -- registry only by deregistration, and every deregistration leaves a record (NS:deregistered:
@@ -558,11 +565,7 @@ if took == 1 then
   redis.call('HDEL', KEYS[5], 'median', 'count')
   redis.call('PEXPIRE', KEYS[5], ARGV[16])
 end
--- Published already (by us, or by the leader before us)?  Only this epoch counts: 'published'
--- beyond the current epoch can only be garbage.  The trader also remembers what it published
--- itself (Redis may have lost the record since).
-local published = int(redis.call('HGET', KEYS[5], 'published') or '')
-if published == epoch or (tonumber(ARGV[12]) or -1) >= epoch then return reply('done', token, took) end
+if published_already(KEYS[5], epoch, ARGV[12]) then return reply('done', token, took) end
 
 -- Registration requests (a doorbell anybody may ring: the trader checks each name's lease).
 local joins = {}
@@ -632,8 +635,7 @@ end
 if lease_get(KEYS[7]) ~= owner .. '|' .. token then return {'standby', now, inst, note} end
 if math.floor(now / period) ~= epoch then return {'expired', now, inst, note} end
 if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
-local published = int(redis.call('HGET', KEYS[5], 'published') or '')
-if published == epoch or (tonumber(ARGV[12]) or -1) >= epoch then return {'done', now, inst, note} end
+if published_already(KEYS[5], epoch, ARGV[12]) then return {'done', now, inst, note} end
 local outcome, text = ARGV[14], ARGV[15]
 if outcome == 'ok' then
   local why = regrowing(KEYS[1], period, epoch, inst, ARGV[13])

@@ -24,9 +24,10 @@ import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import NUMBER_RULE, FatalError, as_str, check_name, parse_int, parse_number
+from .common import NUMBER_RULE, FatalError, as_str, check_name, parse_int, parse_number, plugin_error
 from .component import Component
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
+from .following import parse_median
 from . import health as H
 from .scripts import (Missed, MissedRecord, RegistryChanged, parse_report, trader_acted, TraderArgs, TraderTicked, registry_admit, registry_restore, trader_settle,
                       trader_tick)
@@ -160,12 +161,6 @@ def missing_reason(problems: list, nreg: int) -> str:
     return f"{len(problems)} of {H.plural(nreg, 'strategy', 'strategies')} missing: " + "; ".join(parts)
 
 
-def is_missing_reason(text: str) -> bool:
-    """Whether an error text is :func:`missing_reason`'s (strategies missing, not bad data)."""
-    head = text.split(":", 1)[0]
-    return head.endswith((" strategy missing", " strategies missing"))
-
-
 def explain_missing(client: redis.Redis, keys: K.Keys, epoch: int, names: Sequence[str], decisions: Sequence,
                     problems: list) -> list:
     """The problems, with those that the reason shows (at most REASONS_LIMIT) judged again knowing
@@ -240,8 +235,8 @@ class Trader(Component):
             t = self.tick(epoch)
             if t.status == "registry":
                 checks += 1
-                if checks > MAX_REGISTRY_CHECKS:   # the registry keeps changing under us: next period
-                    self.problem(f"the registry kept changing during epoch {epoch}; not publishing it")
+                if checks > MAX_REGISTRY_CHECKS:
+                    self.registry_churn(epoch)
                     return
                 self.sync_registry(t.instance)
                 continue
@@ -323,6 +318,11 @@ class Trader(Component):
         self.missed = MissedRecord(m.count + n, last, reason, (m.pending + (Missed(first, last, reason),))[-20:])
         self.accounted = max(last, self.accounted if self.accounted is not None else last)
 
+    def registry_churn(self, epoch: int) -> None:
+        """The registry kept changing under us during ``epoch``: give it up, and say so."""
+        self.problem(f"the registry kept changing during epoch {epoch}; not publishing it")
+        self.miss(epoch, epoch, "the registry kept changing")
+
     def collect(self, epoch: int, deadline: int) -> None:
         """Wait for the decisions (doorbell) and settle the epoch: publish, or error at the deadline."""
         checks = 0
@@ -360,8 +360,7 @@ class Trader(Component):
                 return
             checks += 1
             if checks > MAX_REGISTRY_CHECKS:
-                self.problem(f"the registry kept changing during epoch {epoch}; not publishing it")
-                self.miss(epoch, epoch, "the registry kept changing")
+                self.registry_churn(epoch)
                 return
             self.sync_registry(self.instance)
 
@@ -401,12 +400,8 @@ class Trader(Component):
             if isinstance(reply, Exception) and (reply is decisions or is_auth_error(reply)
                                                  or isinstance(reply, TRANSIENT_ERRORS)):
                 raise reply
-        if isinstance(version, Exception):
-            version = None
-        else:   # a missing or garbage version is 0, as in read_registry
-            v = parse_int(version)
-            version = v if v is not None and v >= 0 else 0
-        return Seen(decisions, version, size if isinstance(size, int) else None)
+        return Seen(decisions, None if isinstance(version, Exception) else _version(version),
+                    size if isinstance(size, int) else None)
 
     def _send(self, commands: list[tuple], keys: list[str]) -> list:
         """One round trip: ``commands``, then ``MGET keys``, whose encoding is kept between periods
@@ -467,7 +462,8 @@ class Trader(Component):
             self.log.warning("error in epoch %d: %s", epoch, text)
             self.state = "error"
             self.metrics.state("error")   # before the counter: a scrape never sees the count without the state
-            self.metrics.error("missing_decisions" if is_missing_reason(text) else "bad_data")
+            # The only error the trader settles: registered strategies without a valid decision.
+            self.metrics.error("missing_decisions")
         elif r.status == "starting":
             if self.state != "starting":
                 self.log.info("not publishing in epoch %d: %s", epoch, r.reason)
@@ -518,7 +514,6 @@ class Trader(Component):
             try:
                 self.on_median(entry.epoch, entry.median, int(self.token))
             except Exception as e:  # noqa: BLE001 - a failing action is reported and retried, not fatal
-                from .common import plugin_error
                 why = plugin_error("on-median action", e)
                 self.log.error("epoch %d published but not acted on: %s (retried next period)", entry.epoch, why)
                 self.metrics.error("on_median")
@@ -534,7 +529,6 @@ class Trader(Component):
 
     def published_since(self, acted: int) -> list:
         """The published epochs after ``acted`` (from NS:medians), oldest first, at most a backlog."""
-        from .following import parse_median
         start = boundary_ms(acted + 1, self.period_ms)
         out = []
         for entry_id, fields in self.client.xrange(self.keys.medians, min=f"{start}-0", count=K.ACTION_BACKLOG):
@@ -602,9 +596,7 @@ class Trader(Component):
             return None
         if inst is None:
             return None
-        v = parse_int(version)
-        return RegistryMemory(as_str(inst), v if v is not None and v >= 0 else 0,
-                              frozenset(as_str(n) for n in names))
+        return RegistryMemory(as_str(inst), _version(version), frozenset(as_str(n) for n in names))
 
     def restore(self, names: list[str], why: str) -> None:
         """Put back registrations that Redis lost (never a silent smaller population)."""
@@ -650,6 +642,12 @@ class Trader(Component):
             self.release_lease(self.keys.lease("trader"), f"{self.settings.owner}|{self.token}")
         self.client.hdel(self.keys.traders, self.settings.owner)
         self.log.info("trader stopped")
+
+
+def _version(raw) -> int:
+    """The registry version in NS:meta: missing or garbage is 0 (as the scripts read it)."""
+    v = parse_int(raw)
+    return v if v is not None and v >= 0 else 0
 
 
 def _valid_name(name: str) -> bool:
