@@ -159,7 +159,7 @@ def follow(redis_url: str = "redis://localhost:6379/0", namespace: str = DEFAULT
                 if item is not None and (first_epoch is None or item.epoch >= first_epoch or
                                          (isinstance(item, Event) and item.last >= first_epoch)):
                     items.append(item)
-        items.sort(key=lambda x: tuple(int(p) for p in x.id.split("-")))
+        items.sort(key=lambda x: _id_order(x.id))
         yield from items
 
 
@@ -173,6 +173,12 @@ def _last_id(client: redis.Redis, keys: Keys) -> str:
             continue   # not a stream (garbage): the trader replaces it at its next write
         if last:
             eid = as_str(last[0][0])
-            if tuple(map(int, eid.split("-"))) > tuple(map(int, newest.split("-"))):
+            if _id_order(eid) > _id_order(newest):
                 newest = eid
     return newest
+
+
+def _id_order(entry_id: str) -> tuple[int, int]:
+    """A stream entry ID (<ms>-<seq>) as something that sorts like the stream."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
