@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel
 
 SCHEME = "redis+sentinel"
@@ -119,11 +121,24 @@ def passwords(u: SentinelURL, given: str | None = None) -> tuple[str | None, str
 
 
 def make_client(url: str, socket_timeout: float, **connection_kwargs) -> redis.Redis:
-    """A client of the current master of the URL's service (found through the sentinels)."""
+    """A client of the current master of the URL's service (found through the sentinels).
+
+    ``connection_kwargs`` (connection.make_client's explicit options) go to the master's
+    connections; the clients that ask the sentinels get their own, below."""
     u = parse(url)
     master_pw, sentinel_pw = passwords(u, connection_kwargs.pop("password", None))
     t = min(socket_timeout, SENTINEL_TIMEOUT_S)
-    sentinel_kwargs = {"socket_timeout": t, "socket_connect_timeout": t}
+    sentinel_kwargs = {
+        "socket_timeout": t, "socket_connect_timeout": t,
+        # No retry inside redis-py: discovery already moves on to the next sentinel when one fails,
+        # and our loops retry with backoff.  redis-py 7 and 8 would otherwise retry each sentinel
+        # (connect and AUTH included) with exponential backoff, 3 times (7.x) or 10 (8.x): a wrong
+        # --sentinel-password took 11 s (8.x, three sentinels) to be reported instead of 10 ms.
+        "retry": Retry(NoBackoff(), 0),
+        # RESP2, as for the master (see connection.client_settings): the replies of SENTINEL commands
+        # that redis-py 6 and 7 parse, and no HELLO / CLIENT MAINT_NOTIFICATIONS round trips.
+        "protocol": 2,
+    }
     if sentinel_pw:
         sentinel_kwargs["password"] = sentinel_pw
     sentinel = Sentinel(list(u.sentinels), sentinel_kwargs=sentinel_kwargs, socket_timeout=socket_timeout,

@@ -1,7 +1,13 @@
 import fakeredis
 import pytest
+import redis
 
-from tests.support import REDIS_SERVER, Cluster, RedisServer
+from tests.support import NO_SERVER, REDIS_SERVER, Cluster, RedisServer, server_version
+
+
+def pytest_report_header(config):
+    # Which server and client the integration tests ran against ($REDISMEDIAN_TEST_SERVER picks the server).
+    return f"server: {server_version() if REDIS_SERVER else NO_SERVER} ({REDIS_SERVER or '-'}); redis-py {redis.__version__}"
 
 
 @pytest.fixture
@@ -15,7 +21,7 @@ def fake():
 def redis_server(tmp_path):
     """A private redis-server on a free loopback port, killed after the test."""
     if not REDIS_SERVER:
-        pytest.fail("redis-server is not installed; run .ci/run (it installs it) or apt-get install redis-server")
+        pytest.fail(NO_SERVER)
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.kill()

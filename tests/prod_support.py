@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support import REDIS_SERVER, ROOT, RedisServer
+from tests.support import REDIS_SERVER, ROOT, RedisServer, harness_client
 
 DEPLOY = ROOT / "deploy"
 REDIS_CONF = DEPLOY / "redis" / "redis.conf"
@@ -53,12 +53,11 @@ class ConfRedis(RedisServer):
                 "--save", "", *self.extra]
 
     def client(self, **kw) -> redis.Redis:
-        kw.setdefault("socket_timeout", 5)
         if self.admin_password:
             kw.setdefault("username", "admin")
             kw.setdefault("password", self.admin_password)
         kw.update({k: v for k, v in self.tls.items() if k not in kw})
-        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+        return harness_client(self.port, **kw)
 
     def url_for(self, user: str | None = None, password: str | None = None, scheme: str = "redis") -> str:
         auth = ""

@@ -5,6 +5,7 @@ loopback port in a temporary folder and killed at the end of the test.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -18,8 +19,65 @@ from typing import Callable
 
 import redis
 
+from redismedian.connection import client_settings
+
 ROOT = Path(__file__).resolve().parent.parent
-REDIS_SERVER = shutil.which("redis-server")
+SERVER_ENV = "REDISMEDIAN_TEST_SERVER"
+
+
+def server_binary() -> str | None:
+    """The server binary every test starts, as a server and (``--sentinel``) as a sentinel:
+    ``$REDISMEDIAN_TEST_SERVER`` when set (a path, or a name looked up on PATH: redis-server,
+    valkey-server), else ``redis-server`` from PATH; None when there is none.  ValueError (one
+    line) when the variable names no executable file: never a silent fall back to redis-server."""
+    given = os.environ.get(SERVER_ENV, "").strip()
+    if not given:
+        return shutil.which("redis-server")
+    found = shutil.which(given)
+    if not found:
+        raise ValueError(f"{SERVER_ENV}={given!r} is not an executable file (give the path of a "
+                         "redis-server or valkey-server binary)")
+    return os.path.abspath(found)   # not resolved: redis-server may be a link whose name sets its mode
+
+
+try:
+    REDIS_SERVER = server_binary()
+    NO_SERVER = (None if REDIS_SERVER else
+                 f"redis-server is not installed: .ci/run installs it (or set {SERVER_ENV} to a server binary)")
+except ValueError as e:
+    REDIS_SERVER, NO_SERVER = None, str(e)
+
+
+@functools.lru_cache(maxsize=None)
+def server_version(binary: str | None = None) -> str:
+    """``Redis 7.0.15`` or ``Valkey 9.1.2``: what ``binary --version`` says (for logs and reports)."""
+    binary = binary or REDIS_SERVER
+    if not binary:
+        return "no server"
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    m = re.match(r"(\w+) server v=(\S+)", out)
+    return f"{m.group(1)} {m.group(2)}" if m else out.strip()[:60]
+
+
+def cli_binary() -> str | None:
+    """A command-line client for the server under test: the valkey-cli or redis-cli next to it,
+    else redis-cli from PATH (either speaks to both servers); None when there is none."""
+    folder = Path(REDIS_SERVER).parent if REDIS_SERVER else None
+    for name in ("valkey-cli", "redis-cli"):
+        if folder and (folder / name).is_file() and os.access(folder / name, os.X_OK):
+            return str(folder / name)
+    return shutil.which("redis-cli")
+
+
+def harness_client(port: int | None = None, *, url: str | None = None, **kw) -> redis.Redis:
+    """A client for a test's own reads and writes, with the components' settings (one immediate
+    retry on ConnectionError, RESP2; see connection.client_settings): redis-py 7 and 8 otherwise
+    retry connect and AUTH with exponential backoff, so a stopped server or a wrong password would
+    take seconds, not milliseconds, to show in a test.  ``kw`` overrides any setting."""
+    kw = {**client_settings(kw.pop("socket_timeout", 5)), **kw}
+    if url is not None:
+        return redis.Redis.from_url(url, **kw)
+    return redis.Redis(host=kw.pop("host", "127.0.0.1"), port=port, **kw)
 
 
 def free_port() -> int:
@@ -45,12 +103,12 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 
 
 class RedisServer:
-    """A redis-server child process on a free loopback port."""
+    """A redis-server (or the binary server_binary() names) child process on a free loopback port."""
 
     def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False,
                  extra: list[str] | None = None):
         if not REDIS_SERVER:
-            raise RuntimeError("redis-server is not installed (.ci/run installs it)")
+            raise RuntimeError(NO_SERVER)
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -70,12 +128,12 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        wait_until(self._answers, timeout, what=f"redis-server on port {self.port}")
+        wait_until(self._answers, timeout, what=f"{server_version()} on port {self.port}")
         return self
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"redis-server exited with {self.proc.returncode}: "
+            raise AssertionError(f"{server_version()} exited with {self.proc.returncode}: "
                                  + (self.dir / "redis.log").read_text()[-2000:])
         try:
             return bool(self.client(socket_timeout=0.5).ping())
@@ -85,8 +143,7 @@ class RedisServer:
             return False
 
     def client(self, **kw) -> redis.Redis:
-        kw.setdefault("socket_timeout", 5)
-        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+        return harness_client(self.port, **kw)
 
     def kill(self) -> None:
         """SIGKILL: the server vanishes without saving anything."""

@@ -16,7 +16,6 @@ import statistics
 import time
 
 import pytest
-import redis
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from redismedian import keys as KEYS
@@ -72,7 +71,7 @@ def _report(client, k: Keys, name: str, epoch: int, value: str, state: str = "ok
 @example(registered={"a": 1.0, "b": 2.0}, extra={"c": 3.0}, garbage="1_000")          # c only asks to join
 @example(registered={"a": 1.0, "b": "stale"}, extra={}, garbage=" 5 ")
 def test_publishing_script_is_exact_or_an_error(shared_redis, registered, extra, garbage):
-    client = redis.Redis(host="127.0.0.1", port=shared_redis.port)
+    client = shared_redis.client()
     ns = f"p{time.monotonic_ns()}"
     k = Keys(ns)
     now = time_reply_ms(client.time())

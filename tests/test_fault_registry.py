@@ -17,7 +17,6 @@ import logging
 import time
 
 import pytest
-import redis
 
 from redismedian.clock import time_reply_ms
 from redismedian.common import Settings, fmt_value
@@ -27,7 +26,7 @@ from redismedian.status import deregister
 from redismedian.strategy import Strategy
 from redismedian.trader import Trader
 from tests.faultkit import NS, assert_invariant, check_invariant, decision, now_ms, topo  # noqa: F401
-from tests.support import wait_until
+from tests.support import harness_client, wait_until
 
 HOUR_MS = 3_600_000
 K = Keys("r")
@@ -42,7 +41,7 @@ class Deployment:
 
     def __init__(self, url: str):
         self.url = url
-        self.client = redis.Redis.from_url(url)
+        self.client = harness_client(url=url)
         now = time_reply_ms(self.client.time())
         if now % HOUR_MS > HOUR_MS - 10_000:          # never straddle an epoch boundary
             time.sleep((HOUR_MS - now % HOUR_MS) / 1000 + 0.05)

@@ -4,6 +4,7 @@ component follows the new master and the pipeline resumes within a few periods, 
 median and no epoch published twice."""
 import os
 import subprocess
+import time
 
 import pytest
 import redis
@@ -11,7 +12,7 @@ import redis
 from redismedian.connection import check_url, describe_error, is_auth_error, make_client, redact_url
 from redismedian.sentinel import parse
 from tests.faultkit import NS, Topology, assert_invariant, now_ms, report
-from tests.support import REDIS_SERVER, Cluster, RedisServer, free_port, wait_until
+from tests.support import NO_SERVER, REDIS_SERVER, Cluster, RedisServer, free_port, harness_client, wait_until
 
 MASTER_PW, SENTINEL_PW, SERVICE = "m-secret", "s-secret", "mymaster"
 
@@ -77,8 +78,7 @@ def test_cli_refuses_a_bad_sentinel_url(tmp_path):
 
 class PasswordRedisServer(RedisServer):
     def client(self, **kw) -> redis.Redis:
-        kw.setdefault("socket_timeout", 5)
-        return redis.Redis(host="127.0.0.1", port=self.port, password=MASTER_PW, **kw)
+        return harness_client(self.port, password=MASTER_PW, **kw)
 
 
 class SentinelDeployment:
@@ -115,7 +115,7 @@ class SentinelDeployment:
         return self
 
     def sentinel(self, i: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.ports[i], password=SENTINEL_PW, socket_timeout=2)
+        return harness_client(self.ports[i], password=SENTINEL_PW, socket_timeout=2)
 
     def ready(self) -> bool:
         if self.replica.client().info("replication").get("master_link_status") != "up":
@@ -153,7 +153,7 @@ class SentinelDeployment:
 @pytest.fixture
 def sentinel_deployment(tmp_path):
     if not REDIS_SERVER:
-        pytest.fail("redis-server is not installed")
+        pytest.fail(NO_SERVER)
     d = SentinelDeployment(tmp_path)
     try:
         d.start()
@@ -165,8 +165,12 @@ def sentinel_deployment(tmp_path):
 @pytest.mark.integration
 def test_wrong_sentinel_password_is_refused_at_once(sentinel_deployment, tmp_path):
     c = Cluster(sentinel_deployment.url(), tmp_path, period=0.5, namespace=NS)
+    started = time.monotonic()
     out = c.cli("status", "--sentinel-password", "wrong")
     assert out.returncode == 1 and "refused our credentials" in out.stderr, out.stderr
+    # At once: no retry with backoff inside redis-py (7.x and 8.x retry connect and AUTH by default,
+    # which took over 10 s here); the bound leaves room for starting Python on a busy machine.
+    assert time.monotonic() - started < 5, f"refused after {time.monotonic() - started:.1f}s"
     out = c.cli("status", "--sentinel-password", SENTINEL_PW, "--master-password", "wrong")
     assert out.returncode == 1 and "refused our credentials" in out.stderr, out.stderr
     assert "wrong" not in out.stderr and MASTER_PW not in out.stderr

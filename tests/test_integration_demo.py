@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, free_port, wait_until
+from tests.support import ROOT, free_port, harness_client, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -191,7 +191,7 @@ def test_a_second_demo_on_a_live_namespace_is_refused(tmp_path):
         url = _private_url(log)
         wait_until(lambda: re.search(r"^\[trader\] .*median: ", log.read_text(), re.M), 40, what="a first median")
         pids = _pids(log.read_text())
-        r = __import__("redis").Redis.from_url(url)
+        r = harness_client(url=url)
         instance = r.hget("redismedian-demo:meta", "instance")
         keys_before = {k for k in r.scan_iter(match="redismedian-demo:lease:*")}
         env = {k: v for k, v in os.environ.items() if not k.startswith("REDISMEDIAN_")}

@@ -10,6 +10,7 @@ from redismedian.status import gather, render
 from tests.integ_support import (ORIGINAL_STRATEGIES, assert_alive, assert_exact, expected_decision, make_cluster,
                                  medians, running_original, server_epoch, start_original, wait_medians,
                                  wait_registered, wait_trader)
+from tests.support import cli_binary
 
 pytestmark = pytest.mark.integration
 
@@ -104,10 +105,15 @@ def test_deregistering_dead_and_live_strategies(cluster, redis_server):
     wait_trader(r, lambda h: h.get("state") == "error" and h.get("reason", "").startswith(
         "1 of 2 strategies missing: X: "), 20 * p, "trader error naming X")
 
-    # a raw SREM of the dead strategy is a deregistration: the trader publishes Y's decision alone
-    out = subprocess.run(["redis-cli", "-p", str(redis_server.port), "SREM", "t:strategies", "X"],
-                         capture_output=True, text=True, timeout=10)
-    assert out.stdout.strip() == "1", out
+    # a raw SREM of the dead strategy is a deregistration: the trader publishes Y's decision alone.
+    # The operator's command line (README); where no CLI is installed, the same command from Python.
+    cli = cli_binary()
+    if cli:
+        out = subprocess.run([cli, "-p", str(redis_server.port), "SREM", "t:strategies", "X"],
+                             capture_output=True, text=True, timeout=10)
+        assert out.stdout.strip() == "1", out
+    else:
+        assert r.srem("t:strategies", "X") == 1
     e1 = server_epoch(r, p)
     only_y = wait_medians(r, 2, timeout=20 * p, after_epoch=e1)
     assert_exact(only_y, strategies={"Y": ["g2", "g3"]})

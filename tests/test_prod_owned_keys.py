@@ -27,7 +27,7 @@ from redismedian.acl import render_acl
 from redismedian.keys import Keys
 from tests import plugins
 from tests.prod_support import ConfRedis
-from tests.support import ROOT, Cluster, wait_until
+from tests.support import ROOT, Cluster, harness_client, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,8 +91,7 @@ def world(tmp_path):
 
 
 def _client(server, user, pw, **kw):
-    return redis.Redis(host="127.0.0.1", port=server.port, username=user, password=pw[user], socket_timeout=5,
-                       decode_responses=True, **kw)
+    return harness_client(server.port, username=user, password=pw[user], decode_responses=True, **kw)
 
 
 def _expected(epoch: int) -> float:
@@ -133,9 +132,9 @@ def _writes(key: str, names: list[str]):
 
 def _is_denial(e: Exception) -> bool:
     """Redis' ACL refusing: NOPERM at the door, or the check of each command inside a script."""
-    msg = str(e)
-    return isinstance(e, redis.exceptions.NoPermissionError) or "NOPERM" in msg or "no permissions" in msg \
-        or "can't run this command" in msg or "can't access" in msg
+    msg = str(e).lower()   # Redis 7.0's words, and those of Redis 7.2+ and Valkey ("No permissions...", "ACL failure in script")
+    return isinstance(e, redis.exceptions.NoPermissionError) or "noperm" in msg or "no permissions" in msg \
+        or "can't run this command" in msg or "can't access" in msg or "acl failure in script" in msg
 
 
 def _attempt(client, cmd, args):

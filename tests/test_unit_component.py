@@ -568,6 +568,8 @@ NOPERM = [
     redis.exceptions.ResponseError("NOPERM User strategy.X has no permissions to run the 'hset' command"),
     redis.exceptions.ResponseError("ERR Error running script (call to f_0): @user_script:12: The user executing the "
                                    "script can't access at least one of the keys mentioned in the command"),
+    # Redis 7.2+ and Valkey word a refusal inside a script so:
+    redis.exceptions.ResponseError("ACL failure in script: No permissions to access a key script: on @user_script:45."),
 ]
 
 
