@@ -35,6 +35,8 @@ from .keys import Keys
 # ACL WHOAMI names the user in the error a component gives when it may not act under a name.
 BASE = "resetpass resetkeys resetchannels -@all +ping +time +client|setname +select +acl|whoami"
 SCRIPTS = "+evalsha +script|load"
+# On a Redis Cluster a client asks which master serves the namespace's hash slot (cluster.py).
+CLUSTER = "+cluster|slots"
 META_READ = "+type +hmget +hget"
 META = META_READ + " +hset"
 OWN = "+type +get +set +del +pexpire +pttl"
@@ -110,7 +112,7 @@ def operator_user(k: Keys) -> str:
     create or repair the deployment record."""
     return _line(user_name("operator"), SCRIPTS,
                  _keys(k.meta, k.strategies, k.registry_backup, k.deregistered),
-                 f"({_keys(k.ns + ':*', read_only=True)} +@read -@dangerous)",
+                 f"({_keys(k.pattern, read_only=True)} +@read -@dangerous)",
                  f"({_keys(k.meta)} {META} +hdel +del)",
                  f"({_keys(k.strategies)} {REGISTRY_GUARD} +srem)",
                  f"({_keys(k.registry_backup)} {BACKUP})",
@@ -118,13 +120,16 @@ def operator_user(k: Keys) -> str:
                  f"({_keys(k.deregistered)} {DEREGISTERED})")
 
 
-def render_acl(namespace: str, generators: list[str], strategies: list[str]) -> str:
-    """The ACL file (without passwords) for one namespace and topology."""
-    k = Keys(namespace)
+def render_acl(namespace: str, generators: list[str], strategies: list[str], cluster: bool = False) -> str:
+    """The ACL file (without passwords) for one namespace and topology; with ``cluster``, for a Redis
+    Cluster: the ``{NS}:...`` key form, and every role may ask where the namespace's slot is.  Load
+    the same file on every node of the cluster."""
+    k = Keys(namespace, cluster=cluster)
+    roles = [operator_user(k), trader_user(k)]
+    roles += [generator_user(k, g) for g in generators]
+    roles += [strategy_user(k, s) for s in strategies]
+    if cluster:
+        roles = [line.replace(BASE, f"{BASE} {CLUSTER}", 1) for line in roles]
     lines = ["user default off resetpass resetkeys resetchannels -@all",
-             "user admin on resetpass ~* &* +@all",
-             operator_user(k),
-             trader_user(k)]
-    lines += [generator_user(k, g) for g in generators]
-    lines += [strategy_user(k, s) for s in strategies]
+             "user admin on resetpass ~* &* +@all", *roles]
     return "\n".join(lines) + "\n"

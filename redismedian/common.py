@@ -120,7 +120,7 @@ class Settings:
 
     @property
     def keys(self) -> Keys:
-        return Keys(self.namespace)
+        return Keys.for_url(self.namespace, self.redis_url)
 
     @property
     def period(self) -> float:

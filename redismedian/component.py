@@ -18,8 +18,8 @@ import redis
 from . import keys as K
 from .clock import ServerClock, boundary_ms, epoch_of
 from .common import EXIT_FAILURE, FatalError, Settings, as_str, new_instance_id
-from .connection import (TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error, is_permission_error,
-                         make_client, redact_url)
+from .connection import (CLUSTER_REPLIES, TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error,
+                         is_permission_error, make_client, redact_url, wrong_mode)
 from .acl import user_name
 from .metrics import NullMetrics
 from .scripts import MetaArgs, lease_acquire, lease_release, meta_create, preamble
@@ -48,7 +48,7 @@ class Component:
         self.period_ms = settings.period_ms
         self.client = client if client is not None else make_client(
             settings.redis_url, settings.socket_timeout, client_name=f"redismedian-{self.kind}",
-            **settings.redis_options)
+            namespace=settings.namespace, **settings.redis_options)
         self.clock = clock or ServerClock()
         self.stop = stop or threading.Event()
         self.log = logger or logging.getLogger(f"redismedian.{self.kind}")
@@ -205,7 +205,7 @@ class Component:
                             self.clock.wait(self.stop, min(1.0, self.period_ms / 1000.0))
                             continue
                         except (DataProblem, redis.exceptions.ResponseError) as e:
-                            if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                            if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS + CLUSTER_REPLIES):
                                 raise
                             # e.g. the registry is not a set: report it, and try again shortly
                             self.problem(f"cannot start: {describe_error(e)}")
@@ -227,7 +227,7 @@ class Component:
                         self.problem(str(e), epoch)
                     except redis.exceptions.ResponseError as e:
                         # READONLY / TRYAGAIN are ResponseErrors too, but transient: retried as an outage
-                        if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                        if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS + CLUSTER_REPLIES):
                             raise
                         self.metrics.error("redis_refused")
                         self.problem(f"Redis refused a command: {describe_error(e)}", epoch)
@@ -245,6 +245,9 @@ class Component:
                 except Exit:
                     raise
                 except Exception as e:  # noqa: BLE001 - classified below
+                    mismatch = wrong_mode(e, self.settings.redis_url)
+                    if mismatch:
+                        raise FatalError(mismatch) from None
                     if is_auth_error(e):
                         what = ("denied a command to our user (check its ACL)" if is_permission_error(e)
                                 else "refused our credentials")

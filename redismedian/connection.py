@@ -1,6 +1,7 @@
 """Connecting to Redis: settings from a URL, bounded timeouts, and riding out outages."""
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
@@ -12,11 +13,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, SlaveNotFoundError
 
-from . import sentinel
+from . import cluster, sentinel
+from .keys import CLUSTER_SCHEMES, is_cluster_url
 
 log = logging.getLogger(__name__)
 
-SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME)
+SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME) + CLUSTER_SCHEMES
 
 # Errors that mean "Redis is not reachable or not usable right now": retry with backoff.
 TRANSIENT_ERRORS = (
@@ -25,11 +27,14 @@ TRANSIENT_ERRORS = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ReadOnlyError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,   # CLUSTERDOWN: the cluster is failing a master over
     MasterNotFoundError,   # Sentinel: no master right now (about two seconds around a failover)
     SlaveNotFoundError,
     ConnectionError,
     TimeoutError,
 )
+# A plain client that meets these is talking to a Redis Cluster node (see wrong_mode).
+CLUSTER_REPLIES = (redis.exceptions.AskError, redis.exceptions.ClusterCrossSlotError)
 # Subclasses of ConnectionError that no retry fixes.
 AUTH_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError)
 
@@ -38,6 +43,8 @@ def redact_url(url: str) -> str:
     """The URL with any password (in the user part or a ``password=`` query) replaced by ``***``."""
     if sentinel.is_sentinel_url(url):
         return sentinel.redact(url)
+    if is_cluster_url(url):
+        return cluster.redact(url)
     try:
         parts = urlsplit(url)
         password = parts.password
@@ -63,6 +70,9 @@ def check_url(url: str) -> str:
     if sentinel.is_sentinel_url(url):
         sentinel.parse(url)
         return url
+    if is_cluster_url(url):
+        cluster.parse(url)
+        return url
     try:
         parts = urlsplit(url)
         parts.port  # raises ValueError on a bad port
@@ -86,27 +96,61 @@ def check_url(url: str) -> str:
     return url
 
 
-def make_client(url: str, socket_timeout: float = 5.0, **kwargs) -> redis.Redis:
-    """A client whose every call is bounded in time and retried at most once, at once.
+# redis-py 8 deprecates lib_name/lib_version for driver_info, which 6.x does not know.
+NO_SETINFO = ({"driver_info": None} if "driver_info" in inspect.signature(redis.Redis.__init__).parameters
+              else {"lib_name": None, "lib_version": None})
 
-    Our own loops do the real retrying (with backoff and outage logging); redis-py's
-    single retry only papers over a pooled connection that went stale while idle.
+
+def client_settings(socket_timeout: float) -> dict:
+    """The options every client of ours is built with, each one explicit because redis-py's
+    defaults differ between the versions we support (6.x to 8.x):
+
+    - ``socket_timeout``, ``socket_connect_timeout``: every call is bounded by ours
+      (``--socket-timeout``), a connect by at most 2 s (redis-py 6/7: no bound by default; 8: 5 s).
+    - ``retry``: at most one retry, at once, on ConnectionError only.  Our loops do the real
+      retrying (with backoff and outage logging); this one retry only papers over a pooled
+      connection that went stale while idle.  redis-py's default backs off exponentially, 3 times
+      (6.x, 7.x) or 10 (8.x), and from 7.x it retries connect and AUTH too: a stopped server or a
+      wrong password would stall every call for seconds.  A call that timed out is not sent again
+      (``retry_on_error`` and the deprecated ``retry_on_timeout`` stay unset: they add errors here).
+    - ``health_check_interval=0``: no PING before a command on an idle connection (the default
+      everywhere; explicit because our round trips per period are counted and promised).
+    - ``protocol=2``: redis-py 8 speaks RESP3 by default (6.x, 7.x: RESP2), which adds HELLO and
+      CLIENT MAINT_NOTIFICATIONS (refused by Redis and Valkey) to every new connection and has
+      redis-py convert RESP3 replies back to RESP2 shapes.  We are tested on RESP2, and the
+      trader reads its pipeline's replies raw, without redis-py's conversions.
+
+    - no CLIENT SETINFO (``driver_info=None``; ``lib_name``/``lib_version=None`` before it existed):
+      our per-role ACL users may not run it, and Redis 7.2+ and Valkey log the refusal in ACL LOG
+      twice per new connection, which buries the denials an operator looks for there.
+
+    Left to redis-py: ``socket_keepalive`` (on from 8.x; nothing relies on it, every call being
+    bounded by ``socket_timeout``).
+    """
+    return {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 2.0),
+        "retry": Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
+        "health_check_interval": 0,
+        "protocol": 2,
+        **NO_SETINFO,
+    }
+
+
+def make_client(url: str, socket_timeout: float = 5.0, namespace: str | None = None, **kwargs) -> redis.Redis:
+    """A client whose every call is bounded in time and retried at most once, at once
+    (:func:`client_settings`).
+    On a cluster (``redis+cluster://``) the client serves one namespace: give ``namespace``.
     """
     check_url(url)
+    options = {**client_settings(socket_timeout), "client_name": kwargs.pop("client_name", None), **kwargs}
+    if is_cluster_url(url):
+        if namespace is None:
+            raise ValueError("a Redis Cluster client serves one namespace: pass namespace=")
+        return cluster.make_client(url, namespace, **options)
     if sentinel.is_sentinel_url(url):
-        return sentinel.make_client(
-            url, socket_timeout, socket_connect_timeout=min(socket_timeout, 2.0),
-            retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-            health_check_interval=0, client_name=kwargs.pop("client_name", None), **kwargs)
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=min(socket_timeout, 2.0),
-        retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)),
-        health_check_interval=0,
-        client_name=kwargs.pop("client_name", None),
-        **kwargs,
-    )
+        return sentinel.make_client(url, **options)
+    return redis.Redis.from_url(url, **options)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -115,6 +159,17 @@ def describe_error(exc: BaseException) -> str:
         return sentinel.describe(exc)
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def wrong_mode(exc: BaseException, url: str) -> str | None:
+    """Why no retry can help when a plain URL leads to a Redis Cluster node, or a cluster URL to a
+    server that is not one; None for any other error."""
+    if isinstance(exc, cluster.NotACluster):
+        return str(exc)
+    if isinstance(exc, CLUSTER_REPLIES) and not is_cluster_url(url):
+        return (f"Redis at {redact_url(url)} is a Redis Cluster node ({describe_error(exc)}): use a "
+                "redis+cluster://host:port[,host:port...] URL")
+    return None
 
 
 def is_auth_error(exc: BaseException) -> bool:
@@ -130,8 +185,11 @@ def is_permission_error(exc: BaseException) -> bool:
     if isinstance(exc, redis.exceptions.NoPermissionError):  # redis-py strips the NOPERM prefix
         return True
     msg = str(exc)
+    # Inside a script: Redis 7.0 says "The user executing the script can't ...", Redis 7.2+ and
+    # Valkey "ACL failure in script: ...".
     return isinstance(exc, redis.exceptions.ResponseError) and (
-        msg.startswith("NOPERM") or "The user executing the script can't" in msg)
+        msg.startswith("NOPERM") or "The user executing the script can't" in msg
+        or "ACL failure in script" in msg)
 
 
 class Backoff:
@@ -224,8 +282,8 @@ def client_options(url: str, password_file: str | None = None, tls_ca_cert: str 
         opts["password"] = environ[PASSWORD_ENV]
     tls = {"--tls-ca-cert": tls_ca_cert, "--tls-cert": tls_cert, "--tls-key": tls_key}
     given = [k for k, v in tls.items() if v]
-    if given and parts.scheme != "rediss":
-        raise ValueError(f"{', '.join(given)} need a rediss:// URL (TLS), not {parts.scheme}://")
+    if given and parts.scheme not in ("rediss", "rediss+cluster"):
+        raise ValueError(f"{', '.join(given)} need a rediss:// or rediss+cluster:// URL (TLS), not {parts.scheme}://")
     if tls_key and not tls_cert:
         raise ValueError("--tls-key needs --tls-cert (the client certificate it belongs to)")
     for option, path in tls.items():

@@ -35,9 +35,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def redis_answers(url: str) -> bool:
+def redis_answers(url: str, namespace: str | None = None) -> bool:
     try:
-        make_client(url, socket_timeout=1.0).ping()
+        make_client(url, socket_timeout=1.0, namespace=namespace).ping()
         return True
     except Exception as e:  # noqa: BLE001
         if is_auth_error(e):
@@ -100,17 +100,17 @@ def _pump(name: str, stream, lock: threading.Lock) -> None:
 
 
 def clear_namespace(url: str, namespace: str) -> int:
-    client = make_client(url)
+    client = make_client(url, namespace=namespace)
     n = 0
-    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+    for key in client.scan_iter(match=Keys.for_url(namespace, url).pattern, count=1000):
         client.unlink(key)
         n += 1
     return n
 
 
-def _first_ready(client, namespace: str) -> bool:
+def _first_ready(client, namespace: str, url: str) -> bool:
     """Every generator wrote a signal and a trader leads (False while Redis does not answer)."""
-    k = Keys(namespace)
+    k = Keys.for_url(namespace, url)
     want = [k.signal(name) for name, args in TOPOLOGY if args[0] == "generator"] + [k.lease("trader")]
     try:
         return client.exists(*want) == len(want)
@@ -131,7 +131,7 @@ def _describe_exit(code: int) -> str:
 def refuse_if_alive(client, namespace: str, url: str) -> bool:
     """True (after saying who) when live components hold the namespace: a demo never clears or
     joins a namespace that running components use (their leases, or a fresh trader heartbeat)."""
-    live = live_parts(client, Keys(namespace))
+    live = live_parts(client, Keys.for_url(namespace, url))
     if not live:
         return False
     print(f"demo: namespace {namespace!r} at {redact_url(url)} is in use; refusing to start (nothing was "
@@ -145,10 +145,10 @@ def refuse_if_alive(client, namespace: str, url: str) -> bool:
 
 def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | None, log_level: str) -> int:
     private = None
-    if redis_answers(redis_url):
+    if redis_answers(redis_url, namespace):
         url = redis_url
         print(f"demo: using the Redis at {redact_url(url)}, namespace {namespace!r}", flush=True)
-        if refuse_if_alive(make_client(url, socket_timeout=5.0), namespace, url):
+        if refuse_if_alive(make_client(url, socket_timeout=5.0, namespace=namespace), namespace, url):
             return 1
     else:
         private = PrivateRedis().start()
@@ -187,7 +187,7 @@ def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | N
         with lock:
             print(f"demo: started {', '.join(started)}", flush=True)
 
-    client = make_client(url, socket_timeout=2.0)
+    client = make_client(url, socket_timeout=2.0, namespace=namespace)
     rest = [name for name, _ in TOPOLOGY if name not in FIRST]
     strategies = set(rest)
     try:
@@ -200,7 +200,7 @@ def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | N
         while not stopping.wait(0.2 if not rest else 0.05):
             if end is not None and time.monotonic() >= end:
                 break
-            if rest and (_first_ready(client, namespace) or time.monotonic() >= first_deadline):
+            if rest and (_first_ready(client, namespace, url) or time.monotonic() >= first_deadline):
                 with lock:
                     print("demo: starting the strategies; the trader registers each one at its next period "
                           "boundary", flush=True)

@@ -119,8 +119,8 @@ def follow(redis_url: str = "redis://localhost:6379/0", namespace: str = DEFAULT
            stop: threading.Event | None = None) -> Iterator[Median | Event]:
     """Yield every median published (and every epoch that was not) from now on, or from ``since``
     (an epoch number or a stream ID), until ``stop`` is set.  Never ends by itself."""
-    keys = Keys(namespace)
-    client = client if client is not None else make_client(redis_url, socket_timeout=max(5.0, block_ms / 500))
+    keys = Keys.for_url(namespace, redis_url)
+    client = client if client is not None else make_client(redis_url, socket_timeout=max(5.0, block_ms / 500), namespace=namespace)
     stop = stop or threading.Event()
     outage = Outage(redis_url, log)
     backoff = Backoff(5.0)

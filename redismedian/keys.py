@@ -3,6 +3,10 @@
 All keys live under one namespace (``NS``, default ``redismedian``) so that several
 deployments can share a Redis and ``redis-cli --scan --pattern 'NS:*'`` shows
 everything one deployment owns.  The README has the same schema as a table.
+
+On Redis Cluster (a ``redis+cluster://`` URL) every key is ``{NS}:<rest>`` instead: the hash tag
+``{NS}`` puts a whole namespace in one hash slot, so every script and multi-key command of a
+deployment stays on one master, while different namespaces spread over the masters.
 """
 from __future__ import annotations
 
@@ -29,6 +33,12 @@ DEFAULT_MEDIANS_MAXLEN = 100_000  # approximate length of the NS:medians history
 MEDIAN_MEMBERS_LIMIT = 64     # list member names in NS:medians only up to this many strategies
 
 KINDS = ("generator", "strategy", "trader")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster (``redis+cluster://`` or ``rediss+cluster://``)."""
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
 
 
 def ttl_ms(period_ms: int, periods: float) -> int:
@@ -44,18 +54,29 @@ class Keys:
     """Key names of one namespace."""
 
     ns: str = DEFAULT_NAMESPACE
+    cluster: bool = False   # Redis Cluster: every key under the hash tag ``{NS}`` (one slot)
+
+    @classmethod
+    def for_url(cls, namespace: str, url: str) -> "Keys":
+        """The key names of ``namespace`` for the Redis that ``url`` names."""
+        return cls(namespace, cluster=is_cluster_url(url))
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the namespace starts with, before ``:``: ``NS``, or ``{NS}`` on a cluster."""
+        return "{" + self.ns + "}" if self.cluster else self.ns
 
     # -- deployment-wide -------------------------------------------------
     @property
     def meta(self) -> str:
         """Hash: ``period_ms``, ``instance`` (random id; changes when Redis lost its data), ``created``,
         ``registry`` (version of the registry backup, incremented at every change)."""
-        return f"{self.ns}:meta"
+        return f"{self.prefix}:meta"
 
     @property
     def strategies(self) -> str:
         """Set of registered strategy names (``SREM`` here == ``redismedian deregister``)."""
-        return f"{self.ns}:strategies"
+        return f"{self.prefix}:strategies"
 
     @property
     def registry_backup(self) -> str:
@@ -64,7 +85,7 @@ class Keys:
         A registry that vanishes as a whole (DEL, eviction, expiry, wrong type) is restored from
         this copy; names missing from a registry that still exists were deregistered.
         """
-        return f"{self.ns}:strategies:backup"
+        return f"{self.prefix}:strategies:backup"
 
     @property
     def deregistered(self) -> str:
@@ -73,57 +94,57 @@ class Keys:
         A name missing from the registry with no record here was lost, not deregistered: it is
         restored.
         """
-        return f"{self.ns}:deregistered"
+        return f"{self.prefix}:deregistered"
 
     @property
     def traders(self) -> str:
         """Hash: one field per running trader process (owner id) -> ``role|server ms|fence``."""
-        return f"{self.ns}:traders"
+        return f"{self.prefix}:traders"
 
     @property
     def trader(self) -> str:
         """Hash: the trader's state, reason, epoch, median, count, ts, fence, leader."""
-        return f"{self.ns}:trader"
+        return f"{self.prefix}:trader"
 
     @property
     def medians(self) -> str:
         """Stream: one entry per published median (epoch, median, count, members)."""
-        return f"{self.ns}:medians"
+        return f"{self.prefix}:medians"
 
     @property
     def events(self) -> str:
         """Stream: every epoch the trader did not publish, as it happened: ``status`` ``error`` (with
         ``epoch``, ``reason``) or ``missed`` (``epoch`` to ``last``, ``reason``), ``ts``, ``fence``.
         With NS:medians it accounts for every epoch; ``redismedian follow`` reads both."""
-        return f"{self.ns}:events"
+        return f"{self.prefix}:events"
 
     @property
     def settled(self) -> str:
         """String: the last epoch a leading trader settled (published, error, idle or starting).  No
         TTL: a trader taking the lead counts the epochs since then that nobody settled as missed."""
-        return f"{self.ns}:trader:settled"
+        return f"{self.prefix}:trader:settled"
 
     @property
     def acted(self) -> str:
         """String: the last epoch the --on-median action ran for (only the leading trader writes it)."""
-        return f"{self.ns}:acted"
+        return f"{self.prefix}:acted"
 
     @property
     def trader_fence(self) -> str:
         """Counter: fencing token, incremented each time a trader takes the lead."""
-        return f"{self.ns}:trader:fence"
+        return f"{self.prefix}:trader:fence"
 
     # -- per component ---------------------------------------------------
     def signal(self, generator: str) -> str:
         """Hash: ``value``, ``epoch``, ``ts``, ``status`` (ok/error), ``error``."""
-        return f"{self.ns}:signal:{generator}"
+        return f"{self.prefix}:signal:{generator}"
 
     def signal_feed(self, generator: str) -> str:
         """Stream: one entry per signal the generator wrote (name, epoch, value, status, error, ts).
 
         One feed per generator, so a strategy blocks only on its own generators' feeds and wakes
         once per signal it reads, however many other generators there are."""
-        return f"{self.ns}:signals:{generator}"
+        return f"{self.prefix}:signals:{generator}"
 
     def decision(self, strategy: str) -> str:
         """String, written only by strategy ``<s>``: its report for its latest epoch, with PX.
@@ -131,40 +152,45 @@ class Keys:
         ``<epoch>|<value>`` when it submitted a decision, ``<epoch>|!<state>|<reason>`` when it has
         none (state ``starting`` or ``error``).  The trader reads every registered strategy's key
         with one ``MGET``; ``status`` reads it too.  Nobody else writes it."""
-        return f"{self.ns}:decision:{strategy}"
+        return f"{self.prefix}:decision:{strategy}"
 
     def count(self, epoch: int | str) -> str:
         """Counter, shared by the registered strategies: how many submitted for one epoch.  Only a
         hint: the strategy whose submission makes it reach the registry's size rings ``ready``.
         A wrong count can make the trader look early or late, never publish anything else."""
-        return f"{self.ns}:count:{epoch}"
+        return f"{self.prefix}:count:{epoch}"
 
     def ready(self, epoch: int | str) -> str:
         """List: doorbell for the trader, rung when an epoch's count reaches the registry's size
         (shared by the strategies: it only wakes the trader, who then reads the decisions)."""
-        return f"{self.ns}:ready:{epoch}"
+        return f"{self.prefix}:ready:{epoch}"
 
     @property
     def joins(self) -> str:
         """Set, shared by the strategies (SADD only): names asking to be registered.  Only a
         doorbell: the trader admits a name only when its own lease shows a live process that was
         not deregistered."""
-        return f"{self.ns}:joins"
+        return f"{self.prefix}:joins"
 
     def lease(self, kind: str, name: str | None = None) -> str:
         """String with PX: the owner of a name (``generator``/``strategy``) or of the trader lead."""
         if kind not in KINDS:
             raise ValueError(f"unknown component kind {kind!r}")
-        return f"{self.ns}:lease:{kind}" if name is None else f"{self.ns}:lease:{kind}:{name}"
+        return f"{self.prefix}:lease:{kind}" if name is None else f"{self.prefix}:lease:{kind}:{name}"
 
     # -- patterns for status ---------------------------------------------
     @property
+    def pattern(self) -> str:
+        """Every key of the namespace (for SCAN and the ACL)."""
+        return f"{self.prefix}:*"
+
+    @property
     def signal_pattern(self) -> str:
-        return f"{self.ns}:signal:*"
+        return f"{self.prefix}:signal:*"
 
     @property
     def decision_pattern(self) -> str:
-        return f"{self.ns}:decision:*"
+        return f"{self.prefix}:decision:*"
 
     def name_from(self, key: str, prefix_key: str) -> str:
         """The component name at the end of ``key`` built like ``prefix_key`` (a ``*`` pattern)."""

@@ -30,6 +30,7 @@ import redis
 
 from redismedian.common import parse_number
 from redismedian.connection import make_client
+from redismedian.keys import Keys
 from redismedian.scripts import parse_report
 from tests import plugins
 from tests.support import Cluster, Proc, wait_until
@@ -68,6 +69,7 @@ class MedianWatcher(threading.Thread):
     def __init__(self, url: str, ns: str = NS, interval: float = 0.05, period: float | None = None):
         super().__init__(daemon=True)
         self.url, self.ns, self.interval = url, ns, interval
+        self.keys = Keys.for_url(ns, url)   # {NS}:... on a Redis Cluster
         self.period_ms = int(round(period * 1000)) if period else None
         self.entries: list[Entry] = []
         # What the strategies' own keys held while each epoch ran: (strategy, epoch) -> value texts
@@ -85,7 +87,7 @@ class MedianWatcher(threading.Thread):
         self.lock = threading.Lock()
 
     def client(self):
-        return make_client(self.url, socket_timeout=1.0)
+        return make_client(self.url, socket_timeout=1.0, namespace=self.ns)
 
     def run(self) -> None:
         client = None
@@ -103,11 +105,11 @@ class MedianWatcher(threading.Thread):
 
     def poll(self, client) -> None:
         self.observe(client)
-        inst = client.hget(f"{self.ns}:meta", "instance")
+        inst = client.hget(self.keys.meta, "instance")
         if inst != self._inst:
             self._inst, self._last = inst, "-"
         start = "-" if self._last == "-" else "(" + self._last
-        for entry_id, f in client.xrange(f"{self.ns}:medians", min=start, max="+"):
+        for entry_id, f in client.xrange(self.keys.medians, min=start, max="+"):
             eid = entry_id.decode()
             self._last = eid
             # Entry ids are the server's time: a new dataset (Redis restarted empty) has new ones, a
@@ -127,8 +129,8 @@ class MedianWatcher(threading.Thread):
         """Read the strategies' decision keys and the registry (either may hold garbage)."""
         before = time.time() * 1000.0
         pipe = client.pipeline(transaction=False)
-        pipe.mget([f"{self.ns}:decision:{s}" for s in sorted(ALL)])
-        pipe.smembers(f"{self.ns}:strategies")
+        pipe.mget([self.keys.decision(s) for s in sorted(ALL)])
+        pipe.smembers(self.keys.strategies)
         raw, reg = pipe.execute(raise_on_error=False)
         after = time.time() * 1000.0
         with self.lock:
@@ -273,11 +275,11 @@ class Topology:
         return p
 
     def client(self, **kw):
-        return make_client(self.url, socket_timeout=kw.pop("socket_timeout", 2.0), **kw)
+        return make_client(self.url, socket_timeout=kw.pop("socket_timeout", 2.0), namespace=NS, **kw)
 
     def wait_registered(self, timeout: float = 30) -> None:
         c = self.client()
-        wait_until(lambda: {m.decode() for m in c.smembers(f"{NS}:strategies")} == set(ALL), timeout,
+        wait_until(lambda: {m.decode() for m in c.smembers(Keys.for_url(NS, self.url).strategies)} == set(ALL), timeout,
                    what="every strategy registered")
         if self.complete_ms is None:
             self.complete_ms = now_ms()
@@ -309,7 +311,7 @@ class Topology:
         return self.periods(e.ts - back_ms)
 
     def trader_hash(self) -> dict:
-        return {k.decode(): v.decode(errors="replace") for k, v in self.client().hgetall(f"{NS}:trader").items()}
+        return {k.decode(): v.decode(errors="replace") for k, v in self.client().hgetall(Keys.for_url(NS, self.url).trader).items()}
 
     def wait_trader_error(self, *names: str, timeout_periods: float = 12) -> str:
         """Wait until the trader reports ``error`` naming every strategy in ``names``; its reason."""

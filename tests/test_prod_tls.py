@@ -82,11 +82,11 @@ def test_tls_option_mistakes_are_usage_errors(tmp_path):
     ca = tmp_path / "ca.crt"
     ca.write_text("x")
     r = _cli(["status", "--redis-url", "redis://127.0.0.1:1/0", "--tls-ca-cert", str(ca)])
-    assert r.returncode == 2 and "need a rediss:// URL" in r.stderr, r.stderr
+    assert r.returncode == 2 and "need a rediss:// or rediss+cluster:// URL" in r.stderr, r.stderr
     r = _cli(["status", "--redis-url", "rediss://127.0.0.1:1/0", "--tls-ca-cert", str(tmp_path / "missing.crt")])
     assert r.returncode == 2 and "missing.crt does not exist" in r.stderr, r.stderr
     r = _cli(["check", "trader", "--redis-url", "rediss://127.0.0.1:1/0", "--tls-key", str(ca)])
     assert r.returncode == 2 and "--tls-key needs --tls-cert" in r.stderr, r.stderr
     r = _cli(["generator", "--name", "g1", "--redis-url", "redis://127.0.0.1:1/0"],
              env={"REDISMEDIAN_TLS_CERT": str(ca)})
-    assert r.returncode == 2 and "need a rediss:// URL" in r.stderr, r.stderr
+    assert r.returncode == 2 and "need a rediss:// or rediss+cluster:// URL" in r.stderr, r.stderr

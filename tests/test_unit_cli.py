@@ -201,7 +201,7 @@ def test_module_entry_points_have_help():
 @pytest.fixture
 def operator_redis(env, monkeypatch):
     """`status` and `deregister` talk to the fake Redis."""
-    monkeypatch.setattr(cli_mod, "make_client", lambda url, socket_timeout=5.0: env.r)
+    monkeypatch.setattr(cli_mod, "make_client", lambda url, socket_timeout=5.0, **kw: env.r)
     return env
 
 
@@ -267,7 +267,7 @@ class _Refusing:
 ])
 @pytest.mark.parametrize("cmd", [["status"], ["deregister", "X"]])
 def test_operator_commands_fail_in_one_line(monkeypatch, cmd, exc, needle):
-    monkeypatch.setattr(cli_mod, "make_client", lambda url, socket_timeout=5.0: _Refusing(exc))
+    monkeypatch.setattr(cli_mod, "make_client", lambda url, socket_timeout=5.0, **kw: _Refusing(exc))
     res = invoke(*cmd, "--redis-url", "redis://u:pw123@127.0.0.1:1/0")
     assert res.exit_code == 1
     assert needle in res.output and "Traceback" not in res.output and "pw123" not in res.output
