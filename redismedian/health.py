@@ -115,18 +115,26 @@ def queue_lease(pipe, key: str) -> None:
     pipe.pttl(key)
 
 
+MGET_PART = 1000   # leases per MGET: no single command holds Redis up for long
+
+
 def read_holders(client: redis.Redis, keys: Sequence[str]) -> list[Holder | None]:
-    """The holders of several leases, in one round trip."""
+    """The holders of several leases, in one round trip: their values with ``MGET`` (nil for a
+    missing key or one of another type: no holder either way) and each one's ``PTTL``."""
     if not keys:
         return []
     pipe = client.pipeline(transaction=False)
+    for lo in range(0, len(keys), MGET_PART):
+        pipe.mget(keys[lo:lo + MGET_PART])
     for key in keys:
-        queue_lease(pipe, key)
+        pipe.pttl(key)
     replies = pipe.execute(raise_on_error=False)
     for r in replies:
-        if isinstance(r, redis.exceptions.ResponseError) and "WRONGTYPE" not in str(r):
+        if isinstance(r, redis.exceptions.ResponseError):   # e.g. an ACL denial (MGET and PTTL take any type)
             raise r
-    return [lease_holder(replies[2 * i], replies[2 * i + 1]) for i in range(len(keys))]
+    parts = -(-len(keys) // MGET_PART)
+    values = [v for part in replies[:parts] for v in part]
+    return [lease_holder(v, t) for v, t in zip(values, replies[parts:])]
 
 
 def heartbeat_fresh(ts: Any, now_ms: int, period_ms: int | None) -> bool:
@@ -158,7 +166,7 @@ def live_parts(client: redis.Redis, keys: Keys) -> list[str]:
     h (h:1234:ab)``): its leases' holders and the trader processes with a fresh heartbeat."""
     found: list[str] = []
     owners: set[str] = set()
-    prefix = keys.ns + ":lease:"
+    prefix = keys.prefix + ":lease:"
     lease_keys = sorted({as_str(k) for k in client.scan_iter(match=prefix + "*", count=1000)})
     for key, holder in zip(lease_keys, read_holders(client, lease_keys)):
         if holder is None:

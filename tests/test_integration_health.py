@@ -162,3 +162,67 @@ def test_check_trader_missed_window(cluster, redis_server):
     res = cluster.cli("check", "trader")
     assert (res.returncode, res.stdout) == (1, "UNHEALTHY: trader: down: no trader running (no trader holds the "
                                                "lead)\n"), res.stdout
+
+
+def test_status_reads_every_strategy_with_one_scan_pass_and_mget(redis_server):
+    """At 10,000s of strategies `status` (and the web page) must stay cheap: one SCAN pass over the
+    namespace, an MGET of the decision keys and one of the leases (in parts), and a PTTL only of
+    the keys that hold a string; no GET per key.  Its fast path (straight to a pooled connection)
+    shows exactly what the ordinary pipeline path shows, wrong types and leases without a TTL too."""
+    import redis
+
+    class Other(redis.Redis):   # any other client class takes the pipeline path
+        pass
+
+    r = redis.Redis.from_url(redis_server.url)
+    k = Keys("t")
+    period = 60_000
+    now = time_reply_ms(r.time())
+    e = now // period
+    r.hset(k.meta, "period_ms", period)
+    bulk = [f"L{i:05d}" for i in range(2_100)]     # three MGET parts of each kind
+    pipe = r.pipeline(transaction=False)
+    for name in bulk:
+        pipe.set(k.decision(name), f"{e}|0.5", px=600_000)
+        pipe.set(k.lease("strategy", name), f"h:1:{name}|1", px=600_000)
+    pipe.execute()
+    r.sadd(k.strategies, *bulk, "A", "B", "C", "D")
+    r.set(k.decision("A"), f"{e}|1.5", px=600_000)
+    r.set(k.lease("strategy", "A"), "h:2:a|1", px=600_000)
+    r.hset(k.decision("B"), "value", "1")                   # somebody else's hash: unreadable
+    r.rpush(k.lease("strategy", "B"), "x")                  # a lease of another type holds nothing
+    r.set(k.decision("C"), f"{e - 5}|!error|boom", px=600_000)
+    r.set(k.lease("strategy", "C"), "h:3:c|1")              # no TTL: holds nothing
+    r.set(k.lease("strategy", "E"), "h:5:e|1", px=600_000)  # a process the trader did not admit yet
+    r.set(k.decision("F"), f"{e - 2}|2", px=600_000)        # an old report of a removed name
+
+    r.config_resetstat()
+    data = gather(r, k)
+    stats = {name[len("cmdstat_"):]: v["calls"] for name, v in r.info("commandstats").items()}
+    expected = gather(Other.from_url(redis_server.url), k)
+    for d in (data, expected):
+        d.pop("server_time_ms")
+        for s in d["strategies"]:
+            s["age_s"] = None if s["age_s"] is None else round(s["age_s"])   # the two reads are ms apart
+    assert data == expected
+    rows = {s["name"]: s for s in data["strategies"]}
+    assert len(rows) == len(bulk) + 6
+    assert {n: rows[n]["state"] for n in "ABCDEF"} == {
+        "A": "ok", "B": "down", "C": "down", "D": "down", "E": "joining", "F": "down"}
+    assert rows["B"]["reason"] == f"not running (no live process; unreadable: {k.decision('B')} is a hash, expected a string)"
+    assert rows["C"]["reason"].startswith("not running (no live process; last report for epoch") and not rows["C"]["owner"]
+    assert rows["A"]["value"] == 1.5 and rows["A"]["owner"] == "h:2:a|1" and rows["A"]["age_s"] == 0
+    assert all(rows[n]["state"] == "ok" for n in bulk)
+
+    cursor, passes = 0, 0     # the SCAN calls of one pass over the namespace
+    while True:
+        cursor, _ = r.scan(cursor, match=k.pattern, count=1000)
+        passes += 1
+        if not cursor:
+            break
+    assert stats.get("get", 0) == 0, stats
+    assert stats["scan"] == passes, (stats, passes)
+    strings = 2 * len(bulk) + 6     # decisions (A, C, F) and leases (A, C, E) holding a string
+    assert stats["pttl"] == strings + 1, stats   # + the trader's lease (read_holders: a PTTL of each)
+    assert stats["mget"] == 2 * 3 + 1, stats      # 3 parts of each kind + the trader's lease
+    assert stats.get("type", 0) == 1, stats       # only B's decision key: nil from MGET, seen by SCAN
