@@ -547,3 +547,106 @@ def test_a_strategy_waiting_out_its_signal_timeout_keeps_its_name(env):
     assert env.clock.now_ms() >= (env.E + 1) * env.period_ms + env.period_ms // 2
     assert rival == [0], "the rival must find the name held"
     assert env.r.get(s.lease_key) == s.lease_owner.encode()
+
+
+# -- the report's two scripts ----------------------------------------------------------------------
+def _scripts_run(s) -> list:
+    """The report scripts ``s`` runs from now on (STRATEGY_REPORT_HOT or STRATEGY_REPORT), in order."""
+    from redismedian.scripts import STRATEGY_REPORT, STRATEGY_REPORT_HOT
+    names = {STRATEGY_REPORT: "full", STRATEGY_REPORT_HOT: "hot"}
+    ran = []
+    orig = s.script
+
+    def script(source):
+        if source in names:
+            ran.append(names[source])
+        return orig(source)
+    s.script = script
+    return ran
+
+
+def _registered_and_between_checks(env, name="X"):
+    """A registered strategy whose next report does not check the deployment record."""
+    s = env.started(env.strategy(name, ["g1"]))
+    env.admit(name)
+    env.publish(env.E, g1=0.5)
+    s.step(env.E)
+    assert s.registered is True and s.reports_since_meta_check == 1 < META_CHECK_EVERY
+    env.at(env.E + 1)
+    env.publish(env.E + 1, g1=0.5)
+    return s
+
+
+def test_a_registered_strategy_reports_with_the_hot_script_between_checks(env):
+    s = _registered_and_between_checks(env)
+    y = env.started(env.strategy("Y", ["g1"]))
+    env.admit("Y")
+    ran = _scripts_run(s)
+    s.step(env.E + 1)
+    assert ran == ["hot"], "one call, the hot script"
+    assert report(env) == Report(env.E + 1, "ok", "0.5", "")
+    assert env.r.pttl(s.lease_key) == s.lease_ttl_ms, "the lease renewed"
+    assert env.r.pttl(env.k.decision("X")) == K.ttl_ms(env.period_ms, K.DECISION_TTL_PERIODS)
+    assert counted(env, env.E + 1) == 1 and not env.r.exists(env.k.ready(env.E + 1)), "1 of 2: no doorbell yet"
+    assert 0 < env.r.pttl(env.k.count(env.E + 1)) <= K.ttl_ms(env.period_ms, K.READY_TTL_PERIODS)
+    y.step(env.E + 1)
+    assert env.r.lrange(env.k.ready(env.E + 1), 0, -1) == [b"Y"], "the last one rings"
+    # A report without a decision: written, not counted.
+    env.at(env.E + 2)
+    s.report(env.E + 2, "", "error", "signal g1 missing")
+    assert ran == ["hot", "hot"] and report(env) == Report(env.E + 2, "error", "", "signal g1 missing")
+    assert counted(env, env.E + 2) == 0
+    # Every META_CHECK_EVERY reports the deployment record is checked: the full script.
+    for e in range(env.E + 3, env.E + 3 + META_CHECK_EVERY):
+        env.at(e)
+        s.report(e, "0.5", "ok", "")
+    assert ran.count("full") == 1 and len(ran) == 2 + META_CHECK_EVERY
+
+
+def test_a_deregistration_seen_by_the_hot_script_is_handled_by_the_full_one(env):
+    s = _registered_and_between_checks(env)
+    ran = _scripts_run(s)
+    deregister(env.r, env.k, "X")
+    with pytest.raises(Exit) as e:
+        s.step(env.E + 1)
+    assert e.value.code == 0 and "deregistered" in str(e.value)
+    assert ran == ["hot", "full"]
+    assert counted(env, env.E + 1) == 0 and not env.r.sismember(env.k.joins, "X")
+
+
+def test_a_name_taken_over_while_registered_is_never_written_under(env, caplog):
+    s = _registered_and_between_checks(env)
+    ran = _scripts_run(s)
+    env.r.set(s.lease_key, "thief:9:ffff", px=10_000_000)
+    with pytest.raises(Exception) as e:
+        s.step(env.E + 1)
+    assert "taken over by another process (thief:9:ffff)" in str(e.value)
+    assert ran == ["hot", "full"]
+    assert report(env).epoch == env.E, "no decision written under a name it does not hold"
+    assert counted(env, env.E + 1) == 0
+    assert env.r.get(s.lease_key) == b"thief:9:ffff" and env.r.pttl(s.lease_key) > 9_000_000, "the holder's lease untouched"
+
+
+@pytest.mark.parametrize("garbage", ["forever", "wrongtype", "vanished"])
+def test_garbage_at_the_lease_while_registered_is_taken_back(env, garbage):
+    s = _registered_and_between_checks(env)
+    ran = _scripts_run(s)
+    env.r.delete(s.lease_key)
+    if garbage == "forever":
+        env.r.set(s.lease_key, "somebody-forever")
+    elif garbage == "wrongtype":
+        env.r.hset(s.lease_key, "x", "1")
+    s.step(env.E + 1)
+    assert ran == ["hot", "full"]
+    assert env.r.get(s.lease_key) == s.lease_owner.encode() and env.r.pttl(s.lease_key) > 0
+    assert report(env) == Report(env.E + 1, "ok", "0.5", "") and counted(env, env.E + 1) == 1
+
+
+def test_a_registry_that_is_not_a_set_is_no_registration_for_the_hot_script(env):
+    s = _registered_and_between_checks(env)
+    ran = _scripts_run(s)
+    env.r.delete(env.k.strategies)
+    env.r.set(env.k.strategies, "garbage")
+    s.step(env.E + 1)
+    assert ran == ["hot", "full"] and s.registered is False
+    assert report(env) == Report(env.E + 1, "ok", "0.5", "") and env.r.smembers(env.k.joins) == {b"X"}
