@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"
-SECTIONS = ("cost", "latency", "roundtrips", "capacity")
+SECTIONS = ("cost", "latency", "roundtrips", "capacity", "web")
 
 
 def _ints(text: str) -> list[int]:
@@ -63,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
         description="redismedian benchmarks against a private redis-server: trader cost per period for N "
                     "strategies (with the MGET floor), Redis time per strategy report and memory per strategy, "
                     "end-to-end latency (with a one-hop floor), round trips per component, idle CPU and memory, "
-                    "capacity at a 1 s period. Prints a markdown table and writes results.json, results.md and "
+                    "capacity at a 1 s period, the page server's Redis cost per period (with a floor). Prints a markdown table and writes results.json, results.md and "
                     "cost.png.")
     p.add_argument("--smoke", action="store_true",
                    help="a few seconds' run with small N and a few short periods (what CI runs); "
@@ -90,6 +90,12 @@ def parser() -> argparse.ArgumentParser:
                    help="capacity: numbers of strategies, each run at the --period [default: 20000,50000]")
     p.add_argument("--capacity-periods", type=_positive, default=None,
                    help="capacity: periods watched per N [default: 20]")
+    p.add_argument("--web-size", type=_positive, default=None,
+                   help="web (the page server, redismedian web): number of registered strategies [default: 10000]")
+    p.add_argument("--web-periods", type=_positive, default=None,
+                   help="web: periods measured, and periods counted per number of browsers [default: 10]")
+    p.add_argument("--web-browsers", type=_positive, default=None,
+                   help="web: browsers connected in the second count (the first has 1) [default: 20]")
     p.add_argument("--no-readme", action="store_true",
                    help="do not rewrite the results section of benchmarks/README.md")
     p.add_argument("--keep-logs", action="store_true", help="keep the Redis and component logs")
@@ -97,9 +103,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 FULL = dict(sizes=[1000, 10_000, 100_000], reps=5, period=1.0, latency_periods=60, many=50,
-            rt_sizes=[10, 10_000], rt_periods=5, capacity_sizes=[20_000, 50_000], capacity_periods=20)
+            rt_sizes=[10, 10_000], rt_periods=5, capacity_sizes=[20_000, 50_000], capacity_periods=20,
+            web_size=10_000, web_periods=10, web_browsers=20)
 SMOKE = dict(sizes=[10, 200], reps=2, period=0.3, latency_periods=3, many=3, rt_sizes=[10, 50], rt_periods=2,
-             capacity_sizes=[200], capacity_periods=3)
+             capacity_sizes=[200], capacity_periods=3, web_size=200, web_periods=3, web_browsers=3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         admin = server.client(socket_timeout=120)
         rate = None
         # The parts run in this order (the tables keep their numbers): the latency part, with its 54
-        # processes, comes last, so that the 1-minute load average it leaves behind is not printed for
+        # processes, comes last (the page server's part runs after capacity), so that the 1-minute load average it leaves behind is not printed for
         # another part, and the CPU-bound parts (cost, capacity) do not run in its wake.
         if "cost" in args.only:
             section("cost", "1. trader cost per period, Redis time per strategy report, memory per strategy")
@@ -157,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
                 admin.flushall()
                 results["capacity"].append(capacity.run(server.url, admin, n, args.capacity_periods, args.period,
                                                         work / "logs", log=log))
+        if "web" in args.only:
+            from . import web_cost   # needs the web extra (./dev bench installs it)
+            section("web", f"6. the page server (redismedian web) at N = {args.web_size:,}")
+            admin.flushall()
+            if rate is None:
+                rate = trader_cost.calibrate(server.url, admin)
+            results["web"] = web_cost.run(server.url, admin, args.web_size, args.web_periods, args.web_browsers, rate,
+                                          work / "logs", min_period_s=args.period if args.smoke else 1.0, log=log)
         if "roundtrips" in args.only:
             section("roundtrips", "3. round trips per component per period")
             admin.flushall()

@@ -192,6 +192,35 @@ def markdown(results: dict) -> str:
                        f"{_f(lg['p50'], 0)} / {_f(lg['max'], 0)} | {_f(pub['p50'], 0)} / {_f(pub['max'], 0)} | "
                        f"{r['redis_busy_pct']:.0f}% |")
         out.append("")
+    w = results.get("web")
+    if w:
+        out += [f"**6. The page server** (`redismedian web`) at N = {w['n']:,} registered strategies, {w['period_s']:g} s "
+                f"period (median of {w['periods']} periods, [min–max]): its reader's work per period (one `XREAD` of "
+                "the medians and events streams, the gather `status` makes, the view encoded once for every browser), "
+                "beside the floor in the same periods: one pipeline of `MGET` of the N decision keys and `MGET` of the N "
+                "lease keys", "",
+                "| N | reader ms/period | inside Redis ms | gather ms | XREAD ms | encoding the view ms | view bytes | "
+                "floor ms | floor inside Redis ms | reader / floor inside Redis |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        r, sv, f, fs = w["web_ms"], w["web_server_ms"], w["floor_ms"], w["floor_server_ms"]
+        out.append(f"| {w['n']:,} | {r['median']:.1f} [{r['min']:.1f}–{r['max']:.1f}] | {sv['median']:.1f} | "
+                   f"{w['gather_ms']['median']:.1f} | {w['xread_ms']['median']:.2f} | {w['encode_ms']['median']:.2f} | "
+                   f"{w['view_bytes']:,} | {f['median']:.1f} [{f['min']:.1f}–{f['max']:.1f}] | {fs['median']:.1f} | "
+                   f"{w['server_ratio_to_floor']:.2f} |")
+        out += ["", "Where the reader's Redis time goes (ms per period inside Redis, and calls): " + ", ".join(
+            f"{c.upper()} {w['server_ms_by_command'][c]:.2f} ({w['calls_per_period'][c]:g})"
+            for c in sorted(w["server_ms_by_command"], key=lambda c: -w["server_ms_by_command"][c])), "",
+                "The real server on the same data, with browsers connected (each keeps the event stream open and "
+                "fetches the strategy list at every update, as the page does), nothing else touching Redis "
+                "(`INFO commandstats`; one `SMEMBERS` per gather):", "",
+                "| browsers | gathers per period | commands per period | inside Redis ms per period | "
+                "updates per browser per period |",
+                "|---:|---:|---:|---:|---:|"]
+        for b in w["browsers"]:
+            out.append(f"| {b['browsers']} | {b['gathers_per_period']:.2f} | {b['commands_per_period']:,.0f} | "
+                       f"{b['server_ms_per_period']:.1f} | {b['updates_per_browser_per_period']:.2f} "
+                       f"(min {b['min_updates_per_browser_per_period']:.2f}) |")
+        out.append("")
     rows = targets(results)
     if rows:
         out += ["**Targets**", "", "| target | measured | met |", "|---|---|---|"]

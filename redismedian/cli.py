@@ -15,7 +15,7 @@ from . import keys as K
 from .common import (DEFAULT_PERIOD_S, DEFAULT_REDIS_URL, EXIT_FAILURE, NAME_RULE, FatalError, Settings,
                      check_name, check_namespace, load_callable, parse_name_list, period_to_ms)
 from .connection import (check_url, client_options, describe_error, is_auth_error, is_permission_error, make_client,
-                         redact_url)
+                         redact_url, wrong_mode)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -107,7 +107,9 @@ def redis_options(f: Callable) -> Callable:
                      show_envvar=True, callback=_url,
                      help="Redis to coordinate through: redis://[user[:password]@]host:port/db, rediss:// "
                           "for TLS, unix:///path.sock, or redis+sentinel://[[user]:password@]host:port"
-                          "[,host:port...]/service[/db] to follow a master through Redis Sentinel.")(f)
+                          "[,host:port...]/service[/db] to follow a master through Redis Sentinel, or "
+                          "redis+cluster://[[user]:password@]host:port[,host:port...] (rediss+cluster:// for "
+                          "TLS) for Redis Cluster, where every key is {NAMESPACE}:... (one hash slot).")(f)
     return f
 
 
@@ -265,6 +267,9 @@ def trader_cmd(decision_timeout, medians_maxlen, on_median, redis_url, namespace
 
 def _redis_problem(redis_url: str, e: BaseException) -> str:
     """One line saying what went wrong talking to Redis (never a password)."""
+    mismatch = wrong_mode(e, redis_url)
+    if mismatch:
+        return mismatch
     if is_permission_error(e):
         what = "denied a command to this user (check its ACL)"
     elif is_auth_error(e):
@@ -285,9 +290,9 @@ def _redis_errors(redis_url: str):
         raise click.ClickException(_redis_problem(redis_url, e)) from None
 
 
-def _operator_client(redis_url: str):
+def _operator_client(redis_url: str, namespace: str):
     """A client for one-shot operator commands: fail fast with one line instead of retrying."""
-    client = make_client(redis_url, socket_timeout=5.0, **_client_options(redis_url))
+    client = make_client(redis_url, socket_timeout=5.0, namespace=namespace, **_client_options(redis_url))
     try:
         client.ping()
     except Exception as e:  # noqa: BLE001 - reported in one line
@@ -311,10 +316,10 @@ def deregister_cmd(name, name_opt, redis_url, namespace):
     name = name or name_opt
     if not name:
         raise click.UsageError("give the strategy name: redismedian deregister NAME (or -n NAME)")
-    client = _operator_client(redis_url)
+    client = _operator_client(redis_url, namespace)
     try:
         with _redis_errors(redis_url):
-            deregister(client, K.Keys(namespace), name)
+            deregister(client, K.Keys.for_url(namespace, redis_url), name)
     except FatalError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"deregistered {name}")
@@ -333,8 +338,8 @@ def status_cmd(as_json, watch, interval, count, redis_url, namespace):
     """Show every generator, strategy and the trader: state, last value, epoch, age, and why a part
     is in error. With --watch, a live view."""
     from .status import gather, render, to_json
-    client = _operator_client(redis_url)
-    keys = K.Keys(namespace)
+    client = _operator_client(redis_url, namespace)
+    keys = K.Keys.for_url(namespace, redis_url)
     if not watch:
         if interval is not None or count is not None:
             raise click.UsageError("--interval and --count only go with --watch")
@@ -384,8 +389,8 @@ def check_cmd(kind, name, missed_window, redis_url, namespace):
     if kind in ("generator", "strategy") and not name:
         raise click.UsageError(f"give the {kind}'s name: redismedian check {kind} NAME")
     try:
-        client = _operator_client(redis_url)
-        keys = K.Keys(namespace)
+        client = _operator_client(redis_url, namespace)
+        keys = K.Keys.for_url(namespace, redis_url)
         with _redis_errors(redis_url):
             health = (check_component(client, keys, kind, name, missed_window=missed_window) if kind
                       else check_deployment(gather(client, keys), missed_window=missed_window))
@@ -415,10 +420,10 @@ def follow_cmd(as_json, since, redis_url, namespace):
 
     from .following import Median, follow, start_id
     _logging.basicConfig(level=_logging.WARNING, format="%(levelname)-7s %(name)s: %(message)s")
-    client = _operator_client(redis_url)
+    client = _operator_client(redis_url, namespace)
     try:
         with _redis_errors(redis_url):
-            start_id(client, K.Keys(namespace), since)   # a bad --since is a usage error, before following
+            start_id(client, K.Keys.for_url(namespace, redis_url), since)   # a bad --since is a usage error, before following
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
     stop = threading.Event()
@@ -458,7 +463,7 @@ def history_cmd(since, until, limit, as_csv, as_json, redis_url, namespace):
     from .ops import history, history_csv, history_table, parse_since
     if as_csv and as_json:
         raise click.UsageError("choose one of --csv and --json")
-    client = _operator_client(redis_url)
+    client = _operator_client(redis_url, namespace)
     with _redis_errors(redis_url):
         now = time_reply_ms(client.time())
         try:
@@ -470,7 +475,7 @@ def history_cmd(since, until, limit, as_csv, as_json, redis_url, namespace):
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--until") from None
         try:
-            rows = history(client, K.Keys(namespace), lo, hi, limit or None)
+            rows = history(client, K.Keys.for_url(namespace, redis_url), lo, hi, limit or None)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     if as_csv:
@@ -486,14 +491,16 @@ def history_cmd(since, until, limit, as_csv, as_json, redis_url, namespace):
 @click.option("--strategies", required=True, callback=_names, help="Comma-separated strategy names, e.g. X,Y.")
 @click.option("--namespace", default=K.DEFAULT_NAMESPACE, show_default=True, envvar="REDISMEDIAN_NAMESPACE",
               show_envvar=True, callback=_namespace, help="The deployment's key prefix.")
-def acl_cmd(generators, strategies, namespace):
+@click.option("--cluster", is_flag=True, help="Rules for a Redis Cluster (redis+cluster:// URLs): keys in the "
+              "{NAMESPACE}:... form, and CLUSTER SLOTS for every user. Load the file on every node.")
+def acl_cmd(generators, strategies, namespace, cluster):
     """Print a Redis ACL file (no passwords) with one user per role and instance: generator.NAME,
     strategy.NAME, trader, operator, admin; the default user is disabled.
 
     deploy/redis/render-acl.sh adds each user's password hash from a secrets folder. See
     docs/operations.md for what each user may do."""
     from .acl import render_acl
-    click.echo(render_acl(namespace, generators, strategies), nl=False)
+    click.echo(render_acl(namespace, generators, strategies, cluster=cluster), nl=False)
 
 
 @cli.command("demo", context_settings=CONTEXT)
@@ -516,6 +523,76 @@ def demo_cmd(redis_url, namespace, period, duration, log_level):
     Ctrl-C stops everything."""
     from .demo import run_demo
     sys.exit(run_demo(redis_url, namespace, period, duration, log_level))
+
+
+@cli.command("web", context_settings=CONTEXT)
+@click.option("--bind", default="127.0.0.1", show_default=True, envvar="REDISMEDIAN_WEB_BIND", show_envvar=True,
+              help="Address to serve the page on. Any address but a loopback one (127.0.0.1, ::1, localhost) "
+                   "needs a token (--token-file or $REDISMEDIAN_WEB_TOKEN) or an explicit --no-auth.")
+@click.option("--port", type=int, default=8080, show_default=True, envvar="REDISMEDIAN_WEB_PORT", show_envvar=True,
+              callback=_port, help="TCP port of the page (0: any free port, printed at start).")
+@click.option("--token-file", metavar="FILE", envvar="REDISMEDIAN_WEB_TOKEN_FILE", show_envvar=True,
+              help="Require the token in FILE (its last non-empty line; at least 16 characters): browsers log in "
+                   "with it once, scripts send `Authorization: Bearer TOKEN`. $REDISMEDIAN_WEB_TOKEN works too.")
+@click.option("--no-auth", is_flag=True,
+              help="Serve the page on a non-loopback --bind without a token: anyone who can reach it reads it.")
+@click.option("--socket-timeout", default=5.0, show_default=True, type=click.FloatRange(min=2.0),
+              envvar="REDISMEDIAN_SOCKET_TIMEOUT", show_envvar=True,
+              help="Longest wait for one Redis reply, in seconds (at least 2: the page blocks up to 1 s on the "
+                   "medians stream).")
+@click.option("--log-format", default="text", show_default=True, envvar="REDISMEDIAN_LOG_FORMAT", show_envvar=True,
+              type=click.Choice(["text", "json"]), help="text: lines for people; json: one JSON object per line.")
+@click.option("--log-level", default="INFO", show_default=True, envvar="REDISMEDIAN_LOG_LEVEL", show_envvar=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Least severe log level shown.")
+@redis_options
+def web_cmd(bind, port, token_file, no_auth, socket_timeout, log_format, log_level, redis_url, namespace):
+    """Serve a live, read-only page of the deployment: every part with its state and reason (the rules of
+    `status` and `check`), the current median, a chart of the last hour with missed and error epochs as
+    gaps, updated as they happen. One Redis reader per process, however many browsers; the `operator`
+    user has every right it needs. /healthz answers like `check` (200 or 503). Needs the web extra:
+    pip install 'redismedian[web]'."""
+    from . import logs, web
+    try:
+        web.require_extra()
+    except web.MissingExtra as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
+    try:
+        access = web.access_rules(bind, web.load_token(token_file), no_auth)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    logs.setup(log_level, fmt=log_format, fields={"component": "web", "namespace": namespace})
+    logs.add_secret(access.token)
+    opts = _client_options(redis_url)
+    shown = redact_url(redis_url)
+
+    def connect():
+        return make_client(redis_url, socket_timeout=socket_timeout, client_name="redismedian-web",
+                           namespace=namespace, **opts)
+    probe = connect()
+    try:
+        probe.ping()
+    except redis.exceptions.RedisError as e:
+        if is_auth_error(e):     # no retry fixes a refused password: say so now, like every component
+            raise click.ClickException(_redis_problem(redis_url, e)) from None
+        web.log.warning("%s; serving the page anyway (it says so, and recovers when Redis answers)",
+                        _redis_problem(redis_url, e))
+    finally:
+        probe.close()
+    try:
+        sock = web.listen(bind, port)
+    except OSError as e:
+        raise click.ClickException(f"cannot serve the page on {bind}:{port}: {e.strerror or e}") from None
+    state = web.WebState(shown, namespace)
+    reader = web.Reader(state, connect, K.Keys.for_url(namespace, redis_url)).start()
+    host, real_port = sock.getsockname()[:2]
+    where = f"[{host}]" if ":" in host else host
+    how = ("a token is required" if access.token else
+           "no token: answers only to localhost" if access.local_only else
+           "NO AUTHENTICATION (--no-auth): anyone who can reach it reads it")
+    web.log.info("serving namespace %s of %s at http://%s:%d/ (%s)", namespace, shown, where, real_port, how)
+    web.serve(sock, state, reader, access)
 
 
 def main() -> None:

@@ -90,8 +90,20 @@ def test_benchmark_smoke_run_writes_complete_results(tmp_path):
         assert 0 <= r["published"] <= r["periods"] and r["all_published"] == (r["published"] == r["periods"])
         assert 0 <= r["loadgen_complete_periods"] <= r["periods"] and r["redis_busy_pct"] >= 0
 
+    # 6. the page server: its reader's cost with the floor in the same periods; one reader however many
+    # browsers (every browser got updates)
+    w = results["web"]
+    assert w["n"] == results["settings"]["web_size"] and w["periods"] >= 1
+    for key in ("web_ms", "web_server_ms", "gather_ms", "floor_ms", "floor_server_ms"):
+        assert 0 < w[key]["min"] <= w[key]["median"] <= w[key]["max"], key
+    assert w["calls_per_period"]["scan"] >= 1 and w["calls_per_period"]["xread"] == 1 and w["view_bytes"] > 0
+    assert [b["browsers"] for b in w["browsers"]] == [1, results["settings"]["web_browsers"]]
+    for b in w["browsers"]:
+        assert b["gathers_per_period"] > 0 and b["min_updates_per_browser_per_period"] > 0
+    assert "The page server" in table
+
     # the load average is part of the results; targets are reported (met or not), never enforced
-    assert set(results["load_average_by_section"]) == {"cost", "latency", "roundtrips", "capacity"}
+    assert set(results["load_average_by_section"]) == {"cost", "latency", "roundtrips", "capacity", "web"}
     assert len(results["load_average_at_end"]) == 3 and "Load average" in table
     assert {t["target"].split(":")[0] for t in results["targets"]} >= {"generator", "strategy", "trader", "capacity"}
     assert all(isinstance(t["met"], bool) for t in results["targets"])

@@ -22,12 +22,11 @@ from urllib.parse import urlsplit
 
 import click
 import pytest
-import redis
 import yaml
 
 from redismedian.cli import cli
 from tests.prod_support import ACL_TEMPLATE, DEPLOY, REDIS_CONF, make_secrets
-from tests.support import REDIS_SERVER, ROOT, Proc, free_port, wait_until
+from tests.support import REDIS_SERVER, ROOT, Proc, free_port, harness_client, wait_until
 
 COMPOSE = DEPLOY / "docker-compose.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
@@ -100,15 +99,15 @@ def _seconds(text: str) -> float:
 def test_compose_services_commands_and_options_exist():
     doc = _compose()
     services = doc["services"]
-    assert set(services) == {"redis", "g1", "g2", "g3", "strategy-x", "strategy-y", "trader", "operator"}
+    assert set(services) == {"redis", "g1", "g2", "g3", "strategy-x", "strategy-y", "trader", "operator", "web"}
     secrets = doc["secrets"]
-    assert set(secrets) == set(ACL_USERS), "one compose secret per Redis user"
+    assert set(secrets) == set(ACL_USERS) | {"web-token"}, "one compose secret per Redis user, and the page's token"
     for name, spec in secrets.items():
         assert spec["file"] == f"./secrets/{name}"
     assert (DEPLOY / "secrets" / ".gitignore").read_text().splitlines()[1] == "*"
 
     for name, svc in services.items():
-        if name == "redis":
+        if name in ("redis", "web"):   # web: tests/test_web.py
             continue
         env = {k: str(v) for k, v in svc["environment"].items()}
         cmd, ctx = parse_cli(svc["command"], env)
@@ -195,7 +194,7 @@ def test_compose_file_runs_without_docker(tmp_path):
                    what="the redis service's healthcheck")
         envs = {}
         for name, svc in doc["services"].items():
-            if name in ("redis", "operator"):
+            if name in ("redis", "operator", "web"):   # web: tests/test_web.py runs the page server
                 continue
             envs[name] = service_env(svc, free_port())
             procs.append(Proc(svc["command"], envs[name], tmp_path / f"{name}.log", name=name))
@@ -217,8 +216,7 @@ def test_compose_file_runs_without_docker(tmp_path):
         r = subprocess.run([sys.executable, "-m", "redismedian", "check"], env=service_env(op, 0), cwd=str(ROOT),
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stdout + r.stderr
-        admin = redis.Redis(host="127.0.0.1", port=port, username="admin",
-                            password=(secrets / "admin").read_text().strip(), socket_timeout=5)
+        admin = harness_client(port, username="admin", password=(secrets / "admin").read_text().strip())
         _assert_only_meta_refusals(admin, {p: urlsplit(envs[p.name]["REDISMEDIAN_REDIS_URL"]).username
                                            for p in procs if p.name != "trader"}, procs)
         # Logs are JSON, as configured, and carry no password.
@@ -326,7 +324,8 @@ def _local_env_file(path: str) -> Path:
 
 def test_systemd_units_call_real_commands_with_real_options():
     assert sorted(p.name for p in SYSTEMD.glob("*.service")) == [
-        "redismedian-generator@.service", "redismedian-strategy@.service", "redismedian-trader.service"]
+        "redismedian-generator@.service", "redismedian-strategy@.service", "redismedian-trader.service",
+        "redismedian-web.service"]   # web: tests/test_web.py
     pyproject = _pyproject()
     for path, inst, kind in _instances():
         unit = _unit(path)
@@ -447,7 +446,7 @@ def test_make_secrets_creates_one_private_password_per_user(tmp_path):
                        text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in out.iterdir())
-    assert files == sorted(ACL_USERS) and "default" not in files
+    assert files == sorted(ACL_USERS + ["web-token"]) and "default" not in files
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
     passwords = {(out / f).read_text().strip() for f in files}
     assert len(passwords) == len(files) and all(re.fullmatch(r"[A-Za-z0-9]{32}", p) for p in passwords)
