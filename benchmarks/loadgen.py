@@ -1,12 +1,10 @@
 """A load generator that does, for N simulated strategies, exactly what a strategy process does.
 
-Each simulated strategy makes the same report call per period that
-:meth:`redismedian.strategy.Strategy.report` makes: the script, its keys and arguments come from the
-same :func:`redismedian.scripts.strategy_report_request` (STRATEGY_REPORT_HOT while registered
-between two checks of the deployment record, else STRATEGY_REPORT; ``EVALSHA``), and so is the
-lease value the script holds (``"<owner>|<start ms>"``, as :meth:`Strategy.startup` sets it) and its
-time to live.  A report the hot script answers ``full`` is sent again with STRATEGY_REPORT, as
-:func:`redismedian.scripts.strategy_report` does (after the period's other reports).  Every simulated strategy has its own name, lease and decision key.  Only the
+Each simulated strategy makes the same single STRATEGY_REPORT call per period that
+:meth:`redismedian.strategy.Strategy.report` makes: the keys and arguments come from the same
+:func:`redismedian.scripts.strategy_report_request`, the script is the same (``EVALSHA``), and so
+is the lease value the script holds (``"<owner>|<start ms>"``, as :meth:`Strategy.startup` sets it)
+and its time to live.  Every simulated strategy has its own name, lease and decision key.  Only the
 transport differs: the calls go out in pipelines of ``CHUNK`` over one connection, packed and parsed
 by hiredis, with two pipelines in flight (the next one is built while Redis runs the previous one),
 so that one Python process can stand in for 100k strategy processes and Redis, not this process,
@@ -36,7 +34,7 @@ from redismedian import keys as K
 from redismedian.clock import boundary_ms
 from redismedian.common import Settings, as_str, fmt_value, new_instance_id
 from redismedian.connection import make_client
-from redismedian.scripts import STRATEGY_REPORT, STRATEGY_REPORT_HOT, MetaArgs, meta_create, strategy_report_request
+from redismedian.scripts import STRATEGY_REPORT, MetaArgs, meta_create, strategy_report_request
 from redismedian.strategy import META_CHECK_EVERY, default_signal_timeout_ms
 
 CHUNK = 500      # script calls per pipeline
@@ -50,7 +48,7 @@ class Submission:
     submitted: int         # decisions accepted for the epoch (or reports accepted, for 'starting')
     refused: dict          # reply status -> count, for anything but a submission
     round_trips: int       # pipelines sent
-    commands: int          # report script calls sent
+    commands: int          # STRATEGY_REPORT calls sent
     registered: int        # replies that said "registered"
 
     @property
@@ -100,8 +98,7 @@ class LoadGenerator:
         self.keys = self.settings.keys
         self.period_ms = period_ms
         self.client = make_client(redis_url, socket_timeout=120.0, client_name="bench-loadgen-setup")
-        # the private Redis never flushes them
-        self.sha = {s: self.client.script_load(s) for s in (STRATEGY_REPORT, STRATEGY_REPORT_HOT)}
+        self.sha = self.client.script_load(STRATEGY_REPORT)   # the private Redis never flushes it
         self.wire = _Wire(redis_url)
         self.names = list(names)
         self.instance = ""
@@ -113,7 +110,6 @@ class LoadGenerator:
         self.ready_ttl_ms = K.ttl_ms(period_ms, K.READY_TTL_PERIODS)
         self.start_ms = 0
         self.lease_owner = ""
-        self.registered: dict[str, bool] = {}   # name -> registered at its last report (as Strategy.registered)
 
     # -- start-up ------------------------------------------------------------------------------
     def _run(self, source, keys, args):
@@ -164,61 +160,45 @@ class LoadGenerator:
             state, reason = "ok", ""
         meta = self.meta_args()
         sha, k = self.sha, self.keys
-        submitted, registered, refused, chunks, sent = 0, 0, {}, 0, 0
-        pending: deque[list] = deque()
-        again: list[tuple[int, str, str]] = []   # answered 'full': sent again with STRATEGY_REPORT
+        submitted, registered, refused, chunks = 0, 0, {}, 0
+        pending: deque[int] = deque()
 
-        def take(batch: list) -> None:
+        def take(count: int) -> None:
             nonlocal submitted, registered
-            for (i, name, value, _), reply in zip(batch, self.wire.replies(len(batch))):
+            for reply in self.wire.replies(count):
                 status = as_str(reply[0]) if isinstance(reply, list) else f"error: {reply}"
-                if status == "full":
-                    again.append((i, name, value))
-                    continue
                 if status != "ok":
                     refused[status] = refused.get(status, 0) + 1
                     continue
                 if not self.instance and reply[2]:
                     self.instance = as_str(reply[2])
-                self.registered[name] = int(reply[4]) == 1
                 registered += int(reply[4]) == 1
                 if int(reply[5]) == 1 or starting:
                     submitted += 1
                 else:   # ok but not submitted: the epoch had ended
                     refused["late"] = refused.get("late", 0) + 1
 
-        def send(batch: list) -> None:
-            nonlocal chunks, sent
-            self.wire.sock.sendall(b"".join(packed for *_, packed in batch))
-            pending.append(batch)
-            chunks += 1
-            sent += len(batch)
-            if len(pending) >= IN_FLIGHT:
-                take(pending.popleft())
-
-        def call(i: int, name: str, value: str, hot: bool) -> tuple:
-            # As a strategy process: the deployment record is checked at the first report and
-            # every META_CHECK_EVERY reports after (staggered, as processes start at different times).
-            check = starting or not self.instance or (epoch + i) % META_CHECK_EVERY == 0
-            req = strategy_report_request(
-                k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
-                decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms, start_ms=self.start_ms,
-                check_meta=check, registered=hot and self.registered.get(name, False))
-            packed = hiredis.pack_command(("EVALSHA", sha[req.script], len(req.keys), *req.keys, *req.args))
-            return i, name, value, packed
-
         t0 = time.perf_counter()
         for lo in range(0, len(names), CHUNK):
-            send([call(i, name, value, True)
-                  for i, (name, value) in enumerate(zip(names[lo:lo + CHUNK], values[lo:lo + CHUNK]), lo)])
-        while pending:
-            take(pending.popleft())
-        for lo in range(0, len(again), CHUNK):
-            send([call(i, name, value, False) for i, name, value in again[lo:lo + CHUNK]])
+            packed = []
+            for i, (name, value) in enumerate(zip(names[lo:lo + CHUNK], values[lo:lo + CHUNK]), lo):
+                # As a strategy process: the deployment record is checked at the first report and
+                # every META_CHECK_EVERY reports after (staggered, as processes start at different times).
+                check = starting or not self.instance or (epoch + i) % META_CHECK_EVERY == 0
+                keys, args = strategy_report_request(
+                    k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
+                    decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms, start_ms=self.start_ms,
+                    check_meta=check)
+                packed.append(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
+            self.wire.sock.sendall(b"".join(packed))
+            pending.append(len(packed))
+            chunks += 1
+            if len(pending) >= IN_FLIGHT:
+                take(pending.popleft())
         while pending:
             take(pending.popleft())
         seconds = time.perf_counter() - t0
-        return Submission(epoch, seconds, submitted, refused, chunks, sent, registered)
+        return Submission(epoch, seconds, submitted, refused, chunks, len(names), registered)
 
     def close(self) -> None:
         self.wire.close()

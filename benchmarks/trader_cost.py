@@ -51,7 +51,7 @@ from .harness import BenchClock
 from .loadgen import LoadGenerator, strategy_names
 
 CALIBRATION_N = 5000
-PRELOADED = (scripts.STRATEGY_REPORT, scripts.STRATEGY_REPORT_HOT, scripts.TRADER_TICK, scripts.TRADER_SETTLE, scripts.REGISTRY_ADMIT,
+PRELOADED = (scripts.STRATEGY_REPORT, scripts.TRADER_TICK, scripts.TRADER_SETTLE, scripts.REGISTRY_ADMIT,
              scripts.REGISTRY_RESTORE, scripts.META_CREATE, scripts.LEASE_ACQUIRE, scripts.LEASE_RELEASE)
 
 

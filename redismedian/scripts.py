@@ -1,11 +1,9 @@
 """Lua scripts, each with its typed wrapper: every atomic step of a component is one script call.
 
-Every script that touches the deployment starts the same way: read the server clock (``TIME``),
-check the deployment record (``NS:meta``: the period, and an instance id that changes when Redis
-lost its data), and hold the caller's lease, with the helper functions of PRELUDE (a script
-includes the pieces it uses; the strategy's hot report, STRATEGY_REPORT_HOT, none, and checks the
-record only every few periods).  Scripts validate before they write, so a refusal never leaves a
-half-done change behind.
+Every script that touches the deployment starts with the same prelude: read the server clock
+(``TIME``), check the deployment record (``NS:meta``: the period, and an instance id that changes
+when Redis lost its data), and hold the caller's lease.  Scripts validate before they write, so a
+refusal never leaves a half-done change behind.
 
 Each script has one wrapper beside its text: a function that builds KEYS and ARGV from named
 parameters, and a NamedTuple for its reply, so that no caller indexes a reply by position.  Every
@@ -30,16 +28,12 @@ from .keys import Keys
 # run(source, keys, args) -> the raw reply, after the caller's common checks (Component.run_script)
 Runner = Callable[[str, Sequence[Any], Sequence[Any]], list]
 
-# The Lua helpers, in pieces: a script defines (at every call) only the functions it uses.
-# PRELUDE is all of them, in this order.
-_CLOCK = r"""
+PRELUDE = r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-"""
 
-_NUMBERS = r"""
 -- The one number grammar (common.parse_number mirrors it): optional sign, digits with at most one
 -- decimal point, optional exponent; finite.  tonumber alone would also take spaces, hex, 'inf' and
 -- 'nan': no other character than these passes the first test, and for these tonumber's grammar
@@ -58,18 +52,14 @@ local function int(s)
   end
   return tonumber(s)
 end
-"""
 
-_WRONGTYPE = r"""
 -- The type of a key that exists with another type than `want`, else nil.
 local function wrongtype(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then return t end
   return nil
 end
-"""
 
-_META = r"""
 -- Check (and, when `create`, create) the deployment record.
 -- Returns instance, changed | nil, code, detail.  Codes: wrongtype, baddata, period, nometa.
 local function meta_check(key, period, known, fresh, now, create)
@@ -98,9 +88,7 @@ local function meta_check(key, period, known, fresh, now, create)
   if p ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
   return m[2], (m[2] ~= known)
 end
-"""
 
-_LEASE_READ = r"""
 -- The holder of a lease, or nil when nobody holds it.  What no redismedian process writes at a
 -- lease key (another type, or a string that never expires) is removed, not obeyed.
 local function lease_get(key)
@@ -118,9 +106,7 @@ local function lease_peek(key)
   if redis.call('TYPE', key)['ok'] ~= 'string' or redis.call('PTTL', key) < 0 then return nil end
   return redis.call('GET', key)
 end
-"""
 
-_LEASE_HOLD = r"""
 -- Hold our own lease: renew it when ours, take it when free.  Returns true | false, holder.
 -- Two commands when we hold it (the hot path of every report).
 local function lease_hold(key, owner, ttl)
@@ -137,9 +123,7 @@ local function lease_hold(key, owner, ttl)
   redis.call('SET', key, owner, 'PX', ttl)
   return true
 end
-"""
 
-_REGISTRY = r"""
 -- The registry version (NS:meta field 'registry'), incremented at every change of the backup.
 local function registry_version(meta)
   local v = int(redis.call('HGET', meta, 'registry') or '')
@@ -232,8 +216,6 @@ local function registry_guard(meta, reg, backup, dereg, now, lost)
   return registry_version(meta), nb, note
 end
 """
-
-PRELUDE = _CLOCK + _NUMBERS + _WRONGTYPE + _META + _LEASE_READ + _LEASE_HOLD + _REGISTRY
 
 
 def _text(x: Any) -> Any:
@@ -381,82 +363,61 @@ def generator_publish(run: Runner, k: Keys, m: MetaArgs, *, name: str, epoch: in
 # Strategy
 # ---------------------------------------------------------------------------------------------
 
-# A strategy's report, every period, is one of two scripts with the same KEYS 1-5 and ARGV 1-6:
-#   KEYS: 1 its lease, 2 its decision key, 3 the registry, 4 the epoch's counter, 5 the epoch's
-#         doorbell (STRATEGY_REPORT also: 6 the deployment record, 7 the deregistration records, 8 joins)
-#   ARGV: 1 the lease value, 2 the lease ttl, 3 the name, 4 the report as stored ("<E>|<value>" or
-#         "<E>|!<state>|<reason>", built by the wrapper), 5 the decision ttl, 6 the doorbells' ttl, ''
-#         when the report holds no decision (nothing to count)
-#         (STRATEGY_REPORT also: 7 the period, '' = do not check the deployment record, 8 the
-#         instance the caller knows, 9 the server ms the caller started)
-# STRATEGY_REPORT_HOT is the usual case, a registered strategy between two checks of the deployment
-# record: six commands, no helper functions, nothing else (every redis.call, every argument and
-# every Lua function defined costs Redis time: the report is the one script that runs N times a
-# period).  Whatever it does not expect (the lease not ours as it stands, the name not in the
-# registry, either key garbage) it answers 'full' before writing anything, and the wrapper runs
-# STRATEGY_REPORT instead, which handles every case.  STRATEGY_REPORT also runs at start-up, while
-# the strategy is not registered, and when the caller checks the deployment record (TIME, HMGET:
-# every few periods).  A decision for an epoch that is over is refused by the caller's clock and,
-# whatever gets through, by the trader, which reads only "<its epoch>|..." values.
-
-# A hint for the trader: ring when this submission makes the count reach the registry's size.
-_RING = r"""
-local c = redis.pcall('INCR', KEYS[4])
-if c == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[6]) end
-if c == redis.call('SCARD', KEYS[3]) then
-  redis.pcall('RPUSH', KEYS[5], ARGV[3])
-  redis.call('PEXPIRE', KEYS[5], ARGV[6])
-end
-"""
-
-STRATEGY_REPORT_HOT = r"""
-if redis.pcall('GET', KEYS[1]) ~= ARGV[1] or redis.pcall('SISMEMBER', KEYS[3], ARGV[3]) ~= 1 then
-  return {'full', 0}
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
-if ARGV[6] == '' then return {'ok', 0, '', 0, 1, 0} end
-""" + _RING + r"""
-return {'ok', 0, '', 0, 1, 1}
-"""
-
-STRATEGY_REPORT = _CLOCK + _NUMBERS + _WRONGTYPE + _META + _LEASE_HOLD + r"""
-local now, inst, changed = 0, '', 0
-if ARGV[7] ~= '' then
+# The hot path of every strategy, every period: a few commands (the lease, the decision, the
+# registration, the doorbell counter).  The deployment record is checked (TIME and HMGET) only when
+# the caller asks (ARGV[14]: at start-up, after a problem, and every few periods); a decision for
+# an epoch that is over is refused by the caller's clock and, whatever gets through, by the trader,
+# which reads only "<its epoch>|..." values.
+STRATEGY_REPORT = PRELUDE + r"""
+local now, inst, changed = 0, '', false
+if ARGV[14] == '1' then
   now = now_ms()
-  local i, c, detail = meta_check(KEYS[6], ARGV[7], ARGV[8], '', now, false)
+  local i, c, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], '', now, false)
   if not i then return {c, now, detail} end
-  inst, changed = i, c and 1 or 0
+  inst, changed = i, c
 end
-local held, holder = lease_hold(KEYS[1], ARGV[1], ARGV[2])
+local held, holder = lease_hold(KEYS[2], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
-redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
-local submitted = (ARGV[6] ~= '') and 1 or 0
-if redis.pcall('SISMEMBER', KEYS[3], ARGV[3]) == 1 then
+local epoch, name = ARGV[6], ARGV[7]
+local value, state, reason = ARGV[8], ARGV[9], ARGV[10]
+if value ~= '' then
+  redis.call('SET', KEYS[3], epoch .. '|' .. value, 'PX', ARGV[11])
+else
+  redis.call('SET', KEYS[3], epoch .. '|!' .. state .. '|' .. reason, 'PX', ARGV[11])
+end
+local submitted = (value ~= '') and 1 or 0
+local registered = redis.pcall('SISMEMBER', KEYS[4], name)
+if registered == 1 then
   if submitted == 1 then
-""" + _RING + r"""
+    -- A hint for the trader: ring when this submission makes the count reach the registry's size.
+    local c = redis.pcall('INCR', KEYS[7])
+    if c == 1 then redis.call('PEXPIRE', KEYS[7], ARGV[12]) end
+    if c == redis.call('SCARD', KEYS[4]) then
+      redis.pcall('RPUSH', KEYS[8], name)
+      redis.call('PEXPIRE', KEYS[8], ARGV[12])
+    end
   end
-  return {'ok', now, inst, changed, 1, submitted}
+  return {'ok', now, inst, changed and 1 or 0, 1, submitted, reason}
 end
 -- Not registered: deregistered (a record newer than this process), or waiting for the trader.
-local rec = redis.pcall('HGET', KEYS[7], ARGV[3])
+local rec = redis.pcall('HGET', KEYS[5], name)
 if type(rec) == 'string' then
   local t = int(rec)
-  if t and t >= tonumber(ARGV[9]) then return {'deregistered', now, inst, changed, 0, 0, rec} end
+  if t and t >= tonumber(ARGV[13]) then return {'deregistered', now, inst, changed and 1 or 0, 0, 0, rec} end
 end
-redis.pcall('SADD', KEYS[8], ARGV[3])
-return {'ok', now, inst, changed, 0, submitted}
+redis.pcall('SADD', KEYS[6], name)
+return {'ok', now, inst, changed and 1 or 0, 0, submitted, reason}
 """
 
 
 class StrategyReported(NamedTuple):
-    status: str          # ok | deregistered (| full: STRATEGY_REPORT_HOT's answer, never returned by the wrapper)
+    status: str          # ok | deregistered
     now: int             # server ms (0 when the deployment record was not checked)
     instance: str
     changed: bool        # the deployment record is not the one this strategy saw last
     registered: bool     # the name is in the registry (else it asked the trader to admit it)
     submitted: bool      # a decision was written for the epoch
-    reason: str          # the report's own reason (why no decision), or the deregistration time
+    reason: str          # why not (when not submitted), or the deregistration time
 
 
 class Report(NamedTuple):
@@ -485,43 +446,26 @@ def parse_report(raw: Any) -> Report | None:
     return Report(epoch, "ok", rest, "")
 
 
-class ReportRequest(NamedTuple):
-    """One report as sent: the script (its source) and its KEYS and ARGV."""
-
-    script: str
-    keys: list
-    args: list
-
-
 def strategy_report_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, value: str, state: str, reason: str,
-                            decision_ttl_ms: int, ready_ttl_ms: int, start_ms: int, check_meta: bool = True,
-                            registered: bool = False) -> ReportRequest:
-    """The call of one report (the benchmarks' load generator sends it in pipelines):
-    STRATEGY_REPORT_HOT when the caller was ``registered`` at its last report and does not
-    ``check_meta`` this time, else STRATEGY_REPORT."""
-    text = f"{epoch}|{value}" if value else f"{epoch}|!{state}|{reason[:2000]}"
-    keys = [k.lease("strategy", name), k.decision(name), k.strategies, k.count(epoch), k.ready(epoch)]
-    args = [m.owner, m.lease_ttl_ms, name, text, decision_ttl_ms, ready_ttl_ms if value else ""]
-    if registered and not check_meta:
-        return ReportRequest(STRATEGY_REPORT_HOT, keys, args)
-    return ReportRequest(STRATEGY_REPORT, [*keys, k.meta, k.deregistered, k.joins],
-                         [*args, m.period_ms if check_meta else "", m.known_instance, start_ms])
+                            decision_ttl_ms: int, ready_ttl_ms: int, start_ms: int,
+                            check_meta: bool = True) -> tuple[list, list]:
+    """KEYS and ARGV of one report (the benchmarks' load generator sends it in pipelines)."""
+    keys = [k.meta, k.lease("strategy", name), k.decision(name), k.strategies, k.deregistered, k.joins,
+            k.count(epoch), k.ready(epoch)]
+    args = [*m, epoch, name, value, state, reason[:2000], decision_ttl_ms, ready_ttl_ms, start_ms,
+            "1" if check_meta else "0"]
+    return keys, args
 
 
-def strategy_reported(raw: Sequence[Any], reason: str = "") -> StrategyReported:
-    """The reply of either script; ``reason`` is the report's own (the scripts do not send it back)."""
-    s, now, inst, changed, registered, submitted, rec = _fields(raw, 7, 0)
-    return StrategyReported(s, int(now), inst or "", bool(int(changed)), bool(int(registered)),
-                            bool(int(submitted)), str(rec) if s == "deregistered" else reason)
+def strategy_reported(raw: Sequence[Any]) -> StrategyReported:
+    s, now, inst, changed, registered, submitted, reason = _fields(raw, 7, 0)
+    return StrategyReported(s, int(now), inst, bool(int(changed)), bool(int(registered)), bool(int(submitted)),
+                            str(reason or ""))
 
 
 def strategy_report(run: Runner, k: Keys, m: MetaArgs, **kw: Any) -> StrategyReported:
-    req = strategy_report_request(k, m, **kw)
-    raw = run(req.script, req.keys, req.args)
-    if raw and _text(raw[0]) == "full":     # not the usual case: the script that handles every case
-        req = strategy_report_request(k, m, **{**kw, "registered": False})
-        raw = run(req.script, req.keys, req.args)
-    return strategy_reported(raw, kw["reason"][:2000])
+    keys, args = strategy_report_request(k, m, **kw)
+    return strategy_reported(run(STRATEGY_REPORT, keys, args))
 
 
 # ---------------------------------------------------------------------------------------------

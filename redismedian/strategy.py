@@ -21,8 +21,7 @@ from .scripts import StrategyReported, strategy_report
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
 # A report checks the deployment record (TIME, HMGET) only every this many periods, and at start:
-# in between, a registered strategy's report is scripts.STRATEGY_REPORT_HOT (six commands).  Data
-# loss shows sooner anyway: the registration vanishes.
+# the hot path stays a few commands.  Data loss shows sooner anyway: the registration vanishes.
 META_CHECK_EVERY = 10
 FEED_READ_COUNT = 10_000
 
@@ -248,7 +247,7 @@ class Strategy(Component):
             self.run_script, self.keys, self.meta_args(), name=self.name, epoch=epoch, value=value, state=state,
             reason=reason, decision_ttl_ms=K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS),
             ready_ttl_ms=K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), start_ms=self.start_ms,
-            check_meta=check_meta, registered=self.registered is True))
+            check_meta=check_meta))
         self.reports_since_meta_check = 0 if check_meta else self.reports_since_meta_check + 1
         if r.status == "deregistered":
             self.deregistered = True

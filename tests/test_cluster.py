@@ -337,3 +337,30 @@ def test_the_deploy_cluster_script_builds_a_cluster_the_components_use(tmp_path)
                 os.kill(int(pid.read_text()), 9)
             except (OSError, ValueError):
                 pass
+
+
+def test_the_web_page_serves_a_cluster_deployment(redis_cluster, tmp_path):
+    """`redismedian web` with a redis+cluster:// URL: its health endpoint says what `check` says."""
+    import urllib.error
+    import urllib.request
+    pytest.importorskip("starlette")
+    ns = "webc"
+    c = Cluster(redis_cluster.url, tmp_path, period=0.5, namespace=ns)
+    try:
+        c.trader()
+        c.generator("g1")
+        c.strategy("X", "g1")
+        port = free_port()
+        web = c.start("web", "--port", str(port), name="web")
+
+        def health():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    return r.status == 200 and r.read().decode()
+            except (urllib.error.URLError, OSError):
+                return None
+        text = wait_until(health, 30, what="the page's health endpoint saying OK")
+        assert text.startswith("OK: trader published"), text
+        assert web.alive() and "Traceback" not in web.output()
+    finally:
+        c.stop_all()
