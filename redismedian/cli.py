@@ -14,8 +14,7 @@ import redis
 from . import keys as K
 from .common import (DEFAULT_PERIOD_S, DEFAULT_REDIS_URL, EXIT_FAILURE, NAME_RULE, FatalError, Settings,
                      check_name, check_namespace, load_callable, parse_name_list, period_to_ms)
-from .connection import (check_url, client_options, describe_error, is_auth_error, is_permission_error, make_client,
-                         redact_url, wrong_mode)
+from .connection import check_url, client_options, is_auth_error, make_client, redact_url, redis_problem
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -267,18 +266,7 @@ def trader_cmd(decision_timeout, medians_maxlen, on_median, redis_url, namespace
 
 def _redis_problem(redis_url: str, e: BaseException) -> str:
     """One line saying what went wrong talking to Redis (never a password)."""
-    mismatch = wrong_mode(e, redis_url)
-    if mismatch:
-        return mismatch
-    if is_permission_error(e):
-        what = "denied a command to this user (check its ACL)"
-    elif is_auth_error(e):
-        what = "refused our credentials"
-    elif isinstance(e, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
-        what = "is not reachable"
-    else:
-        what = "answered with an error"
-    return f"Redis at {redact_url(redis_url)} {what}: {describe_error(e)}"
+    return redis_problem(redis_url, e)
 
 
 @contextlib.contextmanager

@@ -161,6 +161,22 @@ def describe_error(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
+def redis_problem(url: str, exc: BaseException, acl_hint: str = "check its ACL") -> str:
+    """One line saying what went wrong talking to Redis at ``url`` (redacted: never a password)."""
+    mismatch = wrong_mode(exc, url)
+    if mismatch:
+        return mismatch
+    if is_permission_error(exc):
+        what = f"denied a command to this user ({acl_hint})"
+    elif is_auth_error(exc):
+        what = "refused our credentials"
+    elif isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
+        what = "is not reachable"
+    else:
+        what = "answered with an error"
+    return f"Redis at {redact_url(url)} {what}: {describe_error(exc)}"
+
+
 def wrong_mode(exc: BaseException, url: str) -> str | None:
     """Why no retry can help when a plain URL leads to a Redis Cluster node, or a cluster URL to a
     server that is not one; None for any other error."""
@@ -240,25 +256,30 @@ class Outage:
 PASSWORD_ENV = "REDISMEDIAN_PASSWORD"
 
 
-def read_password_file(path: str) -> str:
-    """The password in ``path``: its last non-empty line.
+def read_secret_file(path: str, what: str = "password") -> str:
+    """The secret in ``path``: its last non-empty line (ValueError naming ``what`` file when unreadable).
 
-    Earlier lines are older passwords that Redis still accepts during a rotation (see
-    deploy/redis/render-acl.sh); clients always use the newest one.
+    Earlier lines are older secrets still accepted during a rotation (see deploy/redis/render-acl.sh);
+    clients always use the newest one.
     """
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
-        raise ValueError(f"cannot read password file {path}: {e.strerror or e}") from None
+        raise ValueError(f"cannot read {what} file {path}: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ValueError(f"password file {path} is not UTF-8 text") from None
+        raise ValueError(f"{what} file {path} is not UTF-8 text") from None
     lines = [line.rstrip("\r") for line in text.split("\n") if line.strip()]
     if not lines:
-        raise ValueError(f"password file {path} is empty")
+        raise ValueError(f"{what} file {path} is empty")
     return lines[-1]
+
+
+def read_password_file(path: str) -> str:
+    """The password in ``path`` (:func:`read_secret_file`)."""
+    return read_secret_file(path, "password")
 
 
 def client_options(url: str, password_file: str | None = None, tls_ca_cert: str | None = None,

@@ -46,7 +46,8 @@ import redis
 
 from . import health as H
 from .common import as_str
-from .connection import TRANSIENT_ERRORS, Backoff, describe_error, is_auth_error, is_permission_error
+from .connection import TRANSIENT_ERRORS, Backoff, read_secret_file
+from .connection import redis_problem as connection_problem
 from .following import Event, Median, _id_order, parse_event, parse_median
 from .keys import Keys
 from .ops import check_deployment, watch_delay
@@ -149,18 +150,7 @@ def access_rules(bind: str, token: str | None, no_auth: bool) -> Access:
 
 def read_token_file(path: str) -> str:
     """The token in ``path``: its last non-empty line, without surrounding blanks."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ValueError(f"cannot read token file {path}: {e.strerror or e}") from None
-    try:
-        lines = [line.strip() for line in raw.decode("utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError:
-        raise ValueError(f"token file {path} is not UTF-8 text") from None
-    if not lines:
-        raise ValueError(f"token file {path} is empty")
-    return lines[-1]
+    return read_secret_file(path, "token").strip()
 
 
 def load_token(token_file: str | None, environ: dict | None = None) -> str | None:
@@ -621,15 +611,7 @@ class WebState:
 # -- the one reader per process -------------------------------------------------------------------
 def redis_problem(redis_shown: str, e: BaseException) -> str:
     """One line saying what went wrong talking to Redis (the URL redacted, no password)."""
-    if is_permission_error(e):
-        what = "denied a command to this user (check its ACL: the operator user has what the page needs)"
-    elif is_auth_error(e):
-        what = "refused our credentials"
-    elif isinstance(e, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
-        what = "is not reachable"
-    else:
-        what = "answered with an error"
-    return f"Redis at {redis_shown} {what}: {describe_error(e)}"
+    return connection_problem(redis_shown, e, "check its ACL: the operator user has what the page needs")
 
 
 class Reader:
