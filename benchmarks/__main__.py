@@ -105,7 +105,7 @@ def parser() -> argparse.ArgumentParser:
 FULL = dict(sizes=[1000, 10_000, 100_000], reps=5, period=1.0, latency_periods=60, many=50,
             rt_sizes=[10, 10_000], rt_periods=5, capacity_sizes=[20_000, 50_000], capacity_periods=20,
             web_size=10_000, web_periods=10, web_browsers=20)
-SMOKE = dict(sizes=[10, 200], reps=2, period=0.3, latency_periods=3, many=3, rt_sizes=[10, 50], rt_periods=2,
+SMOKE = dict(sizes=[10, 200], reps=2, period=0.3, latency_periods=3, many=3, rt_sizes=[10, 50], rt_periods=4,
              capacity_sizes=[200], capacity_periods=3, web_size=200, web_periods=3, web_browsers=3)
 
 
