@@ -1,13 +1,27 @@
+"""Fixtures shared by every kind of test.  Each kind has its folder, whose conftest.py marks its tests
+(``-m unit``, ``-m integration``, ``-m fault``, ``-m prod``) and holds the fixtures of that kind only."""
 import fakeredis
 import pytest
 import redis
 
 from tests.support import NO_SERVER, REDIS_SERVER, Cluster, RedisServer, server_version
 
+KINDS = ("unit", "integration", "fault", "prod")
+
 
 def pytest_report_header(config):
     # Which server and client the integration tests ran against ($REDISMEDIAN_TEST_SERVER picks the server).
     return f"server: {server_version() if REDIS_SERVER else NO_SERVER} ({REDIS_SERVER or '-'}); redis-py {redis.__version__}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    # After the folders' conftests have marked theirs: a test outside tests/<kind>/ would run under no
+    # `-m <kind>` at all, so it is refused at collection.
+    lost = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
+    if lost:
+        raise pytest.UsageError(f"tests outside tests/{{{','.join(KINDS)}}}/ (put each in its kind's folder): "
+                                + ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""))
 
 
 @pytest.fixture

@@ -531,17 +531,5 @@ def random_garbage_op(rng) -> tuple:
     return ("string", rng.choice(LEASE_KEYS), random_garbage_text(rng))
 
 
-# -- fixtures (import them into a test module to use them) ------------------------------------
-import pytest  # noqa: E402
-
+# The fault tests' period (the ``topo`` fixture of tests/fault/conftest.py runs at it).
 PERIOD = 0.5
-
-
-@pytest.fixture
-def topo(redis_server, tmp_path):
-    """The fault topology against a private redis-server, period 0.5 s, one trader."""
-    cluster = Cluster(redis_server.url, tmp_path, period=PERIOD, namespace=NS)
-    t = Topology(cluster, PERIOD)
-    yield t
-    t.close()
-    cluster.stop_all()

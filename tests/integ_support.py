@@ -1,4 +1,4 @@
-"""Helpers shared by the integration tests (tests/test_integration_*.py).
+"""Helpers shared by the integration tests (tests/integration/).
 
 The deterministic plug-ins in tests/plugins.py depend only on the epoch, so for every
 published median the test recomputes what each strategy must have decided and checks
@@ -10,10 +10,8 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-import pytest
 import redis
 
 from tests import plugins
@@ -142,22 +140,6 @@ def stop_in_time(proc: Proc, sig: int, limit: float = 2.0) -> tuple[int, float]:
     except subprocess.TimeoutExpired:
         raise AssertionError(f"{proc.name} still running {limit}s after signal {sig}:\n{proc.output()[-3000:]}")
     return code, time.monotonic() - t0
-
-
-@pytest.fixture
-def make_cluster(tmp_path):
-    """Clusters with other periods, or against a Redis that is not there yet; all stopped at the end."""
-    made: list[Cluster] = []
-
-    def make(url: str, period: float = 0.5, sub: str = "c") -> Cluster:
-        d = Path(tmp_path) / f"{sub}{len(made)}"
-        d.mkdir()
-        c = Cluster(url, d, period=period)
-        made.append(c)
-        return c
-    yield make
-    for c in made:
-        c.stop_all()
 
 
 def _s(x) -> str:

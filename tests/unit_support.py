@@ -1,5 +1,6 @@
 """Unit-test harness: fakeredis living on the test's clock, so periods pass without sleeping.
 
+* :class:`FakeClock` is the server clock under the test's control: waiting advances time at once.
 * :func:`patch_fakeredis_time` makes fakeredis read the time from a :class:`FakeClock`:
   the server ``TIME`` seen by the Lua scripts, key expiry (PX/PEXPIRE) and stream ids all
   follow the clock the components were given.  Moving the clock moves the whole world.
@@ -14,14 +15,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import threading
 import time as _real_time
 
 import fakeredis
-import pytest
 import redis
 
 from redismedian import keys as K
-from redismedian.clock import FakeClock, boundary_ms
+from redismedian.clock import ServerClock, boundary_ms
 from redismedian.common import Settings, new_owner_id
 from redismedian.generator import Generator
 from redismedian.strategy import Strategy
@@ -30,6 +31,38 @@ from redismedian.trader import Trader
 PERIOD_MS = 3_600_000       # long: nothing a test does by accident crosses a boundary
 EPOCH = 480_000             # the epoch tests start in (a date in 2024)
 START_OFFSET_MS = 1_000     # where in its epoch a test starts: after the boundary, before any deadline
+
+
+class FakeClock(ServerClock):
+    """A server clock under the test's control: waiting advances time instantly."""
+
+    def __init__(self, start_ms: int = 1_700_000_000_000):
+        super().__init__(monotonic=self._mono)
+        self._t = start_ms / 1000.0
+        self._offset_ms = 0.0
+        self.waits: list[float] = []
+
+    def _mono(self) -> float:
+        return self._t
+
+    def advance(self, seconds: float) -> None:
+        self._t += seconds
+
+    def set_ms(self, ms: int) -> None:
+        self._t = ms / 1000.0
+
+    def observe(self, server_ms: int, sent_at: float | None = None) -> None:
+        pass  # the test owns time
+
+    def sync(self, client) -> int:
+        return self.now_ms()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        self.waits.append(seconds)
+        if stop.is_set():
+            return True
+        self._t += max(0.0, seconds)
+        return stop.is_set()
 
 
 class _FakeTime:
@@ -218,11 +251,6 @@ class Env:
 
     def medians(self) -> list[dict[str, str]]:
         return [{k.decode(): v.decode() for k, v in f.items()} for _id, f in self.r.xrange(self.k.medians)]
-
-
-@pytest.fixture
-def env(monkeypatch):
-    return Env(monkeypatch)
 
 
 def messages(caplog, level: int = logging.DEBUG) -> list[str]:
