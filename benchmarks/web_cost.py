@@ -214,7 +214,7 @@ def run(url: str, admin, n: int, periods: int, browsers: int, rate: float, logdi
         # B: the real server on the same data, with 1 and then `browsers` pages open; nothing else writes
         last = clock.now_ms() // period_ms
         pipe = admin.pipeline(transaction=False)
-        for name, dk, lk in zip(names, decision_keys, lease_keys):
+        for _name, dk, lk in zip(names, decision_keys, lease_keys):
             pipe.set(dk, f"{last}|0.5", px=3_600_000)
             pipe.set(lk, f"bench:1:frozen|{clock.now_ms()}", px=3_600_000)
         pipe.execute()

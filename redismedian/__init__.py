@@ -1,11 +1,16 @@
 """redismedian: a minute-cadence trading pipeline coordinated through one Redis."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from .following import Event, Median
+
 __version__ = "0.1.0"
 
 
 def follow(redis_url: str = "redis://localhost:6379/0", namespace: str = "redismedian", since: str | None = None,
-           **kw):
+           **kw: Any) -> Iterator[Median | Event]:
     """Iterate over every median as it is published (and every epoch that was not): see
     :mod:`redismedian.following`."""
     from .following import follow as _follow

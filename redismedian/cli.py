@@ -5,7 +5,7 @@ import contextlib
 import math
 import os
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar, cast
 from urllib.parse import urlsplit
 
 import click
@@ -16,13 +16,20 @@ from .common import (DEFAULT_PERIOD_S, DEFAULT_REDIS_URL, EXIT_FAILURE, NAME_RUL
                      check_name, check_namespace, load_callable, parse_name_list, period_to_ms)
 from .connection import check_url, client_options, is_auth_error, make_client, redact_url, redis_problem
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+if TYPE_CHECKING:
+    from .component import Component
+
+# a command function, as click's decorators take and return it
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 # -- option callbacks: every mistake is a usage error (exit 2) that says what is allowed ----
-def _validator(check: Callable) -> Callable:
+def _validator(check: Callable[[Any], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
     """A click callback running ``check`` on the value; its ValueError becomes a usage error."""
-    def callback(ctx, param, value):
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value is None:
             return None
         try:
@@ -40,24 +47,24 @@ _names = _validator(parse_name_list)
 _plugin = _validator(load_callable)
 
 
-def _seconds(ctx, param, value):
+def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     # "inf" parses as a float: refuse it here (it used to end in an OverflowError traceback)
     if value is not None and not (value > 0 and math.isfinite(value)):
         raise click.BadParameter("must be a positive, finite number of seconds")
     return value
 
 
-def _store(ctx, param, value):
+def _store(ctx: click.Context, param: click.Parameter, value: T) -> T:
     """Keep an option that every command shares in ctx.meta (so command signatures stay small)."""
     ctx.meta[f"redismedian.{param.name}"] = value
     return value
 
 
-def _meta(name: str, default=None):
+def _meta(name: str, default: Any = None) -> Any:
     return click.get_current_context().meta.get(f"redismedian.{name}", default)
 
 
-def connection_options(f: Callable) -> Callable:
+def connection_options(f: F) -> F:
     """Credentials and TLS: read by :func:`_client_options`, never shown anywhere."""
     f = click.option("--tls-key", metavar="FILE", envvar="REDISMEDIAN_TLS_KEY", show_envvar=True,
                      expose_value=False, callback=_store,
@@ -78,15 +85,15 @@ def connection_options(f: Callable) -> Callable:
     return f
 
 
-def _export(ctx, param, value):
+def _export(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     """Sentinel passwords travel in the environment, where the client (and any child) finds them."""
     from . import logs
     if value:
-        os.environ[param.envvar] = value
+        os.environ[cast(str, param.envvar)] = value   # both options name one variable
         logs.add_secret(value)
 
 
-def sentinel_options(f: Callable) -> Callable:
+def sentinel_options(f: F) -> F:
     from .sentinel import ENV_MASTER_PASSWORD, ENV_SENTINEL_PASSWORD
     f = click.option("--sentinel-password", envvar=ENV_SENTINEL_PASSWORD, show_envvar=True, expose_value=False,
                      callback=_export, help="Password of the sentinels (redis+sentinel:// URLs only).")(f)
@@ -96,7 +103,7 @@ def sentinel_options(f: Callable) -> Callable:
     return f
 
 
-def redis_options(f: Callable) -> Callable:
+def redis_options(f: F) -> F:
     f = sentinel_options(f)
     f = connection_options(f)
     f = click.option("--namespace", default=K.DEFAULT_NAMESPACE, show_default=True, envvar="REDISMEDIAN_NAMESPACE",
@@ -112,7 +119,7 @@ def redis_options(f: Callable) -> Callable:
     return f
 
 
-def _client_options(redis_url: str) -> dict:
+def _client_options(redis_url: str) -> dict[str, Any]:
     """Password (file or environment) and TLS options for ``redis_url``; usage error (exit 2) on a mistake."""
     from . import logs
     try:
@@ -128,13 +135,13 @@ def _client_options(redis_url: str) -> dict:
     return opts
 
 
-def _port(ctx, param, value):
+def _port(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
     if value is not None and not 0 <= value <= 65535:
         raise click.BadParameter("must be a TCP port number (1 to 65535, or 0 for any free port)")
     return _store(ctx, param, value)
 
 
-def component_options(f: Callable) -> Callable:
+def component_options(f: F) -> F:
     f = click.option("--metrics-host", default="127.0.0.1", show_default=True, envvar="REDISMEDIAN_METRICS_HOST",
                      show_envvar=True, expose_value=False, callback=_store,
                      help="Address the metrics server listens on (0.0.0.0 to be scraped from other hosts or "
@@ -174,7 +181,7 @@ def _timeout_ms(value: float | None, period_ms: int, option: str) -> int | None:
     return ms
 
 
-def _run(component, log_level: str) -> None:
+def _run(component: Component, log_level: str) -> None:
     from . import __version__, logs
     from .component import install_signal_handlers
     logs.setup(log_level, fmt=_meta("log_format") or "text",
@@ -209,10 +216,12 @@ def cli() -> None:
 @cli.command("generator", context_settings=CONTEXT)
 @click.option("-n", "--name", required=True, callback=_name, help=f"Generator name ({NAME_RULE}).")
 @click.option("--signal", "signal_fn", default="redismedian.generator:default_signal", show_default=True,
-              callback=_plugin, envvar="REDISMEDIAN_SIGNAL_FUNCTION", show_envvar=True, help="module:function called with the epoch number (int), returning the signal "
-                                     "(a finite float). The default is uniform random in [0, 1).")
+              callback=_plugin, envvar="REDISMEDIAN_SIGNAL_FUNCTION", show_envvar=True,
+              help="module:function called with the epoch number (int), returning the signal "
+                   "(a finite float). The default is uniform random in [0, 1).")
 @component_options
-def generator_cmd(name, signal_fn, redis_url, namespace, period, socket_timeout, log_level):
+def generator_cmd(name: str, signal_fn: Callable[[int], float], redis_url: str, namespace: str, period: int,
+                  socket_timeout: float, log_level: str) -> None:
     """Compute a signal once per period and write it, timestamped, into Redis."""
     from .generator import Generator
     _run(Generator(_settings(redis_url, namespace, period, socket_timeout), name=name, signal_fn=signal_fn),
@@ -224,15 +233,17 @@ def generator_cmd(name, signal_fn, redis_url, namespace, period, socket_timeout,
 @click.option("--signals", required=True, callback=_names, envvar="REDISMEDIAN_SIGNALS", show_envvar=True,
               help="Comma-separated generator names whose signals this strategy reads, e.g. g2,g3.")
 @click.option("--decide", "decide_fn", default="redismedian.strategy:default_decide", show_default=True,
-              callback=_plugin, envvar="REDISMEDIAN_DECIDE_FUNCTION", show_envvar=True, help="module:function called with {generator: value} (in --signals order), "
-                                     "returning the decision (a finite float). The default is the mean.")
+              callback=_plugin, envvar="REDISMEDIAN_DECIDE_FUNCTION", show_envvar=True,
+              help="module:function called with {generator: value} (in --signals order), "
+                   "returning the decision (a finite float). The default is the mean.")
 @click.option("--signal-timeout", type=float, default=None, callback=_seconds, envvar="REDISMEDIAN_SIGNAL_TIMEOUT",
               show_envvar=True,
               help="Seconds after the period starts to wait for all signals before reporting an error "
                    "[default: half the period].")
 @component_options
-def strategy_cmd(name, signals, decide_fn, signal_timeout, redis_url, namespace, period, socket_timeout,
-                 log_level):
+def strategy_cmd(name: str, signals: list[str], decide_fn: Callable[[Mapping[str, float]], float],
+                 signal_timeout: float | None, redis_url: str, namespace: str, period: int, socket_timeout: float,
+                 log_level: str) -> None:
     """Ask the trader to register this strategy, then each period read the signals, decide, and submit
     the decision."""
     from .strategy import Strategy
@@ -247,7 +258,8 @@ def strategy_cmd(name, signals, decide_fn, signal_timeout, redis_url, namespace,
               help="Seconds after the period starts by which every registered strategy must have submitted; "
                    "later, the trader enters the error state for that period [default: 80% of the period].")
 @click.option("--medians-maxlen", type=click.IntRange(min=1), default=K.DEFAULT_MEDIANS_MAXLEN,
-              show_default=True, envvar="REDISMEDIAN_MEDIANS_MAXLEN", show_envvar=True, help="Approximate number of entries kept in the medians stream.")
+              show_default=True, envvar="REDISMEDIAN_MEDIANS_MAXLEN", show_envvar=True,
+              help="Approximate number of entries kept in the medians stream.")
 @click.option("--on-median", "on_median", default=None, callback=_plugin, envvar="REDISMEDIAN_ON_MEDIAN",
               show_envvar=True, metavar="MODULE:FUNC",
               help="Action run by the leading trader for every published epoch, after the publication: "
@@ -255,8 +267,9 @@ def strategy_cmd(name, signals, decide_fn, signal_timeout, redis_url, namespace,
                    "never for an unpublished epoch; an exception is logged and retried next period. Pass "
                    "the fence to the system you act on, so that it can refuse a stale leader.")
 @component_options
-def trader_cmd(decision_timeout, medians_maxlen, on_median, redis_url, namespace, period, socket_timeout,
-               log_level):
+def trader_cmd(decision_timeout: float | None, medians_maxlen: int,
+               on_median: Callable[[int, float, int], object] | None, redis_url: str, namespace: str, period: int,
+               socket_timeout: float, log_level: str) -> None:
     """Check every period that all registered strategies submitted, and publish their median."""
     from .trader import Trader
     _run(Trader(_settings(redis_url, namespace, period, socket_timeout),
@@ -270,7 +283,7 @@ def _redis_problem(redis_url: str, e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _redis_errors(redis_url: str):
+def _redis_errors(redis_url: str) -> Iterator[None]:
     """Any Redis error inside becomes a one-line error (exit 1), never a traceback."""
     try:
         yield
@@ -278,7 +291,7 @@ def _redis_errors(redis_url: str):
         raise click.ClickException(_redis_problem(redis_url, e)) from None
 
 
-def _operator_client(redis_url: str, namespace: str):
+def _operator_client(redis_url: str, namespace: str) -> redis.Redis:
     """A client for one-shot operator commands: fail fast with one line instead of retrying."""
     client = make_client(redis_url, socket_timeout=5.0, namespace=namespace, **_client_options(redis_url))
     try:
@@ -292,7 +305,7 @@ def _operator_client(redis_url: str, namespace: str):
 @click.argument("name", required=False, callback=_name)
 @click.option("-n", "--name", "name_opt", callback=_name, help="Strategy to deregister (same as the argument).")
 @redis_options
-def deregister_cmd(name, name_opt, redis_url, namespace):
+def deregister_cmd(name: str | None, name_opt: str | None, redis_url: str, namespace: str) -> None:
     """Deregister strategy NAME so the trader stops waiting for it.
 
     Like `redis-cli SREM NAMESPACE:strategies NAME`, and it also records the deregistration, so
@@ -322,7 +335,8 @@ def deregister_cmd(name, name_opt, redis_url, namespace):
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="With --watch: stop after this many refreshes [default: until Ctrl-C].")
 @redis_options
-def status_cmd(as_json, watch, interval, count, redis_url, namespace):
+def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | None, redis_url: str,
+               namespace: str) -> None:
     """Show every generator, strategy and the trader: state, last value, epoch, age, and why a part
     is in error. With --watch, a live view."""
     from .status import gather, render, to_json
@@ -337,7 +351,7 @@ def status_cmd(as_json, watch, interval, count, redis_url, namespace):
         return
     from .ops import watch as watch_loop
 
-    def frame():
+    def frame() -> tuple[str, int | None, int | None]:
         try:
             data = gather(client, keys)
         except redis.exceptions.RedisError as e:
@@ -361,7 +375,7 @@ def status_cmd(as_json, watch, interval, count, redis_url, namespace):
                    "not publish it: stalled, Redis outage, lead lost) within the last N periods; 0: never "
                    "fail on missed epochs.")
 @redis_options
-def check_cmd(kind, name, missed_window, redis_url, namespace):
+def check_cmd(kind: str | None, name: str | None, missed_window: int, redis_url: str, namespace: str) -> None:
     """Exit 0 when healthy, 1 otherwise, printing why: for container healthchecks and monitoring.
 
     Without arguments, checks the whole deployment (the trader published for the current or the
@@ -399,7 +413,7 @@ def check_cmd(kind, name, missed_window, redis_url, namespace):
               help="Start with the entries after this stream ID (<ms>-<seq>), or from this epoch on "
                    "[default: only what is published from now on].")
 @redis_options
-def follow_cmd(as_json, since, redis_url, namespace):
+def follow_cmd(as_json: bool, since: str | None, redis_url: str, namespace: str) -> None:
     """Print every median as it is published (one line per epoch), and report, as they happen, the
     epochs the trader did not publish (error, missed) on stderr. Rides out Redis outages. Ctrl-C ends it."""
     import json
@@ -411,7 +425,8 @@ def follow_cmd(as_json, since, redis_url, namespace):
     client = _operator_client(redis_url, namespace)
     try:
         with _redis_errors(redis_url):
-            start_id(client, K.Keys.for_url(namespace, redis_url), since)   # a bad --since is a usage error, before following
+            # a bad --since is a usage error, before following
+            start_id(client, K.Keys.for_url(namespace, redis_url), since)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
     stop = threading.Event()
@@ -444,7 +459,8 @@ def follow_cmd(as_json, since, redis_url, namespace):
               help="Print CSV (time,epoch,median,count,members,fence,id) with a header line.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 @redis_options
-def history_cmd(since, until, limit, as_csv, as_json, redis_url, namespace):
+def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, as_json: bool, redis_url: str,
+                namespace: str) -> None:
     """Published medians, oldest first, from the NS:medians stream (time is the Redis server's, UTC)."""
     import json
     from .clock import time_reply_ms
@@ -481,7 +497,7 @@ def history_cmd(since, until, limit, as_csv, as_json, redis_url, namespace):
               show_envvar=True, callback=_namespace, help="The deployment's key prefix.")
 @click.option("--cluster", is_flag=True, help="Rules for a Redis Cluster (redis+cluster:// URLs): keys in the "
               "{NAMESPACE}:... form, and CLUSTER SLOTS for every user. Load the file on every node.")
-def acl_cmd(generators, strategies, namespace, cluster):
+def acl_cmd(generators: list[str], strategies: list[str], namespace: str, cluster: bool) -> None:
     """Print a Redis ACL file (no passwords) with one user per role and instance: generator.NAME,
     strategy.NAME, trader, operator, admin; the default user is disabled.
 
@@ -504,7 +520,7 @@ def acl_cmd(generators, strategies, namespace, cluster):
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Least severe log level shown.")
-def demo_cmd(redis_url, namespace, period, duration, log_level):
+def demo_cmd(redis_url: str, namespace: str, period: int, duration: float | None, log_level: str) -> None:
     """Run the original topology: generators g1, g2, g3; the trader; strategy X on g1 and strategy Y
     on g2,g3, each a child process with prefixed logs. The strategies start once every generator
     wrote a signal and the trader leads; the trader registers them at its next period boundary.
@@ -534,7 +550,8 @@ def demo_cmd(redis_url, namespace, period, duration, log_level):
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Least severe log level shown.")
 @redis_options
-def web_cmd(bind, port, token_file, no_auth, socket_timeout, log_format, log_level, redis_url, namespace):
+def web_cmd(bind: str, port: int, token_file: str | None, no_auth: bool, socket_timeout: float, log_format: str,
+            log_level: str, redis_url: str, namespace: str) -> None:
     """Serve a live, read-only page of the deployment: every part with its state and reason (the rules of
     `status` and `check`), the current median, a chart of the last hour with missed and error epochs as
     gaps, updated as they happen. One Redis reader per process, however many browsers; the `operator`
@@ -555,7 +572,7 @@ def web_cmd(bind, port, token_file, no_auth, socket_timeout, log_format, log_lev
     opts = _client_options(redis_url)
     shown = redact_url(redis_url)
 
-    def connect():
+    def connect() -> redis.Redis:
         return make_client(redis_url, socket_timeout=socket_timeout, client_name="redismedian-web",
                            namespace=namespace, **opts)
     probe = connect()

@@ -3,12 +3,16 @@
 Components never trust their local wall clock.  They learn the offset between the
 server's clock and the local *monotonic* clock from every reply that carries the
 server time, and use the monotonic clock only to sleep until the next period
-boundary.  Tests inject :class:`FakeClock` to move through periods without sleeping.
+boundary.  Tests inject a fake clock (tests/unit_support.py) to move through periods without sleeping.
 """
 from __future__ import annotations
 
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    import redis
 
 
 def epoch_of(now_ms: int, period_ms: int) -> int:
@@ -21,7 +25,7 @@ def boundary_ms(epoch: int, period_ms: int) -> int:
     return int(epoch) * int(period_ms)
 
 
-def time_reply_ms(reply) -> int:
+def time_reply_ms(reply: Sequence[Any]) -> int:
     """Milliseconds from a ``TIME`` reply ``[seconds, microseconds]``."""
     sec, usec = reply
     return int(sec) * 1000 + int(usec) // 1000
@@ -30,7 +34,7 @@ def time_reply_ms(reply) -> int:
 class ServerClock:
     """Estimates the Redis server's time from the local monotonic clock plus a learnt offset."""
 
-    def __init__(self, monotonic=time.monotonic):
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
         self._offset_ms: float | None = None
 
@@ -44,7 +48,7 @@ class ServerClock:
         mid = now if sent_at is None else (sent_at + now) / 2.0
         self._offset_ms = float(server_ms) - mid * 1000.0
 
-    def sync(self, client) -> int:
+    def sync(self, client: redis.Redis) -> int:
         sent = self._monotonic()
         server_ms = time_reply_ms(client.time())
         self.observe(server_ms, sent)
@@ -58,35 +62,3 @@ class ServerClock:
     def wait(self, stop: threading.Event, seconds: float) -> bool:
         """Sleep up to ``seconds`` or until ``stop`` is set; True when stopped."""
         return stop.wait(max(0.0, seconds))
-
-
-class FakeClock(ServerClock):
-    """A server clock under the test's control: waiting advances time instantly."""
-
-    def __init__(self, start_ms: int = 1_700_000_000_000):
-        super().__init__(monotonic=self._mono)
-        self._t = start_ms / 1000.0
-        self._offset_ms = 0.0
-        self.waits: list[float] = []
-
-    def _mono(self) -> float:
-        return self._t
-
-    def advance(self, seconds: float) -> None:
-        self._t += seconds
-
-    def set_ms(self, ms: int) -> None:
-        self._t = ms / 1000.0
-
-    def observe(self, server_ms: int, sent_at: float | None = None) -> None:
-        pass  # the test owns time
-
-    def sync(self, client) -> int:
-        return self.now_ms()
-
-    def wait(self, stop: threading.Event, seconds: float) -> bool:
-        self.waits.append(seconds)
-        if stop.is_set():
-            return True
-        self._t += max(0.0, seconds)
-        return stop.is_set()

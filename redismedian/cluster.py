@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote
 
 import redis
@@ -39,7 +40,7 @@ DEFAULT_PORT = 6379
 
 @dataclass(frozen=True)
 class ClusterURL:
-    nodes: tuple      # ((host, port), ...): where to start asking
+    nodes: tuple[tuple[str, int], ...]   # where to start asking
     tls: bool = False
     username: str | None = None
     password: str | None = None
@@ -109,7 +110,7 @@ def slot_of(namespace: str) -> int:
 class SlotOwner:
     """Finds, and remembers until told otherwise, the master that serves one hash slot."""
 
-    def __init__(self, nodes: tuple, slot: int, connection_kwargs: dict):
+    def __init__(self, nodes: tuple[tuple[str, int], ...], slot: int, connection_kwargs: dict[str, Any]) -> None:
         self.slot = slot
         self.seeds = list(nodes)
         self.known: list[tuple[str, int]] = []      # every node the last CLUSTER SLOTS named
@@ -156,7 +157,7 @@ class SlotOwner:
         raise redis.exceptions.ConnectionError(
             f"no cluster node could say which master serves slot {self.slot} ({'; '.join(errors)})")
 
-    def _master_in(self, reply, asked_host: str) -> tuple[str, int] | None:
+    def _master_in(self, reply: Any, asked_host: str) -> tuple[str, int] | None:
         found = None
         known = []
         for entry in reply or []:
@@ -182,24 +183,25 @@ def _moved_target(exc: redis.exceptions.AskError) -> tuple[str, int] | None:
 class SlotConnection(Connection):
     """A connection to whichever master serves the namespace's slot, found when it connects."""
 
-    def __init__(self, *, slot_owner: SlotOwner, **kwargs):
+    def __init__(self, *, slot_owner: SlotOwner, **kwargs: Any) -> None:
         self.slot_owner = slot_owner
-        super().__init__(**kwargs)
+        # redis-py's Connection is unannotated (untyped_calls_exclude does not reach super() calls)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
 
-    def _connect(self):
+    def _connect(self) -> Any:
         self.host, self.port = self.slot_owner.address()
         try:
-            return super()._connect()
+            return super()._connect()  # type: ignore[no-untyped-call]  # see __init__
         except OSError:
             self.slot_owner.forget()     # the master is gone: ask the cluster again next time
             raise
 
-    def read_response(self, *args, **kwargs):
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)
         except redis.exceptions.AskError as e:   # MOVED is a subclass: the slot is served elsewhere
             self.slot_owner.forget(_moved_target(e) if isinstance(e, redis.exceptions.MovedError) else None)
-            self.disconnect()
+            self.disconnect()  # type: ignore[no-untyped-call]  # see __init__
             raise redis.exceptions.ConnectionError(f"the namespace's hash slot moved ({e})") from None
 
 
@@ -207,7 +209,7 @@ class SlotSSLConnection(SlotConnection, SSLConnection):
     pass
 
 
-def make_client(url: str, namespace: str, socket_timeout: float, **kwargs) -> redis.Redis:
+def make_client(url: str, namespace: str, socket_timeout: float, **kwargs: Any) -> redis.Redis:
     """A client of the master that serves ``namespace``'s slot (no I/O until the first command)."""
     u = parse(url)
     password = kwargs.pop("password", None) or u.password
@@ -224,5 +226,7 @@ def make_client(url: str, namespace: str, socket_timeout: float, **kwargs) -> re
                           host=u.nodes[0][0], port=u.nodes[0][1], username=u.username, password=password,
                           socket_timeout=socket_timeout, **ssl, **kwargs)
     client = redis.Redis(connection_pool=pool)
-    client.slot_owner = owner   # for tests and `status`: which master serves the namespace now
+    # for tests and `status`: which master serves the namespace now (an attribute of our own on
+    # redis-py's client, which mypy cannot know)
+    client.slot_owner = owner  # type: ignore[attr-defined]
     return client

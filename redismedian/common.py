@@ -11,7 +11,7 @@ import re
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from .keys import DEFAULT_NAMESPACE, Keys
 
@@ -55,7 +55,7 @@ def period_to_ms(period_s: float) -> int:
     try:
         p = float(period_s)
     except (TypeError, ValueError):
-        raise ValueError(f"invalid period {period_s!r}: give seconds as a number, e.g. 60 or 0.5")
+        raise ValueError(f"invalid period {period_s!r}: give seconds as a number, e.g. 60 or 0.5") from None
     if not math.isfinite(p) or p < MIN_PERIOD_S or p > MAX_PERIOD_S:
         raise ValueError(f"invalid period {period_s!r}: must be between {MIN_PERIOD_S} and {MAX_PERIOD_S:.0f} seconds")
     return int(round(p * 1000))
@@ -73,7 +73,7 @@ def parse_name_list(text: str, what: str = "generator name") -> list[str]:
     return names
 
 
-def load_callable(spec: str) -> Callable:
+def load_callable(spec: str) -> Callable[..., Any]:
     """Resolve ``module:function`` (ValueError with a clear message when it does not resolve)."""
     if not spec or ":" not in spec:
         raise ValueError(f"{spec!r} is not of the form module:function")
@@ -87,7 +87,7 @@ def load_callable(spec: str) -> Callable:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # ImportError, or the module raising at import
         raise ValueError(f"cannot import module {mod_name!r} ({type(e).__name__}: {e})") from None
-    obj = mod
+    obj: object = mod
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -116,7 +116,7 @@ class Settings:
     socket_timeout: float = 5.0
     owner: str = field(default_factory=new_owner_id)
     # Extra client options (password from a file or the environment, TLS files): may hold a secret.
-    redis_options: dict = field(default_factory=dict, repr=False)
+    redis_options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def keys(self) -> Keys:
@@ -138,7 +138,7 @@ class Settings:
         return max(10, min(1000, self.period_ms // 2, int(self.socket_timeout * 500)))
 
 
-def _short_repr(x, limit: int = 80) -> str:
+def _short_repr(x: object, limit: int = 80) -> str:
     try:
         text = repr(x)
     except Exception:  # noqa: BLE001 - a plug-in's object may fail even at repr
@@ -157,7 +157,7 @@ def plugin_error(what: str, exc: BaseException, limit: int = 500) -> str:
     return f"{what} raised {type(exc).__name__}: {text}"
 
 
-def plugin_number(raw, what: str) -> tuple[str, str]:
+def plugin_number(raw: object, what: str) -> tuple[str, str]:
     """What a plug-in returned, as (value text, "") for a finite real number, else ("", why).
 
     Real numbers (int, float, Fraction, numpy scalars) and Decimal are accepted; bools, strings
@@ -186,13 +186,13 @@ def fmt_value(x: float) -> str:
 # else: no spaces, no underscores, no hex, no nan/inf; and finite as a double.  Integers (epochs,
 # times, versions, fences) take no fraction and no exponent, and at most 15 digits (exact in a
 # double, so the Lua reads the same value).  Mirrored by `num` and `int` in scripts.py's Lua
-# prelude, and tested against the same table of cases (tests/test_unit_numbers.py).
+# prelude, and tested against the same table of cases (tests/unit/test_unit_numbers.py).
 NUMBER_RE = re.compile(r"\A[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?\Z")
 INT_RE = re.compile(r"\A[+-]?[0-9]{1,15}\Z")
 NUMBER_RULE = "a decimal number such as 12, -0.5 or 1.5e-3"
 
 
-def parse_number(text) -> float | None:
+def parse_number(text: object) -> float | None:
     """A finite number written in the strict grammar, or None (garbage, NaN, inf, overflow, missing)."""
     if isinstance(text, bytes):
         try:
@@ -205,19 +205,19 @@ def parse_number(text) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def parse_period_ms(text) -> int | None:
+def parse_period_ms(text: object) -> int | None:
     """The period in ``NS:meta``: a positive whole number of ms in the number grammar (``60000``,
     ``60000.0`` and ``6e4`` are the same period), else None.  The scripts' ``meta_check`` agrees."""
     p = parse_number(text)
     return int(p) if p is not None and p > 0 and p == int(p) else None
 
 
-def parse_finite(text) -> float | None:
+def parse_finite(text: object) -> float | None:
     """A finite float from Redis text (the strict grammar), or None for anything else."""
     return parse_number(text)
 
 
-def parse_int(text) -> int | None:
+def parse_int(text: object) -> int | None:
     """An integer from Redis text: the strict grammar with no fraction and no exponent."""
     if isinstance(text, bytes):
         try:
@@ -229,7 +229,7 @@ def parse_int(text) -> int | None:
     return int(text)
 
 
-def as_str(x) -> str:
+def as_str(x: object) -> str:
     if x is None:
         return ""
     if isinstance(x, bytes):

@@ -11,9 +11,11 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
+from types import FrameType
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import redis
+from redis.commands.core import Script
 
 from . import keys as K
 from .clock import ServerClock, boundary_ms, epoch_of
@@ -24,6 +26,8 @@ from .acl import user_name
 from .metrics import NullMetrics
 from .scripts import MetaArgs, lease_acquire, lease_release, meta_create, preamble
 
+T = TypeVar("T")
+
 # How long a stop request may take before the process exits anyway (the promise is 2 s).
 STOP_GRACE_S = 1.5
 
@@ -31,9 +35,15 @@ STOP_GRACE_S = 1.5
 class Exit(Exception):
     """Leave the run loop: ``code`` is the process exit status, ``message`` is logged."""
 
-    def __init__(self, message: str, code: int = 0):
+    def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
         self.code = code
+
+
+class TimedScript(Protocol):
+    """A registered script as :meth:`Component.script` returns it (timed for the metrics)."""
+
+    def __call__(self, keys: Sequence[Any] = ..., args: Sequence[Any] = ...) -> Any: ...
 
 
 class Component:
@@ -41,7 +51,7 @@ class Component:
 
     def __init__(self, settings: Settings, name: str | None = None, client: redis.Redis | None = None,
                  clock: ServerClock | None = None, stop: threading.Event | None = None,
-                 logger: logging.Logger | None = None, metrics: NullMetrics | None = None):
+                 logger: logging.Logger | None = None, metrics: NullMetrics | None = None) -> None:
         self.settings = settings
         self.name = name
         self.keys = settings.keys
@@ -58,7 +68,7 @@ class Component:
         self.outage = Outage(settings.redis_url, self.log)
         self.backoff = Backoff(settings.backoff_cap)
         self._last_problem: str | None = None
-        self._scripts: dict[str, Callable] = {}   # Lua source -> registered, timed caller
+        self._scripts: dict[str, TimedScript] = {}   # Lua source -> registered, timed caller
         self.metrics = metrics or NullMetrics()
         self.lease_owner = settings.owner  # the value of our name lease (the strategy adds its start time)
         self._meta_denied = False  # the ACL refused us the creation of the deployment record
@@ -83,7 +93,7 @@ class Component:
         # lost its data, the id must differ from the one it created before, or nobody notices the loss.
         return MetaArgs(self.period_ms, self.instance, new_instance_id(), self.lease_owner, self.lease_ttl_ms)
 
-    def run_script(self, source: str, keys, args) -> list:
+    def run_script(self, source: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         """Run one of scripts.py's scripts (the ``Runner`` its wrappers take), with the common checks
         of replies that start with a status word."""
         reply = self.script(source)(keys=keys, args=args)
@@ -91,7 +101,7 @@ class Component:
             return self.check_reply(reply, self.name or self.kind)
         return reply
 
-    def with_meta(self, call: Callable):
+    def with_meta(self, call: Callable[[], T]) -> T:
         """``call()``, creating the deployment record first when it is missing.  Under the ACL only
         the trader and the operator may create it: the others wait for it (``Waiting``)."""
         try:
@@ -110,9 +120,10 @@ class Component:
                 raise waiting from None
             return call()
 
-    def check_reply(self, reply, what: str) -> list:
+    def check_reply(self, reply: Any, what: str) -> list[Any]:
         """Common answers of every script (``scripts.Preamble``): time, deployment record, lease."""
         p = preamble(reply)
+        assert p is not None  # run_script calls this only for a reply that has a preamble
         if p.now:
             self.clock.observe(p.now)
         if p.status == "period":
@@ -138,13 +149,13 @@ class Component:
             self.instance = p.detail
         return list(reply)
 
-    def script(self, source: str):
+    def script(self, source: str) -> TimedScript:
         """A registered script (redis-py loads it again by itself after a Redis restart), timed."""
         cache = self._scripts
         if source not in cache:
             registered = self.client.register_script(source)
 
-            def call(keys=(), args=(), _script=registered):
+            def call(keys: Sequence[Any] = (), args: Sequence[Any] = (), _script: Script = registered) -> Any:
                 t0 = time.perf_counter()
                 try:
                     return _script(keys=list(keys), args=list(args))
@@ -322,7 +333,8 @@ def acquire_name(component: Component, key: str, what: str) -> None:
             raise
         user = component.redis_user()
         raise FatalError(f"Redis user {user or '(this user)'!r} may not act as {what}: under the ACL each "
-                         f"{component.kind} runs with its own user ({user_name(component.kind, component.name)}); start it with that "
+                         f"{component.kind} runs with its own user ({user_name(component.kind, component.name)}); "
+                         "start it with that "
                          f"user's credentials, or with the name this user owns") from None
     if got.ours:
         return
@@ -353,7 +365,7 @@ def install_signal_handlers(stop: threading.Event, logger: logging.Logger) -> No
     A watchdog makes the process exit anyway after STOP_GRACE_S (e.g. when Redis hangs), and a
     second signal exits at once.
     """
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             os._exit(128 + signum)
         logger.info("received %s, stopping", signal.Signals(signum).name)
@@ -372,7 +384,7 @@ def _force_exit(logger: logging.Logger) -> None:
     os._exit(0)
 
 
-def _fmt_period(ms) -> str:
+def _fmt_period(ms: Any) -> str:
     try:
         return f"{int(ms) / 1000:g}s"
     except (TypeError, ValueError):

@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import time
+from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
@@ -75,7 +76,7 @@ def check_url(url: str) -> str:
         return url
     try:
         parts = urlsplit(url)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError as e:
         raise ValueError(f"invalid Redis URL {redact_url(url)!r}: {e}") from None
     if parts.scheme not in SCHEMES:
@@ -101,7 +102,7 @@ NO_SETINFO = ({"driver_info": None} if "driver_info" in inspect.signature(redis.
               else {"lib_name": None, "lib_version": None})
 
 
-def client_settings(socket_timeout: float) -> dict:
+def client_settings(socket_timeout: float) -> dict[str, Any]:
     """The options every client of ours is built with, each one explicit because redis-py's
     defaults differ between the versions we support (6.x to 8.x):
 
@@ -137,7 +138,8 @@ def client_settings(socket_timeout: float) -> dict:
     }
 
 
-def make_client(url: str, socket_timeout: float = 5.0, namespace: str | None = None, **kwargs) -> redis.Redis:
+def make_client(url: str, socket_timeout: float = 5.0, namespace: str | None = None,
+                **kwargs: Any) -> redis.Redis:
     """A client whose every call is bounded in time and retried at most once, at once
     (:func:`client_settings`).
     On a cluster (``redis+cluster://``) the client serves one namespace: give ``namespace``.
@@ -211,14 +213,16 @@ def is_permission_error(exc: BaseException) -> bool:
 class Backoff:
     """Capped exponential backoff with jitter: 0.1 s, 0.2 s, ... up to ``cap`` seconds."""
 
-    def __init__(self, cap: float, base: float = 0.1, rng: random.Random | None = None):
+    def __init__(self, cap: float, base: float = 0.1, rng: random.Random | None = None) -> None:
         self.cap = max(0.01, cap)
         self.base = min(base, self.cap)
         self.attempt = 0
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.base * (2 ** self.attempt))
+        # The exponent stops at 32, far past any cap: 2 ** 1024 does not fit a float, and the
+        # 1025th retry of one outage raised OverflowError here.
+        delay = min(self.cap, self.base * 2.0 ** min(self.attempt, 32))
         self.attempt += 1
         # Full jitter on the upper half keeps a herd of restarting processes apart.
         return delay / 2 + self._rng.random() * delay / 2
@@ -230,7 +234,8 @@ class Backoff:
 class Outage:
     """Logs a Redis outage once when it starts and once when it ends, not on every retry."""
 
-    def __init__(self, url: str, logger: logging.Logger | None = None, clock=time.monotonic):
+    def __init__(self, url: str, logger: logging.Logger | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.url = redact_url(url)
         self.log = logger or log
         self.since: float | None = None
@@ -284,7 +289,7 @@ def read_password_file(path: str) -> str:
 
 def client_options(url: str, password_file: str | None = None, tls_ca_cert: str | None = None,
                    tls_cert: str | None = None, tls_key: str | None = None,
-                   environ: dict | None = None) -> dict:
+                   environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Keyword arguments for :func:`make_client` besides the URL (ValueError on a mistake).
 
     The password comes from the URL, else from ``password_file``, else from
@@ -293,7 +298,7 @@ def client_options(url: str, password_file: str | None = None, tls_ca_cert: str 
     ``rediss://`` URL.  The result may hold a secret: never log it.
     """
     environ = os.environ if environ is None else environ
-    opts: dict = {}
+    opts: dict[str, Any] = {}
     parts = urlsplit(url)
     if password_file:
         if parts.password is not None:

@@ -10,10 +10,17 @@ import sys
 import tempfile
 import threading
 import time
+from types import FrameType
+from typing import IO, TYPE_CHECKING
+
+import redis
 
 from .connection import describe_error, is_auth_error, make_client, redact_url
 from .health import live_parts
 from .keys import Keys
+
+if TYPE_CHECKING:
+    from fakeredis import TcpFakeServer
 
 TOPOLOGY = [
     ("g1", ["generator", "--name", "g1"]),
@@ -32,7 +39,7 @@ FIRST = [name for name, args in TOPOLOGY if args[0] != "strategy"]
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 def redis_answers(url: str, namespace: str | None = None) -> bool:
@@ -41,16 +48,16 @@ def redis_answers(url: str, namespace: str | None = None) -> bool:
         return True
     except Exception as e:  # noqa: BLE001
         if is_auth_error(e):
-            raise SystemExit(f"demo: Redis at {redact_url(url)} refused our credentials: {describe_error(e)}")
+            raise SystemExit(f"demo: Redis at {redact_url(url)} refused our credentials: {describe_error(e)}") from None
         return False
 
 
 class PrivateRedis:
     """A throw-away Redis on a free loopback port: redis-server if installed, else fakeredis."""
 
-    def __init__(self):
-        self.proc: subprocess.Popen | None = None
-        self.server = None
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.server: TcpFakeServer | None = None
         self.tmp = tempfile.mkdtemp(prefix="redismedian-demo-")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -91,7 +98,7 @@ class PrivateRedis:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def _pump(name: str, stream, lock: threading.Lock) -> None:
+def _pump(name: str, stream: IO[bytes], lock: threading.Lock) -> None:
     width = max(len(n) for n, _ in TOPOLOGY)
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
@@ -108,7 +115,7 @@ def clear_namespace(url: str, namespace: str) -> int:
     return n
 
 
-def _first_ready(client, namespace: str, url: str) -> bool:
+def _first_ready(client: redis.Redis, namespace: str, url: str) -> bool:
     """Every generator wrote a signal and a trader leads (False while Redis does not answer)."""
     k = Keys.for_url(namespace, url)
     want = [k.signal(name) for name, args in TOPOLOGY if args[0] == "generator"] + [k.lease("trader")]
@@ -128,7 +135,7 @@ def _describe_exit(code: int) -> str:
     return f"exited with status {code}"
 
 
-def refuse_if_alive(client, namespace: str, url: str) -> bool:
+def refuse_if_alive(client: redis.Redis, namespace: str, url: str) -> bool:
     """True (after saying who) when live components hold the namespace: a demo never clears or
     joins a namespace that running components use (their leases, or a fresh trader heartbeat)."""
     live = live_parts(client, Keys.for_url(namespace, url))
@@ -165,11 +172,11 @@ def run_demo(redis_url: str, namespace: str, period_ms: int, duration: float | N
                REDISMEDIAN_PERIOD=str(period_ms / 1000), REDISMEDIAN_LOG_LEVEL=log_level,
                PYTHONUNBUFFERED="1")
     lock = threading.Lock()
-    children: list[tuple[str, subprocess.Popen]] = []
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
     reported: set[int] = set()       # children whose exit we reported
     stopping = threading.Event()
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.set()
 
     old_int = signal.signal(signal.SIGINT, on_signal)

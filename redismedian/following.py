@@ -18,13 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import redis
 
 from .common import as_str, parse_int, parse_number, parse_period_ms
 from .connection import TRANSIENT_ERRORS, Backoff, Outage, is_auth_error, make_client
 from .keys import DEFAULT_NAMESPACE, Keys
+from .replies import xread, xrevrange
 
 log = logging.getLogger("redismedian.follow")
 
@@ -38,7 +39,7 @@ class Median:
     epoch: int
     median: float
     count: int
-    members: list
+    members: list[str]
     ts: int           # server ms at which it was published
     fence: int        # the publishing trader's fencing token
     id: str
@@ -68,11 +69,11 @@ class Event:
         return d
 
 
-def _fields(fields) -> dict[str, str]:
+def _fields(fields: Mapping[Any, Any] | None) -> dict[str, str]:
     return {as_str(k): as_str(v) for k, v in (fields or {}).items()}
 
 
-def parse_median(entry_id, fields) -> Median | None:
+def parse_median(entry_id: object, fields: Mapping[Any, Any] | None) -> Median | None:
     """A medians entry, or None when it is not one (garbage is skipped, never fatal)."""
     f = _fields(fields)
     epoch, median = parse_int(f.get("epoch")), parse_number(f.get("median"))
@@ -84,7 +85,7 @@ def parse_median(entry_id, fields) -> Median | None:
                   parse_int(f.get("fence")) or 0, as_str(entry_id))
 
 
-def parse_event(entry_id, fields) -> Event | None:
+def parse_event(entry_id: object, fields: Mapping[Any, Any] | None) -> Event | None:
     f = _fields(fields)
     epoch = parse_int(f.get("epoch"))
     if epoch is None or f.get("status") not in ("error", "missed"):
@@ -120,7 +121,8 @@ def follow(redis_url: str = "redis://localhost:6379/0", namespace: str = DEFAULT
     """Yield every median published (and every epoch that was not) from now on, or from ``since``
     (an epoch number or a stream ID), until ``stop`` is set.  Never ends by itself."""
     keys = Keys.for_url(namespace, redis_url)
-    client = client if client is not None else make_client(redis_url, socket_timeout=max(5.0, block_ms / 500), namespace=namespace)
+    client = client if client is not None else make_client(redis_url, socket_timeout=max(5.0, block_ms / 500),
+                                                           namespace=namespace)
     stop = stop or threading.Event()
     outage = Outage(redis_url, log)
     backoff = Backoff(5.0)
@@ -133,7 +135,7 @@ def follow(redis_url: str = "redis://localhost:6379/0", namespace: str = DEFAULT
                 if begin == "$":   # resolve now, so a reconnect resumes where we were
                     begin = _last_id(client, keys)
                 ids = {keys.medians: begin, keys.events: begin}
-            reply = client.xread(ids, block=block_ms, count=1000)
+            reply = xread(client, ids, block=block_ms, count=1000)
             if outage.active:
                 outage.recovered()
             backoff.reset()
@@ -168,7 +170,7 @@ def _last_id(client: redis.Redis, keys: Keys) -> str:
     newest = "0-0"
     for key in (keys.medians, keys.events):
         try:
-            last = client.xrevrange(key, count=1)
+            last = xrevrange(client, key, count=1)
         except redis.exceptions.ResponseError:
             continue   # not a stream (garbage): the trader replaces it at its next write
         if last:

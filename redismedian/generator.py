@@ -8,12 +8,12 @@ number produces ``status=error`` with the message: strategies then stop submitti
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Any, Callable
 
 from . import keys as K
-from .common import plugin_error, plugin_number
+from .common import Settings, plugin_error, plugin_number
 from .component import Component, acquire_name
-from .scripts import generator_publish
+from .scripts import GeneratorPublished, generator_publish
 
 
 def default_signal(epoch: int) -> float:
@@ -32,8 +32,10 @@ def compute_signal(fn: Callable[[int], float], epoch: int) -> tuple[str, str]:
 
 class Generator(Component):
     kind = "generator"
+    name: str   # always given (Component allows None for its own tests)
 
-    def __init__(self, settings, name: str, signal_fn: Callable[[int], float] = default_signal, **kw):
+    def __init__(self, settings: Settings, name: str, signal_fn: Callable[[int], float] = default_signal,
+                 **kw: Any) -> None:
         super().__init__(settings, name=name, **kw)
         self.signal_fn = signal_fn
         self.lease_key = self.keys.lease("generator", name)
@@ -68,7 +70,7 @@ class Generator(Component):
             self.metrics.state("ok")
             self.log.info("%s signal %s (epoch %d)", self.name, value, epoch)
 
-    def _publish(self, epoch: int, value: str, status: str, error: str):
+    def _publish(self, epoch: int, value: str, status: str, error: str) -> GeneratorPublished:
         return generator_publish(self.run_script, self.keys, self.meta_args(), name=self.name, epoch=epoch,
                                  value=value, status=status, error=error,
                                  signal_ttl_ms=K.ttl_ms(self.period_ms, K.SIGNAL_TTL_PERIODS),

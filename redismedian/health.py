@@ -109,7 +109,7 @@ def lease_holder(value: Any, pttl_ms: Any) -> Holder | None:
     return Holder(text, owner, extra, pttl_ms)
 
 
-def queue_lease(pipe, key: str) -> None:
+def queue_lease(pipe: redis.client.Pipeline, key: str) -> None:
     """Queue the two reads :func:`lease_holder` takes (``GET``, ``PTTL``) on a pipeline."""
     pipe.get(key)
     pipe.pttl(key)
@@ -216,7 +216,7 @@ def last_report(report: Report | None, key: str, now_epoch: int | None) -> str:
     return text
 
 
-def strategy_view(keys: Keys, name: str, registered: bool, holder: Holder | None, raw, pttl_ms: int | None,
+def strategy_view(keys: Keys, name: str, registered: bool, holder: Holder | None, raw: Any, pttl_ms: int | None,
                   epoch: int | None, ttl_ms: int | None, unreadable: str = "") -> dict[str, Any]:
     """A strategy's state and reason from what Redis holds (pure): its decision key's value
     (``raw``, what :func:`redismedian.scripts.parse_report` reads) and remaining time to live,

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import time
+from typing import IO, Any
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
@@ -36,7 +37,7 @@ def redact(text: str) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
@@ -46,13 +47,13 @@ class TextFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, message, plus fixed fields."""
 
-    def __init__(self, fields: dict | None = None):
+    def __init__(self, fields: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.fields = {k: v for k, v in (fields or {}).items() if v is not None}
 
     def format(self, record: logging.LogRecord) -> str:
         t = time.gmtime(record.created)
-        doc = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z",
+        doc: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z",
                "level": record.levelname, "logger": record.name, "message": redact(record.getMessage())}
         doc.update(self.fields)
         doc["pid"] = record.process
@@ -61,7 +62,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False)
 
 
-def setup(level: str = "INFO", stream=None, fmt: str = "text", fields: dict | None = None) -> None:
+def setup(level: str = "INFO", stream: IO[str] | None = None, fmt: str = "text",
+          fields: dict[str, Any] | None = None) -> None:
     """Send every log line to ``stream`` (stderr) in ``fmt`` (``text`` or ``json``).
 
     ``fields`` (e.g. component and name) are added to every JSON line.

@@ -19,7 +19,7 @@ which does nothing and needs no HTTP server.
 | ``redismedian_last_median`` | gauge | the last published median (trader only) |
 | ``redismedian_period_latency_seconds`` | histogram | from the period boundary (server clock) to the end of the period's work |
 | ``redismedian_redis_script_seconds`` | histogram | round trip of one script call (the per-period write) |
-"""
+"""  # noqa: E501 - a table row of the metrics list
 from __future__ import annotations
 
 import time
@@ -143,7 +143,5 @@ def serve(metrics: Metrics, host: str, port: int) -> int:
     Raises OSError when the address is taken or unusable.
     """
     from prometheus_client import start_http_server
-    result = start_http_server(port, addr=host, registry=metrics.registry)
-    if isinstance(result, tuple):  # prometheus_client >= 0.17 returns (server, thread)
-        return result[0].server_address[1]
-    return port
+    server, _ = start_http_server(port, addr=host, registry=metrics.registry)  # prometheus_client >= 0.17
+    return server.server_address[1]

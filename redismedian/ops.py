@@ -21,6 +21,7 @@ from .common import as_str, check_name, parse_finite, parse_int, parse_period_ms
 from .health import (DEFAULT_MISSED_WINDOW, generator_view, lease_holder, plural, problems, strategy_view,
                      text_hash, trader_view)
 from .keys import DECISION_TTL_PERIODS, Keys, ttl_ms
+from .replies import xrange, xrevrange
 
 COMPONENT_KINDS = ("generator", "strategy", "trader")
 
@@ -55,7 +56,7 @@ def _server_now_and_period(client: redis.Redis, keys: Keys) -> tuple[int, int | 
     return time_reply_ms(now), p, ""
 
 
-def _read(client: redis.Redis, commands: list[tuple[str, tuple]]) -> list:
+def _read(client: redis.Redis, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
     """Run read commands in one round trip; a wrong key type comes back as the exception."""
     pipe = client.pipeline(transaction=False)
     for name, args in commands:
@@ -68,11 +69,11 @@ def _read(client: redis.Redis, commands: list[tuple[str, tuple]]) -> list:
     return out
 
 
-def _wrong_type(reply) -> bool:
+def _wrong_type(reply: object) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError)
 
 
-def _hash_or_why(client: redis.Redis, key: str, reply) -> dict[str, str] | str:
+def _hash_or_why(client: redis.Redis, key: str, reply: Any) -> dict[str, str] | str:
     if _wrong_type(reply):
         return f"{key} is a {as_str(client.type(key))}, expected a hash"
     return text_hash(reply)
@@ -109,13 +110,16 @@ def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None
     epoch = epoch_of(now, period)
     label = f"{kind} {name}" if name else kind
     if kind == "generator":
-        h, lease, lease_ttl = _read(client, [("hgetall", (keys.signal(name),)), ("get", (keys.lease("generator", name),)),
-                                            ("pttl", (keys.lease("generator", name),))])
+        assert name is not None  # checked above: a generator has a name
+        h, lease, lease_ttl = _read(client, [("hgetall", (keys.signal(name),)),
+                                             ("get", (keys.lease("generator", name),)),
+                                             ("pttl", (keys.lease("generator", name),))])
         row = generator_view(keys, name, _hash_or_why(client, keys.signal(name), h), lease_holder(lease, lease_ttl),
                              epoch, now)
         summary = f"{label} signal {row['value']!r} for epoch {row['epoch']}"
     elif kind == "strategy":
         # The same view as `status` (health.strategy_view), from the same keys: they always agree.
+        assert name is not None  # checked above: a strategy has a name
         key = keys.decision(name)
         raw, pttl, lease, lease_ttl, registered = _read(client, [
             ("get", (key,)), ("pttl", (key,)), ("get", (keys.lease("strategy", name),)),
@@ -216,9 +220,9 @@ def history(client: redis.Redis, keys: Keys, since_ms: int | None = None, until_
     hi = "+" if until_ms is None else str(max(0, until_ms))
     try:
         if limit:
-            raw = list(reversed(client.xrevrange(keys.medians, max=hi, min=lo, count=limit)))
+            raw = list(reversed(xrevrange(client, keys.medians, max=hi, min=lo, count=limit)))
         else:
-            raw = client.xrange(keys.medians, min=lo, max=hi)
+            raw = xrange(client, keys.medians, min=lo, max=hi)
     except redis.exceptions.ResponseError as e:
         if "WRONGTYPE" in str(e):
             raise ValueError(f"{keys.medians} is not a stream (garbage in Redis)") from None
@@ -255,7 +259,7 @@ def history_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _blank(x) -> str:
+def _blank(x: object) -> str:
     return "" if x is None else str(x)
 
 

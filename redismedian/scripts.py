@@ -25,8 +25,9 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from .keys import Keys
 
-# run(source, keys, args) -> the raw reply, after the caller's common checks (Component.run_script)
-Runner = Callable[[str, Sequence[Any], Sequence[Any]], list]
+# run(source, keys, args) -> the raw reply (a list, or an integer for the lease release), after the
+# caller's common checks (Component.run_script)
+Runner = Callable[[str, Sequence[Any], Sequence[Any]], Any]
 
 PRELUDE = r"""
 local function now_ms()
@@ -222,7 +223,7 @@ def _text(x: Any) -> Any:
     return x.decode(errors="replace") if isinstance(x, bytes) else x
 
 
-def _fields(raw: Sequence[Any], n: int, default: Any = "") -> list:
+def _fields(raw: Sequence[Any], n: int, default: Any = "") -> list[Any]:
     """The first ``n`` items of a reply as text, padded with ``default`` (shorter replies of the
     same script leave the later fields out)."""
     out = [_text(x) for x in list(raw)[:n]]
@@ -283,7 +284,7 @@ return 0
 
 
 def lease_release(run: Runner, key: str, *, owner: str) -> bool:
-    return int(run(LEASE_RELEASE, [key], [owner])) == 1   # type: ignore[call-overload]
+    return int(run(LEASE_RELEASE, [key], [owner])) == 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,7 +449,7 @@ def parse_report(raw: Any) -> Report | None:
 
 def strategy_report_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, value: str, state: str, reason: str,
                             decision_ttl_ms: int, ready_ttl_ms: int, start_ms: int,
-                            check_meta: bool = True) -> tuple[list, list]:
+                            check_meta: bool = True) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of one report (the benchmarks' load generator sends it in pipelines)."""
     keys = [k.meta, k.lease("strategy", name), k.decision(name), k.strategies, k.deregistered, k.joins,
             k.count(epoch), k.ready(epoch)]
@@ -601,7 +602,7 @@ class TraderTicked(NamedTuple):
     backup_size: int
     note: str
     prev: int | None     # the last epoch a trader settled (NS:trader:settled), None when there is none
-    joins: tuple
+    joins: tuple[str, ...]
 
 
 def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, heartbeat_ttl_ms: int,
@@ -698,10 +699,10 @@ class MissedRecord(NamedTuple):
     """What a trader tells of the epochs it missed: the count since it started, the last one and why,
     and the ranges not yet written to NS:events."""
 
-    count: int = 0
+    total: int = 0       # not `count`: that would hide tuple.count
     last: int = -1
     reason: str = ""
-    pending: tuple = ()
+    pending: tuple[Missed, ...] = ()
 
 
 def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, outcome: str, text: str,
@@ -711,7 +712,7 @@ def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: in
     raw = run(TRADER_SETTLE, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader, k.medians,
                               k.lease("trader"), k.ready(epoch), k.events, k.settled],
               [*m, epoch, *t, outcome, text, count, members, medians_maxlen, state_ttl_ms,
-               missed.count, missed.last, missed.reason[:500], *ranges])
+               missed.total, missed.last, missed.reason[:500], *ranges])
     s, now, inst, note, reason = _fields(raw, 5, "")
     return TraderSettled(s, int(now), inst, str(note or ""), str(reason or ""))
 
@@ -793,7 +794,7 @@ class RegistryChanged(NamedTuple):
     version: int
     backup_size: int
     note: str            # a repair the registry guard made on the way
-    names: tuple         # admitted or restored names
+    names: tuple[str, ...]   # admitted or restored names
 
 
 def registry_admit(run: Runner, k: Keys, m: MetaArgs, names: Sequence[str]) -> RegistryChanged:
@@ -864,7 +865,7 @@ return reply
 class Deregistered(NamedTuple):
     removed: bool
     note: str            # a repair the registry guard made on the way
-    registered: tuple    # when not removed: up to 50 registered names
+    registered: tuple[str, ...]  # when not removed: up to 50 registered names
 
 
 def deregister(run: Runner, k: Keys, *, name: str) -> Deregistered:
@@ -873,7 +874,7 @@ def deregister(run: Runner, k: Keys, *, name: str) -> Deregistered:
     return Deregistered(bool(int(removed)), str(note or ""), tuple(_text(x) for x in list(raw)[2:]))
 
 
-# Test support: the Lua number grammar, called on each argument (tests/test_unit_numbers.py).
+# Test support: the Lua number grammar, called on each argument (tests/unit/test_unit_numbers.py).
 NUMBERS = PRELUDE + r"""
 local out = {}
 for i = 1, #ARGV do

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Any, cast
 from urllib.parse import unquote
 
 import redis
@@ -34,7 +35,7 @@ SENTINEL_TIMEOUT_S = 1.0
 
 @dataclass(frozen=True)
 class SentinelURL:
-    sentinels: tuple  # ((host, port), ...)
+    sentinels: tuple[tuple[str, int], ...]
     service: str
     db: int = 0
     username: str | None = None
@@ -120,7 +121,7 @@ def passwords(u: SentinelURL, given: str | None = None) -> tuple[str | None, str
     return master, sentinel
 
 
-def make_client(url: str, socket_timeout: float, **connection_kwargs) -> redis.Redis:
+def make_client(url: str, socket_timeout: float, **connection_kwargs: Any) -> redis.Redis:
     """A client of the current master of the URL's service (found through the sentinels).
 
     ``connection_kwargs`` (connection.make_client's explicit options) go to the master's
@@ -143,7 +144,7 @@ def make_client(url: str, socket_timeout: float, **connection_kwargs) -> redis.R
         sentinel_kwargs["password"] = sentinel_pw
     sentinel = Sentinel(list(u.sentinels), sentinel_kwargs=sentinel_kwargs, socket_timeout=socket_timeout,
                         db=u.db, username=u.username, password=master_pw, **connection_kwargs)
-    return sentinel.master_for(u.service)
+    return cast(redis.Redis, sentinel.master_for(u.service))
 
 
 def is_auth_failure(exc: BaseException) -> bool:

@@ -3,14 +3,9 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import redis
-
-try:
-    from hiredis import pack_command as _pack   # C: 20,000 commands packed in ~10 ms
-except ImportError:                            # pragma: no cover - redis[hiredis] is a requirement
-    _pack = None
 
 from . import health as H
 from . import keys as K
@@ -18,6 +13,12 @@ from .clock import epoch_of, time_reply_ms
 from .common import FatalError, as_str, parse_period_ms
 from .health import lease_holder, read_holders, strategy_view, text_hash
 from .keys import Keys
+
+_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _pack   # C: 20,000 commands packed in ~10 ms
+except ImportError:                            # pragma: no cover - redis[hiredis] is a requirement
+    _pack = None
 
 __all__ = ["gather", "render", "to_json", "deregister", "strategy_view", "strategy_row"]
 
@@ -43,7 +44,7 @@ def _scan(client: redis.Redis, keys: Keys) -> dict[str, set[str]]:
     the master of the namespace's slot, which holds every key of the namespace.)"""
     prefixes = {"signal": keys.signal("*")[:-1], "decision": keys.decision("*")[:-1],
                 "generator": keys.lease("generator", "*")[:-1], "strategy": keys.lease("strategy", "*")[:-1]}
-    seen: set = set()           # SCAN may return a key twice
+    seen: set[bytes | str] = set()   # SCAN may return a key twice
     cursor = 0
     while True:
         cursor, batch = client.scan(cursor, match=keys.pattern, count=BATCH)
@@ -119,7 +120,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     return out
 
 
-def _round_trip(client: redis.Redis, commands: list[tuple]) -> list:
+def _round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
     """The replies to ``commands``, sent at once (one round trip); an error reply is returned, not
     raised, as ``pipeline().execute(raise_on_error=False)`` does.
 
@@ -144,7 +145,7 @@ def _round_trip(client: redis.Redis, commands: list[tuple]) -> list:
             conn.send_packed_command([b"".join(_pack(c) for c in commands)])
         else:
             conn.send_packed_command(conn.pack_commands(commands))
-        replies: list = []
+        replies: list[Any] = []
         for _ in commands:
             try:
                 replies.append(conn.read_response())
@@ -158,7 +159,7 @@ def _round_trip(client: redis.Redis, commands: list[tuple]) -> list:
         pool.release(conn)
 
 
-def strategy_rows(client: redis.Redis, keys: Keys, names: list[str], registered, epoch: int | None,
+def strategy_rows(client: redis.Redis, keys: Keys, names: list[str], registered: set[str], epoch: int | None,
                   ttl_ms: int | None, decisions: set[str] | None = None) -> list[dict[str, Any]]:
     """Strategies as ``status`` shows them, from their decision keys and leases: two round trips.
 
@@ -170,8 +171,8 @@ def strategy_rows(client: redis.Redis, keys: Keys, names: list[str], registered,
     ``status`` shows as unreadable."""
     dkeys = [keys.decision(n) for n in names]
     lkeys = [keys.lease("strategy", n) for n in names]
-    raws: list = []
-    leases: list = []
+    raws: list[Any] = []
+    leases: list[Any] = []
     commands = [("MGET", *part[i:i + BATCH]) for i in range(0, len(names), BATCH) for part in (dkeys, lkeys)]
     for j, part in enumerate(_round_trip(client, commands)):
         if isinstance(part, Exception):   # e.g. an ACL denial: MGET answers nil for any other type
@@ -188,8 +189,8 @@ def strategy_rows(client: redis.Redis, keys: Keys, names: list[str], registered,
         if leases[i] is not None:
             commands.append(("PTTL", lkeys[i]))
             asked.append(("lease", i))
-    pttls: list = [None] * len(names)
-    lease_ttls: list = [None] * len(names)
+    pttls: list[Any] = [None] * len(names)
+    lease_ttls: list[Any] = [None] * len(names)
     unreadable = [""] * len(names)
     for (what, i), reply in zip(asked, _round_trip(client, commands)):
         if what == "pttl":
@@ -255,7 +256,7 @@ def render(data: dict[str, Any], url: str) -> str:
     return "\n".join(lines)
 
 
-def _v(x) -> str:
+def _v(x: object) -> str:
     if x is None:
         return "-"
     if isinstance(x, bool):
@@ -263,7 +264,7 @@ def _v(x) -> str:
     return str(x)
 
 
-def _table(title: str, cols: list[str], rows: list[dict]) -> str:
+def _table(title: str, cols: list[str], rows: list[dict[str, Any]]) -> str:
     if not rows:
         return f"{title}: none"
     cells = [[_v(r.get(c)) for c in cols] for r in rows]
@@ -286,7 +287,7 @@ def deregister(client: redis.Redis, keys: Keys, name: str) -> None:
     """
     from .scripts import deregister as deregister_script
 
-    def run(source, keys_, args):
+    def run(source: str, keys_: Sequence[Any], args: Sequence[Any]) -> Any:
         return client.register_script(source)(keys=keys_, args=args)
     try:
         reply = deregister_script(run, keys, name=name)

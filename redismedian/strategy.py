@@ -8,15 +8,16 @@ submits nothing and records why, which the trader then shows as its reason.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import FatalError, as_str, parse_finite, parse_int, plugin_error, plugin_number
+from .common import FatalError, Settings, as_str, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, Exit, acquire_name
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
+from .replies import xread
 from .scripts import StrategyReported, strategy_report
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
@@ -47,7 +48,7 @@ class Reading:
         return parse_int(self.epoch_text)
 
     @classmethod
-    def from_fields(cls, fields: Mapping) -> "Reading":
+    def from_fields(cls, fields: Mapping[Any, Any]) -> "Reading":
         return cls(_get(fields, "epoch"), _get(fields, "value"), _get(fields, "status"), _get(fields, "error"))
 
 
@@ -109,10 +110,11 @@ def run_decide(fn: Callable[[Mapping[str, float]], float], values: Mapping[str, 
 
 class Strategy(Component):
     kind = "strategy"
+    name: str   # always given (Component allows None for its own tests)
 
-    def __init__(self, settings, name: str, generators: list[str],
+    def __init__(self, settings: Settings, name: str, generators: list[str],
                  decide_fn: Callable[[Mapping[str, float]], float] = default_decide,
-                 signal_timeout_ms: int | None = None, **kw):
+                 signal_timeout_ms: int | None = None, **kw: Any) -> None:
         super().__init__(settings, name=name, **kw)
         self.generators = list(generators)
         self.decide_fn = decide_fn
@@ -195,7 +197,7 @@ class Strategy(Component):
             block = max(1, min(self.settings.block_ms, remaining))
             pending = {key: last_ids[key] for key, g in feeds.items() if g not in found}
             try:
-                reply = self.client.xread(pending, count=FEED_READ_COUNT, block=block)
+                reply = xread(self.client, pending, count=FEED_READ_COUNT, block=block)
             except redis.exceptions.ResponseError as e:
                 if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
                     raise
@@ -280,7 +282,7 @@ def default_signal_timeout_ms(period_ms: int) -> int:
 
 
 
-def _get(fields, name: str) -> str | None:
+def _get(fields: Mapping[Any, Any] | None, name: str) -> str | None:
     v = fields.get(name.encode(), fields.get(name)) if fields else None
     return v.decode(errors="replace") if isinstance(v, bytes) else v
 

@@ -18,19 +18,20 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import redis
 
 from . import keys as K
 from .clock import boundary_ms
-from .common import NUMBER_RULE, FatalError, as_str, check_name, parse_int, parse_number, plugin_error
+from .common import NUMBER_RULE, FatalError, Settings, as_str, check_name, parse_int, parse_number, plugin_error
 from .component import Component
 from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
-from .following import parse_median
+from .following import Median, parse_median
 from . import health as H
-from .scripts import (Missed, MissedRecord, RegistryChanged, parse_report, trader_acted, TraderArgs, TraderTicked, registry_admit, registry_restore, trader_settle,
-                      trader_tick)
+from .replies import xrange
+from .scripts import (Missed, MissedRecord, RegistryChanged, Report, TraderArgs, TraderTicked, parse_report,
+                      registry_admit, registry_restore, trader_acted, trader_settle, trader_tick)
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 # The decision keys are read with one MGET per part of this many keys (from N / 8, at least
@@ -45,7 +46,7 @@ class Seen(NamedTuple):
     for the epoch, their ``tally``, computed part by part while Redis read the next part (None: not
     computed, or something is missing or wrong: ``tally`` judges the whole read)."""
 
-    decisions: list
+    decisions: list[bytes | None]
     version: int | None
     size: int | None
     tallied: "Tally | None" = None
@@ -55,8 +56,8 @@ class Tally(NamedTuple):
     """One epoch's decisions, as read: the sorted values when every registered strategy submitted a
     valid one, else the problems (name, why)."""
 
-    values: list
-    problems: list
+    values: list[float]
+    problems: list[tuple[str, str]]   # (name, why)
 
 
 # The bytes of a read that passes the fast path: the number grammar's alphabet, and the "\n<epoch>|"
@@ -68,7 +69,8 @@ _FAST_BYTES = b"0123456789.eE+-\n|"
 INCOMPLETE = Tally([], [("", "not every decision is in yet")])
 
 
-def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None], decision_key=None,
+def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None],
+          decision_key: Callable[[str], str] | None = None,
           explain: bool = True) -> Tally:
     """Judge the decision keys of ``names`` (pure).  A decision counts when its key holds
     ``<epoch>|<number>`` for this very epoch, the number in the strict grammar and finite.
@@ -123,7 +125,7 @@ def judge(epoch: int, raw: bytes | str | None, key: str, alive: bool | None = No
     return why
 
 
-def _judge(epoch: int, r, key: str, alive: bool | None) -> float | str:
+def _judge(epoch: int, r: Report | None, key: str, alive: bool | None) -> float | str:
     if r is None:
         if alive:
             return "no decision (no report in Redis, although a live process holds its name)"
@@ -140,11 +142,6 @@ def _judge(epoch: int, r, key: str, alive: bool | None) -> float | str:
     return x
 
 
-def median(values: Iterable[float]) -> float:
-    """The median of any values (the trader sorts once and uses ``median_of_sorted``)."""
-    return median_of_sorted(sorted(values))
-
-
 def median_of_sorted(xs: Sequence[float]) -> float:
     """The middle value, or the mean of the two middle values (statistics.median), except that two
     finite middle values whose sum overflows give their halves' sum instead of inf."""
@@ -156,7 +153,7 @@ def median_of_sorted(xs: Sequence[float]) -> float:
     return m if math.isfinite(m) else a / 2 + b / 2
 
 
-def missing_reason(problems: list, nreg: int) -> str:
+def missing_reason(problems: list[tuple[str, str]], nreg: int) -> str:
     """``1 of 2 strategies missing: X: why`` (at most REASONS_LIMIT named)."""
     parts = []
     for name, why in sorted(problems)[:REASONS_LIMIT]:
@@ -167,8 +164,8 @@ def missing_reason(problems: list, nreg: int) -> str:
     return f"{len(problems)} of {H.plural(nreg, 'strategy', 'strategies')} missing: " + "; ".join(parts)
 
 
-def explain_missing(client: redis.Redis, keys: K.Keys, epoch: int, names: Sequence[str], decisions: Sequence,
-                    problems: list) -> list:
+def explain_missing(client: redis.Redis, keys: K.Keys, epoch: int, names: Sequence[str],
+                    decisions: Sequence[bytes | None], problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The problems, with those that the reason shows (at most REASONS_LIMIT) judged again knowing
     whether a live process holds each name: one pipelined read of their leases.  ``names`` are the
     registered names in sorted order and ``decisions`` their decision keys' values, as read."""
@@ -182,7 +179,9 @@ def explain_missing(client: redis.Redis, keys: K.Keys, epoch: int, names: Sequen
     for (name, why), holder in zip(shown, holders):
         i = bisect.bisect_left(names, name)
         if i < len(names) and names[i] == name:
-            why = judge(epoch, decisions[i], keys.decision(name), alive=holder is not None)
+            again = judge(epoch, decisions[i], keys.decision(name), alive=holder is not None)
+            if isinstance(again, str):   # always: the same value was a problem as read
+                why = again
         out.append((name, why))
     return out + ordered[REASONS_LIMIT:]
 
@@ -198,28 +197,30 @@ class RegistryMemory:
 
     instance: str
     version: int
-    names: frozenset
+    names: frozenset[str]
 
 
 class Trader(Component):
     kind = "trader"
 
-    def __init__(self, settings, decision_timeout_ms: int | None = None,
+    def __init__(self, settings: Settings, decision_timeout_ms: int | None = None,
                  medians_maxlen: int = K.DEFAULT_MEDIANS_MAXLEN,
-                 on_median: Callable[[int, float, int], object] | None = None, **kw):
+                 on_median: Callable[[int, float, int], object] | None = None, **kw: Any) -> None:
         super().__init__(settings, name=None, **kw)
         self.decision_timeout_ms = (decision_timeout_ms if decision_timeout_ms is not None
                                     else default_decision_timeout_ms(self.period_ms))
         self.medians_maxlen = medians_maxlen
         self.token = ""          # fencing token while we lead, "" while standing by
-        self.leader_seen = None  # who leads while we stand by (logged when it changes)
-        self.state = None        # last state we logged: ok / error / idle
+        self.leader_seen: str | None = None  # who leads while we stand by (logged when it changes)
+        self.state: str | None = None  # last state we logged: ok / error / idle
         self.memory: RegistryMemory | None = None
         self.fence_floor = 0     # highest fencing token seen: a new token is always above it
         self.last_published = -1
         self.restored_instance = ""  # deployment record into which we restored every registration we knew
-        self._read_plan: tuple = (None, [], [])  # (names, sorted names, their decision keys)
-        self._packed_mget: tuple = (None, [])     # (decision keys, their MGET commands as sent, one per part)
+        # (names, sorted names, their decision keys)
+        self._read_plan: tuple[frozenset[str] | None, list[str], list[str]] = (None, [], [])
+        # (decision keys, their MGET commands as sent, one per part)
+        self._packed_mget: tuple[list[str] | None, list[bytes]] = (None, [])
         self.on_median = on_median   # the action plug-in: FUNC(epoch, median, fence), or None
         self.accounted: int | None = None  # the last epoch we settled or recorded as missed
         self.missed = MissedRecord()
@@ -321,7 +322,7 @@ class Trader(Component):
         self.log.warning("missed %s: %s", which, reason)
         self.metrics.missed(n)
         m = self.missed
-        self.missed = MissedRecord(m.count + n, last, reason, (m.pending + (Missed(first, last, reason),))[-20:])
+        self.missed = MissedRecord(m.total + n, last, reason, (m.pending + (Missed(first, last, reason),))[-20:])
         self.accounted = max(last, self.accounted if self.accounted is not None else last)
 
     def registry_churn(self, epoch: int) -> None:
@@ -382,7 +383,7 @@ class Trader(Component):
         """Block on the epoch's doorbell (when ``wait_ms``), then read every decision key and the
         registry's version and size: one round trip."""
         ready_key = self.keys.ready(epoch)
-        commands: list[tuple] = [("BLPOP", ready_key, f"{wait_ms / 1000.0:.3f}")] if wait_ms else []
+        commands: list[tuple[Any, ...]] = [("BLPOP", ready_key, f"{wait_ms / 1000.0:.3f}")] if wait_ms else []
         commands += [("HGET", self.keys.meta, "registry"), ("SCARD", self.keys.strategies)]
         tallied = None
         if type(self.client) in (redis.Redis, redis.StrictRedis):
@@ -410,7 +411,7 @@ class Trader(Component):
         return Seen(decisions, None if isinstance(version, Exception) else _version(version),
                     size if isinstance(size, int) else None, tallied)
 
-    def _send(self, commands: list[tuple], keys: list[str], epoch: int) -> tuple[list, "Tally | None"]:
+    def _send(self, commands: list[tuple[Any, ...]], keys: list[str], epoch: int) -> tuple[list[Any], "Tally | None"]:
         """One round trip: ``commands``, then ``MGET`` of ``keys`` in parts, whose encoding is kept
         between periods (packing 100k key names costs more than Redis' own work on them).  Replies in
         order, the parts' joined into one list; an error reply is returned, not raised, as a pipeline
@@ -438,9 +439,9 @@ class Trader(Component):
                     replies.append(conn.read_response())
                 except redis.exceptions.ResponseError as e:
                     replies.append(e)
-            decisions: list = []
+            decisions: list[bytes | None] = []
             error = None
-            values: list | None = []    # the parts' sorted values, one after the other
+            values: list[float] | None = []    # the parts' sorted values, one after the other
             for _ in parts:
                 try:
                     got = conn.read_response()
@@ -563,11 +564,11 @@ class Trader(Component):
                 return
             self.log.info("acted on epoch %d (median %s)", entry.epoch, repr(entry.median))
 
-    def published_since(self, acted: int) -> list:
+    def published_since(self, acted: int) -> list[Median]:
         """The published epochs after ``acted`` (from NS:medians), oldest first, at most a backlog."""
         start = boundary_ms(acted + 1, self.period_ms)
         out = []
-        for entry_id, fields in self.client.xrange(self.keys.medians, min=f"{start}-0", count=K.ACTION_BACKLOG):
+        for entry_id, fields in xrange(self.client, self.keys.medians, min=f"{start}-0", count=K.ACTION_BACKLOG):
             m = parse_median(entry_id, fields)
             if m is not None and m.epoch > acted:
                 out.append(m)
@@ -680,7 +681,7 @@ class Trader(Component):
         self.log.info("trader stopped")
 
 
-def _version(raw) -> int:
+def _version(raw: object) -> int:
     """The registry version in NS:meta: missing or garbage is 0 (as the scripts read it)."""
     v = parse_int(raw)
     return v if v is not None and v >= 0 else 0

@@ -38,7 +38,8 @@ from collections import deque
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from types import FrameType
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, cast
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
@@ -51,7 +52,12 @@ from .connection import redis_problem as connection_problem
 from .following import Event, Median, _id_order, parse_event, parse_median
 from .keys import Keys
 from .ops import check_deployment, watch_delay
+from .replies import xread, xrevrange
 from .status import gather
+
+if TYPE_CHECKING:   # the web extra: only `redismedian web` imports it
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("redismedian.web")
 
@@ -73,9 +79,10 @@ STALE_VIEW_PERIODS = 3         # /healthz fails when the last successful read is
 BLOCK_MS = 1000                # longest blocking XREAD: the loop looks at its stop flag and timers this often
 GATHER_DUTY = 0.25             # the reader spends at most this share of its time gathering (10,000s of strategies)
 
-# Problems first: the order in which a list shows states (worst first, ok last).
-STATE_RANK = {"down": 0, "error": 1, "garbage": 2, "unreadable": 3, "stale": 4, "absent": 5, "starting": 6,
-              "joining": 7, "ok": 9}
+# Problems first: the order in which a list shows states (worst first, ok last; a row without a
+# state, None, ranks 8).
+STATE_RANK: dict[str | None, int] = {"down": 0, "error": 1, "garbage": 2, "unreadable": 3, "stale": 4,
+                                     "absent": 5, "starting": 6, "joining": 7, "ok": 9}
 
 # Strict by default: only the package's own files, no inline script or style, no framing, forms
 # post only here.  ``img-src data:`` is not needed; nothing else is allowed.
@@ -153,7 +160,7 @@ def read_token_file(path: str) -> str:
     return read_secret_file(path, "token").strip()
 
 
-def load_token(token_file: str | None, environ: dict | None = None) -> str | None:
+def load_token(token_file: str | None, environ: Mapping[str, str] | None = None) -> str | None:
     """The token from ``--token-file`` or ``$REDISMEDIAN_WEB_TOKEN`` (both: refused as ambiguous)."""
     environ = os.environ if environ is None else environ
     from_env = (environ.get(TOKEN_ENV) or "").strip() or None
@@ -216,7 +223,7 @@ def is_public(path: str) -> bool:
 
 
 # -- the view: what a page shows, from what the reader read (pure) ---------------------------------
-def rank(row: dict[str, Any]) -> tuple:
+def rank(row: dict[str, Any]) -> tuple[int, str]:
     return (STATE_RANK.get(row.get("state"), 8), row.get("name", ""))
 
 
@@ -342,7 +349,8 @@ def chart_svg(points: dict[int, float], gaps: dict[int, tuple[str, str]], first:
            f'aria-label="medians of epochs {first} to {last}" data-first="{first}" data-last="{last}">']
     n = last - first + 1
     if n <= 0:
-        out.append(f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" class="empty">no deployment record yet</text></svg>')
+        out.append(f'<text x="{width / 2:.0f}" y="{height / 2:.0f}" class="empty">'
+                   'no deployment record yet</text></svg>')
         return "".join(out)
     slot = pw / n
 
@@ -452,7 +460,10 @@ class WebState:
         n = 0
         with self._lock:
             for item in items:
-                (self.medians if isinstance(item, Median) else self.events).append(item)
+                if isinstance(item, Median):
+                    self.medians.append(item)
+                else:
+                    self.events.append(item)
                 n += 1
             if n:
                 self._changed()
@@ -467,7 +478,10 @@ class WebState:
             self.medians.clear()
             self.events.clear()
             for item in items:
-                (self.medians if isinstance(item, Median) else self.events).append(item)
+                if isinstance(item, Median):
+                    self.medians.append(item)
+                else:
+                    self.events.append(item)
             self._changed()
         self._notify()
 
@@ -506,14 +520,14 @@ class WebState:
         key = f"sorted-{kind}"
         if key not in self._cache:
             self._cache[key] = sorted((self.data or {}).get(kind) or [], key=rank)
-        return self._cache[key]
+        return cast("list[dict[str, Any]]", self._cache[key])
 
     def view(self) -> dict[str, Any]:
         """Everything one update sends (bounded: the strategy list pages through /api/strategies)."""
         with self._lock:
             if "view" not in self._cache:
                 self._cache["view"] = self._view()
-            return self._cache["view"]
+            return cast("dict[str, Any]", self._cache["view"])
 
     def view_json(self) -> tuple[int, bytes]:
         """(version, the view as one line of JSON), encoded once per version for every browser."""
@@ -570,9 +584,9 @@ class WebState:
             "health": {"healthy": healthy, "text": health_text, "problems": health_problems[:HEALTH_PROBLEMS_SHOWN],
                        "more": max(0, len(health_problems) - HEALTH_PROBLEMS_SHOWN)},
             "trader": (data or {}).get("trader"), "traders": (data or {}).get("traders", []),
-            "missed_text": H.missed_text(data["trader"], epoch) if current and (
+            "missed_text": H.missed_text(data["trader"], epoch) if current and data and (
                 data["trader"].get("missed") or data["trader"].get("last_missed") is not None) else "",
-            "missed_recently": bool(current and H.missed_recently(data["trader"], epoch)),
+            "missed_recently": bool(current and data and H.missed_recently(data["trader"], epoch)),
             "counts": {"generators": {"total": len(gens), "by_state": count_states(gens)},
                        "strategies": {"total": len(strats), "registered": len(registered),
                                       "problems": len(problems), "by_state": count_states(registered),
@@ -589,7 +603,7 @@ class WebState:
     def _chart(self, period_ms: int | None, epoch: int | None) -> dict[str, Any]:
         span = chart_span(period_ms)
         now_ms = self.server_now_ms()
-        if not span or epoch is None or now_ms is None:
+        if not span or period_ms is None or epoch is None or now_ms is None:   # no span without a period
             return {"svg": chart_svg({}, {}, 0, -1, None), "span": 0, "seconds": 0}
         # The epoch now (a median may arrive before the next gather), shown once it is settled.
         now_epoch = max(epoch, now_ms // period_ms)
@@ -621,7 +635,7 @@ class Reader:
 
     def __init__(self, state: WebState, connect: Callable[[], redis.Redis], keys: Keys,
                  stop: threading.Event | None = None, block_ms: int = BLOCK_MS,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.state = state
         self.connect = connect
         self.keys = keys
@@ -700,6 +714,7 @@ class Reader:
         self.read_streams(block)
 
     def gather(self) -> None:
+        assert self.client is not None   # step() connects first
         started, cpu = self.clock(), time.thread_time()
         data = gather(self.client, self.keys)
         self.last_gather = self.clock()
@@ -730,10 +745,14 @@ class Reader:
         ids: dict[str, str] = {}
         items: list[Median | Event] = []
         problems = []
-        for key, parse in ((self.keys.medians, parse_median), (self.keys.events, parse_event)):
+        client = self.client
+        assert client is not None   # step() connects first
+        parsers: tuple[tuple[str, Callable[[object, Mapping[Any, Any] | None], Median | Event | None]], ...] = (
+            (self.keys.medians, parse_median), (self.keys.events, parse_event))
+        for key, parse in parsers:
             try:
-                newest = self.client.xrevrange(key, count=1)
-                entries = self.client.xrevrange(key, max="+", min=lo, count=CHART_MAX_EPOCHS * 2) if newest else []
+                newest = xrevrange(client, key, count=1)
+                entries = xrevrange(client, key, max="+", min=lo, count=CHART_MAX_EPOCHS * 2) if newest else []
             except redis.exceptions.ResponseError as e:
                 if "WRONGTYPE" not in str(e):
                     raise
@@ -754,8 +773,9 @@ class Reader:
     def read_streams(self, block_ms: int) -> int:
         """One XREAD of both streams; new medians and events go to the page at once, and the next gather
         (the trader's state, every part's) follows right after."""
+        assert self.client is not None and self.ids is not None   # step() connects and loads the history first
         try:
-            reply = self.client.xread(self.ids, block=block_ms, count=1000)
+            reply = xread(self.client, self.ids, block=block_ms, count=1000)
         except redis.exceptions.ResponseError as e:
             if "WRONGTYPE" not in str(e):
                 raise
@@ -793,7 +813,7 @@ def static_files(folder: Path = STATIC_DIR) -> dict[str, tuple[bytes, str]]:
 class Broadcast:
     """Wakes every open event stream when the state changed (set from the reader thread)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.event: asyncio.Event | None = None
         self.closing = False
@@ -817,7 +837,7 @@ class Broadcast:
         self.notify_threadsafe()
 
 
-def _headers(scope) -> dict[str, str]:
+def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
@@ -825,16 +845,16 @@ class Guard:
     """ASGI middleware in front of every route: the Host check, the token, and the security headers
     (the Content-Security-Policy above all) on every response, errors included."""
 
-    def __init__(self, app, access: Access):
+    def __init__(self, app: ASGIApp, access: Access) -> None:
         self.app = app
         self.access = access
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = _headers(scope)
 
-        async def send_secured(message):
+        async def send_secured(message: Message) -> None:
             if message["type"] == "http.response.start":
                 have = {k.decode("latin-1").lower() for k, _ in message.get("headers", [])}
                 extra = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items() if k not in have]
@@ -856,19 +876,20 @@ class Guard:
         await self.app(scope, receive, send_secured)
 
 
-async def _raw(send, status: int, body: bytes, headers: list | None = None, ctype: bytes = b"text/plain; charset=utf-8"):
+async def _raw(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+               ctype: bytes = b"text/plain; charset=utf-8") -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
-async def _plain(send, status: int, text: str, headers: list | None = None):
+async def _plain(send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     await _raw(send, status, (text + "\n").encode(), headers)
 
 
 def build_app(state: WebState, access: Access, *, reader_alive: Callable[[], bool] = lambda: True,
               broadcast: Broadcast | None = None, files: dict[str, tuple[bytes, str]] | None = None,
-              heartbeat_s: float = HEARTBEAT_S):
+              heartbeat_s: float = HEARTBEAT_S) -> Guard:
     """The ASGI application.  It reads only ``state``: it holds no Redis client, so no request, however
     many pages are open, ever reaches Redis."""
     from starlette.applications import Starlette
@@ -887,24 +908,24 @@ def build_app(state: WebState, access: Access, *, reader_alive: Callable[[], boo
             text = text.replace("{{" + k + "}}", escape(v))
         return Response(text, status_code=status, media_type=ctype.split(";")[0])
 
-    async def index(request: Request):
+    async def index(request: Request) -> Response:
         return page("index.html")
 
-    async def static(request: Request):
+    async def static(request: Request) -> Response:
         found = files.get(request.path_params["name"])
         if not found or found[1].startswith("text/html"):
             return PlainTextResponse("not found", status_code=404)
         return Response(found[0], media_type=found[1].split(";")[0], headers={"cache-control": "no-cache"})
 
-    async def favicon(request: Request):
+    async def favicon(request: Request) -> Response:
         return RedirectResponse("/static/favicon.svg", status_code=301)
 
-    async def login_form(request: Request):
+    async def login_form(request: Request) -> Response:
         if access.token is None:
             return RedirectResponse("/", status_code=303)
         return page("login.html", message="")
 
-    async def login(request: Request):
+    async def login(request: Request) -> Response:
         if access.token is None:
             return RedirectResponse("/", status_code=303)
         body = await request.body()
@@ -918,16 +939,16 @@ def build_app(state: WebState, access: Access, *, reader_alive: Callable[[], boo
                         secure=request.url.scheme == "https")
         return resp
 
-    async def logout(request: Request):
+    async def logout(request: Request) -> Response:
         resp = RedirectResponse("/login" if access.token else "/", status_code=303)
         resp.delete_cookie(COOKIE, path="/")
         return resp
 
-    async def api_state(request: Request):
+    async def api_state(request: Request) -> Response:
         _version, body = state.view_json()
         return Response(body, media_type="application/json")
 
-    async def api_strategies(request: Request):
+    async def api_strategies(request: Request) -> Response:
         qp = request.query_params
         try:
             pg = int(qp.get("page", "0"))
@@ -935,25 +956,26 @@ def build_app(state: WebState, access: Access, *, reader_alive: Callable[[], boo
             pg = 0
         return JSONResponse(state.strategies(qp.get("filter", "problems"), qp.get("q", ""), pg))
 
-    async def healthz(request: Request):
+    async def healthz(request: Request) -> Response:
         ok, text = state.health()
         return PlainTextResponse(text + "\n", status_code=200 if ok else 503)
 
-    async def livez(request: Request):
+    async def livez(request: Request) -> Response:
         ok = reader_alive()
         return PlainTextResponse("ok\n" if ok else "the reader loop is not running\n", status_code=200 if ok else 503)
 
-    async def events(request: Request):
+    async def events(request: Request) -> Response:
         bc.attach(asyncio.get_running_loop())
 
         def clock() -> bytes:
             return b"event: clock\ndata: " + json.dumps({"server_ms": state.server_now_ms()}).encode() + b"\n\n"
 
-        async def stream():
+        async def stream() -> AsyncIterator[bytes]:
             sent = -1
             yield b"retry: 2000\n\n"
             while not bc.closing:
                 waiter = bc.event
+                assert waiter is not None   # attach() made it
                 version, body = state.view_json()
                 if version != sent:
                     yield clock() + b"event: state\ndata: " + body + b"\n\n"
@@ -998,12 +1020,12 @@ def serve(sock: socket.socket, state: WebState, reader: Reader, access: Access) 
     app = build_app(state, access, reader_alive=reader.alive, broadcast=bc)
 
     class Server(uvicorn.Server):
-        def handle_exit(self, sig, frame):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             bc.close()   # open event streams end now, so shutdown does not wait for the browsers
             super().handle_exit(sig, frame)
 
         @contextlib.contextmanager
-        def capture_signals(self):
+        def capture_signals(self) -> Iterator[None]:
             # uvicorn's own version raises SIGTERM again after its shutdown, so that the process ends by
             # the signal; like every component, this one stops cleanly and exits 0 instead.
             previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
