@@ -33,7 +33,7 @@ from redis.connection import parse_url
 from redismedian import keys as K
 from redismedian.clock import boundary_ms
 from redismedian.common import Settings, as_str, fmt_value, new_instance_id
-from redismedian.connection import make_client
+from redismedian.connection import RedisSettings, make_client
 from redismedian.scripts import STRATEGY_REPORT, MetaArgs, meta_create, strategy_report_request
 from redismedian.strategy import META_CHECK_EVERY, default_signal_timeout_ms
 
@@ -94,7 +94,7 @@ class _Wire:
 
 class LoadGenerator:
     def __init__(self, redis_url: str, namespace: str, period_ms: int, names: list[str], seed: int = 1):
-        self.settings = Settings(redis_url=redis_url, namespace=namespace, period_ms=period_ms)
+        self.settings = Settings(RedisSettings(redis_url), namespace=namespace, period_ms=period_ms)
         self.keys = self.settings.keys
         self.period_ms = period_ms
         self.client = make_client(redis_url, socket_timeout=120.0, client_name="bench-loadgen-setup")

@@ -43,7 +43,7 @@ import hiredis
 import redismedian.trader as trader_module
 from redismedian import scripts
 from redismedian.common import Settings
-from redismedian.connection import make_client
+from redismedian.connection import RedisSettings, make_client
 from redismedian.keys import DEFAULT_NAMESPACE
 from redismedian.trader import Trader, tally
 
@@ -136,7 +136,7 @@ def measure(url: str, admin, clock: BenchClock, n: int, reps: int, rate: float, 
     reg = gen.submit(clock.now_ms() // period_ms, starting=True)
     if reg.submitted != n or reg.registered != n:
         raise RuntimeError(f"registration of {n} strategies failed: {reg}")
-    trader = Trader(Settings(redis_url=url, namespace=ns, period_ms=period_ms, socket_timeout=60.0),
+    trader = Trader(Settings(RedisSettings(url, socket_timeout=60.0), namespace=ns, period_ms=period_ms),
                     client=make_client(url, 60.0, client_name="redismedian-trader"))
     trader.clock.sync(trader.client)
     keys = trader.keys

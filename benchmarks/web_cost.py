@@ -34,7 +34,7 @@ from pathlib import Path
 
 from redismedian import web
 from redismedian.common import Settings
-from redismedian.connection import make_client
+from redismedian.connection import RedisSettings, make_client
 from redismedian.keys import DEFAULT_NAMESPACE
 from redismedian.trader import Trader
 
@@ -139,7 +139,7 @@ def run(url: str, admin, n: int, periods: int, browsers: int, rate: float, logdi
     log(f"  N={n}: period {period_ms / 1000:g}s, registering {n} strategies ...")
     gen.preregister()
     gen.submit(clock.now_ms() // period_ms, starting=True)
-    trader = Trader(Settings(redis_url=url, namespace=ns, period_ms=period_ms, socket_timeout=60.0),
+    trader = Trader(Settings(RedisSettings(url, socket_timeout=60.0), namespace=ns, period_ms=period_ms),
                     client=make_client(url, 60.0, client_name="redismedian-trader"))
     trader.clock.sync(trader.client)
     keys = trader.keys

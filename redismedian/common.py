@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .connection import RedisSettings
 from .keys import DEFAULT_NAMESPACE, Keys
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "g1\n" through.
@@ -22,7 +23,6 @@ NAME_RULE = "1 to 64 characters: letters, digits, '_', '-' or '.'"
 MIN_PERIOD_S = 0.05
 MAX_PERIOD_S = 86_400.0
 
-DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PERIOD_S = 60.0
 
 # Exit codes
@@ -108,15 +108,21 @@ def new_instance_id() -> str:
 
 @dataclass
 class Settings:
-    """What every component needs: where Redis is, which namespace, which period."""
+    """What every component needs: how to reach Redis, which namespace, which period."""
 
-    redis_url: str = DEFAULT_REDIS_URL
+    # URL, credentials, TLS, timeouts: built once by the command line (its secrets never shown by repr).
+    redis: RedisSettings = field(default_factory=RedisSettings)
     namespace: str = DEFAULT_NAMESPACE
     period_ms: int = int(DEFAULT_PERIOD_S * 1000)
-    socket_timeout: float = 5.0
     owner: str = field(default_factory=new_owner_id)
-    # Extra client options (password from a file or the environment, TLS files): may hold a secret.
-    redis_options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url
+
+    @property
+    def socket_timeout(self) -> float:
+        return self.redis.socket_timeout
 
     @property
     def keys(self) -> Keys:

@@ -81,12 +81,8 @@ class Generator(Component):
         self.log.info("generator %s stopped", self.name)
 
 
-
-
-def main() -> None:
-    from .cli import generator_command
-    generator_command(prog_name="python -m redismedian.generator")
-
-
 if __name__ == "__main__":
-    main()
+    # `python -m redismedian.generator`: the `generator` command on its own.  The command line is
+    # imported here only: cli.py imports this module, never the other way round.
+    from .cli import run_alone
+    run_alone("generator")

@@ -20,6 +20,7 @@ The invariant, checked over everything a run published to ``NS:medians``:
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import threading
 import time
@@ -29,13 +30,21 @@ from typing import Callable
 import redis
 
 from redismedian.common import parse_number
-from redismedian.connection import make_client
+from redismedian.connection import RedisSettings, make_client
 from redismedian.keys import Keys
 from redismedian.scripts import parse_report
 from tests import plugins
 from tests.support import Cluster, Proc, wait_until
 
 NS = "t"
+
+
+def harness_settings(url: str, socket_timeout: float) -> RedisSettings:
+    """How the harness's own clients reach Redis: like the components' command line, with the
+    Sentinel password of $REDISMEDIAN_SENTINEL_PASSWORD (the Sentinel test sets it for every process)."""
+    return RedisSettings(url, socket_timeout, sentinel_password=os.environ.get("REDISMEDIAN_SENTINEL_PASSWORD"))
+
+
 GENERATORS = {"g1": "sig_a", "g2": "sig_b", "g3": "sig_c"}
 STRATEGIES = {"X": ["g1"], "Y": ["g2", "g3"], "Z": ["g1", "g3"]}
 ALL = frozenset(STRATEGIES)
@@ -87,7 +96,7 @@ class MedianWatcher(threading.Thread):
         self.lock = threading.Lock()
 
     def client(self):
-        return make_client(self.url, socket_timeout=1.0, namespace=self.ns)
+        return make_client(harness_settings(self.url, 1.0), namespace=self.ns)
 
     def run(self) -> None:
         client = None
@@ -275,7 +284,7 @@ class Topology:
         return p
 
     def client(self, **kw):
-        return make_client(self.url, socket_timeout=kw.pop("socket_timeout", 2.0), namespace=NS, **kw)
+        return make_client(harness_settings(self.url, kw.pop("socket_timeout", 2.0)), namespace=NS, **kw)
 
     def wait_registered(self, timeout: float = 30) -> None:
         c = self.client()

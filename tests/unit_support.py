@@ -24,6 +24,7 @@ import redis
 from redismedian import keys as K
 from redismedian.clock import ServerClock, boundary_ms
 from redismedian.common import Settings, new_owner_id
+from redismedian.connection import RedisSettings
 from redismedian.generator import Generator
 from redismedian.strategy import Strategy
 from redismedian.trader import Trader
@@ -167,7 +168,7 @@ class Env:
         patch_fakeredis_time(monkeypatch, self.clock)
         self.server = fakeredis.FakeServer()
         self.r = ClockedRedis(server=self.server, clock=self.clock)
-        self.settings = Settings(redis_url="redis://127.0.0.1:1/0", namespace=namespace, period_ms=period_ms)
+        self.settings = Settings(RedisSettings("redis://127.0.0.1:1/0"), namespace=namespace, period_ms=period_ms)
         self.k = self.settings.keys
         self._gens: dict[str, Generator] = {}
         self._values: dict[str, float] = {}

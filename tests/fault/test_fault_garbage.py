@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 from redismedian import keys as KEYS
 from redismedian.clock import time_reply_ms
 from redismedian.common import Settings, fmt_value, new_owner_id
+from redismedian.connection import RedisSettings
 from redismedian.keys import Keys
 from redismedian.scripts import MetaArgs, meta_create, strategy_report
 from redismedian.trader import Trader
@@ -77,7 +78,7 @@ def test_publishing_script_is_exact_or_an_error(shared_redis, registered, extra,
     if now % HOUR_MS > HOUR_MS - 5000:
         time.sleep((HOUR_MS - now % HOUR_MS) / 1000 + 0.05)
     epoch = time_reply_ms(client.time()) // HOUR_MS
-    settings_ = Settings(redis_url=shared_redis.url, namespace=ns, period_ms=HOUR_MS)
+    settings_ = Settings(RedisSettings(shared_redis.url), namespace=ns, period_ms=HOUR_MS)
     trader = Trader(settings_, decision_timeout_ms=1)
     trader.clock.sync(trader.client)
     meta_create(trader.run_script, k, trader.meta_args())

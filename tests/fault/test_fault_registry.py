@@ -20,6 +20,7 @@ import pytest
 
 from redismedian.clock import time_reply_ms
 from redismedian.common import Settings, fmt_value
+from redismedian.connection import RedisSettings
 from redismedian.component import Exit
 from redismedian.keys import Keys
 from redismedian.status import deregister
@@ -53,7 +54,7 @@ class Deployment:
         assert self.run_trader()["state"] == "idle"
 
     def settings(self) -> Settings:
-        return Settings(redis_url=self.url, namespace="r", period_ms=HOUR_MS)
+        return Settings(RedisSettings(self.url), namespace="r", period_ms=HOUR_MS)
 
     def new_trader(self) -> Trader:
         return self._synced(Trader(self.settings(), decision_timeout_ms=1))

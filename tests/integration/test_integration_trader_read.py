@@ -4,6 +4,7 @@ the plain pipeline instead)."""
 import redis
 
 from redismedian.common import Settings
+from redismedian.connection import RedisSettings
 from redismedian.trader import READ_PART_MIN, Trader, tally
 
 E = 480_000
@@ -11,7 +12,7 @@ E = 480_000
 
 def _trader(server) -> Trader:
     client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=10)
-    return Trader(Settings(redis_url=server.url, namespace="t", period_ms=1000), client=client)
+    return Trader(Settings(RedisSettings(server.url), namespace="t", period_ms=1000), client=client)
 
 
 def _write(server, values: dict) -> None:

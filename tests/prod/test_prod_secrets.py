@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from redismedian import logs
-from redismedian.connection import client_options, read_password_file, redact_url
+from redismedian.connection import read_password_file, redact_url, redis_settings
 from tests.prod_support import acl_server
 from tests.support import ROOT, Cluster
 
@@ -20,13 +20,18 @@ def test_password_sources_and_precedence(tmp_path):
     f = tmp_path / "pw"
     f.write_text("old-password\r\n\nnew-password\r\n\n")
     assert read_password_file(str(f)) == "new-password"       # the last non-empty line, CRLF tolerated
-    env = {"REDISMEDIAN_PASSWORD": "from-env"}
-    assert client_options("redis://u@h/0", str(f), environ=env) == {"password": "new-password"}
-    assert client_options("redis://u@h/0", environ=env) == {"password": "from-env"}
-    assert client_options("redis://u:in-url@h/0", environ=env) == {}   # redis-py takes it from the URL
-    assert client_options("redis://h/0", environ={}) == {}
+    env = "from-env"    # $REDISMEDIAN_PASSWORD, which the command line reads
+    assert redis_settings("redis://u@h/0", password_file=str(f), env_password=env).client_kwargs() == {
+        "password": "new-password"}
+    assert redis_settings("redis://u@h/0", env_password=env).client_kwargs() == {"password": "from-env"}
+    # redis-py takes it from the URL
+    assert redis_settings("redis://u:in-url@h/0", env_password=env).client_kwargs() == {}
+    assert redis_settings("redis://h/0").client_kwargs() == {}
     with pytest.raises(ValueError, match="both in the Redis URL and in a password file"):
-        client_options("redis://u:in-url@h/0", str(f), environ={})
+        redis_settings("redis://u:in-url@h/0", password_file=str(f))
+    shown = repr(redis_settings("redis://u:in-url@h/0", env_password=env, sentinel_password="s-pw"))
+    assert "in-url" not in shown and "s-pw" not in shown and "redis://u:***@h/0" in shown
+    assert "new-password" not in repr(redis_settings("redis://u@h/0", password_file=str(f)))
     (tmp_path / "empty").write_text("\n  \n")
     with pytest.raises(ValueError, match="is empty"):
         read_password_file(str(tmp_path / "empty"))

@@ -10,6 +10,7 @@ import pytest
 
 from redismedian import keys as K
 from redismedian.common import Settings
+from redismedian.connection import RedisSettings
 from redismedian.scripts import TraderSettled, TraderTicked
 from redismedian.trader import RegistryMemory, Seen, Trader
 from tests.unit_support import FakeClock
@@ -18,7 +19,7 @@ from tests.unit_support import FakeClock
 @pytest.mark.parametrize("period_ms", [200, 1000, 2000, 60000])
 def test_lease_renewed_within_its_ttl_while_strategies_are_late(period_ms, monkeypatch):
     clock = FakeClock(start_ms=1_700_000_000_000 // period_ms * period_ms)
-    trader = Trader(Settings(redis_url="redis://127.0.0.1:1/0", namespace="t", period_ms=period_ms),
+    trader = Trader(Settings(RedisSettings("redis://127.0.0.1:1/0"), namespace="t", period_ms=period_ms),
                     client=object(), clock=clock)
     first_epoch = clock.now_ms() // period_ms
     ticks, settled = [], []
@@ -49,7 +50,7 @@ def test_lease_renewed_within_its_ttl_while_strategies_are_late(period_ms, monke
 def _trader_on(fake, period_ms=500):
     import time
     from redismedian.clock import ServerClock
-    trader = Trader(Settings(redis_url="redis://127.0.0.1:1/0", namespace="t", period_ms=period_ms),
+    trader = Trader(Settings(RedisSettings("redis://127.0.0.1:1/0"), namespace="t", period_ms=period_ms),
                     client=fake, clock=ServerClock(), decision_timeout_ms=period_ms * 4 // 5)
     trader.clock.sync(fake)
     now = trader.clock.now_ms()

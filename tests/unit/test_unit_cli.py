@@ -142,6 +142,39 @@ def test_bad_url_error_hides_the_password(started):
     assert "hunter2" not in r.output
 
 
+SECRET_VARS = ("REDISMEDIAN_PASSWORD", "REDISMEDIAN_PASSWORD_FILE", "REDISMEDIAN_SENTINEL_PASSWORD",
+               "REDISMEDIAN_MASTER_PASSWORD")
+
+
+def test_credentials_reach_the_settings_and_nothing_else(started, monkeypatch, tmp_path):
+    """Options and env vars become one typed RedisSettings (handed to the component), never written
+    back into the environment, and never shown by repr."""
+    import os
+    for v in SECRET_VARS:
+        monkeypatch.delenv(v, raising=False)
+    url = "redis+sentinel://app@127.0.0.1:1,127.0.0.1:2/svc"
+    assert invoke("trader", "--redis-url", url, "--master-password", "m-opt", "--sentinel-password", "s-opt",
+                  "--socket-timeout", "1.5").exit_code == 0
+    rs = started[-1][0].settings.redis
+    assert (rs.url, rs.master_password, rs.sentinel_password, rs.socket_timeout) == (url, "m-opt", "s-opt", 1.5)
+    assert rs.user == "app" and not rs.cluster and rs.password is None
+    assert not any(v in os.environ for v in SECRET_VARS), "no side channel through the environment"
+    assert "m-opt" not in repr(started[-1][0].settings) and "s-opt" not in repr(rs)
+    # the same through the environment; $REDISMEDIAN_PASSWORD reaches the settings too
+    assert invoke("trader", "--redis-url", url, env={"REDISMEDIAN_MASTER_PASSWORD": "m-env",
+                                                     "REDISMEDIAN_SENTINEL_PASSWORD": "s-env",
+                                                     "REDISMEDIAN_PASSWORD": "p-env"}).exit_code == 0
+    rs = started[-1][0].settings.redis
+    assert (rs.master_password, rs.sentinel_password, rs.password) == ("m-env", "s-env", "p-env")
+    assert rs.password_source == "$REDISMEDIAN_PASSWORD" and "p-env" not in repr(rs)
+    # a password file beats $REDISMEDIAN_PASSWORD; a cluster URL makes a cluster setting
+    (tmp_path / "pw").write_text("p-file\n")
+    assert invoke("generator", "-n", "g1", "--redis-url", "redis+cluster://u@h1:7000,h2:7001",
+                  "--password-file", str(tmp_path / "pw"), env={"REDISMEDIAN_PASSWORD": "p-env"}).exit_code == 0
+    rs = started[-1][0].settings.redis
+    assert rs.cluster and rs.user == "u" and rs.password == "p-file" and "p-file" not in repr(rs)
+
+
 @pytest.mark.parametrize("opt", ["--signal-timeout", "--decision-timeout"])
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "abc", "60", "61"])
 def test_bad_deadlines_are_usage_errors(started, opt, value):
