@@ -5,16 +5,17 @@ import contextlib
 import math
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import click
 import redis
 
 from . import keys as K
-from .common import (DEFAULT_PERIOD_S, DEFAULT_REDIS_URL, EXIT_FAILURE, NAME_RULE, FatalError, Settings,
-                     check_name, check_namespace, load_callable, parse_name_list, period_to_ms)
-from .connection import check_url, client_options, is_auth_error, make_client, redact_url, redis_problem
+from .common import (DEFAULT_PERIOD_S, EXIT_FAILURE, NAME_RULE, FatalError, Settings, check_name, check_namespace,
+                     load_callable, parse_name_list, period_to_ms)
+from .connection import (DEFAULT_REDIS_URL, PASSWORD_ENV, RedisSettings, ErrorKind, check_url, classify, make_client,
+                         redact_url, redis_problem, redis_settings)
 
 if TYPE_CHECKING:
     from .component import Component
@@ -65,7 +66,7 @@ def _meta(name: str, default: Any = None) -> Any:
 
 
 def connection_options(f: F) -> F:
-    """Credentials and TLS: read by :func:`_client_options`, never shown anywhere."""
+    """Credentials and TLS: read by :func:`_redis_settings`, never shown anywhere."""
     f = click.option("--tls-key", metavar="FILE", envvar="REDISMEDIAN_TLS_KEY", show_envvar=True,
                      expose_value=False, callback=_store,
                      help="Private key (PEM) of --tls-cert, for Redis servers that require client "
@@ -85,20 +86,13 @@ def connection_options(f: F) -> F:
     return f
 
 
-def _export(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
-    """Sentinel passwords travel in the environment, where the client (and any child) finds them."""
-    from . import logs
-    if value:
-        os.environ[cast(str, param.envvar)] = value   # both options name one variable
-        logs.add_secret(value)
-
-
 def sentinel_options(f: F) -> F:
+    """Sentinel passwords: read by :func:`_redis_settings`, never shown anywhere."""
     from .sentinel import ENV_MASTER_PASSWORD, ENV_SENTINEL_PASSWORD
     f = click.option("--sentinel-password", envvar=ENV_SENTINEL_PASSWORD, show_envvar=True, expose_value=False,
-                     callback=_export, help="Password of the sentinels (redis+sentinel:// URLs only).")(f)
+                     callback=_store, help="Password of the sentinels (redis+sentinel:// URLs only).")(f)
     f = click.option("--master-password", envvar=ENV_MASTER_PASSWORD, show_envvar=True, expose_value=False,
-                     callback=_export, help="Password of the Redis master found through the sentinels "
+                     callback=_store, help="Password of the Redis master found through the sentinels "
                                             "(instead of the one in a redis+sentinel:// URL).")(f)
     return f
 
@@ -119,20 +113,27 @@ def redis_options(f: F) -> F:
     return f
 
 
-def _client_options(redis_url: str) -> dict[str, Any]:
-    """Password (file or environment) and TLS options for ``redis_url``; usage error (exit 2) on a mistake."""
+def _redis_settings(redis_url: str, socket_timeout: float = 5.0) -> RedisSettings:
+    """How to reach ``redis_url`` with this command's options (password file or environment, TLS,
+    Sentinel passwords): built here once and handed down; usage error (exit 2) on a mistake.
+    Every secret it holds is also handed to the log redactor."""
     from . import logs
+    # $REDISMEDIAN_PASSWORD has no option (a password on a command line shows in `ps`): it is read
+    # here, the one place that reads it.
     try:
-        opts = client_options(redis_url, _meta("password_file"), _meta("tls_ca_cert"), _meta("tls_cert"),
-                              _meta("tls_key"))
+        rs = redis_settings(redis_url, socket_timeout=socket_timeout, password_file=_meta("password_file"),
+                            env_password=os.environ.get(PASSWORD_ENV),
+                            tls_ca_cert=_meta("tls_ca_cert"), tls_cert=_meta("tls_cert"), tls_key=_meta("tls_key"),
+                            sentinel_password=_meta("sentinel_password"), master_password=_meta("master_password"))
     except ValueError as e:
         raise click.UsageError(str(e)) from None
-    logs.add_secret(opts.get("password"))
+    for secret in (rs.password, rs.sentinel_password, rs.master_password):
+        logs.add_secret(secret)
     try:
         logs.add_secret(urlsplit(redis_url).password)
     except ValueError:
         pass
-    return opts
+    return rs
 
 
 def _port(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -168,8 +169,7 @@ def component_options(f: F) -> F:
 
 def _settings(redis_url: str, namespace: str, period: int = int(DEFAULT_PERIOD_S * 1000),
               socket_timeout: float = 5.0) -> Settings:
-    return Settings(redis_url=redis_url, namespace=namespace, period_ms=period, socket_timeout=socket_timeout,
-                    redis_options=_client_options(redis_url))
+    return Settings(redis=_redis_settings(redis_url, socket_timeout), namespace=namespace, period_ms=period)
 
 
 def _timeout_ms(value: float | None, period_ms: int, option: str) -> int | None:
@@ -293,7 +293,7 @@ def _redis_errors(redis_url: str) -> Iterator[None]:
 
 def _operator_client(redis_url: str, namespace: str) -> redis.Redis:
     """A client for one-shot operator commands: fail fast with one line instead of retrying."""
-    client = make_client(redis_url, socket_timeout=5.0, namespace=namespace, **_client_options(redis_url))
+    client = make_client(_redis_settings(redis_url), namespace=namespace)
     try:
         client.ping()
     except Exception as e:  # noqa: BLE001 - reported in one line
@@ -355,7 +355,7 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
         try:
             data = gather(client, keys)
         except redis.exceptions.RedisError as e:
-            if is_auth_error(e):
+            if classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION):
                 raise click.ClickException(_redis_problem(redis_url, e)) from None
             return f"{_redis_problem(redis_url, e)} (retrying)", None, None
         text = to_json(data) if as_json else render(data, redact_url(redis_url))
@@ -569,17 +569,17 @@ def web_cmd(bind: str, port: int, token_file: str | None, no_auth: bool, socket_
         raise click.UsageError(str(e)) from None
     logs.setup(log_level, fmt=log_format, fields={"component": "web", "namespace": namespace})
     logs.add_secret(access.token)
-    opts = _client_options(redis_url)
+    settings = _redis_settings(redis_url, socket_timeout)
     shown = redact_url(redis_url)
 
     def connect() -> redis.Redis:
-        return make_client(redis_url, socket_timeout=socket_timeout, client_name="redismedian-web",
-                           namespace=namespace, **opts)
+        return make_client(settings, client_name="redismedian-web", namespace=namespace)
     probe = connect()
     try:
         probe.ping()
     except redis.exceptions.RedisError as e:
-        if is_auth_error(e):     # no retry fixes a refused password: say so now, like every component
+        # no retry fixes a refused password (or an ACL denial): say so now, like every component
+        if classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION):
             raise click.ClickException(_redis_problem(redis_url, e)) from None
         web.log.warning("%s; serving the page anyway (it says so, and recovers when Redis answers)",
                         _redis_problem(redis_url, e))
@@ -604,14 +604,8 @@ def main() -> None:
     cli(prog_name="redismedian")
 
 
-# `python -m redismedian.generator` and friends: the same commands on their own.
-def generator_command(prog_name: str) -> None:
-    generator_cmd(prog_name=prog_name)
-
-
-def strategy_command(prog_name: str) -> None:
-    strategy_cmd(prog_name=prog_name)
-
-
-def trader_command(prog_name: str) -> None:
-    trader_cmd(prog_name=prog_name)
+def run_alone(command: str) -> None:
+    """``python -m redismedian.generator`` (strategy, trader): that command on its own, its usage line
+    naming the module.  Called from the component module's ``__main__`` block, the one place a
+    component module imports this one."""
+    cli.commands[command](prog_name=f"python -m redismedian.{command}")

@@ -50,32 +50,23 @@ class NotACluster(redis.exceptions.ConnectionError):
     """A ``redis+cluster://`` URL names a server that is not a cluster node (no retry fixes it)."""
 
 
-def _bad(url: str, why: str) -> ValueError:
-    return ValueError(f"invalid Redis URL {redact(url)!r}: {why} (form: {FORM})")
-
-
-def redact(url: str) -> str:
-    """The URL with the password replaced by ``***``."""
-    head, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.partition("/")[0]:
-        return url
-    netloc, slash, path = rest.partition("/")
-    userinfo, _, hosts = netloc.rpartition("@")
-    user, colon, _pw = userinfo.partition(":")
-    return f"{head}://{user + ':***' if colon else '***'}@{hosts}{slash}{path}"
+def _bad(why: str) -> ValueError:
+    # Without the URL: connection.check_url, which every client goes through first, puts it in front,
+    # redacted (connection.redact_url, the one redactor).
+    return ValueError(f"{why} (form: {FORM})")
 
 
 def parse(url: str) -> ClusterURL:
     """Parse a cluster URL (ValueError with a clear message when it is wrong)."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() not in CLUSTER_SCHEMES:
-        raise _bad(url, "scheme must be redis+cluster:// or rediss+cluster://")
+        raise _bad("scheme must be redis+cluster:// or rediss+cluster://")
     if "?" in rest or "#" in rest:
-        raise _bad(url, "no query or fragment is accepted; give the password with --password-file or "
+        raise _bad("no query or fragment is accepted; give the password with --password-file or "
                         "REDISMEDIAN_PASSWORD, TLS files with --tls-ca-cert / --tls-cert / --tls-key")
     netloc, _, path = rest.partition("/")
     if path.strip("/") not in ("", "0"):
-        raise _bad(url, f"Redis Cluster has only database 0, got path {('/' + path)!r}")
+        raise _bad(f"Redis Cluster has only database 0, got path {('/' + path)!r}")
     username = password = None
     if "@" in netloc:
         userinfo, _, netloc = netloc.rpartition("@")
@@ -91,13 +82,13 @@ def parse(url: str) -> ClusterURL:
         else:
             host, _, port_text = part.partition(":")
         if not host:
-            raise _bad(url, f"bad node address {part!r}")
+            raise _bad(f"bad node address {part!r}")
         if port_text == "":
             port = DEFAULT_PORT
         elif port_text.isdigit() and 0 < int(port_text) < 65536:
             port = int(port_text)
         else:
-            raise _bad(url, f"bad port {port_text!r} for node {host}")
+            raise _bad(f"bad port {port_text!r} for node {host}")
         nodes.append((host, port))
     return ClusterURL(tuple(nodes), scheme.lower().startswith("rediss"), username, password)
 

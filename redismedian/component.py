@@ -19,9 +19,9 @@ from redis.commands.core import Script
 
 from . import keys as K
 from .clock import ServerClock, boundary_ms, epoch_of
-from .common import EXIT_FAILURE, FatalError, Settings, as_str, new_instance_id
-from .connection import (CLUSTER_REPLIES, TRANSIENT_ERRORS, Backoff, Outage, describe_error, is_auth_error,
-                         is_permission_error, make_client, redact_url, wrong_mode)
+from .common import EXIT_FAILURE, EXIT_OK, FatalError, Settings, as_str, new_instance_id
+from .connection import (Backoff, ErrorKind, Outage, classify, describe_error, make_client, redis_problem,
+                         wrong_mode)
 from .acl import user_name
 from .metrics import NullMetrics
 from .scripts import MetaArgs, lease_acquire, lease_release, meta_create, preamble
@@ -32,12 +32,16 @@ T = TypeVar("T")
 STOP_GRACE_S = 1.5
 
 
-class Exit(Exception):
-    """Leave the run loop: ``code`` is the process exit status, ``message`` is logged."""
+class Exit(FatalError):
+    """Leave the run loop on purpose: ``code`` is the process exit status (0 by default: e.g. a
+    deregistered strategy), ``message`` is logged (at INFO when the code is 0).
 
-    def __init__(self, message: str, code: int = 0) -> None:
-        super().__init__(message)
-        self.code = code
+    A FatalError with another default code rather than a class of its own: the run loop ends the
+    same way for both, in one handler.  The name stays because it says "leave", not "failed".
+    """
+
+    def __init__(self, message: str, code: int = EXIT_OK) -> None:
+        super().__init__(message, code)
 
 
 class TimedScript(Protocol):
@@ -57,8 +61,7 @@ class Component:
         self.keys = settings.keys
         self.period_ms = settings.period_ms
         self.client = client if client is not None else make_client(
-            settings.redis_url, settings.socket_timeout, client_name=f"redismedian-{self.kind}",
-            namespace=settings.namespace, **settings.redis_options)
+            settings.redis, client_name=f"redismedian-{self.kind}", namespace=settings.namespace)
         self.clock = clock or ServerClock()
         self.stop = stop or threading.Event()
         self.log = logger or logging.getLogger(f"redismedian.{self.kind}")
@@ -114,7 +117,7 @@ class Component:
             try:
                 meta_create(self.run_script, self.keys, self.meta_args())
             except redis.exceptions.ResponseError as e:
-                if not is_permission_error(e):
+                if classify(e) is not ErrorKind.PERMISSION:
                     raise
                 self._meta_denied = True
                 raise waiting from None
@@ -200,87 +203,105 @@ class Component:
         return None
 
     def run(self, max_epochs: int | None = None) -> int:
-        """Run until stopped; returns the process exit status."""
+        """Run until stopped; returns the process exit status.
+
+        The steps, one method each: start (:meth:`_start`: the clock, ``startup`` once), one epoch
+        (:meth:`next_epoch` waits for its boundary, :meth:`_one_epoch` runs ``step``), an outage
+        (:meth:`_failed` sorts what either raised: ride it out, or stop in one line), and stop
+        (:meth:`_shutdown_quietly`, on every way out).
+        """
         done = 0
         try:
             while not self.stop.is_set():
                 try:
-                    if not self.clock.synced or self.outage.active:
-                        self.clock.sync(self.client)
-                    if not self.started:
-                        try:
-                            self.startup()
-                        except Waiting as e:
-                            self.problem(str(e), level=logging.WARNING)
-                            self._redis_answered()
-                            self.clock.wait(self.stop, min(1.0, self.period_ms / 1000.0))
-                            continue
-                        except (DataProblem, redis.exceptions.ResponseError) as e:
-                            if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS + CLUSTER_REPLIES):
-                                raise
-                            # e.g. the registry is not a set: report it, and try again shortly
-                            self.problem(f"cannot start: {describe_error(e)}")
-                            self._redis_answered()
-                            self.clock.wait(self.stop, self.backoff.next_delay())
-                            continue
-                        self.started = True
-                        self.problem_cleared()
+                    if not self._start():
+                        continue
                     epoch = self.next_epoch()
                     if epoch is None:
                         break
-                    try:
-                        self.step(epoch)
-                        self.problem_cleared()
-                    except Waiting as e:
-                        self.problem(str(e), level=logging.WARNING)
-                    except DataProblem as e:
-                        self.metrics.error("data_problem")
-                        self.problem(str(e), epoch)
-                    except redis.exceptions.ResponseError as e:
-                        # READONLY / TRYAGAIN are ResponseErrors too, but transient: retried as an outage
-                        if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS + CLUSTER_REPLIES):
-                            raise
-                        self.metrics.error("redis_refused")
-                        self.problem(f"Redis refused a command: {describe_error(e)}", epoch)
-                    # Only now has Redis really answered: TIME alone also works on a read-only
-                    # replica or while it loads, where every script still fails.
-                    self._redis_answered()
-                    self.backoff.reset()
-                    self.last_epoch = epoch
-                    self.metrics.period((self.clock.now_ms() - boundary_ms(epoch, self.period_ms)) / 1000.0)
+                    self._one_epoch(epoch)
                     done += 1
                     if max_epochs is not None and done >= max_epochs:
                         break
-                except FatalError:
-                    raise
-                except Exit:
-                    raise
-                except Exception as e:  # noqa: BLE001 - classified below
-                    mismatch = wrong_mode(e, self.settings.redis_url)
-                    if mismatch:
-                        raise FatalError(mismatch) from None
-                    if is_auth_error(e):
-                        what = ("denied a command to our user (check its ACL)" if is_permission_error(e)
-                                else "refused our credentials")
-                        raise FatalError(f"Redis at {redact_url(self.settings.redis_url)} {what}: "
-                                         f"{describe_error(e)}") from None
-                    if not isinstance(e, TRANSIENT_ERRORS):
-                        raise
-                    self.interrupted = "Redis unavailable"
-                    if not self.outage.active:
-                        self.metrics.error("redis_unavailable")
-                        self.metrics.redis_up(False)
-                    self.outage.failed(e, self.backoff.cap)
-                    self.clock.wait(self.stop, self.backoff.next_delay())
-        except Exit as e:
-            (self.log.info if e.code == 0 else self.log.error)("%s", e)
-            return e.code
-        except FatalError as e:
-            self.log.error("%s", e)
+                except Exception as e:  # noqa: BLE001 - sorted by _failed: ridden out, or raised again
+                    self._failed(e)
+        except FatalError as e:     # Exit too: one line, no traceback, and its exit status
+            (self.log.info if e.code == EXIT_OK else self.log.error)("%s", e)
             return e.code
         finally:
             self._shutdown_quietly()
         return 0
+
+    def _start(self) -> bool:
+        """Sync the clock when needed, and run ``startup`` until it succeeds once; False when it is
+        to be tried again (after waiting for another component, or out a data problem)."""
+        if not self.clock.synced or self.outage.active:
+            self.clock.sync(self.client)
+        if self.started:
+            return True
+        try:
+            self.startup()
+        except Waiting as e:
+            self.problem(str(e), level=logging.WARNING)
+            self._redis_answered()
+            self.clock.wait(self.stop, min(1.0, self.period_ms / 1000.0))
+            return False
+        except (DataProblem, redis.exceptions.ResponseError) as e:
+            if isinstance(e, redis.exceptions.ResponseError) and classify(e) is not ErrorKind.DATA:
+                raise   # an outage, credentials, the ACL: _failed
+            # e.g. the registry is not a set: report it, and try again shortly
+            self.problem(f"cannot start: {describe_error(e)}")
+            self._redis_answered()
+            self.clock.wait(self.stop, self.backoff.next_delay())
+            return False
+        self.started = True
+        self.problem_cleared()
+        return True
+
+    def _one_epoch(self, epoch: int) -> None:
+        """``step(epoch)``: a problem with this epoch's data is reported (once) and the loop goes on."""
+        try:
+            self.step(epoch)
+            self.problem_cleared()
+        except Waiting as e:
+            self.problem(str(e), level=logging.WARNING)
+        except DataProblem as e:
+            self.metrics.error("data_problem")
+            self.problem(str(e), epoch)
+        except redis.exceptions.ResponseError as e:
+            # READONLY / TRYAGAIN are ResponseErrors too, but transient: retried as an outage (_failed)
+            if classify(e) is not ErrorKind.DATA:
+                raise
+            self.metrics.error("redis_refused")
+            self.problem(f"Redis refused a command: {describe_error(e)}", epoch)
+        # Only now has Redis really answered: TIME alone also works on a read-only
+        # replica or while it loads, where every script still fails.
+        self._redis_answered()
+        self.backoff.reset()
+        self.last_epoch = epoch
+        self.metrics.period((self.clock.now_ms() - boundary_ms(epoch, self.period_ms)) / 1000.0)
+
+    def _failed(self, e: Exception) -> None:
+        """What a start or an epoch raised: an outage is ridden out (logged once, retried with
+        backoff); refused credentials, an ACL denial or a URL of the wrong mode stop the process in
+        one line (FatalError); anything else goes on up as it is (Exit and FatalError to ``run``,
+        a bug with its traceback)."""
+        kind = classify(e)
+        if kind is ErrorKind.TRANSIENT:
+            self._outage(e)
+            return
+        url = self.settings.redis_url
+        if kind in (ErrorKind.AUTH, ErrorKind.PERMISSION) or wrong_mode(e, url):
+            raise FatalError(redis_problem(url, e, user="our user")) from None
+        raise e
+
+    def _outage(self, e: Exception) -> None:
+        self.interrupted = "Redis unavailable"
+        if not self.outage.active:
+            self.metrics.error("redis_unavailable")
+            self.metrics.redis_up(False)
+        self.outage.failed(e, self.backoff.cap)
+        self.clock.wait(self.stop, self.backoff.next_delay())
 
     def _redis_answered(self) -> None:
         if self.outage.active:
@@ -329,7 +350,7 @@ def acquire_name(component: Component, key: str, what: str) -> None:
     try:
         got = lease_acquire(component.run_script, key, owner=owner, ttl_ms=ttl)
     except redis.exceptions.ResponseError as e:
-        if not is_permission_error(e):
+        if classify(e) is not ErrorKind.PERMISSION:
             raise
         user = component.redis_user()
         raise FatalError(f"Redis user {user or '(this user)'!r} may not act as {what}: under the ACL each "
@@ -360,20 +381,34 @@ def acquire_name(component: Component, key: str, what: str) -> None:
 
 
 def install_signal_handlers(stop: threading.Event, logger: logging.Logger) -> None:
-    """SIGTERM/SIGINT only set the stop flag; the loop wakes at once and leaves cleanly.
+    """SIGTERM and SIGINT stop the process: the loop wakes at once and leaves cleanly.
 
-    A watchdog makes the process exit anyway after STOP_GRACE_S (e.g. when Redis hangs), and a
-    second signal exits at once.
+    The handler only records the signal and wakes a watcher thread started here (one byte on a
+    pipe): a handler runs between two bytecodes of the main thread, which may then hold the locks
+    that a log line, ``Event.set`` or a new thread take.  The watcher logs the signal, sets the
+    stop flag, and exits the process anyway, with a non-zero status, when the clean stop takes
+    longer than STOP_GRACE_S: the main thread may be blocked in a call to a Redis that does not
+    answer, for up to --socket-timeout, and the promise is a stop within 2 s.  (The line is logged
+    by the watcher, not the loop, for the same reason: a blocked loop would log it too late.)
+    A second signal exits at once.
     """
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            os._exit(128 + signum)
-        logger.info("received %s, stopping", signal.Signals(signum).name)
-        stop.set()
-        t = threading.Timer(STOP_GRACE_S, _force_exit, args=(logger,))
-        t.daemon = True
-        t.start()
+    received: list[int] = []
+    wake_r, wake_w = os.pipe()
 
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            os._exit(128 + signum)
+        received.append(signum)
+        os.write(wake_w, b"!")     # never blocks: an empty pipe, one byte, once
+
+    def watch() -> None:
+        os.read(wake_r, 1)
+        logger.info("received %s, stopping", signal.Signals(received[0]).name)
+        stop.set()
+        time.sleep(STOP_GRACE_S)   # the process normally ends meanwhile, and this daemon thread with it
+        _force_exit(logger)
+
+    threading.Thread(target=watch, name="redismedian-stop", daemon=True).start()
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
 
@@ -381,7 +416,7 @@ def install_signal_handlers(stop: threading.Event, logger: logging.Logger) -> No
 def _force_exit(logger: logging.Logger) -> None:
     logger.warning("clean stop took longer than %.1fs (Redis not answering?); exiting now", STOP_GRACE_S)
     logging.shutdown()
-    os._exit(0)
+    os._exit(EXIT_FAILURE)   # a hang is no success: a supervisor must see it
 
 
 def _fmt_period(ms: Any) -> str:

@@ -1,13 +1,16 @@
 """Connecting to Redis: settings from a URL, bounded timeouts, and riding out outages."""
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 import os
 import random
+import re
 import time
-from typing import Any, Callable, Mapping
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+from urllib.parse import unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -20,6 +23,7 @@ from .keys import CLUSTER_SCHEMES, is_cluster_url
 log = logging.getLogger(__name__)
 
 SCHEMES = ("redis", "rediss", "unix", sentinel.SCHEME) + CLUSTER_SCHEMES
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 # Errors that mean "Redis is not reachable or not usable right now": retry with backoff.
 TRANSIENT_ERRORS = (
@@ -36,44 +40,38 @@ TRANSIENT_ERRORS = (
 )
 # A plain client that meets these is talking to a Redis Cluster node (see wrong_mode).
 CLUSTER_REPLIES = (redis.exceptions.AskError, redis.exceptions.ClusterCrossSlotError)
-# Subclasses of ConnectionError that no retry fixes.
+# Subclasses of ConnectionError (AuthenticationError) and ResponseError that no retry fixes.
 AUTH_ERRORS = (redis.exceptions.AuthenticationError, redis.exceptions.AuthenticationWrongNumberOfArgsError)
+
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password (in the user part or a ``password=`` query) replaced by ``***``."""
-    if sentinel.is_sentinel_url(url):
-        return sentinel.redact(url)
-    if is_cluster_url(url):
-        return cluster.redact(url)
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<unparsable URL>"
-    query = parts.query
-    if query and "password" in query.lower():
-        query = urlencode([(k, "***" if k.lower() == "password" else v)
-                           for k, v in parse_qsl(query, keep_blank_values=True)], safe="*/:")
-    if password is None and query == parts.query:
-        return url
-    netloc = parts.netloc
-    if password is not None:
-        user = parts.username or ""
-        host = netloc.rpartition("@")[2]
-        netloc = f"{user}:***@{host}"
-    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-            + (f"#{parts.fragment}" if parts.fragment else ""))
+    """``url`` with its password shown as ``***``, for every URL form we take (``redis://``,
+    ``rediss://``, ``unix://``, ``redis+sentinel://``, ``redis(s)+cluster://``, several hosts or
+    one): in the user part (``user:password@``; a user name alone is kept, it is no secret) and in
+    a ``password=`` query.  Text only, no parser: it must work on a URL that no parser accepts,
+    which is when an error message shows it."""
+    scheme_end = url.find("://")
+    start = 0 if scheme_end < 0 else scheme_end + 3
+    # The authority ends where urlsplit and redis-py end it: at the first '/', '?' or '#'.
+    end = min([i for i in (url.find(c, start) for c in "/?#") if i >= 0] or [len(url)])
+    userinfo, at, hosts = url[start:end].rpartition("@")
+    authority = f"{userinfo.partition(':')[0]}:***@{hosts}" if at and ":" in userinfo else url[start:end]
+    return url[:start] + authority + _QUERY_PASSWORD.sub(r"\1***", url[end:])
 
 
 def check_url(url: str) -> str:
     """Validate a Redis URL without connecting (ValueError with a clear message)."""
-    if sentinel.is_sentinel_url(url):
-        sentinel.parse(url)
-        return url
-    if is_cluster_url(url):
-        cluster.parse(url)
-        return url
+    try:
+        if sentinel.is_sentinel_url(url):
+            sentinel.parse(url)
+            return url
+        if is_cluster_url(url):
+            cluster.parse(url)
+            return url
+    except ValueError as e:     # their parsers say what is wrong; the URL is named here, redacted
+        raise ValueError(f"invalid Redis URL {redact_url(url)!r}: {e}") from None
     try:
         parts = urlsplit(url)
         _ = parts.port  # raises ValueError on a bad port
@@ -138,20 +136,85 @@ def client_settings(socket_timeout: float) -> dict[str, Any]:
     }
 
 
-def make_client(url: str, socket_timeout: float = 5.0, namespace: str | None = None,
-                **kwargs: Any) -> redis.Redis:
+@dataclass(frozen=True)
+class RedisSettings:
+    """How to reach Redis: built once, by the command line (``cli._redis_settings``, through
+    :func:`redis_settings`), and handed down to every client; tests build it directly.
+
+    Secrets live only in fields that ``repr`` leaves out (the URL is shown redacted), never in an
+    untyped dict.  A password in the URL stays in the URL (redis-py and our Sentinel and cluster
+    parsers read it there); ``password`` is one from elsewhere.
+    """
+
+    url: str = DEFAULT_REDIS_URL
+    # Longest wait for one reply (--socket-timeout); the connect bound follows from it (client_settings).
+    socket_timeout: float = 5.0
+    # The password when the URL has none: from --password-file or $REDISMEDIAN_PASSWORD (see password_source).
+    password: str | None = field(default=None, repr=False)
+    # Where ``password`` came from, for people: "--password-file PATH", "$REDISMEDIAN_PASSWORD" or None.
+    password_source: str | None = None
+    # TLS files (rediss:// and rediss+cluster:// only): CA to verify the server, client certificate, its key.
+    tls_ca_cert: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    # redis+sentinel:// only: --sentinel-password (the sentinels'), --master-password (beats ``password``
+    # and the URL's, see sentinel.passwords).
+    sentinel_password: str | None = field(default=None, repr=False)
+    master_password: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f}={getattr(self, f)!r}" for f in (
+            "socket_timeout", "password_source", "tls_ca_cert", "tls_cert", "tls_key"))
+        return f"RedisSettings(url={redact_url(self.url)!r}, {shown})"
+
+    @property
+    def cluster(self) -> bool:
+        """A Redis Cluster (``redis+cluster://``, ``rediss+cluster://``): one client per namespace."""
+        return is_cluster_url(self.url)
+
+    @property
+    def user(self) -> str | None:
+        """The ACL user named in the URL (``redis://user@host``), None for the default user."""
+        try:
+            name = urlsplit(self.url).username
+        except ValueError:
+            return None
+        return unquote(name) if name else None
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The password and TLS keyword arguments of redis-py's clients (holds a secret: never log it)."""
+        kw: dict[str, Any] = {}
+        if self.password is not None:
+            kw["password"] = self.password
+        for name, value in (("ssl_ca_certs", self.tls_ca_cert), ("ssl_certfile", self.tls_cert),
+                            ("ssl_keyfile", self.tls_key)):
+            if value:
+                kw[name] = value
+        return kw
+
+
+def make_client(redis_settings: RedisSettings | str, socket_timeout: float | None = None, *,
+                namespace: str | None = None, client_name: str | None = None) -> redis.Redis:
     """A client whose every call is bounded in time and retried at most once, at once
     (:func:`client_settings`).
+
+    ``redis_settings`` is what the command line built; a bare URL (tests, benchmarks, the demo)
+    stands for ``RedisSettings(url)``.  ``socket_timeout``, when given, replaces the settings' own.
     On a cluster (``redis+cluster://``) the client serves one namespace: give ``namespace``.
     """
+    rs = redis_settings if isinstance(redis_settings, RedisSettings) else RedisSettings(redis_settings)
+    if socket_timeout is not None:
+        rs = replace(rs, socket_timeout=socket_timeout)
+    url = rs.url
     check_url(url)
-    options = {**client_settings(socket_timeout), "client_name": kwargs.pop("client_name", None), **kwargs}
-    if is_cluster_url(url):
+    options = {**client_settings(rs.socket_timeout), "client_name": client_name, **rs.client_kwargs()}
+    if rs.cluster:
         if namespace is None:
             raise ValueError("a Redis Cluster client serves one namespace: pass namespace=")
         return cluster.make_client(url, namespace, **options)
     if sentinel.is_sentinel_url(url):
-        return sentinel.make_client(url, **options)
+        return sentinel.make_client(url, master_password=rs.master_password,
+                                    sentinel_password=rs.sentinel_password, **options)
     return redis.Redis.from_url(url, **options)
 
 
@@ -163,14 +226,78 @@ def describe_error(exc: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def redis_problem(url: str, exc: BaseException, acl_hint: str = "check its ACL") -> str:
-    """One line saying what went wrong talking to Redis at ``url`` (redacted: never a password)."""
+class ErrorKind(enum.Enum):
+    """What an error met talking to Redis means for the caller (:func:`classify`)."""
+
+    TRANSIENT = "transient"    # Redis is not reachable or not usable right now: retry with backoff
+    AUTH = "auth"              # Redis refused our credentials: no retry fixes it
+    PERMISSION = "permission"  # Redis' ACL denied our user a command or key (the credentials were right)
+    DATA = "data"              # Redis answered this one call with an error (e.g. WRONGTYPE); Redis itself is fine
+    # No retry fixes it, and it is not about credentials: a URL of the wrong mode for the server
+    # (wrong_mode says which, in one line), or no error of Redis' at all (a bug in us or a plug-in,
+    # which callers let propagate with its traceback).
+    FATAL = "fatal"
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """The one place that sorts errors: every loop and command decides what to do from this.
+
+    The order matters: AuthenticationError is a ConnectionError, NOPERM and WRONGPASS replies are
+    ResponseErrors, and a Sentinel refusing our password arrives as MasterNotFoundError.  No URL
+    is needed: the wrong-mode errors are told apart by their type (a plain client meets MOVED/ASK
+    only at a cluster node; a cluster client's connections turn them into a reconnect, so one
+    that reaches a caller is a bug either way); :func:`wrong_mode` words them with the URL.
+    """
+    if isinstance(exc, (cluster.NotACluster, *CLUSTER_REPLIES)):
+        return ErrorKind.FATAL
+    if _denied_by_acl(exc):
+        return ErrorKind.PERMISSION
+    if _refused_credentials(exc):
+        return ErrorKind.AUTH
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return ErrorKind.TRANSIENT
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return ErrorKind.DATA
+    return ErrorKind.FATAL
+
+
+# Recognising auth and permission failures: by exception type wherever redis-py gives one (its
+# parsers, 6.x to 8.x, turn the WRONGPASS and NOAUTH replies into AuthenticationError, NOPERM into
+# NoPermissionError), by text only where it cannot: an ACL refusal inside a Lua script is a plain
+# ResponseError (words below), and a Sentinel's refusal is folded into MasterNotFoundError's message
+# (sentinel.is_auth_failure).  The reply codes are also read from a plain ResponseError's text, as a
+# fallback for an error built without redis-py's parser (a test double, another client class).
+def _refused_credentials(exc: BaseException) -> bool:
+    if isinstance(exc, AUTH_ERRORS):
+        return True
+    if isinstance(exc, MasterNotFoundError):
+        return sentinel.is_auth_failure(exc)    # text: every sentinel refused us
+    return isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(("WRONGPASS", "NOAUTH"))
+
+
+def _denied_by_acl(exc: BaseException) -> bool:
+    """Redis' ACL denied a command or key to our user (directly, or inside one of our scripts)."""
+    if isinstance(exc, redis.exceptions.NoPermissionError):  # redis-py strips the NOPERM prefix
+        return True
+    if not isinstance(exc, redis.exceptions.ResponseError):
+        return False
+    msg = str(exc)
+    # Text: inside a script Redis 7.0 says "The user executing the script can't ...", Redis 7.2+
+    # and Valkey "ACL failure in script: ...", both as a plain ResponseError.
+    return (msg.startswith("NOPERM") or "The user executing the script can't" in msg
+            or "ACL failure in script" in msg)
+
+
+def redis_problem(url: str, exc: BaseException, acl_hint: str = "check its ACL", user: str = "this user") -> str:
+    """One line saying what went wrong talking to Redis at ``url`` (redacted: never a password).
+    ``user`` names the Redis user in an ACL denial ("our user" in a component's own words)."""
     mismatch = wrong_mode(exc, url)
     if mismatch:
         return mismatch
-    if is_permission_error(exc):
-        what = f"denied a command to this user ({acl_hint})"
-    elif is_auth_error(exc):
+    kind = classify(exc)
+    if kind is ErrorKind.PERMISSION:
+        what = f"denied a command to {user} ({acl_hint})"
+    elif kind is ErrorKind.AUTH:
         what = "refused our credentials"
     elif isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)):
         what = "is not reachable"
@@ -181,33 +308,13 @@ def redis_problem(url: str, exc: BaseException, acl_hint: str = "check its ACL")
 
 def wrong_mode(exc: BaseException, url: str) -> str | None:
     """Why no retry can help when a plain URL leads to a Redis Cluster node, or a cluster URL to a
-    server that is not one; None for any other error."""
+    server that is not one; None for any other error (classify calls both FATAL)."""
     if isinstance(exc, cluster.NotACluster):
         return str(exc)
     if isinstance(exc, CLUSTER_REPLIES) and not is_cluster_url(url):
         return (f"Redis at {redact_url(url)} is a Redis Cluster node ({describe_error(exc)}): use a "
                 "redis+cluster://host:port[,host:port...] URL")
     return None
-
-
-def is_auth_error(exc: BaseException) -> bool:
-    if isinstance(exc, AUTH_ERRORS) or sentinel.is_auth_failure(exc):
-        return True
-    msg = str(exc)
-    return isinstance(exc, redis.exceptions.ResponseError) and (
-        msg.startswith(("WRONGPASS", "NOAUTH")) or is_permission_error(exc))
-
-
-def is_permission_error(exc: BaseException) -> bool:
-    """Redis' ACL denied a command or key to our user (directly, or inside one of our scripts)."""
-    if isinstance(exc, redis.exceptions.NoPermissionError):  # redis-py strips the NOPERM prefix
-        return True
-    msg = str(exc)
-    # Inside a script: Redis 7.0 says "The user executing the script can't ...", Redis 7.2+ and
-    # Valkey "ACL failure in script: ...".
-    return isinstance(exc, redis.exceptions.ResponseError) and (
-        msg.startswith("NOPERM") or "The user executing the script can't" in msg
-        or "ACL failure in script" in msg)
 
 
 class Backoff:
@@ -287,25 +394,25 @@ def read_password_file(path: str) -> str:
     return read_secret_file(path, "password")
 
 
-def client_options(url: str, password_file: str | None = None, tls_ca_cert: str | None = None,
-                   tls_cert: str | None = None, tls_key: str | None = None,
-                   environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Keyword arguments for :func:`make_client` besides the URL (ValueError on a mistake).
+def redis_settings(url: str, socket_timeout: float = 5.0, password_file: str | None = None,
+                   env_password: str | None = None, tls_ca_cert: str | None = None, tls_cert: str | None = None,
+                   tls_key: str | None = None, sentinel_password: str | None = None,
+                   master_password: str | None = None) -> RedisSettings:
+    """The :class:`RedisSettings` of the command line's options (ValueError on a mistake).
 
-    The password comes from the URL, else from ``password_file``, else from
-    ``$REDISMEDIAN_PASSWORD``; the user name from the URL (``redis://user@host``).
-    A password in both the URL and a file is refused as ambiguous.  TLS files need a
-    ``rediss://`` URL.  The result may hold a secret: never log it.
+    The password comes from the URL, else from ``password_file``, else from ``env_password``
+    (``$REDISMEDIAN_PASSWORD``, which the caller reads); the user name from the URL
+    (``redis://user@host``).  A password in both the URL and a file is refused as ambiguous.
+    TLS files need a ``rediss://`` URL.  The result may hold a secret: never log it.
     """
-    environ = os.environ if environ is None else environ
-    opts: dict[str, Any] = {}
     parts = urlsplit(url)
+    password = source = None
     if password_file:
         if parts.password is not None:
             raise ValueError("a password is given both in the Redis URL and in a password file: keep one")
-        opts["password"] = read_password_file(password_file)
-    elif parts.password is None and environ.get(PASSWORD_ENV):
-        opts["password"] = environ[PASSWORD_ENV]
+        password, source = read_password_file(password_file), f"--password-file {password_file}"
+    elif parts.password is None and env_password:
+        password, source = env_password, f"${PASSWORD_ENV}"
     tls = {"--tls-ca-cert": tls_ca_cert, "--tls-cert": tls_cert, "--tls-key": tls_key}
     given = [k for k, v in tls.items() if v]
     if given and parts.scheme not in ("rediss", "rediss+cluster"):
@@ -316,10 +423,6 @@ def client_options(url: str, password_file: str | None = None, tls_ca_cert: str 
         if path and not os.access(path, os.R_OK):
             why = "does not exist" if not os.path.exists(path) else "is not readable"
             raise ValueError(f"{option} {path} {why}")
-    if tls_ca_cert:
-        opts["ssl_ca_certs"] = tls_ca_cert
-    if tls_cert:
-        opts["ssl_certfile"] = tls_cert
-    if tls_key:
-        opts["ssl_keyfile"] = tls_key
-    return opts
+    return RedisSettings(url=url, socket_timeout=socket_timeout, password=password, password_source=source,
+                         tls_ca_cert=tls_ca_cert or None, tls_cert=tls_cert or None, tls_key=tls_key or None,
+                         sentinel_password=sentinel_password or None, master_password=master_password or None)

@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING
 
 import redis
 
-from .connection import describe_error, is_auth_error, make_client, redact_url
+from .connection import ErrorKind, classify, describe_error, make_client, redact_url
 from .health import live_parts
 from .keys import Keys
 
@@ -47,7 +47,7 @@ def redis_answers(url: str, namespace: str | None = None) -> bool:
         make_client(url, socket_timeout=1.0, namespace=namespace).ping()
         return True
     except Exception as e:  # noqa: BLE001
-        if is_auth_error(e):
+        if classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION):
             raise SystemExit(f"demo: Redis at {redact_url(url)} refused our credentials: {describe_error(e)}") from None
         return False
 

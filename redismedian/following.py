@@ -23,7 +23,7 @@ from typing import Any, Iterator, Mapping
 import redis
 
 from .common import as_str, parse_int, parse_number, parse_period_ms
-from .connection import TRANSIENT_ERRORS, Backoff, Outage, is_auth_error, make_client
+from .connection import Backoff, ErrorKind, Outage, classify, make_client
 from .keys import DEFAULT_NAMESPACE, Keys
 from .replies import xread, xrevrange
 
@@ -139,16 +139,12 @@ def follow(redis_url: str = "redis://localhost:6379/0", namespace: str = DEFAULT
             if outage.active:
                 outage.recovered()
             backoff.reset()
-        except redis.exceptions.ResponseError as e:
-            if is_auth_error(e):
-                raise
-            if not isinstance(e, TRANSIENT_ERRORS) and "WRONGTYPE" not in str(e):
-                raise
+        except Exception as e:  # noqa: BLE001 - sorted here: waited out, or raised again
+            kind = classify(e)
             # Transient, or a stream overwritten by somebody else (the trader replaces it): wait.
-            outage.failed(e, backoff.cap)
-            stop.wait(backoff.next_delay())
-            continue
-        except TRANSIENT_ERRORS as e:
+            # (WRONGTYPE by text: redis-py has no type for it.)
+            if not (kind is ErrorKind.TRANSIENT or kind is ErrorKind.DATA and "WRONGTYPE" in str(e)):
+                raise
             outage.failed(e, backoff.cap)
             stop.wait(backoff.next_delay())
             continue

@@ -12,7 +12,6 @@ Credentials: ``user:password@`` in the URL (or ``--master-password``, environmen
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Any, cast
@@ -46,8 +45,10 @@ def is_sentinel_url(url: str) -> bool:
     return isinstance(url, str) and url.lower().startswith(PREFIX)
 
 
-def _bad(url: str, why: str) -> ValueError:
-    return ValueError(f"invalid Redis URL {redact(url)!r}: {why} (form: {FORM})")
+def _bad(why: str) -> ValueError:
+    # Without the URL: connection.check_url, which every client goes through first, puts it in front,
+    # redacted (connection.redact_url, the one redactor).
+    return ValueError(f"{why} (form: {FORM})")
 
 
 _HOST_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+))(?::(?P<port>[^:]*))?$")
@@ -56,10 +57,10 @@ _HOST_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]]+))(?::(
 def parse(url: str) -> SentinelURL:
     """Parse a Sentinel URL (ValueError with a clear message when it is wrong)."""
     if not is_sentinel_url(url):
-        raise _bad(url, f"scheme must be {SCHEME}://")
+        raise _bad(f"scheme must be {SCHEME}://")
     rest = url[len(PREFIX):]
     if "?" in rest or "#" in rest:
-        raise _bad(url, "no query or fragment is accepted; give passwords with --master-password / "
+        raise _bad("no query or fragment is accepted; give passwords with --master-password / "
                         "--sentinel-password")
     netloc, slash, path = rest.partition("/")
     if "@" in netloc:
@@ -73,7 +74,7 @@ def parse(url: str) -> SentinelURL:
     for part in netloc.split(","):
         m = _HOST_RE.match(part.strip())
         if not part.strip() or not m:
-            raise _bad(url, f"bad sentinel address {part!r}")
+            raise _bad(f"bad sentinel address {part!r}")
         host = m.group("v6") or m.group("host")
         port_text = m.group("port")
         if port_text is None or port_text == "":
@@ -81,53 +82,41 @@ def parse(url: str) -> SentinelURL:
         elif port_text.isdigit() and 0 < int(port_text) < 65536:
             port = int(port_text)
         else:
-            raise _bad(url, f"bad port {port_text!r} for sentinel {host}")
+            raise _bad(f"bad port {port_text!r} for sentinel {host}")
         hosts.append((host, port))
     segments = [s for s in path.split("/")] if slash else []
     if segments and segments[-1] == "":
         segments = segments[:-1]
     if not segments or not segments[0]:
-        raise _bad(url, "give the master's service name after the sentinel addresses")
+        raise _bad("give the master's service name after the sentinel addresses")
     if len(segments) > 2:
-        raise _bad(url, f"unexpected path {('/' + path)!r}")
+        raise _bad(f"unexpected path {('/' + path)!r}")
     service = unquote(segments[0])
     db = 0
     if len(segments) == 2:
         if not segments[1].isdigit():
-            raise _bad(url, f"database must be a number, got {segments[1]!r}")
+            raise _bad(f"database must be a number, got {segments[1]!r}")
         db = int(segments[1])
     return SentinelURL(tuple(hosts), service, db, username, password)
 
 
-def redact(url: str) -> str:
-    """The URL with the password replaced by ``***``."""
-    head, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    netloc, slash, path = rest.partition("/")
-    if "@" not in netloc:
-        return url
-    userinfo, _, hosts = netloc.rpartition("@")
-    user, colon, _pw = userinfo.partition(":")
-    userinfo = f"{user}:***" if colon else "***"
-    return f"{head}://{userinfo}@{hosts}{slash}{path}"
+def passwords(u: SentinelURL, given: str | None = None, master: str | None = None,
+              sentinel: str | None = None) -> tuple[str | None, str | None]:
+    """(master password, sentinel password).  The master's: ``master`` (--master-password), else
+    ``given`` (--password-file or $REDISMEDIAN_PASSWORD, see connection.redis_settings), else the
+    URL's; the sentinels': ``sentinel`` (--sentinel-password), else none."""
+    return master or given or u.password, sentinel or None
 
 
-def passwords(u: SentinelURL, given: str | None = None) -> tuple[str | None, str | None]:
-    """(master password, sentinel password).  The master's: --master-password, else ``given``
-    (--password-file or $REDISMEDIAN_PASSWORD, see connection.client_options), else the URL's."""
-    master = os.environ.get(ENV_MASTER_PASSWORD) or given or u.password
-    sentinel = os.environ.get(ENV_SENTINEL_PASSWORD) or None
-    return master, sentinel
-
-
-def make_client(url: str, socket_timeout: float, **connection_kwargs: Any) -> redis.Redis:
+def make_client(url: str, socket_timeout: float, master_password: str | None = None,
+                sentinel_password: str | None = None, **connection_kwargs: Any) -> redis.Redis:
     """A client of the current master of the URL's service (found through the sentinels).
 
     ``connection_kwargs`` (connection.make_client's explicit options) go to the master's
     connections; the clients that ask the sentinels get their own, below."""
     u = parse(url)
-    master_pw, sentinel_pw = passwords(u, connection_kwargs.pop("password", None))
+    master_pw, sentinel_pw = passwords(u, connection_kwargs.pop("password", None), master_password,
+                                       sentinel_password)
     t = min(socket_timeout, SENTINEL_TIMEOUT_S)
     sentinel_kwargs = {
         "socket_timeout": t, "socket_connect_timeout": t,
@@ -151,6 +140,8 @@ def is_auth_failure(exc: BaseException) -> bool:
     """True when no master was found only because every sentinel refused our credentials."""
     if not isinstance(exc, MasterNotFoundError):
         return False
+    # By text: redis-py keeps no exception objects here, only each sentinel's error folded into the
+    # message ("sentinel h:p - AuthenticationError('...')", or a WRONGPASS / NOAUTH reply's words).
     _, _, errors = describe(exc).partition(" : ")
     parts = [p for p in re.split(r", (?=sentinel )", errors) if p.strip()]
     return bool(parts) and all(("AuthenticationError" in p or "WRONGPASS" in p or "NOAUTH" in p) for p in parts)

@@ -16,7 +16,7 @@ from . import keys as K
 from .clock import boundary_ms
 from .common import FatalError, Settings, as_str, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, Exit, acquire_name
-from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
+from .connection import ErrorKind, classify, describe_error
 from .replies import xread
 from .scripts import StrategyReported, strategy_report
 
@@ -199,7 +199,7 @@ class Strategy(Component):
             try:
                 reply = xread(self.client, pending, count=FEED_READ_COUNT, block=block)
             except redis.exceptions.ResponseError as e:
-                if is_auth_error(e) or isinstance(e, TRANSIENT_ERRORS):
+                if classify(e) is not ErrorKind.DATA:
                     raise
                 # Somebody else wrote a feed key; its generator repairs it when it next publishes.
                 problem = f"signal feed {', '.join(pending)} unreadable: {describe_error(e)}"
@@ -287,10 +287,8 @@ def _get(fields: Mapping[Any, Any] | None, name: str) -> str | None:
     return v.decode(errors="replace") if isinstance(v, bytes) else v
 
 
-def main() -> None:
-    from .cli import strategy_command
-    strategy_command(prog_name="python -m redismedian.strategy")
-
-
 if __name__ == "__main__":
-    main()
+    # `python -m redismedian.strategy`: the `strategy` command on its own.  The command line is
+    # imported here only: cli.py imports this module, never the other way round.
+    from .cli import run_alone
+    run_alone("strategy")

@@ -26,7 +26,7 @@ from . import keys as K
 from .clock import boundary_ms
 from .common import NUMBER_RULE, FatalError, Settings, as_str, check_name, parse_int, parse_number, plugin_error
 from .component import Component
-from .connection import TRANSIENT_ERRORS, describe_error, is_auth_error
+from .connection import ErrorKind, classify, describe_error
 from .following import Median, parse_median
 from . import health as H
 from .replies import xrange
@@ -396,8 +396,7 @@ class Trader(Component):
             pipe.scard(self.keys.strategies)
             pipe.mget(keys)
             replies = pipe.execute(raise_on_error=False)
-        if wait_ms and isinstance(replies[0], Exception) and not (
-                is_auth_error(replies[0]) or isinstance(replies[0], TRANSIENT_ERRORS)):
+        if wait_ms and isinstance(replies[0], Exception) and classify(replies[0]) is ErrorKind.DATA:
             # Not a list: somebody else wrote it.  The doorbell is ours to clear.
             self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
                              ready_key, describe_error(replies[0]))
@@ -405,8 +404,7 @@ class Trader(Component):
             replies[0] = None
         version, size, decisions = replies[-3:]
         for reply in replies:
-            if isinstance(reply, Exception) and (reply is decisions or is_auth_error(reply)
-                                                 or isinstance(reply, TRANSIENT_ERRORS)):
+            if isinstance(reply, Exception) and (reply is decisions or classify(reply) is not ErrorKind.DATA):
                 raise reply
         return Seen(decisions, None if isinstance(version, Exception) else _version(version),
                     size if isinstance(size, int) else None, tallied)
@@ -627,7 +625,7 @@ class Trader(Component):
         try:
             inst, version, names = pipe.execute()
         except redis.exceptions.ResponseError as e:   # garbage in the way: the next script repairs it
-            if is_auth_error(e):
+            if classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION):
                 raise
             self.problem(f"cannot read the registry backup {k.registry_backup}: {describe_error(e)}")
             return None
@@ -700,12 +698,8 @@ def _names(names: list[str], limit: int = 10) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-
-
-def main() -> None:
-    from .cli import trader_command
-    trader_command(prog_name="python -m redismedian.trader")
-
-
 if __name__ == "__main__":
-    main()
+    # `python -m redismedian.trader`: the `trader` command on its own.  The command line is
+    # imported here only: cli.py imports this module, never the other way round.
+    from .cli import run_alone
+    run_alone("trader")

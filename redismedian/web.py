@@ -47,7 +47,7 @@ import redis
 
 from . import health as H
 from .common import as_str
-from .connection import TRANSIENT_ERRORS, Backoff, read_secret_file
+from .connection import Backoff, ErrorKind, classify, read_secret_file
 from .connection import redis_problem as connection_problem
 from .following import Event, Median, _id_order, parse_event, parse_median
 from .keys import Keys
@@ -670,7 +670,9 @@ class Reader:
                 self.failed(e)
 
     def failed(self, e: BaseException) -> None:
-        known = isinstance(e, (redis.exceptions.RedisError, *TRANSIENT_ERRORS))
+        # Known: an error of Redis' or of reaching it (redis_problem words it in one line); anything
+        # else is a bug of ours, logged with its traceback.
+        known = isinstance(e, redis.exceptions.RedisError) or classify(e) is ErrorKind.TRANSIENT
         problem = redis_problem(self.state.redis_shown, e) if known else f"the page server failed to read Redis: {e!r}"
         if self.state.redis_ok:
             log.warning("%s; retrying every <= %.1fs", problem, self.backoff.cap, exc_info=not known)

@@ -30,16 +30,21 @@ def test_sentinel_url_forms():
     assert u.username == "strategy.X" and u.password is None
 
 
-def test_password_file_reaches_the_master(tmp_path, monkeypatch):
-    from redismedian.connection import client_options
+def test_password_file_reaches_the_master(tmp_path):
+    from dataclasses import replace
+
+    from redismedian.connection import redis_settings
     (tmp_path / "pw").write_text("from-file\n")
     url = "redis+sentinel://strategy.X@127.0.0.1:1/svc"
-    opts = client_options(url, password_file=str(tmp_path / "pw"))
-    client = make_client(url, socket_timeout=0.5, **opts)
+    settings = redis_settings(url, socket_timeout=0.5, password_file=str(tmp_path / "pw"))
+    client = make_client(settings)
     kw = client.connection_pool.connection_kwargs
     assert kw["password"] == "from-file" and kw["username"] == "strategy.X"
-    monkeypatch.setenv("REDISMEDIAN_MASTER_PASSWORD", "from-option")
-    assert make_client(url, socket_timeout=0.5, **opts).connection_pool.connection_kwargs["password"] == "from-option"
+    with_option = replace(settings, master_password="from-option")    # --master-password beats the file
+    assert make_client(with_option).connection_pool.connection_kwargs["password"] == "from-option"
+    sentinels = make_client(replace(settings, sentinel_password="s-pw")).connection_pool.sentinel_manager.sentinels
+    assert {s.connection_pool.connection_kwargs["password"] for s in sentinels} == {"s-pw"}
+    assert "from-file" not in repr(with_option) and "from-option" not in repr(with_option)
 
 
 @pytest.mark.parametrize("url,why", [
@@ -184,8 +189,8 @@ def test_wrong_sentinel_password_is_refused_at_once(sentinel_deployment, tmp_pat
 def test_failover_every_component_follows_the_new_master(sentinel_deployment, tmp_path):
     d = sentinel_deployment
     cluster = Cluster(d.url(), tmp_path, period=0.5, namespace=NS)
-    # The sentinel password reaches every process (and this test's own clients) through the
-    # environment, where the --sentinel-password option puts it too.
+    # The sentinel password reaches every process through the environment ($REDISMEDIAN_SENTINEL_PASSWORD,
+    # as a deployment would give it), and this test's own clients through faultkit.harness_settings.
     os.environ["REDISMEDIAN_SENTINEL_PASSWORD"] = SENTINEL_PW
     topo = Topology(cluster, 0.5)
     try:

@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from redismedian.common import EXIT_FAILURE
 from tests.integ_support import (ORIGINAL_GENERATORS, ORIGINAL_STRATEGIES, assert_alive, assert_exact,
                                  medians, running_original, server_epoch, start_original, wait_medians,
                                  wait_registered, wait_trader)
@@ -128,8 +129,13 @@ def test_sigterm_and_sigint_stop_every_component_within_2s(condition, cluster, r
         except Exception:
             raise AssertionError(f"{key[0]} still running 2s after {key[1].name} ({condition}):\n"
                                  f"{p.output()[-3000:]}") from None
-        assert code == 0, (key, code, p.output()[-3000:])
         out = p.output()
+        if condition == "hung" and code != 0:
+            # Stuck in a call to the hung Redis (its reply, or the lease release on the way out): the
+            # watchdog ends the process in time anyway, and reports it as a failure, not a clean stop.
+            assert code == EXIT_FAILURE and "clean stop took longer than" in out, (key, code, out[-3000:])
+        else:
+            assert code == 0, (key, code, out[-3000:])
         assert f"received {key[1].name}, stopping" in out, out
         assert "Traceback" not in out, out
     if condition == "hung":

@@ -12,7 +12,7 @@ import redis
 
 from redismedian.acl import render_acl
 from redismedian.cluster import parse, slot_of
-from redismedian.connection import check_url, make_client, redact_url
+from redismedian.connection import RedisSettings, check_url, make_client, redact_url
 from redismedian.keys import Keys
 from tests import plugins
 from tests.cluster_support import RedisClusterNodes
@@ -65,8 +65,8 @@ def test_a_tls_cluster_url_makes_tls_connections_with_the_certificate_options(tm
     from redismedian.cluster import SlotSSLConnection
     ca = tmp_path / "ca.crt"
     ca.write_text("x")
-    client = make_client("rediss+cluster://u@h1:7000,h2:7001", 2.0, namespace="t", password="pw",
-                         ssl_ca_certs=str(ca))
+    client = make_client(RedisSettings("rediss+cluster://u@h1:7000,h2:7001", 2.0, password="pw",
+                                       tls_ca_cert=str(ca)), namespace="t")
     pool = client.connection_pool
     assert pool.connection_class is SlotSSLConnection
     assert pool.connection_kwargs["ssl_ca_certs"] == str(ca) and pool.connection_kwargs["username"] == "u"

@@ -11,7 +11,7 @@ from redismedian import component as comp_mod
 from redismedian.clock import boundary_ms, epoch_of
 from redismedian.common import EXIT_FAILURE, FatalError, Settings
 from redismedian.component import Component, DataProblem, Exit, Waiting, acquire_name, install_signal_handlers
-from redismedian.connection import Backoff, Outage
+from redismedian.connection import Backoff, Outage, RedisSettings
 from redismedian.scripts import LEASE_ACQUIRE, META_CREATE
 from tests.unit_support import Env, FakeClock, messages
 
@@ -46,7 +46,7 @@ class Recorder(Component):
     kind = "generator"
 
     def __init__(self, clock, period_ms=P, script=None, **kw):
-        super().__init__(Settings(redis_url="redis://u:topsecret@127.0.0.1:1/0", namespace="t", period_ms=period_ms),
+        super().__init__(Settings(RedisSettings("redis://u:topsecret@127.0.0.1:1/0"), namespace="t", period_ms=period_ms),
                          name="rec", client=_NoRedis(), clock=clock, **kw)
         self.steps = []          # (epoch, server ms when the step ran)
         self.startups = 0
@@ -402,6 +402,45 @@ def test_sigterm_sets_the_stop_flag(monkeypatch, caplog):
             break
         deadline.wait(0.01)
     assert forced
+
+
+def test_the_signal_handler_only_records_the_signal(monkeypatch, caplog):
+    """No log line and no thread in the handler (it runs between two bytecodes of the main thread,
+    which may hold the locks they take): the watcher thread logs and sets the flag."""
+    forced = threading.Event()     # waited for below: the watcher must not outlive the monkeypatch
+    monkeypatch.setattr(comp_mod, "_force_exit", lambda logger: forced.set())
+    monkeypatch.setattr(comp_mod, "STOP_GRACE_S", 0.01)
+    old_term, old_int = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    stop = threading.Event()
+    try:
+        install_signal_handlers(stop, logging.getLogger("redismedian.test"))
+        handler = signal.getsignal(signal.SIGINT)
+        started = []
+        with caplog.at_level(logging.INFO):
+            with monkeypatch.context() as m:
+                m.setattr(threading.Thread, "start", lambda self: started.append(self))
+                handler(signal.SIGINT, None)    # called as Python would call it, in the main thread
+                assert not started
+            assert stop.wait(5) and forced.wait(5)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+    [record] = [r for r in caplog.records if "received SIGINT, stopping" in r.getMessage()]
+    assert record.threadName == "redismedian-stop", "logged by the watcher, not in the handler"
+
+
+def test_a_forced_exit_after_a_hung_stop_is_a_failure(monkeypatch, caplog):
+    exits = []
+    monkeypatch.setattr(comp_mod.os, "_exit", exits.append)
+    monkeypatch.setattr(comp_mod.logging, "shutdown", lambda: None)
+    with caplog.at_level(logging.WARNING):
+        comp_mod._force_exit(logging.getLogger("redismedian.test"))
+    assert exits == [EXIT_FAILURE], "a hang is not reported as success"
+    assert "clean stop took longer than 1.5s" in messages(caplog)[0]
+
+
+def test_exit_is_a_fatal_error_with_a_clean_default():
+    assert isinstance(Exit("bye"), FatalError) and Exit("bye").code == 0 and FatalError("no").code == EXIT_FAILURE
 
 
 # -- the period recorded in Redis ---------------------------------------------------------------
