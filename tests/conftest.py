@@ -1,5 +1,8 @@
-"""Fixtures shared by every kind of test.  Each kind has its folder, whose conftest.py marks its tests
-(``-m unit``, ``-m integration``, ``-m fault``, ``-m prod``) and holds the fixtures of that kind only."""
+"""Fixtures shared by every kind of test, and the markers: each kind has its folder, whose tests get
+its marker (``-m unit``, ``-m integration``, ``-m fault``, ``-m prod``); a folder's conftest.py holds the
+fixtures of that kind only."""
+from pathlib import Path
+
 import fakeredis
 import pytest
 import redis
@@ -7,6 +10,7 @@ import redis
 from tests.support import NO_SERVER, REDIS_SERVER, Cluster, RedisServer, server_version
 
 KINDS = ("unit", "integration", "fault", "prod")
+TESTS = Path(__file__).parent
 
 
 def pytest_report_header(config):
@@ -14,11 +18,16 @@ def pytest_report_header(config):
     return f"server: {server_version() if REDIS_SERVER else NO_SERVER} ({REDIS_SERVER or '-'}); redis-py {redis.__version__}"
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items):
-    # After the folders' conftests have marked theirs: a test outside tests/<kind>/ would run under no
-    # `-m <kind>` at all, so it is refused at collection.
-    lost = [item.nodeid for item in items if not any(item.get_closest_marker(k) for k in KINDS)]
+    # Each test gets the marker of its folder (tests/unit/... -> `unit`).  A test outside
+    # tests/<kind>/ would run under no `-m <kind>` at all, so it is refused at collection.
+    lost = []
+    for item in items:
+        parts = item.path.relative_to(TESTS).parts if TESTS in item.path.parents else ()
+        if len(parts) > 1 and parts[0] in KINDS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
+        else:
+            lost.append(item.nodeid)
     if lost:
         raise pytest.UsageError(f"tests outside tests/{{{','.join(KINDS)}}}/ (put each in its kind's folder): "
                                 + ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""))

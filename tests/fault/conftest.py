@@ -1,20 +1,10 @@
 """Fault tests (``-m fault``): every part killed, paused or corrupted, and the invariant of
 tests/faultkit.py checked over every run."""
-from pathlib import Path
 
 import pytest
 
 from tests.faultkit import NS, PERIOD, Topology
 from tests.support import Cluster
-
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items):
-    # Called with every collected item, from every folder: mark only this folder's.
-    for item in items:
-        if HERE in item.path.parents:
-            item.add_marker(pytest.mark.fault)
 
 
 @pytest.fixture

@@ -6,15 +6,6 @@ import pytest
 
 from tests.support import Cluster
 
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items):
-    # Called with every collected item, from every folder: mark only this folder's.
-    for item in items:
-        if HERE in item.path.parents:
-            item.add_marker(pytest.mark.integration)
-
 
 @pytest.fixture
 def make_cluster(tmp_path):
