@@ -130,7 +130,7 @@ class SlotOwner:
                 if "cluster support disabled" in str(e).lower():
                     raise NotACluster(f"{host}:{port} is not a Redis Cluster node (cluster support disabled): "
                                       "use a redis:// URL for a single server") from None
-                if isinstance(e, redis.exceptions.NoPermissionError) or str(e).startswith(("NOPERM", "WRONGPASS")):
+                if isinstance(e, redis.exceptions.NoPermissionError):   # redis-py maps NOPERM to this type
                     raise
                 errors.append(f"{host}:{port}: {e}")
                 continue
