@@ -37,6 +37,7 @@ REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 # The decision keys are read with one MGET per part of this many keys (from N / 8, at least
 # READ_PART_MIN): the trader judges a part while Redis reads the next ones.
 READ_PART_MIN, READ_PART_MAX = 1_000, 5_000
+READ_WINDOW = 2      # parts sent ahead of the one being judged (the rest are sent as replies come in)
 MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the epoch up
 
 
@@ -430,7 +431,10 @@ class Trader(Component):
                 size = min(READ_PART_MAX, max(READ_PART_MIN, -(-len(keys) // 8)))
                 parts = [b"".join(conn.pack_command("MGET", *keys[lo:lo + size])) for lo in range(0, len(keys), size)]
                 self._packed_mget = (keys, parts)
-            conn.send_packed_command([*conn.pack_commands(commands), *parts])
+            # Only READ_WINDOW parts in flight: had the whole read been sent at once, Redis would have
+            # read most of it by the time the last byte was sent, and the judging would start after
+            # Redis' work instead of beside it.
+            conn.send_packed_command([*conn.pack_commands(commands), *parts[:READ_WINDOW]])
             replies = []
             for _ in commands:
                 try:
@@ -440,7 +444,9 @@ class Trader(Component):
             decisions: list[bytes | None] = []
             error = None
             values: list[float] | None = []    # the parts' sorted values, one after the other
-            for _ in parts:
+            for i in range(len(parts)):
+                if i + READ_WINDOW < len(parts):
+                    conn.send_packed_command([parts[i + READ_WINDOW]], check_health=False)
                 try:
                     got = conn.read_response()
                 except redis.exceptions.ResponseError as e:
