@@ -1,8 +1,10 @@
 """A load generator that does, for N simulated strategies, exactly what a strategy process does.
 
-Each simulated strategy makes the same single STRATEGY_REPORT call per period that
-:meth:`redismedian.strategy.Strategy.report` makes: the keys and arguments come from the same
-:func:`redismedian.scripts.strategy_report_request`, the script is the same (``EVALSHA``), and so
+Each simulated strategy makes the same calls per period that
+:meth:`redismedian.strategy.Strategy.report` makes: the fast path's plain commands while it is
+registered (one pipeline, :func:`redismedian.scripts.strategy_tick_request`: the lease, the decision,
+the small doorbell script, and the deployment record every ``META_CHECK_EVERY`` reports), and the full STRATEGY_REPORT script at its first report and while it is not
+registered (:func:`redismedian.scripts.strategy_report_request`).  The commands are the same, and so
 is the lease value the script holds (``"<owner>|<start ms>"``, as :meth:`Strategy.startup` sets it)
 and its time to live.  Every simulated strategy has its own name, lease and decision key.  Only the
 transport differs: the calls go out in pipelines of ``CHUNK`` over one connection, packed and parsed
@@ -34,10 +36,11 @@ from redismedian import keys as K
 from redismedian.clock import boundary_ms
 from redismedian.common import Settings, as_str, fmt_value, new_instance_id
 from redismedian.connection import RedisSettings, make_client
-from redismedian.scripts import STRATEGY_REPORT, MetaArgs, meta_create, strategy_report_request
+from redismedian.scripts import (STRATEGY_DOORBELL, STRATEGY_REPORT, MetaArgs, TickRequest, meta_create,
+                                 strategy_report_request, strategy_tick_request, strategy_ticked)
 from redismedian.strategy import META_CHECK_EVERY, default_signal_timeout_ms
 
-CHUNK = 500      # script calls per pipeline
+CHUNK = 500      # reports per pipeline
 IN_FLIGHT = 2    # pipelines sent before the first one's replies are read
 
 
@@ -48,7 +51,7 @@ class Submission:
     submitted: int         # decisions accepted for the epoch (or reports accepted, for 'starting')
     refused: dict          # reply status -> count, for anything but a submission
     round_trips: int       # pipelines sent
-    commands: int          # STRATEGY_REPORT calls sent
+    commands: int          # reports sent (fast path or STRATEGY_REPORT)
     registered: int        # replies that said "registered"
 
     @property
@@ -99,6 +102,7 @@ class LoadGenerator:
         self.period_ms = period_ms
         self.client = make_client(redis_url, socket_timeout=120.0, client_name="bench-loadgen-setup")
         self.sha = self.client.script_load(STRATEGY_REPORT)   # the private Redis never flushes it
+        self.client.script_load(STRATEGY_DOORBELL)
         self.wire = _Wire(redis_url)
         self.names = list(names)
         self.instance = ""
@@ -110,6 +114,8 @@ class LoadGenerator:
         self.ready_ttl_ms = K.ttl_ms(period_ms, K.READY_TTL_PERIODS)
         self.start_ms = 0
         self.lease_owner = ""
+        self.registered: set[str] = set()   # names whose last report found them registered
+        self.scripts_sent = 0                 # EVALSHA calls sent so far (a full report, or a fast one's doorbell)
 
     # -- start-up ------------------------------------------------------------------------------
     def _run(self, source, keys, args):
@@ -161,18 +167,34 @@ class LoadGenerator:
         meta = self.meta_args()
         sha, k = self.sha, self.keys
         submitted, registered, refused, chunks = 0, 0, {}, 0
-        pending: deque[int] = deque()
+        # What each pipeline holds, in order: (name, None) for a full report, one reply; (name,
+        # TickRequest) for a fast one, one reply per command.
+        sent: deque[list[tuple[str, TickRequest | None]]] = deque()
 
-        def take(count: int) -> None:
+        def take(items: list[tuple[str, TickRequest | None]]) -> None:
             nonlocal submitted, registered
-            for reply in self.wire.replies(count):
+            got = self.wire.replies(sum(1 if req is None else len(req.commands) for _n, req in items))
+            at = 0
+            for name, req in items:
+                if req is not None:
+                    replies, at = got[at:at + len(req.commands)], at + len(req.commands)
+                    fast = strategy_ticked(req, replies, meta)
+                    if not fast.ok:
+                        refused[fast.why] = refused.get(fast.why, 0) + 1
+                        continue
+                    registered += 1
+                    submitted += 1
+                    continue
+                reply, at = got[at], at + 1
                 status = as_str(reply[0]) if isinstance(reply, list) else f"error: {reply}"
                 if status != "ok":
                     refused[status] = refused.get(status, 0) + 1
                     continue
                 if not self.instance and reply[2]:
                     self.instance = as_str(reply[2])
-                registered += int(reply[4]) == 1
+                if int(reply[4]) == 1:
+                    registered += 1
+                    self.registered.add(name)
                 if int(reply[5]) == 1 or starting:
                     submitted += 1
                 else:   # ok but not submitted: the epoch had ended
@@ -180,23 +202,35 @@ class LoadGenerator:
 
         t0 = time.perf_counter()
         for lo in range(0, len(names), CHUNK):
-            packed = []
+            packed: list[bytes] = []
+            items: list[tuple[str, TickRequest | None]] = []
             for i, (name, value) in enumerate(zip(names[lo:lo + CHUNK], values[lo:lo + CHUNK]), lo):
                 # As a strategy process: the deployment record is checked at the first report and
-                # every META_CHECK_EVERY reports after (staggered, as processes start at different times).
+                # every META_CHECK_EVERY reports after (staggered, as processes start at different
+                # times); a registered strategy reports with the fast path's plain commands.
                 check = starting or not self.instance or (epoch + i) % META_CHECK_EVERY == 0
-                keys, args = strategy_report_request(
-                    k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
-                    decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms, start_ms=self.start_ms,
-                    check_meta=check)
-                packed.append(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
+                if name not in self.registered or not self.instance:
+                    keys, args = strategy_report_request(
+                        k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
+                        decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms,
+                        start_ms=self.start_ms, check_meta=check)
+                    packed.append(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
+                    items.append((name, None))
+                    self.scripts_sent += 1
+                else:
+                    req = strategy_tick_request(
+                        k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
+                        decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms, check_meta=check)
+                    packed += [hiredis.pack_command(c) for c in req.commands]
+                    items.append((name, req))
+                    self.scripts_sent += 1
             self.wire.sock.sendall(b"".join(packed))
-            pending.append(len(packed))
+            sent.append(items)
             chunks += 1
-            if len(pending) >= IN_FLIGHT:
-                take(pending.popleft())
-        while pending:
-            take(pending.popleft())
+            if len(sent) >= IN_FLIGHT:
+                take(sent.popleft())
+        while sent:
+            take(sent.popleft())
         seconds = time.perf_counter() - t0
         return Submission(epoch, seconds, submitted, refused, chunks, len(names), registered)
 
@@ -213,7 +247,7 @@ class LoadLoop(threading.Thread):
         super().__init__(name="loadgen", daemon=True)
         self.gen, self.clock, self.period_ms, self.offset_ms = gen, clock, period_ms, offset_ms
         self.stop = threading.Event()
-        self.sent = 0          # STRATEGY_REPORT calls sent so far (after each whole period's worth)
+        self.sent = 0          # report calls sent so far (after each whole period's worth)
         self.late = 0
         self.periods: dict[int, dict] = {}   # epoch -> what was written, and when it was done
         self.error: BaseException | None = None

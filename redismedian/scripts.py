@@ -21,13 +21,18 @@ Who writes what (the invariant that the ACL in acl.py enforces, docs/guarantees.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Callable, NamedTuple, Sequence
+
+from redis.exceptions import NoScriptError
 
 from .keys import Keys
 
 # run(source, keys, args) -> the raw reply (a list, or an integer for the lease release), after the
 # caller's common checks (Component.run_script)
 Runner = Callable[[str, Sequence[Any], Sequence[Any]], Any]
+
+REASON_LIMIT = 2000     # characters of a strategy's reason kept in its decision key
 
 PRELUDE = r"""
 local function now_ms()
@@ -364,8 +369,8 @@ def generator_publish(run: Runner, k: Keys, m: MetaArgs, *, name: str, epoch: in
 # Strategy
 # ---------------------------------------------------------------------------------------------
 
-# The hot path of every strategy, every period: a few commands (the lease, the decision, the
-# registration, the doorbell counter).  The deployment record is checked (TIME and HMGET) only when
+# A strategy's full report: at start-up, while it is not registered, and whenever the fast path
+# (below) found something unexpected.  The deployment record is checked (TIME and HMGET) only when
 # the caller asks (ARGV[14]: at start-up, after a problem, and every few periods); a decision for
 # an epoch that is over is refused by the caller's clock and, whatever gets through, by the trader,
 # which reads only "<its epoch>|..." values.
@@ -389,8 +394,9 @@ end
 local submitted = (value ~= '') and 1 or 0
 local registered = redis.pcall('SISMEMBER', KEYS[4], name)
 if registered == 1 then
-  if submitted == 1 then
-    -- A hint for the trader: ring when this submission makes the count reach the registry's size.
+  if submitted == 1 and ARGV[15] ~= '1' then
+    -- A hint for the trader: ring when this submission makes the count reach the registry's size
+    -- (ARGV[15]: the fast path that came first counted it already).
     local c = redis.pcall('INCR', KEYS[7])
     if c == 1 then redis.call('PEXPIRE', KEYS[7], ARGV[12]) end
     if c == redis.call('SCARD', KEYS[4]) then
@@ -409,6 +415,92 @@ end
 redis.pcall('SADD', KEYS[6], name)
 return {'ok', now, inst, changed and 1 or 0, 0, submitted, reason}
 """
+
+
+# The fast path of a report, for a strategy that is registered (nearly every report): plain
+# commands in one pipeline, and the doorbell as the one small script among them.  A command inside
+# a script costs Redis about twice what the same command costs on its own (measured in the
+# benchmarks), and a report need not be atomic except where it counts: the doorbell (registered?
+# count, ring when the count reaches the registry's size) is one script; the lease is read back in
+# the same round trip.  Anything unexpected in the replies (the lease not ours, the name not in the
+# registry, a deployment record that changed, a key of the wrong type, a refusal) sends the strategy
+# to the full STRATEGY_REPORT at once, which judges and repairs it as always: a process that lost
+# its name stops at that report.  What the fast path gives up against the script: a process that
+# stalled past its lease, and whose name another process took meanwhile, writes one decision before
+# it finds out (docs/guarantees.md); the trader counts a decision only for its own epoch.
+STRATEGY_DOORBELL = r"""
+if redis.pcall('SISMEMBER', KEYS[1], ARGV[1]) ~= 1 then return 0 end
+if ARGV[2] ~= '1' then return 1 end
+local c = redis.pcall('INCR', KEYS[2])
+if c == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+if c == redis.call('SCARD', KEYS[1]) then
+  redis.pcall('RPUSH', KEYS[3], ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+return 2
+"""
+STRATEGY_DOORBELL_SHA = hashlib.sha1(STRATEGY_DOORBELL.encode()).hexdigest()
+
+
+def report_text(epoch: int, value: str, state: str, reason: str) -> str:
+    """A decision key's value: ``<epoch>|<value>``, or ``<epoch>|!<state>|<reason>`` without a decision
+    (STRATEGY_REPORT builds the same in Lua; ``parse_report`` reads it)."""
+    return f"{epoch}|{value}" if value else f"{epoch}|!{state}|{reason[:REASON_LIMIT]}"
+
+
+class TickRequest(NamedTuple):
+    """The commands of one fast report, and what their replies must say."""
+
+    commands: list[tuple[Any, ...]]
+    check_meta: bool
+    submitted: bool
+
+
+def strategy_tick_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, value: str, state: str, reason: str,
+                          decision_ttl_ms: int, ready_ttl_ms: int, check_meta: bool) -> TickRequest:
+    """The commands of a fast report, one pipeline (the benchmarks' load generator sends the same)."""
+    lease = k.lease("strategy", name)
+    cmds: list[tuple[Any, ...]] = [("TIME",), ("HMGET", k.meta, "period_ms", "instance")] if check_meta else []
+    # PEXPIRE ... XX: a lease that never expires is no live holder's (garbage, taken back by the full
+    # report); the fast path must not turn it into one that looks alive.
+    cmds += [("GET", lease), ("PEXPIRE", lease, m.lease_ttl_ms, "XX"),
+             ("SET", k.decision(name), report_text(epoch, value, state, reason), "PX", decision_ttl_ms),
+             ("EVALSHA", STRATEGY_DOORBELL_SHA, 3, k.strategies, k.count(epoch), k.ready(epoch),
+              name, "1" if value else "0", ready_ttl_ms)]
+    return TickRequest(cmds, check_meta, bool(value))
+
+
+class StrategyTicked(NamedTuple):
+    ok: bool             # every reply as expected: the report is done (else make the full report)
+    why: str             # what was not as expected
+    now: int             # server ms (0 unless the deployment record was checked)
+    counted: bool        # the doorbell counted this submission (the full report must not count again)
+    noscript: bool       # Redis did not know the doorbell script (load it)
+
+
+def strategy_ticked(req: TickRequest, replies: Sequence[Any], m: MetaArgs) -> StrategyTicked:
+    """Judge the replies of a fast report (pure)."""
+    r = list(replies)
+    now = 0
+    why = ""
+    if req.check_meta:
+        t, meta = r[0], r[1]
+        r = r[2:]
+        if isinstance(t, (list, tuple)) and len(t) == 2:
+            now = int(t[0]) * 1000 + int(t[1]) // 1000
+        if not isinstance(meta, (list, tuple)) or [_text(x) for x in meta] != [str(m.period_ms), m.known_instance]:
+            why = "the deployment record is not the one this strategy knows"
+    got, _, _, bell = r[:4]
+    noscript = isinstance(bell, NoScriptError) or (isinstance(bell, Exception) and "NOSCRIPT" in str(bell))
+    if _text(got) != m.owner:
+        why = why or "the lease is not ours"
+    elif noscript:
+        why = why or "the doorbell script is not loaded"
+    elif bell == 0:
+        why = why or "not in the registry"
+    elif any(isinstance(x, Exception) for x in r) or bell not in (1, 2):
+        why = why or "a command was refused"
+    return StrategyTicked(not why, why, now, bell == 2, noscript)
 
 
 class StrategyReported(NamedTuple):
@@ -449,12 +541,12 @@ def parse_report(raw: Any) -> Report | None:
 
 def strategy_report_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, value: str, state: str, reason: str,
                             decision_ttl_ms: int, ready_ttl_ms: int, start_ms: int,
-                            check_meta: bool = True) -> tuple[list[str], list[Any]]:
+                            check_meta: bool = True, counted: bool = False) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of one report (the benchmarks' load generator sends it in pipelines)."""
     keys = [k.meta, k.lease("strategy", name), k.decision(name), k.strategies, k.deregistered, k.joins,
             k.count(epoch), k.ready(epoch)]
-    args = [*m, epoch, name, value, state, reason[:2000], decision_ttl_ms, ready_ttl_ms, start_ms,
-            "1" if check_meta else "0"]
+    args = [*m, epoch, name, value, state, reason[:REASON_LIMIT], decision_ttl_ms, ready_ttl_ms, start_ms,
+            "1" if check_meta else "0", "1" if counted else "0"]
     return keys, args
 
 

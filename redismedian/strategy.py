@@ -7,6 +7,7 @@ submits nothing and records why, which the trader then shows as its reason.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -18,7 +19,8 @@ from .common import FatalError, Settings, as_str, parse_finite, parse_int, plugi
 from .component import Component, Exit, acquire_name
 from .connection import ErrorKind, classify, describe_error
 from .replies import xread
-from .scripts import StrategyReported, strategy_report
+from .scripts import (STRATEGY_DOORBELL, StrategyReported, StrategyTicked, strategy_report, strategy_tick_request,
+                      strategy_ticked)
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
 # A report checks the deployment record (TIME, HMGET) only every this many periods, and at start:
@@ -143,6 +145,7 @@ class Strategy(Component):
             self.start_ms = self.clock.now_ms()
             self.lease_owner = f"{self.settings.owner}|{self.start_ms}"
         acquire_name(self, self.lease_key, f"strategy name {self.name!r}")
+        self.client.script_load(STRATEGY_DOORBELL)     # the fast path's pipeline calls it by its SHA
         epoch = self.clock.now_ms() // self.period_ms
         self.report(epoch, "", "starting", "started, waiting for the next period")
         self.log.info("started %s (signals %s, period %gs)%s", self.name, ",".join(self.generators),
@@ -245,11 +248,22 @@ class Strategy(Component):
             value, state = "", "error"
             reason = f"decision for epoch {epoch} came too late (the epoch is over)"
         check_meta = self.reports_since_meta_check >= META_CHECK_EVERY or not self.instance
-        r = self.with_meta(lambda: strategy_report(
-            self.run_script, self.keys, self.meta_args(), name=self.name, epoch=epoch, value=value, state=state,
-            reason=reason, decision_ttl_ms=K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS),
-            ready_ttl_ms=K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS), start_ms=self.start_ms,
-            check_meta=check_meta))
+        decision_ttl_ms = K.ttl_ms(self.period_ms, K.DECISION_TTL_PERIODS)
+        ready_ttl_ms = K.ttl_ms(self.period_ms, K.READY_TTL_PERIODS)
+        r: StrategyReported | None = None
+        counted = False
+        if self.registered and self.instance:
+            fast = self.fast_report(epoch, value, state, reason, decision_ttl_ms, ready_ttl_ms, check_meta)
+            if fast.ok:
+                r = StrategyReported("ok", fast.now, self.instance, False, True, bool(value), "" if value else reason)
+            else:
+                self.log.debug("%s: full report (%s)", self.name, fast.why)
+                counted = fast.counted
+        if r is None:
+            r = self.with_meta(lambda: strategy_report(
+                self.run_script, self.keys, self.meta_args(), name=self.name, epoch=epoch, value=value, state=state,
+                reason=reason, decision_ttl_ms=decision_ttl_ms, ready_ttl_ms=ready_ttl_ms, start_ms=self.start_ms,
+                check_meta=check_meta, counted=counted))
         self.reports_since_meta_check = 0 if check_meta else self.reports_since_meta_check + 1
         if r.status == "deregistered":
             self.deregistered = True
@@ -265,6 +279,28 @@ class Strategy(Component):
                              self.keys.strategies)
         self.registered = r.registered
         return r
+
+    def fast_report(self, epoch: int, value: str, state: str, reason: str, decision_ttl_ms: int,
+                    ready_ttl_ms: int, check_meta: bool) -> StrategyTicked:
+        """The report as plain commands and the doorbell script, in one round trip
+        (scripts.strategy_tick_request)."""
+        m = self.meta_args()
+        req = strategy_tick_request(self.keys, m, name=self.name, epoch=epoch, value=value, state=state,
+                                    reason=reason, decision_ttl_ms=decision_ttl_ms, ready_ttl_ms=ready_ttl_ms,
+                                    check_meta=check_meta)
+        t0 = time.perf_counter()
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for c in req.commands:
+                pipe.execute_command(*c)
+            fast = strategy_ticked(req, pipe.execute(raise_on_error=False), m)
+            if fast.noscript:       # Redis restarted or flushed its scripts: the full report goes on
+                self.client.script_load(STRATEGY_DOORBELL)
+            if fast.now:
+                self.clock.observe(fast.now)
+        finally:
+            self.metrics.script_call(time.perf_counter() - t0)
+        return fast
 
     def shutdown(self) -> None:
         self.release_lease(self.lease_key)

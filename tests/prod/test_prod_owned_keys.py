@@ -242,6 +242,19 @@ def test_every_role_can_write_only_its_own_keys_and_the_doorbells(world):
         with pytest.raises(redis.exceptions.ResponseError) as e:
             call()
         assert _is_denial(e.value), str(e.value)
+    # The fast report's commands with Y's name: every write to Y's keys refused; its doorbell script
+    # (which only counts a registered name for the epoch) is a doorbell X may ring anyway.
+    x.script_load(S.STRATEGY_DOORBELL)
+    fast = S.strategy_tick_request(K, meta, name="Y", epoch=epoch + 1, value="1000", state="ok", reason="",
+                                   decision_ttl_ms=5000, ready_ttl_ms=1000, check_meta=False)
+    pipe = x.pipeline(transaction=False)
+    for cmd in fast.commands:
+        pipe.execute_command(*cmd)
+    replies = pipe.execute(raise_on_error=False)
+    for cmd, reply in zip(fast.commands, replies):
+        if cmd[0] != "EVALSHA":
+            assert isinstance(reply, Exception) and _is_denial(reply), (cmd[0], reply)
+    assert not S.strategy_ticked(fast, replies, meta).ok
 
     assert admin.smembers(K.strategies) == registry
     assert all(p.alive() for p in procs.values()), "a component exited"

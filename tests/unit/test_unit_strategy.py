@@ -547,3 +547,188 @@ def test_a_strategy_waiting_out_its_signal_timeout_keeps_its_name(env):
     assert env.clock.now_ms() >= (env.E + 1) * env.period_ms + env.period_ms // 2
     assert rival == [0], "the rival must find the name held"
     assert env.r.get(s.lease_key) == s.lease_owner.encode()
+
+
+# -- the fast path (plain commands) ----------------------------------------------------------------
+def paths_taken(s):
+    """Record how a strategy reports: "fast" (plain commands) or "STRATEGY_REPORT" (the script)."""
+    from redismedian import scripts
+    ran = []
+    run_script, fast_report = s.run_script, s.fast_report
+
+    def run(source, keys, args):
+        ran.append("STRATEGY_REPORT" if source == scripts.STRATEGY_REPORT else "other")
+        return run_script(source, keys, args)
+
+    def fast(*a, **kw):
+        ran.append("fast")
+        return fast_report(*a, **kw)
+    s.run_script, s.fast_report = run, fast
+    return ran
+
+
+def registered_strategy(env, name="X", **kw):
+    """A strategy that made its first report and was admitted, at epoch E (the next report is hot)."""
+    env.publish(env.E, g1=0.5)
+    s = env.started(env.strategy(name, ["g1"], **kw))
+    env.admit(name)
+    s.step(env.E)
+    assert s.registered is True
+    return s
+
+
+def test_a_registered_strategy_reports_through_the_hot_path(env):
+    x = registered_strategy(env, "X")
+    y = registered_strategy(env, "Y")
+    ran_x, ran_y = paths_taken(x), paths_taken(y)
+    e = env.E + 1
+    env.at(e)
+    env.publish(e, g1=0.25)
+    env.r.pexpire(x.lease_key, 5)
+    x.step(e)
+    assert ran_x == ["fast"]
+    assert report(env, "X") == Report(e, "ok", "0.25", "")
+    assert env.r.pttl(env.k.decision("X")) == K.ttl_ms(env.period_ms, K.DECISION_TTL_PERIODS)
+    assert env.r.pttl(x.lease_key) == x.lease_ttl_ms, "the lease is renewed"
+    assert counted(env, e) == 1 and not env.r.exists(env.k.ready(e))
+    y.step(e)
+    assert ran_y == ["fast"]
+    assert counted(env, e) == 2 and env.r.lrange(env.k.ready(e), 0, -1) == [b"Y"], "the last one rings"
+    assert 0 < env.r.pttl(env.k.ready(e)) <= K.ttl_ms(env.period_ms, K.READY_TTL_PERIODS)
+    assert 0 < env.r.pttl(env.k.count(e)) <= K.ttl_ms(env.period_ms, K.READY_TTL_PERIODS)
+
+
+def test_the_hot_path_writes_the_text_the_full_report_writes(env):
+    """report_text (Python) and STRATEGY_REPORT (Lua) build the same decision text, with a decision
+    and without one (the reason, cut the same way)."""
+    x = registered_strategy(env, "X")
+    for value, state, reason in [("0.125", "ok", ""), ("", "error", "signal g1 stale (last epoch 3)"),
+                                 ("", "error", "r" * 2500), ("-1e-07", "ok", "")]:
+        x.reports_since_meta_check = 0
+        hot = x.report(env.E, value, state, reason)
+        hot_text = env.r.get(env.k.decision("X"))
+        x.reports_since_meta_check = META_CHECK_EVERY      # the full report (it checks the record)
+        full = x.report(env.E, value, state, reason)
+        assert env.r.get(env.k.decision("X")) == hot_text
+        assert hot._replace(now=0, instance="", changed=False) == full._replace(now=0, instance="", changed=False)
+
+
+@pytest.mark.parametrize("trouble", ["deregistered", "srem", "lease taken", "lease lost", "registry garbage",
+                                     "lease garbage", "lease garbage without expiry"])
+def test_the_hot_path_hands_anything_unusual_to_the_full_report(env, caplog, trouble):
+    """Whatever the fast path's replies show that is not as expected, the full report follows at once
+    and judges it as it always did."""
+    x = registered_strategy(env, "X")
+    ran = paths_taken(x)
+    e = env.E + 1
+    env.at(e)
+    env.publish(e, g1=0.5)
+    if trouble == "deregistered":
+        deregister(env.r, env.k, "X")
+    elif trouble == "srem":
+        env.r.srem(env.k.strategies, "X")
+    elif trouble == "lease taken":
+        env.r.set(x.lease_key, "thief:9:ffff", px=10_000_000)
+    elif trouble == "lease lost":
+        env.r.delete(x.lease_key)
+    elif trouble == "registry garbage":
+        env.r.delete(env.k.strategies)
+        env.r.set(env.k.strategies, "garbage")
+    elif trouble == "lease garbage without expiry":
+        env.r.set(x.lease_key, "nan")                   # no live holder's: the full report takes it back
+    else:
+        env.r.delete(x.lease_key)
+        env.r.hset(x.lease_key, "f", "v")
+    with caplog.at_level(logging.INFO):
+        if trouble == "deregistered":
+            with pytest.raises(Exit):
+                x.step(e)
+        elif trouble == "lease taken":
+            with pytest.raises(Exception, match="taken over by another process"):
+                x.step(e)
+        else:
+            x.step(e)
+    assert ran == ["fast", "STRATEGY_REPORT"]
+    # The fast path wrote before it could see the trouble: one decision for this epoch; the doorbell
+    # counts only a registered name, never twice; the full report then decides.
+    assert counted(env, e) == (0 if trouble in ("deregistered", "srem", "registry garbage") else 1)
+    if trouble == "lease taken":
+        assert env.r.get(x.lease_key) == b"thief:9:ffff", "the name stays the other process's"
+        assert report(env) == Report(e, "ok", "0.5", "")
+    elif trouble == "deregistered":
+        assert not env.r.sismember(env.k.joins, "X"), "it does not ask to be registered again"
+    elif trouble.startswith(("lease lost", "lease garbage")):
+        assert env.r.get(x.lease_key) == x.lease_owner.encode(), "the full report took the name back"
+        assert report(env) == Report(e, "ok", "0.5", "")
+    else:       # not registered as far as this report can see: asks the trader, does not count
+        assert report(env) == Report(e, "ok", "0.5", "")
+        assert x.registered is False and env.r.sismember(env.k.joins, "X")
+
+
+@pytest.mark.parametrize("change", ["none", "instance", "period"])
+def test_the_fast_path_checks_the_deployment_record_every_few_reports(env, caplog, change):
+    from redismedian.component import DataProblem
+    x = registered_strategy(env, "X")
+    ran = paths_taken(x)
+    e = env.E + 1
+    env.at(e)
+    env.publish(e, g1=0.5)
+    x.reports_since_meta_check = META_CHECK_EVERY
+    if change == "instance":
+        env.r.hset(env.k.meta, "instance", "someone-else")
+    elif change == "period":
+        env.r.hset(env.k.meta, "period_ms", env.period_ms * 2)
+    with caplog.at_level(logging.WARNING):
+        if change == "period":
+            with pytest.raises(DataProblem, match="runs with period"):
+                x.step(e)
+        else:
+            x.step(e)
+    assert ran == (["fast"] if change == "none" else ["fast", "STRATEGY_REPORT"])
+    if change == "instance":
+        assert x.instance == "someone-else" and any("Redis lost its data" in m for m in messages(caplog))
+    assert x.reports_since_meta_check == (0 if change != "period" else META_CHECK_EVERY)
+
+
+@pytest.mark.parametrize("replies,expected", [
+    # GET lease, PEXPIRE, SET, EVALSHA of the doorbell
+    ([b"me", 1, True, 2], (True, "", True, False)),
+    ([b"me", 1, True, 1], (True, "", False, False)),
+    ([b"thief", 1, True, 2], (False, "the lease is not ours", True, False)),
+    ([None, 0, True, 2], (False, "the lease is not ours", True, False)),
+    ([b"me", 1, True, 0], (False, "not in the registry", False, False)),
+    ([b"me", 1, ValueError("WRONGTYPE"), 2], (False, "a command was refused", True, False)),
+    ([b"me", 1, True, ValueError("NOSCRIPT No matching script")], (False, "the doorbell script is not loaded", False,
+                                                                    True)),
+    ([ValueError("WRONGTYPE"), 1, True, 2], (False, "the lease is not ours", True, False)),
+])
+def test_the_fast_paths_replies_are_judged(replies, expected):
+    from redismedian.keys import Keys
+    from redismedian.scripts import MetaArgs, strategy_tick_request, strategy_ticked
+    m = MetaArgs(1000, "inst", "", "me", 1500)
+    req = strategy_tick_request(Keys("t"), m, name="X", epoch=7, value="0.5", state="ok", reason="",
+                                decision_ttl_ms=10_000, ready_ttl_ms=2000, check_meta=False)
+    assert [c[0] for c in req.commands] == ["GET", "PEXPIRE", "SET", "EVALSHA"]
+    t = strategy_ticked(req, replies, m)
+    assert (t.ok, t.why, t.counted, t.noscript) == expected
+    meta = strategy_tick_request(Keys("t"), m, name="X", epoch=7, value="", state="error", reason="r",
+                                 decision_ttl_ms=10_000, ready_ttl_ms=2000, check_meta=True)
+    assert [c[0] for c in meta.commands] == ["TIME", "HMGET", "GET", "PEXPIRE", "SET", "EVALSHA"]
+    ok = strategy_ticked(meta, [[b"12", b"345000"], [b"1000", b"inst"], b"me", 1, True, 1], m)
+    assert ok == (True, "", 12345, False, False)
+    moved = strategy_ticked(meta, [[b"12", b"0"], [b"1000", b"other"], b"me", 1, True, 1], m)
+    assert not moved.ok and "deployment record" in moved.why
+
+
+def test_the_fast_path_survives_a_script_cache_flush(env):
+    """After SCRIPT FLUSH (or a Redis restart) the doorbell is loaded again; that report goes through
+    the full script, and the next one is fast again."""
+    x = registered_strategy(env, "X")
+    ran = paths_taken(x)
+    env.r.script_flush()
+    for e in (env.E + 1, env.E + 2):
+        env.at(e)
+        env.publish(e, g1=0.5)
+        x.step(e)
+        assert report(env) == Report(e, "ok", "0.5", "") and counted(env, e) == 1
+    assert ran == ["fast", "STRATEGY_REPORT", "fast"]
