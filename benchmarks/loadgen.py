@@ -34,10 +34,10 @@ from redis.connection import parse_url
 
 from redismedian import keys as K
 from redismedian.clock import boundary_ms
-from redismedian.common import Settings, as_str, fmt_value, new_instance_id
+from redismedian.common import Settings, fmt_value, new_instance_id
 from redismedian.connection import RedisSettings, make_client
 from redismedian.scripts import (STRATEGY_DOORBELL, STRATEGY_REPORT, MetaArgs, TickRequest, meta_create,
-                                 strategy_report_request, strategy_tick_request, strategy_ticked)
+                                 strategy_report_request, strategy_reported, strategy_tick_request, strategy_ticked)
 from redismedian.strategy import META_CHECK_EVERY, default_signal_timeout_ms
 
 CHUNK = 500      # reports per pipeline
@@ -186,16 +186,19 @@ class LoadGenerator:
                     submitted += 1
                     continue
                 reply, at = got[at], at + 1
-                status = as_str(reply[0]) if isinstance(reply, list) else f"error: {reply}"
-                if status != "ok":
-                    refused[status] = refused.get(status, 0) + 1
+                if not isinstance(reply, list):
+                    refused[f"error: {reply}"] = refused.get(f"error: {reply}", 0) + 1
                     continue
-                if not self.instance and reply[2]:
-                    self.instance = as_str(reply[2])
-                if int(reply[4]) == 1:
+                r = strategy_reported(reply)
+                if r.status != "ok":
+                    refused[r.status] = refused.get(r.status, 0) + 1
+                    continue
+                if not self.instance and r.instance:
+                    self.instance = r.instance
+                if r.registered:
                     registered += 1
                     self.registered.add(name)
-                if int(reply[5]) == 1 or starting:
+                if r.submitted or starting:
                     submitted += 1
                 else:   # ok but not submitted: the epoch had ended
                     refused["late"] = refused.get("late", 0) + 1
