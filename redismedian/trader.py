@@ -631,7 +631,7 @@ class Trader(Component):
         try:
             inst, version, names = pipe.execute()
         except redis.exceptions.ResponseError as e:   # garbage in the way: the next script repairs it
-            if classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION):
+            if classify(e) is not ErrorKind.DATA:     # a refusal, or an outage (READONLY, LOADING)
                 raise
             self.problem(f"cannot read the registry backup {k.registry_backup}: {describe_error(e)}")
             return None

@@ -4,6 +4,7 @@ import math
 import statistics
 
 import pytest
+import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -694,3 +695,29 @@ def test_strategies_started_after_the_record_do_not_mark_it(env):
     submit(env, env.E + 1, X=1.0)
     t.step(env.E + 1)
     assert "recreated" not in env.hash(env.k.meta) and [m["epoch"] for m in env.medians()] == [str(env.E + 1)]
+
+
+@pytest.mark.parametrize("exc,raised", [
+    (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), True),
+    (redis.exceptions.BusyLoadingError("Redis is loading the dataset in memory"), True),
+    (redis.exceptions.NoPermissionError("this user has no permissions to access one of the keys"), True),
+    (redis.exceptions.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), False),
+])
+def test_reading_the_registry_tells_an_outage_from_garbage(env, exc, raised):
+    """READONLY (a demoted master) and LOADING are outages the loop rides out, a refusal is a refusal;
+    only garbage in the way is a data problem, for the next script to repair."""
+    t = env.trader()
+    t.tick(env.E)
+
+    class Pipe:
+        def __getattr__(self, name):
+            return lambda *a, **kw: self
+
+        def execute(self):
+            raise exc
+    t.client.pipeline = lambda transaction=True: Pipe()
+    if raised:
+        with pytest.raises(type(exc)):
+            t.read_registry()
+    else:
+        assert t.read_registry() is None
