@@ -167,23 +167,28 @@ class LoadGenerator:
         meta = self.meta_args()
         sha, k = self.sha, self.keys
         submitted, registered, refused, chunks = 0, 0, {}, 0
-        # What each pipeline holds, in order: (name, None) for a full report, one reply; (name,
-        # TickRequest) for a fast one, one reply per command.
-        sent: deque[list[tuple[str, TickRequest | None]]] = deque()
+        # What each pipeline holds, in order: (name, value, None) for a full report, one reply; (name,
+        # value, TickRequest) for a fast one, one reply per command.  A fast report whose replies
+        # are not as expected is followed by the full report (told whether the doorbell counted), as
+        # Strategy.report does.
+        Item = tuple[str, str, "TickRequest | None"]
+        todo: deque[tuple[int, str, str, bool | None]] = deque(
+            (i, n, v, None) for i, (n, v) in enumerate(zip(names, values)))   # None: fast if registered
+        sent: deque[list[Item]] = deque()
 
-        def take(items: list[tuple[str, TickRequest | None]]) -> None:
+        def take(items: list[Item]) -> None:
             nonlocal submitted, registered
-            got = self.wire.replies(sum(1 if req is None else len(req.commands) for _n, req in items))
+            got = self.wire.replies(sum(1 if req is None else len(req.commands) for _n, _v, req in items))
             at = 0
-            for name, req in items:
+            for name, value, req in items:
                 if req is not None:
                     replies, at = got[at:at + len(req.commands)], at + len(req.commands)
                     fast = strategy_ticked(req, replies, meta)
-                    if not fast.ok:
-                        refused[fast.why] = refused.get(fast.why, 0) + 1
-                        continue
-                    registered += 1
-                    submitted += 1
+                    if fast.ok:
+                        registered += 1
+                        submitted += 1
+                    else:
+                        todo.append((0, name, value, fast.counted))
                     continue
                 reply, at = got[at], at + 1
                 if not isinstance(reply, list):
@@ -204,36 +209,35 @@ class LoadGenerator:
                     refused["late"] = refused.get("late", 0) + 1
 
         t0 = time.perf_counter()
-        for lo in range(0, len(names), CHUNK):
+        while todo or sent:
             packed: list[bytes] = []
-            items: list[tuple[str, TickRequest | None]] = []
-            for i, (name, value) in enumerate(zip(names[lo:lo + CHUNK], values[lo:lo + CHUNK]), lo):
+            items: list[Item] = []
+            while todo and len(items) < CHUNK:
+                i, name, value, counted = todo.popleft()
                 # As a strategy process: the deployment record is checked at the first report and
                 # every META_CHECK_EVERY reports after (staggered, as processes start at different
                 # times); a registered strategy reports with the fast path's plain commands.
                 check = starting or not self.instance or (epoch + i) % META_CHECK_EVERY == 0
-                if name not in self.registered or not self.instance:
+                if counted is not None or name not in self.registered or not self.instance:
                     keys, args = strategy_report_request(
                         k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
                         decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms,
-                        start_ms=self.start_ms, check_meta=check)
+                        start_ms=self.start_ms, check_meta=check, counted=bool(counted))
                     packed.append(hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args)))
-                    items.append((name, None))
-                    self.scripts_sent += 1
+                    items.append((name, value, None))
                 else:
                     req = strategy_tick_request(
                         k, meta, name=name, epoch=epoch, value=value, state=state, reason=reason,
                         decision_ttl_ms=self.decision_ttl_ms, ready_ttl_ms=self.ready_ttl_ms, check_meta=check)
                     packed += [hiredis.pack_command(c) for c in req.commands]
-                    items.append((name, req))
-                    self.scripts_sent += 1
-            self.wire.sock.sendall(b"".join(packed))
-            sent.append(items)
-            chunks += 1
-            if len(sent) >= IN_FLIGHT:
+                    items.append((name, value, req))
+                self.scripts_sent += 1
+            if items:
+                self.wire.sock.sendall(b"".join(packed))
+                sent.append(items)
+                chunks += 1
+            if sent and (len(sent) >= IN_FLIGHT or not todo):
                 take(sent.popleft())
-        while sent:
-            take(sent.popleft())
         seconds = time.perf_counter() - t0
         return Submission(epoch, seconds, submitted, refused, chunks, len(names), registered)
 
