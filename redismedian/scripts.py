@@ -490,15 +490,15 @@ def strategy_ticked(req: TickRequest, replies: Sequence[Any], m: MetaArgs) -> St
             now = int(t[0]) * 1000 + int(t[1]) // 1000
         if not isinstance(meta, (list, tuple)) or [_text(x) for x in meta] != [str(m.period_ms), m.known_instance]:
             why = "the deployment record is not the one this strategy knows"
-    got, _, _, bell = r[:4]
-    noscript = isinstance(bell, NoScriptError) or (isinstance(bell, Exception) and "NOSCRIPT" in str(bell))
+    got, renewed, written, bell = r[:4]
+    noscript = isinstance(bell, Exception) and (isinstance(bell, NoScriptError) or "NOSCRIPT" in str(bell))
     if _text(got) != m.owner:
         why = why or "the lease is not ours"
     elif noscript:
         why = why or "the doorbell script is not loaded"
     elif bell == 0:
         why = why or "not in the registry"
-    elif any(isinstance(x, Exception) for x in r) or bell not in (1, 2):
+    elif bell not in (1, 2) or isinstance(renewed, Exception) or isinstance(written, Exception):
         why = why or "a command was refused"
     return StrategyTicked(not why, why, now, bell == 2, noscript)
 
