@@ -355,7 +355,8 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
         try:
             data = gather(client, keys)
         except redis.exceptions.RedisError as e:
-            if classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION):
+            # An outage or garbage passes: retry.  A refusal or a URL of the wrong mode never will.
+            if classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION, ErrorKind.FATAL):
                 raise click.ClickException(_redis_problem(redis_url, e)) from None
             return f"{_redis_problem(redis_url, e)} (retrying)", None, None
         text = to_json(data) if as_json else render(data, redact_url(redis_url))
