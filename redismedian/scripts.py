@@ -384,13 +384,8 @@ if ARGV[14] == '1' then
 end
 local held, holder = lease_hold(KEYS[2], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
-local epoch, name = ARGV[6], ARGV[7]
-local value, state, reason = ARGV[8], ARGV[9], ARGV[10]
-if value ~= '' then
-  redis.call('SET', KEYS[3], epoch .. '|' .. value, 'PX', ARGV[11])
-else
-  redis.call('SET', KEYS[3], epoch .. '|!' .. state .. '|' .. reason, 'PX', ARGV[11])
-end
+local name, value, reason = ARGV[7], ARGV[8], ARGV[10]
+redis.call('SET', KEYS[3], ARGV[9], 'PX', ARGV[11])     -- the decision's text (report_text)
 local submitted = (value ~= '') and 1 or 0
 local registered = redis.pcall('SISMEMBER', KEYS[4], name)
 if registered == 1 then
@@ -444,7 +439,7 @@ STRATEGY_DOORBELL_SHA = hashlib.sha1(STRATEGY_DOORBELL.encode()).hexdigest()
 
 def report_text(epoch: int, value: str, state: str, reason: str) -> str:
     """A decision key's value: ``<epoch>|<value>``, or ``<epoch>|!<state>|<reason>`` without a decision
-    (STRATEGY_REPORT builds the same in Lua; ``parse_report`` reads it)."""
+    (written by the fast path and by STRATEGY_REPORT; ``parse_report`` reads it)."""
     return f"{epoch}|{value}" if value else f"{epoch}|!{state}|{reason[:REASON_LIMIT]}"
 
 
@@ -545,8 +540,9 @@ def strategy_report_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, valu
     """KEYS and ARGV of one report (the benchmarks' load generator sends it in pipelines)."""
     keys = [k.meta, k.lease("strategy", name), k.decision(name), k.strategies, k.deregistered, k.joins,
             k.count(epoch), k.ready(epoch)]
-    args = [*m, epoch, name, value, state, reason[:REASON_LIMIT], decision_ttl_ms, ready_ttl_ms, start_ms,
-            "1" if check_meta else "0", "1" if counted else "0"]
+    # ARGV[6], the epoch, is in the text and the doorbell keys already: the script does not read it.
+    args = [*m, epoch, name, value, report_text(epoch, value, state, reason), reason[:REASON_LIMIT],
+            decision_ttl_ms, ready_ttl_ms, start_ms, "1" if check_meta else "0", "1" if counted else "0"]
     return keys, args
 
 
