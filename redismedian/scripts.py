@@ -369,12 +369,26 @@ def generator_publish(run: Runner, k: Keys, m: MetaArgs, *, name: str, epoch: in
 # Strategy
 # ---------------------------------------------------------------------------------------------
 
+# The doorbell, in the full report and in the fast path's small script: count a registered name's
+# submission for the epoch, and ring when the count reaches the registry's size (a hint for the
+# trader: it can make it look early or late, never publish anything else).  Returns nothing.
+RING = r"""
+local function count_and_ring(registry, count, ready, name, ttl)
+  local c = redis.pcall('INCR', count)
+  if c == 1 then redis.call('PEXPIRE', count, ttl) end
+  if c == redis.call('SCARD', registry) then
+    redis.pcall('RPUSH', ready, name)
+    redis.call('PEXPIRE', ready, ttl)
+  end
+end
+"""
+
 # A strategy's full report: at start-up, while it is not registered, and whenever the fast path
 # (below) found something unexpected.  The deployment record is checked (TIME and HMGET) only when
 # the caller asks (ARGV[14]: at start-up, after a problem, and every few periods); a decision for
 # an epoch that is over is refused by the caller's clock and, whatever gets through, by the trader,
 # which reads only "<its epoch>|..." values.
-STRATEGY_REPORT = PRELUDE + r"""
+STRATEGY_REPORT = PRELUDE + RING + r"""
 local now, inst, changed = 0, '', false
 if ARGV[14] == '1' then
   now = now_ms()
@@ -389,15 +403,8 @@ redis.call('SET', KEYS[3], ARGV[9], 'PX', ARGV[11])     -- the decision's text (
 local submitted = (value ~= '') and 1 or 0
 local registered = redis.pcall('SISMEMBER', KEYS[4], name)
 if registered == 1 then
-  if submitted == 1 and ARGV[15] ~= '1' then
-    -- A hint for the trader: ring when this submission makes the count reach the registry's size
-    -- (ARGV[15]: the fast path that came first counted it already).
-    local c = redis.pcall('INCR', KEYS[7])
-    if c == 1 then redis.call('PEXPIRE', KEYS[7], ARGV[12]) end
-    if c == redis.call('SCARD', KEYS[4]) then
-      redis.pcall('RPUSH', KEYS[8], name)
-      redis.call('PEXPIRE', KEYS[8], ARGV[12])
-    end
+  if submitted == 1 and ARGV[15] ~= '1' then   -- ARGV[15]: the fast path that came first counted it
+    count_and_ring(KEYS[4], KEYS[7], KEYS[8], name, ARGV[12])
   end
   return {'ok', now, inst, changed and 1 or 0, 1, submitted, reason}
 end
@@ -423,15 +430,10 @@ return {'ok', now, inst, changed and 1 or 0, 0, submitted, reason}
 # its name stops at that report.  What the fast path gives up against the script: a process that
 # stalled past its lease, and whose name another process took meanwhile, writes one decision before
 # it finds out (docs/guarantees.md); the trader counts a decision only for its own epoch.
-STRATEGY_DOORBELL = r"""
+STRATEGY_DOORBELL = RING + r"""
 if redis.pcall('SISMEMBER', KEYS[1], ARGV[1]) ~= 1 then return 0 end
 if ARGV[2] ~= '1' then return 1 end
-local c = redis.pcall('INCR', KEYS[2])
-if c == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
-if c == redis.call('SCARD', KEYS[1]) then
-  redis.pcall('RPUSH', KEYS[3], ARGV[1])
-  redis.call('PEXPIRE', KEYS[3], ARGV[3])
-end
+count_and_ring(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3])
 return 2
 """
 STRATEGY_DOORBELL_SHA = hashlib.sha1(STRATEGY_DOORBELL.encode()).hexdigest()
