@@ -19,9 +19,14 @@ The invariant these rules enforce (docs/guarantees.md, "Owned keys"): every key 
 How the rules are built (Redis 7 ACL, selectors and ``%R~`` read-only key patterns):
 
 - The *root* permissions allow only connection housekeeping (PING, TIME, CLIENT SETNAME, SELECT,
-  ACL WHOAMI) and running scripts (EVALSHA, SCRIPT LOAD), with access to every key our scripts
-  declare: Redis checks EVALSHA's declared keys as read-write.  Any user can load any script, so
-  the scripts are not what protects a key: the selectors are.
+  ACL WHOAMI) and ``EVALSHA`` of exactly the role's own scripts (``+evalsha|<sha1>``, one per
+  script in ``scripts.ROLE_SCRIPTS``), with access to every key those scripts declare: Redis checks
+  EVALSHA's declared keys as read-write.  No role may ``EVAL``, call or load a function, or run a
+  script of its own choosing: a script that wrote and then looped would make Redis answer BUSY to
+  everyone, with no way to stop it but SHUTDOWN NOSAVE.  The trader and the operator may
+  ``SCRIPT LOAD`` (loading runs nothing), so that after a restart or a failover they load every
+  role's scripts; generators and strategies wait for them.  The scripts are not what protects a
+  key: the selectors are.
 - Inside a script Redis checks every command again.  Each *selector* ``(...)`` grants the data
   commands a role uses on a group of keys, so a key is only ever touched with the commands meant
   for it: a strategy may ``SET`` its own decision but has no command at all on another
@@ -30,11 +35,12 @@ How the rules are built (Redis 7 ACL, selectors and ``%R~`` read-only key patter
 from __future__ import annotations
 
 from .keys import Keys
+from .scripts import LOADERS, ROLE_SCRIPTS, sha1
 
 # Connection housekeeping: redis-py sends CLIENT SETNAME (our client names) and SELECT (db != 0);
 # ACL WHOAMI names the user in the error a component gives when it may not act under a name.
 BASE = "resetpass resetkeys resetchannels -@all +ping +time +client|setname +select +acl|whoami"
-SCRIPTS = "+evalsha +script|load"
+LOAD = "+script|load"
 # On a Redis Cluster a client asks which master serves the namespace's hash slot (cluster.py).
 CLUSTER = "+cluster|slots"
 META_READ = "+type +hmget +hget"
@@ -47,6 +53,13 @@ def user_name(kind: str, name: str | None = None) -> str:
     return f"{kind}.{name}" if name else kind
 
 
+def scripts(role: str) -> str:
+    """EVALSHA of exactly the scripts ``role`` runs (scripts.ROLE_SCRIPTS), and SCRIPT LOAD for the
+    roles that load them for everyone (scripts.LOADERS)."""
+    rules = [f"+evalsha|{sha1(source)}" for source in ROLE_SCRIPTS[role]]
+    return " ".join(rules + ([LOAD] if role in LOADERS else []))
+
+
 def _keys(*patterns: str, read_only: bool = False) -> str:
     return " ".join(("%R~" if read_only else "~") + p for p in patterns)
 
@@ -57,7 +70,7 @@ def _line(user: str, *parts: str) -> str:
 
 def generator_user(k: Keys, g: str) -> str:
     own = [k.signal(g), k.lease("generator", g)]
-    return _line(user_name("generator", g), SCRIPTS,
+    return _line(user_name("generator", g), scripts("generator"),
                  _keys(k.meta, *own, k.signal_feed(g)),
                  f"({_keys(k.meta)} {META_READ})",
                  f"({_keys(*own)} {OWN} +hset +hgetall)",
@@ -77,7 +90,7 @@ DEREGISTERED = "+type +hset +hget +hexists +hdel +hmget +del"
 def strategy_user(k: Keys, s: str) -> str:
     own = [k.lease("strategy", s), k.decision(s)]
     bells = [k.count("*"), k.ready("*")]
-    return _line(user_name("strategy", s), SCRIPTS,
+    return _line(user_name("strategy", s), scripts("strategy"),
                  _keys(k.meta, k.strategies, k.deregistered, k.joins, *own, *bells),
                  f"({_keys(k.meta)} {META_READ})",
                  f"({_keys(k.strategies)} +sismember +scard)",
@@ -91,7 +104,7 @@ def strategy_user(k: Keys, s: str) -> str:
 
 def trader_user(k: Keys) -> str:
     own = [k.trader, k.medians, k.events, k.lease("trader"), k.trader_fence, k.settled, k.acted, k.traders]
-    return _line(user_name("trader"), SCRIPTS, "+multi +exec",
+    return _line(user_name("trader"), scripts("trader"), "+multi +exec",
                  _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.joins, k.ready("*"),
                        k.lease("strategy", "*"), *own),
                  f"({_keys(k.meta)} {META})",
@@ -110,7 +123,7 @@ def operator_user(k: Keys) -> str:
     """Reads everything in the namespace (status, check, history, redis-cli) and may deregister
     (`redismedian deregister` runs one script: registry, backup and the deregistration record), and
     create or repair the deployment record."""
-    return _line(user_name("operator"), SCRIPTS,
+    return _line(user_name("operator"), scripts("operator"),
                  _keys(k.meta, k.strategies, k.registry_backup, k.deregistered),
                  f"({_keys(k.pattern, read_only=True)} +@read -@dangerous)",
                  f"({_keys(k.meta)} {META} +hdel +del)",

@@ -15,7 +15,6 @@ from types import FrameType
 from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import redis
-from redis.commands.core import Script
 
 from . import keys as K
 from .clock import ServerClock, boundary_ms, epoch_of
@@ -24,7 +23,7 @@ from .connection import (Backoff, ErrorKind, Outage, classify, describe_error, m
                          wrong_mode)
 from .acl import user_name
 from .metrics import NullMetrics
-from .scripts import MetaArgs, lease_acquire, lease_release, meta_create, preamble
+from .scripts import MetaArgs, lease_acquire, lease_release, load_scripts, meta_create, preamble, sha1
 
 T = TypeVar("T")
 
@@ -75,6 +74,7 @@ class Component:
         self.metrics = metrics or NullMetrics()
         self.lease_owner = settings.owner  # the value of our name lease (the strategy adds its start time)
         self._meta_denied = False  # the ACL refused us the creation of the deployment record
+        self._may_load = True      # the ACL lets us load scripts (False after its first refusal)
         self.interrupted = ""      # why the loop was held up since the last epoch ('' = it was not)
 
     # -- for subclasses ----------------------------------------------------
@@ -153,19 +153,52 @@ class Component:
         return list(reply)
 
     def script(self, source: str) -> TimedScript:
-        """A registered script (redis-py loads it again by itself after a Redis restart), timed."""
+        """One of scripts.py's scripts, run by its SHA1 (``EVALSHA``: the ACL grants each role the
+        hashes of its own scripts and nothing else), timed."""
         cache = self._scripts
         if source not in cache:
-            registered = self.client.register_script(source)
-
-            def call(keys: Sequence[Any] = (), args: Sequence[Any] = (), _script: Script = registered) -> Any:
+            def call(keys: Sequence[Any] = (), args: Sequence[Any] = (), _source: str = source,
+                     _sha: str = sha1(source)) -> Any:
                 t0 = time.perf_counter()
                 try:
-                    return _script(keys=list(keys), args=list(args))
+                    return self._evalsha(_source, _sha, list(keys), list(args))
                 finally:
                     self.metrics.script_call(time.perf_counter() - t0)
             cache[source] = call
         return cache[source]
+
+    def _evalsha(self, source: str, sha: str, keys: list[Any], args: list[Any]) -> Any:
+        """``EVALSHA``.  After NOSCRIPT (Redis restarted, failed over, or its scripts were flushed)
+        a user that may load scripts (the trader, the operator) loads every script and runs it again;
+        one that may not (a generator or strategy under the ACL) polls for a short while, within the
+        period, for the trader to load them, then waits (``Waiting``) until its next try."""
+        loaded = False
+        patience = time.monotonic() + min(2.0, self.period_ms / 4000.0)
+        poll = max(0.01, min(0.2, self.period_ms / 20000.0))
+        while True:
+            try:
+                return self.client.evalsha(sha, len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                if loaded:
+                    raise
+            if self.load_scripts(source):
+                loaded = True
+                continue
+            if time.monotonic() >= patience or self.stop.wait(poll):
+                raise Waiting(f"waiting for the trader to load this {self.kind}'s scripts: Redis does not hold them "
+                              f"(restarted, failed over or flushed), and this {self.kind}'s Redis user may not load "
+                              "them; start the trader")
+
+    def load_scripts(self, *extra: str) -> bool:
+        """Load every production script (and ``extra``) when our Redis user may; False when it may not
+        (asked once: every refusal is an entry in Redis' ACL LOG)."""
+        if self._may_load:
+            try:
+                load_scripts(self.client, *extra)
+                return True
+            except redis.exceptions.NoPermissionError:
+                self._may_load = False
+        return False
 
     def problem(self, text: str, epoch: int | None = None, level: int = logging.ERROR) -> None:
         """Log a data problem once until it changes (not every period).

@@ -224,6 +224,11 @@ end
 """
 
 
+def sha1(source: str) -> str:
+    """The name Redis gives a script (``EVALSHA``, ``SCRIPT LOAD``'s reply, the ACL's ``+evalsha|<sha1>``)."""
+    return hashlib.sha1(source.encode()).hexdigest()
+
+
 def _text(x: Any) -> Any:
     return x.decode(errors="replace") if isinstance(x, bytes) else x
 
@@ -436,7 +441,7 @@ if ARGV[2] ~= '1' then return 1 end
 count_and_ring(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3])
 return 2
 """
-STRATEGY_DOORBELL_SHA = hashlib.sha1(STRATEGY_DOORBELL.encode()).hexdigest()
+STRATEGY_DOORBELL_SHA = sha1(STRATEGY_DOORBELL)
 
 
 def report_text(epoch: int, value: str, state: str, reason: str) -> str:
@@ -973,3 +978,35 @@ for i = 1, #ARGV do
 end
 return out
 """
+
+
+# ---------------------------------------------------------------------------------------------
+# Who runs what
+# ---------------------------------------------------------------------------------------------
+
+# The scripts each role runs, and no other: acl.py grants each role ``EVALSHA`` of exactly these
+# (``+evalsha|<sha1>``), no ``EVAL`` and no ``FUNCTION``, so that no credential can make Redis run
+# code of its own choosing (a looping script that wrote answers BUSY to everyone, and cannot be
+# killed).  Loading (``SCRIPT LOAD``) runs nothing; only the trader and the operator may do it:
+# after a Redis restart or a failover the first of them to meet NOSCRIPT loads every script here,
+# and generators and strategies wait for that (Component.script).
+ROLE_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "generator": (LEASE_ACQUIRE, LEASE_RELEASE, GENERATOR_PUBLISH),
+    "strategy": (LEASE_ACQUIRE, LEASE_RELEASE, STRATEGY_REPORT, STRATEGY_DOORBELL),
+    "trader": (LEASE_ACQUIRE, LEASE_RELEASE, META_CREATE, TRADER_TICK, TRADER_SETTLE, TRADER_ACTED,
+               REGISTRY_ADMIT, REGISTRY_RESTORE),
+    "operator": (DEREGISTER,),
+}
+# The roles that may load scripts (the ACL grants them SCRIPT LOAD; the others wait for them).
+LOADERS = ("trader", "operator")
+PRODUCTION_SCRIPTS: tuple[str, ...] = tuple(dict.fromkeys(s for v in ROLE_SCRIPTS.values() for s in v))
+
+
+def load_scripts(client: Any, *extra: str) -> None:
+    """``SCRIPT LOAD`` every production script (and ``extra``) in one round trip: whoever meets a
+    Redis that lost its scripts loads them for every role.  Raises what Redis answers (NOPERM for a
+    user that may not load)."""
+    pipe = client.pipeline(transaction=False)
+    for source in dict.fromkeys((*PRODUCTION_SCRIPTS, *extra)):
+        pipe.script_load(source)
+    pipe.execute()

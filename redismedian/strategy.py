@@ -19,7 +19,7 @@ from .common import FatalError, Settings, as_str, parse_finite, parse_int, plugi
 from .component import Component, Exit, acquire_name
 from .connection import ErrorKind, classify, describe_error
 from .replies import xread
-from .scripts import (STRATEGY_DOORBELL, StrategyReported, StrategyTicked, strategy_report, strategy_tick_request,
+from .scripts import (StrategyReported, StrategyTicked, strategy_report, strategy_tick_request,
                       strategy_ticked)
 
 MAX_STREAM_ID_SEQ = 18446744073709551615
@@ -145,7 +145,6 @@ class Strategy(Component):
             self.start_ms = self.clock.now_ms()
             self.lease_owner = f"{self.settings.owner}|{self.start_ms}"
         acquire_name(self, self.lease_key, f"strategy name {self.name!r}")
-        self.client.script_load(STRATEGY_DOORBELL)     # the fast path's pipeline calls it by its SHA
         epoch = self.clock.now_ms() // self.period_ms
         self.report(epoch, "", "starting", "started, waiting for the next period")
         self.log.info("started %s (signals %s, period %gs)%s", self.name, ",".join(self.generators),
@@ -294,8 +293,10 @@ class Strategy(Component):
             for c in req.commands:
                 pipe.execute_command(*c)
             fast = strategy_ticked(req, pipe.execute(raise_on_error=False), m)
-            if fast.noscript:       # Redis restarted or flushed its scripts: the full report goes on
-                self.client.script_load(STRATEGY_DOORBELL)
+            if fast.noscript:
+                # Redis restarted or flushed its scripts: load them when we may (else the full report
+                # that follows waits for the trader to)
+                self.load_scripts()
             if fast.now:
                 self.clock.observe(fast.now)
         finally:

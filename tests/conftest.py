@@ -33,6 +33,22 @@ def pytest_collection_modifyitems(items):
                                 + ", ".join(lost[:5]) + (f" and {len(lost) - 5} more" if len(lost) > 5 else ""))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # A failed test that ran processes shows the end of each process's log (every Cluster and
+    # RedisServer writes one under the test's tmp_path): a failure seen once in CI can then be read.
+    outcome = yield
+    rep = outcome.get_result()
+    tmp = item.funcargs.get("tmp_path") if hasattr(item, "funcargs") else None
+    if rep.failed and rep.when in ("setup", "call") and tmp is not None:
+        for log in sorted(Path(tmp).rglob("*.log"))[:20]:
+            try:
+                lines = log.read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            rep.sections.append((f"last lines of {log.relative_to(tmp)}", "\n".join(lines[-40:])))
+
+
 @pytest.fixture
 def fake():
     """A fresh in-memory Redis (fakeredis, with Lua) for unit tests."""

@@ -91,14 +91,32 @@ def test_pipeline_runs_under_per_role_users_and_operator_deregisters(acl, tmp_pa
                 [plugins.sig_a(e), (plugins.sig_b(e) + plugins.sig_c(e)) / 2])
         assert admin.execute_command("ACL", "LOG") == [], "a component was denied a command"
 
+        # Redis forgets its scripts (SCRIPT FLUSH here; a restart or a failover does the same): the
+        # generators and strategies may not load them, the trader loads every role's at its next tick, and
+        # medians of X and Y go on.  The only refusals are the one SCRIPT LOAD each of them tried.
+        admin.script_flush()
+        flushed = len(admin.xrange(f"{NS}:medians"))
+        wait_until(lambda: len([f for _i, f in admin.xrange(f"{NS}:medians")[flushed:] if f["members"] == "X,Y"]) >= 2,
+                   20, what="2 medians of X and Y after SCRIPT FLUSH")
+        refused = admin.execute_command("ACL", "LOG")
+        assert all(_log_field(e, "object") == "script|load" and _log_field(e, "username").split(".")[0]
+                   in ("generator", "strategy") for e in refused), refused
+        assert all(p.alive() for p in c.procs), "a component exited after SCRIPT FLUSH"
+        admin.execute_command("ACL", "LOG", "RESET")
+
         # Each component's own user can run its health check; the operator checks everything.
         op_env = {"REDISMEDIAN_REDIS_URL": server.url_for("operator"),
                   "REDISMEDIAN_PASSWORD_FILE": str(secrets / "operator")}
         for user, args in (("generator.g1", ["generator", "g1"]), ("strategy.X", ["strategy", "X"]),
                            ("trader", ["trader"])):
-            r = _cli(c, ["check", *args], REDISMEDIAN_REDIS_URL=server.url_for(user),
-                     REDISMEDIAN_PASSWORD_FILE=str(secrets / user))
-            assert r.returncode == 0 and r.stdout.startswith("OK: "), (user, r.stdout, r.stderr)
+            # waited for, not judged at one instant: on a loaded machine a 0.5 s epoch may have been missed
+            # just before, and `check trader` is then rightly unhealthy for a while
+            def healthy(user=user, args=args):
+                r = _cli(c, ["check", *args], REDISMEDIAN_REDIS_URL=server.url_for(user),
+                         REDISMEDIAN_PASSWORD_FILE=str(secrets / user))
+                assert "Traceback" not in r.stderr and ("denied" not in r.stdout + r.stderr), (user, r.stdout, r.stderr)
+                return r.returncode == 0 and r.stdout.startswith("OK: ")
+            wait_until(healthy, 20, what=f"check {' '.join(args)} healthy under user {user}")
         wait_until(lambda: _cli(c, ["check"], **op_env).returncode == 0, 10, what="deployment check ok")
         for args in (["status"], ["history", "--csv"], ["status", "--json"]):
             r = _cli(c, args, **op_env)
@@ -154,7 +172,8 @@ def test_strategy_credentials_cannot_overwrite_signals_or_other_decisions(acl):
     ]
     for fn, *args in attempts:
         assert _denied(fn, *args), f"{fn.__name__}{tuple(args)} was allowed"
-    # Our own script, with Y's keys declared: refused before it runs.
+    # Our own script, with Y's keys declared: refused before it runs (loaded by the admin: X may not load it).
+    admin.script_load(S.STRATEGY_REPORT)
     def run_as_x(source, keys, args):
         return x.register_script(source)(keys=keys, args=args)
     assert _denied(lambda: S.strategy_report(run_as_x, Keys(NS), S.MetaArgs(500, "", "i", "o|0", 750), name="Y",
@@ -192,6 +211,55 @@ def test_strategy_credentials_cannot_overwrite_signals_or_other_decisions(acl):
     anon = harness_client(server.port, retry=NO_RETRY)
     with pytest.raises(redis.exceptions.AuthenticationError):
         anon.get(sig)
+
+
+def _log_field(entry, name):
+    """A field of one ACL LOG entry (redis-py gives a dict, or a flat list under RESP2 parsing)."""
+    if isinstance(entry, dict):
+        return entry.get(name)
+    return dict(zip(entry[::2], entry[1::2])).get(name)
+
+
+FUNCTION = "#!lua name=mine\nredis.register_function('spin', function() return 1 end)"
+
+
+def test_no_role_runs_code_of_its_own(acl):
+    """No role user may run a script of its own choosing (a script that writes and then loops makes Redis
+    answer BUSY to everyone, and cannot be killed): no EVAL, no FUNCTION LOAD or FCALL, and EVALSHA of
+    exactly its role's scripts.  Loading a script runs nothing: only the trader and the operator may,
+    and even they cannot then run what they loaded."""
+    server, pw = acl
+    admin = server.client(decode_responses=True)
+    roles = {"generator.g1": "generator", "strategy.X": "strategy", "trader": "trader", "operator": "operator"}
+    own = "return redis.call('SET', KEYS[1], 'x')"
+    for user, role in roles.items():
+        c = _user_client(server, user, pw)
+        key = {"generator": f"{NS}:signal:g1", "strategy": f"{NS}:decision:X", "trader": f"{NS}:trader",
+               "operator": f"{NS}:meta"}[role]
+        assert _denied(c.eval, "return 1", 0), f"{user}: EVAL allowed"
+        assert _denied(c.eval, own, 1, key), f"{user}: EVAL of a write to its own key allowed"
+        assert _denied(c.execute_command, "EVAL_RO", "return 1", 0), f"{user}: EVAL_RO allowed"
+        assert _denied(c.execute_command, "FUNCTION", "LOAD", FUNCTION), f"{user}: FUNCTION LOAD allowed"
+        assert _denied(c.execute_command, "FCALL", "spin", 0), f"{user}: FCALL allowed"
+        assert _denied(c.execute_command, "SCRIPT", "KILL"), f"{user}: SCRIPT KILL allowed"
+        sha = admin.script_load(own)      # loaded by somebody: still not runnable by the role
+        assert _denied(c.evalsha, sha, 1, key), f"{user}: EVALSHA of a foreign script allowed"
+        if role in S.LOADERS:
+            assert c.script_load(own) == sha      # loading runs nothing ...
+            assert _denied(c.evalsha, sha, 1, key), f"{user}: EVALSHA of what it loaded allowed"
+        else:
+            assert _denied(c.script_load, own), f"{user}: SCRIPT LOAD allowed"
+        # every other role's scripts are out of reach too; its own are granted
+        others = {S.sha1(x) for r, xs in S.ROLE_SCRIPTS.items() if r != role for x in xs} - {
+            S.sha1(x) for x in S.ROLE_SCRIPTS[role]}
+        admin.script_load(S.TRADER_TICK)
+        for other in others:
+            assert _denied(c.evalsha, other, 0), f"{user}: EVALSHA of another role's script {other} allowed"
+        rules = admin.execute_command("ACL", "GETUSER", user)
+        commands = dict(zip(rules[::2], rules[1::2]))["commands"] if isinstance(rules, list) else rules["commands"]
+        assert sorted(r.split("|")[1] for r in commands.split() if r.startswith("+evalsha|")) == sorted(
+            S.sha1(x) for x in S.ROLE_SCRIPTS[role])
+    assert admin.get(f"{NS}:signal:g1") is None and admin.get(f"{NS}:decision:X") is None
 
 
 def test_a_strategy_cannot_forge_or_read_a_peers_decision(acl):

@@ -74,11 +74,11 @@ def world(tmp_path):
                                                     *(f"strategy.{s}" for s in STRATEGIES)])
     procs = {}
     try:
-        # Strategies first: under the ACL they cannot create the deployment record, and wait for
-        # the trader (one log line, no exit).
+        # Strategies first: under the ACL they may neither load their scripts on a fresh Redis nor create
+        # the deployment record, and wait for the trader (one log line, no exit).
         for s, g in STRATEGIES.items():
             procs[s] = c.strategy(s, g, env=as_user(f"strategy.{s}"))
-        procs["X"].wait_for_output(r"waiting for the deployment record", timeout=15)
+        procs["X"].wait_for_output(r"waiting for the trader", timeout=15)
         procs["trader"] = c.trader(env=as_user("trader"))
         for g, fn in zip(GENERATORS, ("sig_a", "sig_b", "sig_c")):
             procs[g] = c.generator(g, f"tests.plugins:{fn}", env=as_user(f"generator.{g}"))
@@ -244,7 +244,7 @@ def test_every_role_can_write_only_its_own_keys_and_the_doorbells(world):
         assert _is_denial(e.value), str(e.value)
     # The fast report's commands with Y's name: every write to Y's keys refused; its doorbell script
     # (which only counts a registered name for the epoch) is a doorbell X may ring anyway.
-    x.script_load(S.STRATEGY_DOORBELL)
+    admin.script_load(S.STRATEGY_DOORBELL)   # X may not load it: only run it (acl.scripts)
     fast = S.strategy_tick_request(K, meta, name="Y", epoch=epoch + 1, value="1000", state="ok", reason="",
                                    decision_ttl_ms=5000, ready_ttl_ms=1000, check_meta=False)
     pipe = x.pipeline(transaction=False)
@@ -335,9 +335,20 @@ def test_a_generator_or_strategy_started_before_any_trader_waits_for_the_deploym
     try:
         g = c.generator("g1", "tests.plugins:sig_a", env=as_user("generator.g1"))
         x = c.strategy("X", "g1", env=as_user("strategy.X"))
+        admin = server.client(decode_responses=True)
+        # A fresh Redis holds no scripts, and these users may not load them (nor run any of their choosing):
+        # they wait for the trader, one log line each, still running.
+        for p in (g, x):
+            p.wait_for_output(r"waiting for the trader to load this (generator|strategy)'s scripts", timeout=15)
+        time.sleep(3 * PERIOD)
+        for p in (g, x):
+            assert p.alive()
+            assert p.output().count("waiting for the trader to load") == 1, p.output()
+        # Scripts loaded (by the admin here): next they wait for the deployment record, which only the
+        # trader or the operator creates.
+        S.load_scripts(admin)
         for p in (g, x):
             p.wait_for_output(r"waiting for the deployment record", timeout=15)
-        admin = server.client(decode_responses=True)
         assert not admin.exists(K.meta), "only the trader or the operator creates the deployment record"
         time.sleep(3 * PERIOD)   # three periods of waiting: still one log line each, still running
         for p in (g, x):

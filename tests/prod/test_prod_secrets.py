@@ -125,8 +125,9 @@ def test_right_password_never_appears_in_logs_or_status(acl, tmp_path):
     gen = c.generator("g1", env=c.env(REDISMEDIAN_REDIS_URL=server.url_for("generator.g1", secret),
                                       REDISMEDIAN_LOG_FORMAT="json"))
     try:
-        # Under the ACL a generator may not create the deployment record: it waits for the trader.
-        gen.wait_for_output(r'"message": "waiting for the deployment record redismedian:meta', timeout=15)
+        # Under the ACL a generator may not load its scripts on a fresh Redis (nor create the deployment
+        # record): it waits for the trader.
+        gen.wait_for_output(r'"message": "waiting for the trader to load this generator', timeout=15)
         trader = c.trader(env=c.env(REDISMEDIAN_REDIS_URL=server.url_for("trader", pw["trader"])))
         gen.wait_for_output(r'"message": "g1 signal ', timeout=15)
         # A status command given the password in its URL shows the URL redacted.
@@ -141,7 +142,7 @@ def test_right_password_never_appears_in_logs_or_status(acl, tmp_path):
     records = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert records and all(rec["component"] == "generator" and rec["name"] == "g1" for rec in records)
     assert any(rec["message"].startswith("g1 signal ") for rec in records)
-    waiting = [rec for rec in records if rec["message"].startswith("waiting for the deployment record")]
+    waiting = [rec for rec in records if rec["message"].startswith("waiting for the trader")]
     assert len(waiting) == 1 and waiting[0]["level"] == "WARNING", waiting    # said once, not every period
 
 
