@@ -315,7 +315,8 @@ def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int 
         return {"state": "unreadable", "reason": trader, "epoch": None, "median": None, "count": None,
                 "age_s": None, "leader": holder.value if holder else None, "fence": None,
                 "published_epoch": None, "missed": None, "last_missed": None, "last_missed_reason": "",
-                "acted": None, "action_error": ""}
+                "acted": None, "action_error": "", "doorbell_anomalies": None, "doorbell_last": None,
+                "doorbell_kind": "", "doorbell_detail": ""}
     e = parse_int(trader.get("epoch"))
     own = trader.get("state", "")
     row: dict[str, Any] = {
@@ -325,6 +326,10 @@ def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int 
         "missed": parse_int(trader.get("missed")), "last_missed": parse_int(trader.get("last_missed")),
         "last_missed_reason": trader.get("last_missed_reason", ""),
         "acted": parse_int(trader.get("acted")), "action_error": trader.get("action_error", ""),
+        # epochs whose doorbell did not ring as it should (trader.doorbell_verdict)
+        "doorbell_anomalies": parse_int(trader.get("doorbell_anomalies")),
+        "doorbell_last": parse_int(trader.get("doorbell_last")),
+        "doorbell_kind": trader.get("doorbell_kind", ""), "doorbell_detail": trader.get("doorbell_detail", ""),
     }
     if holder is None:
         if not trader:

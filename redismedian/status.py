@@ -246,6 +246,10 @@ def render(data: dict[str, Any], url: str) -> str:
                         if H.missed_recently(t, data["epoch"]) else ""))
     if t.get("action_error"):
         lines.append(f"            --on-median action failed (retried every period): {t['action_error']}")
+    if t.get("doorbell_anomalies"):
+        lines.append(f"            doorbell: {t['doorbell_anomalies']} epoch(s) did not ring as they should; last "
+                     f"epoch {_v(t.get('doorbell_last'))} ({t.get('doorbell_kind') or '?'}): "
+                     f"{t.get('doorbell_detail', '')}")
     for tr in data.get("traders", []):
         lines.append(f"            {tr['role']:<8} {tr['owner']}  (reported {_v(tr.get('age_s'))}s ago)")
     lines.append("")

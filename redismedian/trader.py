@@ -39,6 +39,22 @@ REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 READ_PART_MIN, READ_PART_MAX = 1_000, 5_000
 READ_WINDOW = 2      # parts sent ahead of the one being judged (the rest are sent as replies come in)
 MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the epoch up
+# The doorbell is a hint that anybody with a strategy's credentials can spoil (INCR NS:count:<E>
+# ahead, RPUSH NS:ready:<E> early).  When the count read beside the decisions shows more submissions
+# than registered strategies, the ring may never come: the trader then reads every POLL_MIN_MS at
+# least, or every READ_COST_FACTOR times what one read costs (so that polling keeps Redis at most ~20%
+# busy at 100k strategies); after a ring that came early it waits as long before the next read.
+POLL_MIN_MS = 20
+READ_COST_FACTOR = 4
+
+
+class Doorbell(NamedTuple):
+    """What the trader tells of epochs whose doorbell did not ring as it should."""
+
+    total: int = 0      # such epochs since this trader started
+    last: int = -1      # the last one
+    kind: str = ""      # overcounted | early
+    detail: str = ""
 
 
 class Seen(NamedTuple):
@@ -51,6 +67,8 @@ class Seen(NamedTuple):
     version: int | None
     size: int | None
     tallied: "Tally | None" = None
+    rang: bool = False          # the wait was ended by the doorbell (an element of NS:ready:<E> popped)
+    counted: int | None = None  # NS:count:<E> as read (None: missing or not a number)
 
 
 class Tally(NamedTuple):
@@ -225,6 +243,8 @@ class Trader(Component):
         self.on_median = on_median   # the action plug-in: FUNC(epoch, median, fence), or None
         self.accounted: int | None = None  # the last epoch we settled or recorded as missed
         self.missed = MissedRecord()
+        self.doorbell = Doorbell()
+        self._read_cost_ms = 0.0   # what one read of every decision took (moving average)
 
     def startup(self) -> None:
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
@@ -334,6 +354,9 @@ class Trader(Component):
     def collect(self, epoch: int, deadline: int) -> None:
         """Wait for the decisions (doorbell) and settle the epoch: publish, or error at the deadline."""
         checks = 0
+        bell = _BellWatch()
+        # A doorbell spoiled in the epoch before is likely spoiled again: poll from the start.
+        bell.spoiled = self.doorbell.last == epoch - 1 and self.doorbell.kind == "overcounted"
         while not self.stop.is_set():
             names, keys = self.read_plan()
             if not names:
@@ -341,10 +364,15 @@ class Trader(Component):
                 return
             now = self.clock.now_ms()
             final = now >= deadline
+            if not final and now < bell.hold_until:     # the doorbell rang early: pace the reads
+                self.clock.wait(self.stop, (min(bell.hold_until, deadline) - now) / 1000.0)
+                continue
             # Block on the doorbell (it stays rung until we pop it), for a short step at most so
-            # that stop requests stay fast; at the deadline, read at once.
-            wait_ms = 0 if final else max(1, min(self.settings.block_ms, deadline - now))
-            seen = self.read_decisions(epoch, keys, wait_ms)
+            # that stop requests stay fast; at the deadline, read at once.  While the count shows the
+            # doorbell was spoiled, poll.
+            step = self.settings.block_ms if not bell.spoiled else self.poll_ms()
+            wait_ms = 0 if final else max(1, min(step, deadline - now))
+            seen = self.timed_read(epoch, keys, wait_ms)
             final = final or self.clock.now_ms() >= deadline
             if self.registry_moved(seen):
                 # An operator deregistered (or somebody edited the registry) while we wait: adopt it
@@ -354,7 +382,10 @@ class Trader(Component):
                 if checks <= MAX_REGISTRY_CHECKS:
                     continue
             got = seen.tallied or tally(epoch, names, seen.decisions, self.keys.decision, explain=final)
+            bell.saw(seen, len(names), complete=not got.problems)
             if got.problems and not final:
+                if bell.early_now:
+                    bell.hold_until = self.clock.now_ms() + self.poll_ms()
                 continue
             if got.problems:
                 problems = explain_missing(self.client, self.keys, epoch, names, seen.decisions, got.problems)
@@ -365,6 +396,8 @@ class Trader(Component):
                 members = ",".join(names) if count <= K.MEDIAN_MEMBERS_LIMIT else ""
             settled = self.settle(epoch, outcome, text, count, members)
             if settled != "registry":
+                if settled == "published":
+                    self.doorbell_verdict(epoch, bell, len(names))
                 return
             checks += 1
             if checks > MAX_REGISTRY_CHECKS:
@@ -385,7 +418,8 @@ class Trader(Component):
         registry's version and size: one round trip."""
         ready_key = self.keys.ready(epoch)
         commands: list[tuple[Any, ...]] = [("BLPOP", ready_key, f"{wait_ms / 1000.0:.3f}")] if wait_ms else []
-        commands += [("HGET", self.keys.meta, "registry"), ("SCARD", self.keys.strategies)]
+        commands += [("GET", self.keys.count(epoch)), ("HGET", self.keys.meta, "registry"),
+                     ("SCARD", self.keys.strategies)]
         tallied = None
         if type(self.client) in (redis.Redis, redis.StrictRedis):
             replies, tallied = self._send(commands, keys, epoch)
@@ -393,6 +427,7 @@ class Trader(Component):
             pipe = self.client.pipeline(transaction=False)
             if wait_ms:
                 pipe.blpop([ready_key], timeout=wait_ms / 1000.0)
+            pipe.get(self.keys.count(epoch))
             pipe.hget(self.keys.meta, "registry")
             pipe.scard(self.keys.strategies)
             pipe.mget(keys)
@@ -403,12 +438,49 @@ class Trader(Component):
                              ready_key, describe_error(replies[0]))
             self.client.delete(ready_key)
             replies[0] = None
-        version, size, decisions = replies[-3:]
+        count, version, size, decisions = replies[-4:]
         for reply in replies:
             if isinstance(reply, Exception) and (reply is decisions or classify(reply) is not ErrorKind.DATA):
                 raise reply
+        rang = bool(wait_ms) and replies[0] is not None
         return Seen(decisions, None if isinstance(version, Exception) else _version(version),
-                    size if isinstance(size, int) else None, tallied)
+                    size if isinstance(size, int) else None, tallied, rang,
+                    None if isinstance(count, Exception) else parse_int(count))
+
+    def timed_read(self, epoch: int, keys: list[str], wait_ms: int) -> "Seen":
+        """``read_decisions``, keeping a moving average of what a read costs beside the wait."""
+        t0 = self.clock.now_ms()
+        seen = self.read_decisions(epoch, keys, wait_ms)
+        took = max(0.0, self.clock.now_ms() - t0 - (0 if seen.rang else wait_ms))
+        self._read_cost_ms = 0.7 * self._read_cost_ms + 0.3 * took if self._read_cost_ms else took
+        return seen
+
+    def poll_ms(self) -> int:
+        """How long to wait between two reads when the doorbell cannot be trusted."""
+        return int(min(self.settings.block_ms, max(POLL_MIN_MS, READ_COST_FACTOR * self._read_cost_ms)))
+
+    def doorbell_verdict(self, epoch: int, bell: "_BellWatch", nreg: int) -> None:
+        """After a publication: count and show an epoch whose doorbell did not ring as it should
+        (WARNING once per episode, the metric, and NS:trader's ``doorbell_*`` fields for status)."""
+        if bell.kind:
+            detail = (f"{self.keys.count(epoch)} counted {bell.max_count} submissions for {nreg} registered "
+                      "strategies (a submission counted twice, or a strategy's credentials INCRed it): "
+                      "the trader polled for the decisions" if bell.kind == "overcounted" else
+                      f"{self.keys.ready(epoch)} rang before every decision was in (a strategy's credentials "
+                      "RPUSHed it): the trader paced its reads")
+            d = self.doorbell
+            if d.last != epoch - 1:
+                self.log.warning("the doorbell did not ring as it should in epoch %d: %s", epoch, detail)
+            self.doorbell = Doorbell(d.total + 1, epoch, bell.kind, detail)
+            self.metrics.error(f"doorbell_{bell.kind}")
+            try:
+                self.client.hset(self.keys.trader, mapping={
+                    "doorbell_anomalies": self.doorbell.total, "doorbell_last": epoch,
+                    "doorbell_kind": bell.kind, "doorbell_detail": detail})
+            except redis.exceptions.RedisError as e:
+                self.log.debug("could not record the doorbell anomaly: %s", describe_error(e))
+        elif self.doorbell.last == epoch - 1:
+            self.log.info("the doorbell rang as it should again in epoch %d", epoch)
 
     def _send(self, commands: list[tuple[Any, ...]], keys: list[str], epoch: int) -> tuple[list[Any], "Tally | None"]:
         """One round trip: ``commands``, then ``MGET`` of ``keys`` in parts, whose encoding is kept
@@ -683,6 +755,26 @@ class Trader(Component):
             self.release_lease(self.keys.lease("trader"), f"{self.settings.owner}|{self.token}")
         self.client.hdel(self.keys.traders, self.settings.owner)
         self.log.info("trader stopped")
+
+
+class _BellWatch:
+    """How one epoch's doorbell behaved, as the trader's reads saw it."""
+
+    def __init__(self) -> None:
+        self.spoiled = False     # the count went past the registry's size: the ring may never come
+        self.early_now = False   # the last read was woken by a ring, yet not every decision was in
+        self.kind = ""           # overcounted | early ('' = as it should)
+        self.max_count = 0
+        self.hold_until = 0      # server ms: no read before this (after an early ring)
+
+    def saw(self, seen: Seen, nreg: int, complete: bool) -> None:
+        self.early_now = seen.rang and not complete
+        if seen.counted is not None and seen.counted > nreg:
+            self.spoiled = True
+            self.max_count = max(self.max_count, seen.counted)
+            self.kind = "overcounted"
+        elif self.early_now and not self.kind:
+            self.kind = "early"
 
 
 def _version(raw: object) -> int:

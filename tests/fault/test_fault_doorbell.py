@@ -1,0 +1,85 @@
+"""The doorbell cannot be gamed silently (issue 21, item 6).
+
+The doorbell (``NS:count:<E>`` counted up by each submission, ``NS:ready:<E>`` rung when the count
+reaches the registry's size) only tells the trader when to look.  Anybody with a strategy's
+credentials may INCR the count or RPUSH the list: counting ahead made the ring never come, and every
+median came at the trader's blocking step (~500 ms at a 1 s period) instead of within a few ms, with
+nothing said.  Here a forger does both, at every epoch, for a 1 s period with 3 strategies: the
+medians stay exact and are published within 100 ms of the boundary at p50, and every such epoch is
+counted and shown (NS:trader, status, one WARNING per episode).
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+
+import pytest
+
+from tests.integ_support import assert_exact, medians, wait_registered
+from tests.support import Cluster, wait_until
+
+PERIOD = 1.0
+GENERATORS = {"g1": "sig_a", "g2": "sig_b", "g3": "sig_c"}
+STRATEGIES = {"X": ["g1"], "Y": ["g2", "g3"], "Z": ["g1", "g3"]}
+
+
+def _forge(r, stop: threading.Event, kind: str) -> None:
+    """Spoil the doorbell of the current and the next epochs, as fast as a loop goes (bounded by stop)."""
+    while not stop.is_set():
+        sec, usec = r.time()
+        epoch = (sec * 1000 + usec // 1000) // int(PERIOD * 1000)
+        pipe = r.pipeline(transaction=False)
+        for e in (epoch, epoch + 1):
+            if kind == "overcount":
+                pipe.incrby(f"t:count:{e}", 5)       # five ahead: the count never equals the registry's size
+                pipe.pexpire(f"t:count:{e}", 5000)
+            else:
+                pipe.rpush(f"t:ready:{e}", "forged")    # rings before anybody submitted
+                pipe.pexpire(f"t:ready:{e}", 5000)
+        pipe.execute()
+        stop.wait(0.05)
+
+
+@pytest.fixture
+def slow_cluster(redis_server, tmp_path):
+    """Components at a 1 s period (the issue's figure), stopped at the end."""
+    c = Cluster(redis_server.url, tmp_path, period=PERIOD)
+    yield c
+    c.stop_all()
+
+
+def _run(c, redis_server, kind: str):
+    for g, sig in GENERATORS.items():
+        c.generator(g, f"tests.plugins:{sig}")
+    trader = c.trader()
+    for s, gs in STRATEGIES.items():
+        c.strategy(s, ",".join(gs))
+    r = redis_server.client(decode_responses=True)
+    e0 = wait_registered(r, STRATEGIES, PERIOD, timeout=40)
+    stop = threading.Event()
+    forger = threading.Thread(target=_forge, args=(redis_server.client(decode_responses=True), stop, kind),
+                              daemon=True)
+    forger.start()
+    try:
+        start = e0 + 2
+        entries = wait_until(lambda: (lambda m: m if len(m) >= 6 else None)(
+            [e for e in medians(r) if e["epoch"] >= start]), 30, what="6 medians under the forged doorbell")
+    finally:
+        stop.set()
+        forger.join(5)
+    assert_exact(entries, STRATEGIES, GENERATORS)
+    late = [int(e["ts"]) - e["epoch"] * int(PERIOD * 1000) for e in entries]
+    assert statistics.median(late) <= 100, f"ms from the boundary to each median: {late}"
+    t = r.hgetall("t:trader")
+    assert int(t.get("doorbell_anomalies", 0)) >= 6 and t.get("doorbell_kind") == kind.replace(
+        "overcount", "overcounted"), t
+    status = c.cli("status")
+    assert status.returncode == 0 and "did not ring as they should" in status.stdout, status.stdout
+    warnings = [line for line in trader.output().splitlines() if "did not ring as it should" in line]
+    assert 1 <= len(warnings) <= 2, warnings     # once per episode (the forger ran without a gap)
+    return late
+
+
+@pytest.mark.parametrize("kind", ["overcount", "early"])
+def test_a_spoiled_doorbell_costs_no_latency_and_is_shown(slow_cluster, redis_server, kind):
+    _run(slow_cluster, redis_server, kind)
