@@ -130,10 +130,25 @@ local function lease_hold(key, owner, ttl)
   return true
 end
 
--- The registry version (NS:meta field 'registry'), incremented at every change of the backup.
+-- The registry version as the deployment record holds it (NS:meta field 'registry'), or nil: not
+-- there, or a record that is not a hash.  Every change of the backup writes it (registry_bump,
+-- REGISTRY_RESTORE), so it is there whenever the backup lists a name, until Redis loses its data
+-- (FLUSHALL, a restart without persistence, the record evicted or deleted): the record comes back
+-- without it.  An SREM leaves it.
+local function registry_field(meta)
+  local v = redis.pcall('HGET', meta, 'registry')
+  if type(v) == 'table' and v['err'] then
+    if wrongtype(meta, 'hash') then return nil end
+    redis.call('HGET', meta, 'registry')   -- raises the same error (e.g. NOPERM)
+  end
+  if type(v) ~= 'string' then return nil end
+  return v
+end
+
+-- The registry version, incremented at every change of the backup (0: missing or garbage).
 local function registry_version(meta)
-  local v = int(redis.call('HGET', meta, 'registry') or '')
-  if not v or v < 0 then return 0 end   -- missing or garbage
+  local v = int(registry_field(meta) or '')
+  if not v or v < 0 then return 0 end
   return v
 end
 
@@ -177,11 +192,13 @@ end
 -- * a registry that vanished while the backup lists two or more names was lost (DEL, eviction,
 --   expiry): restored from the backup.  SREM of the last name deletes the key too, and Redis
 --   cannot tell that from DEL: a vanished registry whose backup lists one name is taken as that
---   name's deregistration (recorded), unless the caller just saw Redis lose its data (`lost`);
+--   name's deregistration (recorded), whoever looks first and whatever it remembers; unless the
+--   deployment record lost its registry version (registry_field): then Redis lost its data under
+--   the backup, and the name is restored;
 -- * a registry that exists is authoritative: when its size differs from the backup's, names were
 --   SREMed (deregistered: recorded) or SADDed by hand, and the backup becomes a copy of it.
 -- Returns version, backup size, note ('' unless something was repaired).
-local function registry_guard(meta, reg, backup, dereg, now, lost)
+local function registry_guard(meta, reg, backup, dereg, now)
   local note = ''
   local bad = wrongtype(dereg, 'hash')
   if bad then
@@ -200,18 +217,23 @@ local function registry_guard(meta, reg, backup, dereg, now, lost)
     rt = redis.call('TYPE', reg)['ok']
   end
   local nb = redis.call('SCARD', backup)
-  if rt == 'none' then
-    if nb > 1 or (nb == 1 and lost) then
+  if rt == 'none' and nb > 0 then
+    local marked = registry_field(meta) ~= nil
+    if nb > 1 or not marked then
       redis.call('SUNIONSTORE', reg, backup)
       note = note .. reg .. ' had vanished: restored ' .. nb .. ' registrations from ' .. backup
-    elseif nb == 1 then
+      if not marked then
+        registry_bump(meta)     -- the mark again: a later SREM of the last name is a deregistration
+        note = note .. ' (' .. meta .. ' had lost the registry version: Redis lost data)'
+      end
+    else
       local last = redis.call('SRANDMEMBER', backup)
       redis.call('HSET', dereg, last, now)
       redis.call('SREM', backup, last)
       nb = 0
       registry_bump(meta)
     end
-  elseif redis.call('SCARD', reg) ~= nb then
+  elseif rt ~= 'none' and redis.call('SCARD', reg) ~= nb then
     for _, gone in ipairs(redis.call('SDIFF', backup, reg)) do
       redis.call('HSET', dereg, gone, now)
     end
@@ -582,7 +604,7 @@ local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, true)
 if not inst then return {changed, now, detail} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 local prev = ''     -- the last epoch a trader settled (NS:trader:settled)
@@ -716,7 +738,7 @@ local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, false)
 if not inst then return {changed, now, detail} end
 if changed then return {'registry', now, inst, 'Redis lost its data'} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local epoch = tonumber(ARGV[6])
 local token, owner = ARGV[7], ARGV[4]
 -- The decisions were read for exactly the registry the trader remembers: refuse if it moved.
@@ -846,7 +868,7 @@ REGISTRY_ADMIT = PRELUDE + r"""
 local now = now_ms()
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, false)
 if not inst then return {changed, now, detail} end
-local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
+local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local admitted = {}
 local created = int(redis.call('HGET', KEYS[1], 'created') or '')
 local regrow = false
@@ -908,7 +930,7 @@ local now = now_ms()
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, true)
 if not inst then return {changed, now, detail} end
 if changed then return {'changed', now, inst, 0, 0, ''} end
-registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
+registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local shown = {}
 for i = 7, #ARGV do
   redis.call('SADD', KEYS[3], ARGV[i])
@@ -937,7 +959,7 @@ def registry_restore(run: Runner, k: Keys, m: MetaArgs, *, version: int, names: 
 # deregistration (so that removing the last strategy is told apart from losing the registry).
 DEREGISTER = PRELUDE + r"""
 local now = now_ms()
-local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
+local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local removed = redis.call('SREM', KEYS[2], ARGV[1])
 local removed_backup = redis.call('SREM', KEYS[3], ARGV[1])
 if removed == 1 or removed_backup == 1 then
