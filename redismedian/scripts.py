@@ -40,6 +40,11 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Epoch E = floor(server ms / period ms), as clock.epoch_of says in Python.
+local function epoch_of(ms, period)
+  return math.floor(ms / period)
+end
+
 -- The one number grammar (common.parse_number mirrors it): optional sign, digits with at most one
 -- decimal point, optional exponent; finite.  tonumber alone would also take spaces, hex, 'inf' and
 -- 'nan': no other character than these passes the first test, and for these tonumber's grammar
@@ -168,7 +173,7 @@ end
 local function regrowing(meta, period, epoch, inst, restored)
   local recreated = int(redis.call('HGET', meta, 'recreated') or '')
   if not recreated or restored == inst then return nil end
-  local c = math.floor(recreated / period)
+  local c = epoch_of(recreated, period)
   if c <= epoch and epoch < c + 2 then
     return 'registry being rebuilt since epoch ' .. c .. ' (strategies older than the deployment record are ' ..
       'registering: Redis lost its data, or a new deployment): publishing from epoch ' .. (c + 2)
@@ -354,7 +359,7 @@ if not inst then return {changed, now, detail} end
 local held, holder = lease_hold(KEYS[4], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
 local epoch = tonumber(ARGV[6])
-local cur = math.floor(now / period)
+local cur = epoch_of(now, period)
 if cur < epoch then return {'early', now, inst, 0, '', cur} end
 if cur > epoch then return {'late', now, inst, 0, '', cur} end
 redis.call('DEL', KEYS[2])
@@ -670,7 +675,7 @@ end
 if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
 local p = redis.pcall('GET', KEYS[10])
 if type(p) == 'string' then prev = p end
-local cur = math.floor(now / period)
+local cur = epoch_of(now, period)
 if cur ~= epoch then return reply('expired', token, took, tostring(cur)) end
 if took == 1 then
   redis.call('HSET', KEYS[5], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
@@ -746,7 +751,7 @@ if ver ~= tonumber(ARGV[9]) or nb ~= tonumber(ARGV[10]) or redis.call('SCARD', K
   return {'registry', now, inst, note}
 end
 if lease_get(KEYS[7]) ~= owner .. '|' .. token then return {'standby', now, inst, note} end
-if math.floor(now / period) ~= epoch then return {'expired', now, inst, note} end
+if epoch_of(now, period) ~= epoch then return {'expired', now, inst, note} end
 if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
 if published_already(KEYS[5], epoch, ARGV[12]) then return {'done', now, inst, note} end
 local outcome, text = ARGV[14], ARGV[15]
