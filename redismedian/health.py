@@ -99,13 +99,22 @@ class Holder:
         return self.owner
 
 
+def split_lease(value: str) -> tuple[str, str]:
+    """A lease value ``<owner>|<extra>`` as (owner, extra), split on the last ``|``: the extra part
+    (a strategy's start in server ms, the trader's fencing token) never holds one.  Without a ``|``
+    the whole value is the owner and the extra part is empty.  The scripts split it the same way
+    (``lease_split`` in ``scripts.PRELUDE``)."""
+    owner, sep, extra = value.rpartition("|")
+    return (owner, extra) if sep else (value, "")
+
+
 def lease_holder(value: Any, pttl_ms: Any) -> Holder | None:
     """The holder of a lease from its key's ``GET`` and ``PTTL`` replies, or None: a missing key,
     a key of another type (its GET failed), or one without a time to live holds nothing."""
     if not isinstance(value, (bytes, str)) or not isinstance(pttl_ms, int) or pttl_ms < 0:
         return None
     text = as_str(value)
-    owner, _, extra = text.partition("|")
+    owner, extra = split_lease(text)
     return Holder(text, owner, extra, pttl_ms)
 
 

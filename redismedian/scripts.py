@@ -112,6 +112,15 @@ local function lease_get(key)
   return redis.call('GET', key)
 end
 
+-- A lease value "<owner>|<extra>" (extra: a strategy's start in server ms, the trader's fencing
+-- token), split on the last '|' as health.split_lease does in Python.  Returns owner, extra (nil
+-- when there is no '|').
+local function lease_split(value)
+  local owner, extra = string.match(value, '^(.*)|([^|]*)$')
+  if not owner then return value, nil end
+  return owner, extra
+end
+
 -- The same, for somebody else's lease: read, never repaired.
 local function lease_peek(key)
   if redis.call('TYPE', key)['ok'] ~= 'string' or redis.call('PTTL', key) < 0 then return nil end
@@ -883,7 +892,8 @@ for i = 5, #KEYS do
   if lease and redis.call('SISMEMBER', KEYS[2], name) == 0 then
     -- The lease value is "<owner>|<server ms the process started>": a deregistration recorded
     -- after that start was meant for this very process, which is about to exit.
-    local start = int(string.match(lease, '|([^|]*)$') or '')
+    local _, extra = lease_split(lease)
+    local start = int(extra or '')
     local rec = int(redis.call('HGET', KEYS[4], name) or '')   -- garbage there is no record (cleared below)
     if start and not (rec and rec >= start) then
       redis.call('SADD', KEYS[2], name)
