@@ -1,9 +1,36 @@
 """Lua scripts, each with its typed wrapper: every atomic step of a component is one script call.
 
-Every script that touches the deployment starts with the same prelude: read the server clock
-(``TIME``), check the deployment record (``NS:meta``: the period, and an instance id that changes
-when Redis lost its data), and hold the caller's lease.  Scripts validate before they write, so a
-refusal never leaves a half-done change behind.
+``PRELUDE`` holds the helpers the scripts share (the server clock, the number grammar, the
+deployment record check, leases, the registry guard, the epoch); it checks nothing by itself.  What
+each script checks before it acts (the deployment record ``NS:meta``: the period, and an instance id
+that changes when Redis lost its data; the caller's lease):
+
+=====================  ==============================  =====================================
+script                 deployment record               caller's lease
+=====================  ==============================  =====================================
+LEASE_ACQUIRE/RELEASE  no                              it is the lease
+META_CREATE            creates it when missing         no
+GENERATOR_PUBLISH      yes                             held (taken or renewed)
+STRATEGY_REPORT        when the caller asks            held (taken or renewed)
+STRATEGY_DOORBELL      no                              no: the fast path reads the lease back
+                                                       in the same pipeline (strategy_ticked)
+TRADER_TICK            yes, creates it when missing    the trader lead: taken or renewed
+TRADER_SETTLE          yes                             the lead checked (owner|token), not renewed
+TRADER_ACTED           no                              the lead checked
+REGISTRY_ADMIT         yes                             none (it reads the strategies' leases)
+REGISTRY_RESTORE       yes, creates it when missing    none
+DEREGISTER             no                              none (the operator's command)
+=====================  ==============================  =====================================
+
+A refusal (any answer but the one that goes on) never writes what the caller asked for, but some
+come after changes that stand.  The registry guard (in TRADER_TICK, TRADER_SETTLE, REGISTRY_ADMIT,
+REGISTRY_RESTORE and DEREGISTER) runs first, right after the deployment record check: its repairs
+and the deregistrations it records stay, whatever the script answers next.  A script removes
+garbage at a key of its own on the way.  TRADER_TICK writes its heartbeat before it answers
+``standby``, and takes the lead (incrementing the fence) before it can still answer ``expired``
+(or, after writing ``NS:trader``, ``done`` or ``starting``); GENERATOR_PUBLISH renews its lease
+before it answers ``early`` or ``late``; STRATEGY_REPORT writes the decision key before it answers
+``deregistered`` (the trader never counts it: the name is not registered).
 
 Each script has one wrapper beside its text: a function that builds KEYS and ARGV from named
 parameters, and a NamedTuple for its reply, so that no caller indexes a reply by position.  Every
