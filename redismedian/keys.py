@@ -69,7 +69,8 @@ class Keys:
     @property
     def meta(self) -> str:
         """Hash: ``period_ms``, ``instance`` (random id; changes when Redis lost its data), ``created``,
-        ``registry`` (version of the registry backup, incremented at every change)."""
+        ``registry`` (version of the registry backup, incremented at every change; a backup that lists
+        names beside a record without it survived a data loss, scripts.registry_guard)."""
         return f"{self.prefix}:meta"
 
     @property
