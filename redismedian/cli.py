@@ -16,6 +16,7 @@ from .common import (DEFAULT_PERIOD_S, EXIT_FAILURE, NAME_RULE, FatalError, Sett
                      load_callable, parse_name_list, period_to_ms)
 from .connection import (DEFAULT_REDIS_URL, PASSWORD_ENV, RedisSettings, ErrorKind, check_url, classify, make_client,
                          redact_url, redis_problem, redis_settings)
+from .health import DEFAULT_MISSED_WINDOW
 
 if TYPE_CHECKING:
     from .component import Component
@@ -371,7 +372,8 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
 @cli.command("check", context_settings=CONTEXT)
 @click.argument("kind", required=False, type=click.Choice(["generator", "strategy", "trader"]))
 @click.argument("name", required=False, callback=_name)
-@click.option("--missed-window", type=click.IntRange(min=0), default=10, show_default=True, metavar="N",
+@click.option("--missed-window", type=click.IntRange(min=0), default=DEFAULT_MISSED_WINDOW, show_default=True,
+              metavar="N",
               help="`check trader` and the whole-deployment check fail while the trader missed an epoch (did "
                    "not publish it: stalled, Redis outage, lead lost) within the last N periods; 0: never "
                    "fail on missed epochs.")

@@ -29,6 +29,7 @@ from typing import Any, Iterable, Sequence
 
 import redis
 
+from .clock import time_reply_ms
 from .common import NUMBER_RULE, as_str, parse_int, parse_number
 from .keys import DECISION_TTL_PERIODS, SIGNAL_TTL_PERIODS, TRADER_HEARTBEAT_PERIODS, Keys
 from .scripts import Report, parse_report
@@ -99,13 +100,22 @@ class Holder:
         return self.owner
 
 
+def split_lease(value: str) -> tuple[str, str]:
+    """A lease value ``<owner>|<extra>`` as (owner, extra), split on the last ``|``: the extra part
+    (a strategy's start in server ms, the trader's fencing token) never holds one.  Without a ``|``
+    the whole value is the owner and the extra part is empty.  The scripts split it the same way
+    (``lease_split`` in ``scripts.PRELUDE``)."""
+    owner, sep, extra = value.rpartition("|")
+    return (owner, extra) if sep else (value, "")
+
+
 def lease_holder(value: Any, pttl_ms: Any) -> Holder | None:
     """The holder of a lease from its key's ``GET`` and ``PTTL`` replies, or None: a missing key,
     a key of another type (its GET failed), or one without a time to live holds nothing."""
     if not isinstance(value, (bytes, str)) or not isinstance(pttl_ms, int) or pttl_ms < 0:
         return None
     text = as_str(value)
-    owner, _, extra = text.partition("|")
+    owner, extra = split_lease(text)
     return Holder(text, owner, extra, pttl_ms)
 
 
@@ -166,12 +176,12 @@ def live_parts(client: redis.Redis, keys: Keys) -> list[str]:
     h (h:1234:ab)``): its leases' holders and the trader processes with a fresh heartbeat."""
     found: list[str] = []
     owners: set[str] = set()
-    prefix = keys.prefix + ":lease:"
-    lease_keys = sorted({as_str(k) for k in client.scan_iter(match=prefix + "*", count=1000)})
+    pattern = keys.lease_pattern
+    lease_keys = sorted({as_str(k) for k in client.scan_iter(match=pattern, count=1000)})
     for key, holder in zip(lease_keys, read_holders(client, lease_keys)):
         if holder is None:
             continue
-        kind, _, name = key[len(prefix):].partition(":")
+        kind, _, name = keys.name_from(key, pattern).partition(":")
         found.append(f"{kind} {name}".rstrip() + f": {holder.describe()}")
         owners.add(holder.owner)
     try:
@@ -179,15 +189,10 @@ def live_parts(client: redis.Redis, keys: Keys) -> list[str]:
         period_ms = parse_int(client.hget(keys.meta, "period_ms"))
     except redis.exceptions.ResponseError:   # garbage there: no heartbeat to read
         beats, period_ms = {}, None
-    for row in live_traders(beats, _server_ms(client), period_ms):
+    for row in live_traders(beats, time_reply_ms(client.time()), period_ms):
         if row["owner"] not in owners:
             found.append(f"trader ({row['role']}): {Holder(row['owner'], row['owner'], '', 0).describe()}")
     return found
-
-
-def _server_ms(client: redis.Redis) -> int:
-    sec, usec = client.time()
-    return int(sec) * 1000 + int(usec) // 1000
 
 
 # -- views -------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ LEASE_TTL_PERIODS = 1.5      # name leases; renewed every period, so a live hold
 LEASE_MIN_TTL_MS = 300
 TRADER_HEARTBEAT_PERIODS = 3  # NS:traders lists a trader that reported within this many periods
 TRADER_STATE_TTL_PERIODS = 3  # NS:trader disappears this long after its trader's last write
-MISSED_WINDOW_PERIODS = 10    # `check trader` fails while an epoch was missed within this many periods
 ACTION_BACKLOG = 100          # --on-median: published epochs acted on per period at most (catching up)
 
 SIGNAL_FEED_MAXLEN = 1_000    # approximate length of each NS:signals:<g> feed stream
@@ -70,7 +69,8 @@ class Keys:
     @property
     def meta(self) -> str:
         """Hash: ``period_ms``, ``instance`` (random id; changes when Redis lost its data), ``created``,
-        ``registry`` (version of the registry backup, incremented at every change)."""
+        ``registry`` (version of the registry backup, incremented at every change; a backup that lists
+        names beside a record without it survived a data loss, scripts.registry_guard)."""
         return f"{self.prefix}:meta"
 
     @property
@@ -183,6 +183,11 @@ class Keys:
     def pattern(self) -> str:
         """Every key of the namespace (for SCAN and the ACL)."""
         return f"{self.prefix}:*"
+
+    @property
+    def lease_pattern(self) -> str:
+        """Every lease of the namespace (``name_from`` gives ``<kind>`` or ``<kind>:<name>``)."""
+        return f"{self.prefix}:lease:*"
 
     @property
     def signal_pattern(self) -> str:

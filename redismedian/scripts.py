@@ -1,9 +1,36 @@
 """Lua scripts, each with its typed wrapper: every atomic step of a component is one script call.
 
-Every script that touches the deployment starts with the same prelude: read the server clock
-(``TIME``), check the deployment record (``NS:meta``: the period, and an instance id that changes
-when Redis lost its data), and hold the caller's lease.  Scripts validate before they write, so a
-refusal never leaves a half-done change behind.
+``PRELUDE`` holds the helpers the scripts share (the server clock, the number grammar, the
+deployment record check, leases, the registry guard, the epoch); it checks nothing by itself.  What
+each script checks before it acts (the deployment record ``NS:meta``: the period, and an instance id
+that changes when Redis lost its data; the caller's lease):
+
+=====================  ==============================  =====================================
+script                 deployment record               caller's lease
+=====================  ==============================  =====================================
+LEASE_ACQUIRE/RELEASE  no                              it is the lease
+META_CREATE            creates it when missing         no
+GENERATOR_PUBLISH      yes                             held (taken or renewed)
+STRATEGY_REPORT        when the caller asks            held (taken or renewed)
+STRATEGY_DOORBELL      no                              no: the fast path reads the lease back
+                                                       in the same pipeline (strategy_ticked)
+TRADER_TICK            yes, creates it when missing    the trader lead: taken or renewed
+TRADER_SETTLE          yes                             the lead checked (owner|token), not renewed
+TRADER_ACTED           no                              the lead checked
+REGISTRY_ADMIT         yes                             none (it reads the strategies' leases)
+REGISTRY_RESTORE       yes, creates it when missing    none
+DEREGISTER             no                              none (the operator's command)
+=====================  ==============================  =====================================
+
+A refusal (any answer but the one that goes on) never writes what the caller asked for, but some
+come after changes that stand.  The registry guard (in TRADER_TICK, TRADER_SETTLE, REGISTRY_ADMIT,
+REGISTRY_RESTORE and DEREGISTER) runs first, right after the deployment record check: its repairs
+and the deregistrations it records stay, whatever the script answers next.  A script removes
+garbage at a key of its own on the way.  TRADER_TICK writes its heartbeat before it answers
+``standby``, and takes the lead (incrementing the fence) before it can still answer ``expired``
+(or, after writing ``NS:trader``, ``done`` or ``starting``); GENERATOR_PUBLISH renews its lease
+before it answers ``early`` or ``late``; STRATEGY_REPORT writes the decision key before it answers
+``deregistered`` (the trader never counts it: the name is not registered).
 
 Each script has one wrapper beside its text: a function that builds KEYS and ARGV from named
 parameters, and a NamedTuple for its reply, so that no caller indexes a reply by position.  Every
@@ -38,6 +65,11 @@ PRELUDE = r"""
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Epoch E = floor(server ms / period ms), as clock.epoch_of says in Python.
+local function epoch_of(ms, period)
+  return math.floor(ms / period)
 end
 
 -- The one number grammar (common.parse_number mirrors it): optional sign, digits with at most one
@@ -107,6 +139,15 @@ local function lease_get(key)
   return redis.call('GET', key)
 end
 
+-- A lease value "<owner>|<extra>" (extra: a strategy's start in server ms, the trader's fencing
+-- token), split on the last '|' as health.split_lease does in Python.  Returns owner, extra (nil
+-- when there is no '|').
+local function lease_split(value)
+  local owner, extra = string.match(value, '^(.*)|([^|]*)$')
+  if not owner then return value, nil end
+  return owner, extra
+end
+
 -- The same, for somebody else's lease: read, never repaired.
 local function lease_peek(key)
   if redis.call('TYPE', key)['ok'] ~= 'string' or redis.call('PTTL', key) < 0 then return nil end
@@ -130,10 +171,25 @@ local function lease_hold(key, owner, ttl)
   return true
 end
 
--- The registry version (NS:meta field 'registry'), incremented at every change of the backup.
+-- The registry version as the deployment record holds it (NS:meta field 'registry'), or nil: not
+-- there, or a record that is not a hash.  Every change of the backup writes it (registry_bump,
+-- REGISTRY_RESTORE), so it is there whenever the backup lists a name, until Redis loses its data
+-- (FLUSHALL, a restart without persistence, the record evicted or deleted): the record comes back
+-- without it.  An SREM leaves it.
+local function registry_field(meta)
+  local v = redis.pcall('HGET', meta, 'registry')
+  if type(v) == 'table' and v['err'] then
+    if wrongtype(meta, 'hash') then return nil end
+    redis.call('HGET', meta, 'registry')   -- raises the same error (e.g. NOPERM)
+  end
+  if type(v) ~= 'string' then return nil end
+  return v
+end
+
+-- The registry version, incremented at every change of the backup (0: missing or garbage).
 local function registry_version(meta)
-  local v = int(redis.call('HGET', meta, 'registry') or '')
-  if not v or v < 0 then return 0 end   -- missing or garbage
+  local v = int(registry_field(meta) or '')
+  if not v or v < 0 then return 0 end
   return v
 end
 
@@ -153,7 +209,7 @@ end
 local function regrowing(meta, period, epoch, inst, restored)
   local recreated = int(redis.call('HGET', meta, 'recreated') or '')
   if not recreated or restored == inst then return nil end
-  local c = math.floor(recreated / period)
+  local c = epoch_of(recreated, period)
   if c <= epoch and epoch < c + 2 then
     return 'registry being rebuilt since epoch ' .. c .. ' (strategies older than the deployment record are ' ..
       'registering: Redis lost its data, or a new deployment): publishing from epoch ' .. (c + 2)
@@ -177,11 +233,13 @@ end
 -- * a registry that vanished while the backup lists two or more names was lost (DEL, eviction,
 --   expiry): restored from the backup.  SREM of the last name deletes the key too, and Redis
 --   cannot tell that from DEL: a vanished registry whose backup lists one name is taken as that
---   name's deregistration (recorded), unless the caller just saw Redis lose its data (`lost`);
+--   name's deregistration (recorded), whoever looks first and whatever it remembers; unless the
+--   deployment record lost its registry version (registry_field): then Redis lost its data under
+--   the backup, and the name is restored;
 -- * a registry that exists is authoritative: when its size differs from the backup's, names were
 --   SREMed (deregistered: recorded) or SADDed by hand, and the backup becomes a copy of it.
 -- Returns version, backup size, note ('' unless something was repaired).
-local function registry_guard(meta, reg, backup, dereg, now, lost)
+local function registry_guard(meta, reg, backup, dereg, now)
   local note = ''
   local bad = wrongtype(dereg, 'hash')
   if bad then
@@ -200,18 +258,23 @@ local function registry_guard(meta, reg, backup, dereg, now, lost)
     rt = redis.call('TYPE', reg)['ok']
   end
   local nb = redis.call('SCARD', backup)
-  if rt == 'none' then
-    if nb > 1 or (nb == 1 and lost) then
+  if rt == 'none' and nb > 0 then
+    local marked = registry_field(meta) ~= nil
+    if nb > 1 or not marked then
       redis.call('SUNIONSTORE', reg, backup)
       note = note .. reg .. ' had vanished: restored ' .. nb .. ' registrations from ' .. backup
-    elseif nb == 1 then
+      if not marked then
+        registry_bump(meta)     -- the mark again: a later SREM of the last name is a deregistration
+        note = note .. ' (' .. meta .. ' had lost the registry version: Redis lost data)'
+      end
+    else
       local last = redis.call('SRANDMEMBER', backup)
       redis.call('HSET', dereg, last, now)
       redis.call('SREM', backup, last)
       nb = 0
       registry_bump(meta)
     end
-  elseif redis.call('SCARD', reg) ~= nb then
+  elseif rt ~= 'none' and redis.call('SCARD', reg) ~= nb then
     for _, gone in ipairs(redis.call('SDIFF', backup, reg)) do
       redis.call('HSET', dereg, gone, now)
     end
@@ -337,7 +400,7 @@ if not inst then return {changed, now, detail} end
 local held, holder = lease_hold(KEYS[4], ARGV[4], ARGV[5])
 if not held then return {'lease', now, holder} end
 local epoch = tonumber(ARGV[6])
-local cur = math.floor(now / period)
+local cur = epoch_of(now, period)
 if cur < epoch then return {'early', now, inst, 0, '', cur} end
 if cur > epoch then return {'late', now, inst, 0, '', cur} end
 redis.call('DEL', KEYS[2])
@@ -587,7 +650,7 @@ local now = now_ms()
 local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, true)
 if not inst then return {changed, now, detail} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 local prev = ''     -- the last epoch a trader settled (NS:trader:settled)
@@ -653,7 +716,7 @@ end
 if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
 local p = redis.pcall('GET', KEYS[10])
 if type(p) == 'string' then prev = p end
-local cur = math.floor(now / period)
+local cur = epoch_of(now, period)
 if cur ~= epoch then return reply('expired', token, took, tostring(cur)) end
 if took == 1 then
   redis.call('HSET', KEYS[5], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
@@ -721,7 +784,7 @@ local period = tonumber(ARGV[1])
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, false)
 if not inst then return {changed, now, detail} end
 if changed then return {'registry', now, inst, 'Redis lost its data'} end
-local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
+local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local epoch = tonumber(ARGV[6])
 local token, owner = ARGV[7], ARGV[4]
 -- The decisions were read for exactly the registry the trader remembers: refuse if it moved.
@@ -729,7 +792,7 @@ if ver ~= tonumber(ARGV[9]) or nb ~= tonumber(ARGV[10]) or redis.call('SCARD', K
   return {'registry', now, inst, note}
 end
 if lease_get(KEYS[7]) ~= owner .. '|' .. token then return {'standby', now, inst, note} end
-if math.floor(now / period) ~= epoch then return {'expired', now, inst, note} end
+if epoch_of(now, period) ~= epoch then return {'expired', now, inst, note} end
 if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
 if published_already(KEYS[5], epoch, ARGV[12]) then return {'done', now, inst, note} end
 local outcome, text = ARGV[14], ARGV[15]
@@ -851,7 +914,7 @@ REGISTRY_ADMIT = PRELUDE + r"""
 local now = now_ms()
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, false)
 if not inst then return {changed, now, detail} end
-local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, changed)
+local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local admitted = {}
 local created = int(redis.call('HGET', KEYS[1], 'created') or '')
 local regrow = false
@@ -861,7 +924,8 @@ for i = 5, #KEYS do
   if lease and redis.call('SISMEMBER', KEYS[2], name) == 0 then
     -- The lease value is "<owner>|<server ms the process started>": a deregistration recorded
     -- after that start was meant for this very process, which is about to exit.
-    local start = int(string.match(lease, '|([^|]*)$') or '')
+    local _, extra = lease_split(lease)
+    local start = int(extra or '')
     local rec = int(redis.call('HGET', KEYS[4], name) or '')   -- garbage there is no record (cleared below)
     if start and not (rec and rec >= start) then
       redis.call('SADD', KEYS[2], name)
@@ -913,7 +977,7 @@ local now = now_ms()
 local inst, changed, detail = meta_check(KEYS[1], ARGV[1], ARGV[2], ARGV[3], now, true)
 if not inst then return {changed, now, detail} end
 if changed then return {'changed', now, inst, 0, 0, ''} end
-registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
+registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local shown = {}
 for i = 7, #ARGV do
   redis.call('SADD', KEYS[3], ARGV[i])
@@ -942,7 +1006,7 @@ def registry_restore(run: Runner, k: Keys, m: MetaArgs, *, version: int, names: 
 # deregistration (so that removing the last strategy is told apart from losing the registry).
 DEREGISTER = PRELUDE + r"""
 local now = now_ms()
-local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now, false)
+local _, _, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local removed = redis.call('SREM', KEYS[2], ARGV[1])
 local removed_backup = redis.call('SREM', KEYS[3], ARGV[1])
 if removed == 1 or removed_backup == 1 then

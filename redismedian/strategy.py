@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import redis
 
 from . import keys as K
-from .clock import boundary_ms
+from .clock import boundary_ms, epoch_of
 from .common import FatalError, Settings, as_str, parse_finite, parse_int, plugin_error, plugin_number
 from .component import Component, Exit, acquire_name
 from .connection import ErrorKind, classify, describe_error
@@ -145,7 +145,7 @@ class Strategy(Component):
             self.start_ms = self.clock.now_ms()
             self.lease_owner = f"{self.settings.owner}|{self.start_ms}"
         acquire_name(self, self.lease_key, f"strategy name {self.name!r}")
-        epoch = self.clock.now_ms() // self.period_ms
+        epoch = epoch_of(self.clock.now_ms(), self.period_ms)
         self.report(epoch, "", "starting", "started, waiting for the next period")
         self.log.info("started %s (signals %s, period %gs)%s", self.name, ",".join(self.generators),
                       self.settings.period, "" if self.registered else ": asked the trader to register it")
@@ -243,7 +243,7 @@ class Strategy(Component):
     def report(self, epoch: int, value: str, state: str, reason: str) -> StrategyReported:
         """Write our report for ``epoch`` (the decision when ``value``), in one script call; ask the
         trader to register us while we are not registered."""
-        if value and self.clock.now_ms() // self.period_ms != epoch:
+        if value and epoch_of(self.clock.now_ms(), self.period_ms) != epoch:
             value, state = "", "error"
             reason = f"decision for epoch {epoch} came too late (the epoch is over)"
         check_meta = self.reports_since_meta_check >= META_CHECK_EVERY or not self.instance

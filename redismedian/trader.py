@@ -736,7 +736,7 @@ class Trader(Component):
         holder, _, pttl_text = t.detail.rpartition("|")
         pttl = parse_int(pttl_text)
         pttl = -1 if pttl is None else pttl
-        _owner, _, tok = holder.rpartition("|")
+        _owner, tok = H.split_lease(holder)
         self.fence_floor = max(self.fence_floor, parse_int(tok) or 0)
         if self.token:
             self.log.warning("lost the lead to %s; standing by", holder)

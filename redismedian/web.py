@@ -46,6 +46,7 @@ from xml.sax.saxutils import escape
 import redis
 
 from . import health as H
+from .clock import epoch_of
 from .common import as_str
 from .connection import Backoff, ErrorKind, classify, read_secret_file
 from .connection import redis_problem as connection_problem
@@ -606,7 +607,7 @@ class WebState:
         if not span or period_ms is None or epoch is None or now_ms is None:   # no span without a period
             return {"svg": chart_svg({}, {}, 0, -1, None), "span": 0, "seconds": 0}
         # The epoch now (a median may arrive before the next gather), shown once it is settled.
-        now_epoch = max(epoch, now_ms // period_ms)
+        now_epoch = max(epoch, epoch_of(now_ms, period_ms))
         newest = max([m.epoch for m in self.medians] + [e.last for e in self.events] + [now_epoch - 1])
         last = max(now_epoch - 1, min(newest, now_epoch))
         # From the first record on when the history is shorter than the window (a new deployment):

@@ -3,8 +3,9 @@
 The rules: a strategy never writes the registry; it asks to be registered (``NS:joins``) and the
 trader admits it at its next tick, only while the name's lease shows a live process that was not
 deregistered since it started.  A name leaves the registry only by deregistration (`redismedian
-deregister`, or SREM on a registry that keeps other names, which the trader's guard records).  A
-registry that vanishes as a whole, or turns into another type, is restored from
+deregister`, or an SREM, which the trader's guard records; the last name's too, whether a trader
+ran at the time or not).  A registry that vanishes as a whole (two or more names, or a deployment
+record that lost its registry version with it), or turns into another type, is restored from
 NS:strategies:backup; a Redis that lost everything gets back every registration the trader
 remembers; a registration lost at a failover (older registry version) is restored too.  Then the
 trader publishes, or reports the lost strategies missing.  A trader that remembers nothing of the
@@ -177,6 +178,37 @@ def test_srem_of_the_last_strategy_is_its_deregistration(dep):
     assert names(dep.client, K.strategies) == set()
     with pytest.raises(Exit):
         dep.submit("A")
+
+
+def test_srem_of_the_last_strategy_while_no_trader_runs_is_its_deregistration(dep):
+    """The same with the trader stopped at the time: the trader that starts next remembers nothing
+    (no deployment instance), and takes the vanished registry as the deregistration all the same."""
+    dep.start("A")
+    dep.run_trader()
+    dep.trader.shutdown()
+    dep.client.srem(K.strategies, "A")
+    dep.submit("A")                                       # no record yet: A asks to be registered
+    dep.trader = dep.new_trader()
+    assert dep.run_trader()["state"] == "idle"
+    assert dep.client.hexists(K.deregistered, "A") and names(dep.client, K.registry_backup) == set()
+    with pytest.raises(Exit):
+        dep.submit("A")
+
+
+def test_a_deployment_record_lost_with_a_one_name_registry_restores_it(dep):
+    """What tells a data loss from an SREM: the registry version in NS:meta, which a data loss takes
+    with the record.  Here the record and the registry are gone, the backup is left."""
+    dep.start("A")
+    dep.submit("A")
+    dep.run_trader()
+    dep.client.delete(K.meta, K.strategies)
+    dep.trader.shutdown()
+    dep.trader = dep.new_trader()                         # even a trader that remembers nothing
+    dep.submit("A")
+    dep.run_trader()
+    assert names(dep.client, K.strategies) == {"A"} and not dep.client.hexists(K.deregistered, "A")
+    dep.submit("A")                                       # A goes on
+    assert dep.strategies["A"].registered is True
 
 
 def test_two_names_removed_at_once_look_like_a_deletion_and_are_restored(dep):

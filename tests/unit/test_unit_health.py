@@ -7,6 +7,7 @@ import pytest
 
 from redismedian import health as H
 from redismedian.ops import check_component, check_deployment
+from redismedian.scripts import PRELUDE
 from redismedian.status import gather, render
 from tests.unit.test_unit_garbage import Pipeline
 
@@ -44,6 +45,37 @@ def test_a_lease_is_held_only_by_a_string_with_a_time_to_live(env):
     env.r.rpush(k, "x")
     assert H.read_holders(env.r, [k, env.k.lease("generator", "nobody")]) == [None, None]
 
+
+# (value, owner, extra): one rule, the last '|', in Python and in the scripts
+LEASE_VALUES = [
+    ("host:42:ab12|1700000000000", "host:42:ab12", "1700000000000"),
+    ("host:42:ab12", "host:42:ab12", ""),                 # no extra part
+    ("host:42:ab12|", "host:42:ab12", ""),
+    ("odd|host:42:ab12|7", "odd|host:42:ab12", "7"),     # an owner holding a '|': the extra part is the last
+    ("a|b|c|", "a|b|c", ""),
+    ("|7", "", "7"),
+    ("", "", ""),
+]
+
+
+@pytest.mark.parametrize("value,owner,extra", LEASE_VALUES)
+def test_a_lease_value_splits_on_its_last_bar_in_python_and_in_the_scripts(env, value, owner, extra):
+    assert H.split_lease(value) == (owner, extra)
+    env.r.set(env.k.lease("strategy", "X"), value, px=5_000)
+    (h,) = H.read_holders(env.r, [env.k.lease("strategy", "X")])
+    assert (h.owner, h.extra) == (owner, extra)
+    lua = PRELUDE + "local o, x = lease_split(ARGV[1]) return {o, x or '(none)'}"
+    got = [v.decode() for v in env.r.eval(lua, 0, value)]
+    assert got == [owner, extra if "|" in value else "(none)"], got    # (nil there: no extra part)
+
+
+def test_a_strategy_whose_owner_holds_a_bar_is_admitted_and_shown_whole(env):
+    """The trader reads the start time after the last '|' (REGISTRY_ADMIT), status shows the owner
+    before it: the same split."""
+    x = env.started(env.strategy("X", settings=env.settings_for(owner="odd|host:42:ab12")))
+    env.admit("X")
+    (h,) = H.read_holders(env.r, [x.lease_key])
+    assert (h.owner, h.extra) == ("odd|host:42:ab12", str(x.start_ms))
 
 # -- status and check agree at every moment of a period ----------------------------------------------
 def agree(env) -> dict:
