@@ -116,7 +116,7 @@ def trader_user(k: Keys) -> str:
                  f"({_keys(*own)} {OWN} +incr +hset +hdel +hget +hgetall +xadd +xrange)",
                  f"({_keys(k.ready('*'))} +type +blpop +del)",
                  f"({_keys(k.count('*'), read_only=True)} +get)",
-                 f"({_keys(k.decision('*'), read_only=True)} +mget)",
+                 f"({_keys(k.decision('*'), read_only=True)} +mget +getrange)",
                  f"({_keys(k.lease('strategy', '*'), read_only=True)} +type +pttl +get)")
 
 

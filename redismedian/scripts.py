@@ -60,6 +60,10 @@ from .keys import Keys
 Runner = Callable[[str, Sequence[Any], Sequence[Any]], Any]
 
 REASON_LIMIT = 2000     # characters of a strategy's reason kept in its decision key
+# The longest decision key value any strategy writes (a reason of REASON_LIMIT characters of up to 4
+# bytes each, and the epoch).  A longer one is not a report, whoever wrote it: it is refused unread
+# (the trader reads such a key with GETRANGE from then on, never whole).
+DECISION_MAX_BYTES = 8192
 
 PRELUDE = r"""
 local function now_ms()
@@ -593,11 +597,13 @@ def parse_report(raw: Any) -> Report | None:
     from .common import as_str, parse_int
     if raw is None:
         return None
+    if len(raw) > DECISION_MAX_BYTES:
+        return Report(None, "garbage", "", f"holds more than {DECISION_MAX_BYTES} bytes: not a report")
     text = as_str(raw)
     e_text, sep, rest = text.partition("|")
     epoch = parse_int(e_text)
     if not sep or epoch is None:
-        return Report(None, "garbage", "", f"holds {text!r:.60}, not <epoch>|<decision>")
+        return Report(None, "garbage", "", f"holds {text[:60]!r:.60}, not <epoch>|<decision>")
     if rest.startswith("!"):
         state, _, reason = rest[1:].partition("|")
         return Report(epoch, state or "error", "", reason)

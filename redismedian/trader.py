@@ -30,7 +30,8 @@ from .connection import ErrorKind, classify, describe_error
 from .following import Median, parse_median
 from . import health as H
 from .replies import xrange
-from .scripts import (Missed, MissedRecord, RegistryChanged, Report, TraderArgs, TraderTicked, parse_report,
+from .scripts import (DECISION_MAX_BYTES, Missed, MissedRecord, RegistryChanged, Report, TraderArgs, TraderTicked,
+                      parse_report,
                       registry_admit, registry_restore, trader_acted, trader_settle, trader_tick)
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
@@ -101,11 +102,14 @@ def tally(epoch: int, names: Sequence[str], raw: Sequence[bytes | None],
     n = len(names)
     head = b"\n" + str(epoch).encode() + b"|"
     try:
-        buf = b"\n" + b"\n".join(raw)  # type: ignore[arg-type]   # TypeError when one is missing
+        # No value longer than any report: one that is (50 MB in a strategy's own key) is never joined,
+        # scanned or parsed here, only named by judge; even one the grammar takes (a million zeros).
+        fits = max(map(len, raw), default=0) <= DECISION_MAX_BYTES  # type: ignore[arg-type]   # TypeError: one missing
+        buf = b"\n" + b"\n".join(raw) if fits else b""  # type: ignore[arg-type]
     except TypeError:
-        if not explain:
-            return INCOMPLETE
-        buf = b""
+        fits, buf = False, b""
+    if not fits and not explain:
+        return INCOMPLETE
     heads = buf.count(head)
     if not explain and heads != n:
         return INCOMPLETE
@@ -240,6 +244,10 @@ class Trader(Component):
         self._read_plan: tuple[frozenset[str] | None, list[str], list[str]] = (None, [], [])
         # (decision keys, their MGET commands as sent, one per part)
         self._packed_mget: tuple[list[str] | None, list[bytes]] = (None, [])
+        # Decision keys found holding more than any report: read with GETRANGE (bounded), never whole.
+        self._oversized: frozenset[str] = frozenset()
+        # (all keys, oversized) -> (the keys read with MGET, [(position, key)] read with GETRANGE)
+        self._split: tuple[Any, Any, list[str], list[tuple[int, str]]] = (None, None, [], [])
         self.on_median = on_median   # the action plug-in: FUNC(epoch, median, fence), or None
         self.accounted: int | None = None  # the last epoch we settled or recorded as missed
         self.missed = MissedRecord()
@@ -413,32 +421,51 @@ class Trader(Component):
             self._read_plan = (names, ordered, [self.keys.decision(n) for n in ordered])
         return self._read_plan[1], self._read_plan[2]
 
+    def split_reads(self, keys: list[str]) -> tuple[list[str], list[tuple[int, str]]]:
+        """The decision keys read with MGET, and those read with GETRANGE (oversized), by position."""
+        if self._split[0] is not keys and self._oversized:
+            self._oversized = self._oversized & frozenset(keys)   # forget the names that left
+        if self._split[0] is not keys or self._split[1] is not self._oversized:
+            big = [(i, k) for i, k in enumerate(keys) if k in self._oversized] if self._oversized else []
+            whole = [k for k in keys if k not in self._oversized] if big else keys
+            self._split = (keys, self._oversized, whole, big)
+        return self._split[2], self._split[3]
+
     def read_decisions(self, epoch: int, keys: list[str], wait_ms: int) -> "Seen":
         """Block on the epoch's doorbell (when ``wait_ms``), then read every decision key and the
-        registry's version and size: one round trip."""
+        registry's version and size: one round trip.  A key once found holding more than any report
+        is read with GETRANGE (at most DECISION_MAX_BYTES + 1 bytes) from then on: one strategy's
+        50 MB value costs one read, not every read of every period."""
         ready_key = self.keys.ready(epoch)
+        whole, big = self.split_reads(keys)
         commands: list[tuple[Any, ...]] = [("BLPOP", ready_key, f"{wait_ms / 1000.0:.3f}")] if wait_ms else []
         commands += [("GET", self.keys.count(epoch)), ("HGET", self.keys.meta, "registry"),
                      ("SCARD", self.keys.strategies)]
+        commands += [("GETRANGE", k, 0, DECISION_MAX_BYTES) for _i, k in big]
         tallied = None
         if type(self.client) in (redis.Redis, redis.StrictRedis):
-            replies, tallied = self._send(commands, keys, epoch)
+            replies, tallied = self._send(commands, whole, epoch)
         else:   # another client class (tests' fakeredis, a cluster client): its own pipeline
             pipe = self.client.pipeline(transaction=False)
-            if wait_ms:
-                pipe.blpop([ready_key], timeout=wait_ms / 1000.0)
-            pipe.get(self.keys.count(epoch))
-            pipe.hget(self.keys.meta, "registry")
-            pipe.scard(self.keys.strategies)
-            pipe.mget(keys)
+            for c in commands:
+                if c[0] == "BLPOP":
+                    pipe.blpop([ready_key], timeout=wait_ms / 1000.0)
+                else:
+                    pipe.execute_command(*c)
+            pipe.mget(whole)
             replies = pipe.execute(raise_on_error=False)
+        self._watch_sizes(replies[-1], whole, tallied)
+        if big:
+            tallied = None
+            replies = self._merge_bounded(replies, big)
         if wait_ms and isinstance(replies[0], Exception) and classify(replies[0]) is ErrorKind.DATA:
             # Not a list: somebody else wrote it.  The doorbell is ours to clear.
             self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
                              ready_key, describe_error(replies[0]))
             self.client.delete(ready_key)
             replies[0] = None
-        count, version, size, decisions = replies[-4:]
+        count, version, size = replies[len(commands) - len(big) - 3:len(commands) - len(big)]
+        decisions = replies[-1]
         for reply in replies:
             if isinstance(reply, Exception) and (reply is decisions or classify(reply) is not ErrorKind.DATA):
                 raise reply
@@ -446,6 +473,31 @@ class Trader(Component):
         return Seen(decisions, None if isinstance(version, Exception) else _version(version),
                     size if isinstance(size, int) else None, tallied, rang,
                     None if isinstance(count, Exception) else parse_int(count))
+
+    @staticmethod
+    def _merge_bounded(replies: list[Any], big: list[tuple[int, str]]) -> list[Any]:
+        """The replies with the GETRANGE reads put back in their keys' places among the decisions."""
+        got, bounded = replies[-1], replies[-1 - len(big):-1]
+        if isinstance(got, Exception):
+            return replies
+        merged: list[bytes | None] = list(got)
+        for (i, _k), v in zip(big, bounded):
+            merged.insert(i, None if isinstance(v, Exception) or not v else v)
+        return [*replies[:-1 - len(big)], merged]
+
+    def _watch_sizes(self, decisions: Any, whole: list[str], tallied: "Tally | None") -> None:
+        """Keys holding more than any report (only looked for when the read did not tally as it is):
+        read bounded from now on, and said once."""
+        if tallied is not None or isinstance(decisions, Exception) or not whole:
+            return
+        got = decisions[:len(whole)] if len(decisions) == len(whole) else None
+        if got is None or max(map(len, filter(None, got)), default=0) <= DECISION_MAX_BYTES:
+            return
+        found = [(k, len(v)) for k, v in zip(whole, got) if v is not None and len(v) > DECISION_MAX_BYTES]
+        for k, n in found[:REASONS_LIMIT]:
+            self.log.warning("%s holds %d bytes, more than any report (%d): not a decision; reading at most "
+                             "%d bytes of it from now on", k, n, DECISION_MAX_BYTES, DECISION_MAX_BYTES + 1)
+        self._oversized = self._oversized | {k for k, _n in found}
 
     def timed_read(self, epoch: int, keys: list[str], wait_ms: int) -> "Seen":
         """``read_decisions``, keeping a moving average of what a read costs beside the wait."""

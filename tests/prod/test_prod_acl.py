@@ -262,6 +262,20 @@ def test_no_role_runs_code_of_its_own(acl):
     assert admin.get(f"{NS}:signal:g1") is None and admin.get(f"{NS}:decision:X") is None
 
 
+def test_the_shipped_server_bounds_what_one_credential_can_write(acl):
+    """deploy/redis/redis.conf: no argument over 1 MB (a 50 MB decision is refused before it is
+    stored), and a memory ceiling."""
+    server, pw = acl
+    admin = server.client(decode_responses=True)
+    x = _user_client(server, "strategy.X", pw)
+    x.set(f"{NS}:decision:X", "7|" + "0" * 8000)          # the largest report: fine
+    with pytest.raises(redis.exceptions.RedisError):
+        x.set(f"{NS}:decision:X", "7|" + "0" * (2 * 1024 * 1024))
+    assert len(admin.get(f"{NS}:decision:X")) == 8002
+    assert int(admin.config_get("maxmemory")["maxmemory"]) == 1024 ** 3
+    assert admin.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+
+
 def test_a_strategy_cannot_forge_or_read_a_peers_decision(acl):
     """The old per-epoch index NS:decisions:<E> (one sorted set every strategy wrote) let a
     strategy's user change or read another strategy's entry.  The trader now reads each strategy's
