@@ -110,6 +110,18 @@ def run_decide(fn: Callable[[Mapping[str, float]], float], values: Mapping[str, 
     return plugin_number(raw, "decide function")
 
 
+def decide(generators: list[str], epoch: int, feed: Mapping[str, Reading], stored: Mapping[str, Reading | None],
+           fn: Callable[[Mapping[str, float]], float]) -> tuple[dict[str, float] | None, str, str]:
+    """One strategy's epoch, from the signals it found to its report (pure but for the plug-in):
+    (the signals' values or None, the decision's text or "", why there is none or "").  What the
+    strategy process submits, and what ``redismedian replay`` computes from recorded signals."""
+    values, reason = assess(generators, epoch, feed, stored)
+    value = ""
+    if values is not None:
+        value, reason = run_decide(fn, values)
+    return values, value, reason
+
+
 class Strategy(Component):
     kind = "strategy"
     name: str   # always given (Component allows None for its own tests)
@@ -157,12 +169,9 @@ class Strategy(Component):
         if self.stop.is_set():
             return
         stored = self.read_stored([g for g in self.generators if g not in feed])
-        values, reason = assess(self.generators, epoch, feed, stored)
+        values, value, reason = decide(self.generators, epoch, feed, stored, self.decide_fn)
         if feed_problem and values is None:
             reason = f"{reason}; {feed_problem}"
-        value = ""
-        if values is not None:
-            value, reason = run_decide(self.decide_fn, values)
         state = "ok" if value else "error"
         r = self.report(epoch, value, state, reason)
         submitted, reason = r.submitted, r.reason
