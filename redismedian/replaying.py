@@ -529,3 +529,160 @@ def compare(r: Replayed, live: Live) -> str | None:
             return f"live published no median (trader error: {e.reason}); replay computes {r.median!r}"
         return None
     return NOT_COMPARED
+
+
+class Comparison:
+    """Every replayed epoch compared with live: how many agree, which differ and how."""
+
+    def __init__(self, live: Live):
+        self.live = live
+        self.compared = self.not_compared = 0
+        self.differences: list[tuple[int, str]] = []
+
+    def add(self, r: Replayed) -> str | None:
+        """Compare one epoch; returns its difference (None when it agrees or was not compared)."""
+        diff = compare(r, self.live)
+        if diff == NOT_COMPARED:
+            self.not_compared += 1
+            return None
+        self.compared += 1
+        if diff is not None:
+            self.differences.append((r.epoch, diff))
+        return diff
+
+    def live_median(self, epoch: int) -> float | None:
+        m = self.live.medians.get(epoch)
+        return m.median if m is not None else None
+
+    @property
+    def agrees(self) -> bool:
+        return self.compared > 0 and not self.differences
+
+    def summary(self, replayed: int) -> str:
+        skipped = (f"; {self.not_compared} without a live record (missed, or outside NS:medians and NS:events) "
+                   "not compared" if self.not_compared else "")
+        if not self.compared:
+            return (f"no replayed epoch has a live record to compare with ({replayed} replayed): nothing proven"
+                    + skipped)
+        if self.differences:
+            return f"{len(self.differences)} of {self.compared} compared epochs differ from live{skipped}"
+        return f"all {self.compared} compared epochs agree with live exactly{skipped}"
+
+
+# -- output -------------------------------------------------------------------------------------------
+def _num(x: float | None) -> str:
+    return "" if x is None else repr(x)
+
+
+def csv_header(names: Sequence[str], live: bool = False) -> list[str]:
+    """``epoch,median,<strategy>...,reason`` (and ``live_median`` after ``median`` with live)."""
+    return ["epoch", "median", *(["live_median"] if live else []), *names, "reason"]
+
+
+def csv_row(r: Replayed, names: Sequence[str], comparison: Comparison | None = None) -> list[str]:
+    live = [_num(comparison.live_median(r.epoch))] if comparison is not None else []
+    return [str(r.epoch), _num(r.median), *live, *(_num(r.decisions[n]) for n in names), r.reason]
+
+
+class Table:
+    """Fixed-width lines for a person: epoch, median, each strategy's decision, the reason."""
+
+    def __init__(self, names: Sequence[str], live: bool = False):
+        self.names = list(names)
+        self.live = live
+        self.widths = [max(10, len(n)) for n in self.names]
+
+    def header(self) -> str:
+        cols = [f"{'epoch':>10}", f"{'median':>22}"] + ([f"{'live median':>22}"] if self.live else [])
+        cols += [f"{n:>{w}}" for n, w in zip(self.names, self.widths)]
+        return "  ".join(cols + ["reason"]).rstrip()
+
+    def row(self, r: Replayed, comparison: Comparison | None = None) -> str:
+        cols = [f"{r.epoch:>10}", f"{_num(r.median) or '-':>22}"]
+        if comparison is not None:
+            cols.append(f"{_num(comparison.live_median(r.epoch)) or '-':>22}")
+        cols += [f"{_num(r.decisions[n]) or '-':>{w}}" for n, w in zip(self.names, self.widths)]
+        return "  ".join(cols + [r.reason]).rstrip()
+
+
+class Series:
+    """What ``--plot`` draws, kept as it streams by (NaN for a gap, so that a line breaks there)."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        self.epochs: list[int] = []
+        self.median: list[float] = []
+        self.live: list[float] = []
+        self.decisions: dict[str, list[float]] = {n: [] for n in names}
+
+    def add(self, r: Replayed, comparison: Comparison | None = None) -> None:
+        nan = math.nan
+        self.epochs.append(r.epoch)
+        self.median.append(nan if r.median is None else r.median)
+        if comparison is not None:
+            m = comparison.live_median(r.epoch)
+            self.live.append(nan if m is None else m)
+        for n in self.names:
+            d = r.decisions[n]
+            self.decisions[n].append(nan if d is None else d)
+
+
+def require_matplotlib() -> Any:
+    """matplotlib, set to draw into files; ValueError saying how to install it when it is missing."""
+    try:
+        matplotlib = importlib.import_module("matplotlib")
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install 'redismedian[bench]' (or pip install matplotlib)") \
+            from None
+    matplotlib.use("Agg")
+    return matplotlib
+
+
+def plot(series: Series, path: str) -> None:
+    """Draw the replayed median, each strategy's decisions and (when compared) the live median into a
+    PNG file.  Needs matplotlib (the ``bench`` extra): ValueError saying so when it is missing."""
+    require_matplotlib()
+    plt = importlib.import_module("matplotlib.pyplot")
+    fig, ax = plt.subplots(figsize=(12, 5), dpi=100)
+    try:
+        for n in series.names:
+            ax.plot(series.epochs, series.decisions[n], linewidth=0.8, alpha=0.6, label=f"decision {n}")
+        if series.live:
+            ax.plot(series.epochs, series.live, linewidth=3, alpha=0.35, color="black", label="live median")
+        ax.plot(series.epochs, series.median, linewidth=1.6, color="tab:red", label="replayed median")
+        gaps = [e for e, m in zip(series.epochs, series.median) if math.isnan(m)]
+        if gaps:   # each epoch without a median, as a tick along the bottom
+            ax.plot(gaps, [0] * len(gaps), "|", transform=ax.get_xaxis_transform(), color="tab:gray",
+                    markersize=8, label=f"no median ({len(gaps)} epochs)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("value")
+        ax.set_title("redismedian replay")
+        ax.legend(loc="best", fontsize="small")
+        fig.tight_layout()
+        try:
+            fig.savefig(path)
+        except OSError as e:
+            raise ValueError(f"cannot write {path!r}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
+
+
+def feed_generators(client: redis.Redis, keys: Keys) -> list[str]:
+    """The generators that have a signal feed in the namespace (SCAN), sorted."""
+    pattern = keys.signal_feed_pattern
+    names = {keys.name_from(as_str(k), pattern) for k in client.scan_iter(match=pattern, count=1000)}
+    out = []
+    for n in sorted(names):
+        try:
+            out.append(check_name(n))
+        except ValueError:
+            continue   # not a generator's feed (somebody else's key)
+    return out
+
+
+def feed_length(client: redis.Redis, keys: Keys, generators: Sequence[str]) -> int:
+    """How many entries the feeds hold (for a progress bar); 0 when unreadable."""
+    pipe = client.pipeline(transaction=False)
+    for g in generators:
+        pipe.xlen(keys.signal_feed(g))
+    return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
