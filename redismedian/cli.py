@@ -13,7 +13,7 @@ import redis
 
 from . import keys as K
 from .common import (DEFAULT_PERIOD_S, EXIT_FAILURE, NAME_RULE, FatalError, Settings, check_name, check_namespace,
-                     load_callable, parse_name_list, period_to_ms)
+                     load_callable, parse_name_list, parse_period_ms, period_to_ms)
 from .connection import (DEFAULT_REDIS_URL, PASSWORD_ENV, RedisSettings, ErrorKind, check_url, classify, make_client,
                          redact_url, redis_problem, redis_settings)
 
@@ -499,6 +499,10 @@ def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, 
               help="Replay the signals of this CSV file (epoch,generator,value[,status[,error]], in epoch order; "
                    "what `redismedian signals --csv` writes) [default: the namespace's feeds NS:signals:<g>].")
 @click.option("--since", type=click.IntRange(min=0), metavar="EPOCH", help="Replay only the epochs from EPOCH on.")
+@click.option("--period", default=None, callback=_period, metavar="SECONDS",
+              help="The deployment's period: a signal written (its ts) after a strategy's signal timeout then "
+                   "does not count for it, as live [default: the namespace's, when Redis is read; else every "
+                   "recorded signal counts].")
 @click.option("--csv", "as_csv", is_flag=True,
               help="Print CSV: epoch,median[,live_median],<one column per strategy>,reason (a column is empty "
                    "where there is no median or decision).")
@@ -511,8 +515,8 @@ def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, 
               help="Also draw the replayed median and each strategy's decisions (and the live median with "
                    "--compare-live) into this PNG file; needs matplotlib (pip install 'redismedian[bench]').")
 @redis_options
-def replay_cmd(topology: str, signals_csv: str | None, since: int | None, as_csv: bool, as_json: bool,
-               compare_live: bool, plot: str | None, redis_url: str, namespace: str) -> None:
+def replay_cmd(topology: str, signals_csv: str | None, since: int | None, period: int | None, as_csv: bool,
+               as_json: bool, compare_live: bool, plot: str | None, redis_url: str, namespace: str) -> None:
     """Run the topology's plug-ins over recorded signals, offline: for every epoch, each strategy's
     decision (or why it has none) and the median the trader would publish (or its error), computed
     by the same code as the live processes. Epochs without any signal in between are replayed too."""
@@ -532,6 +536,8 @@ def replay_cmd(topology: str, signals_csv: str | None, since: int | None, as_csv
     keys = K.Keys.for_url(namespace, redis_url)
     client = _operator_client(redis_url, namespace) if compare_live or not signals_csv else None
     with _redis_errors(redis_url):
+        if period is None and client is not None:
+            period = parse_period_ms(client.hget(keys.meta, "period_ms"))
         if signals_csv:
             try:
                 source: Any = RP.CsvSignals(signals_csv)
@@ -546,7 +552,7 @@ def replay_cmd(topology: str, signals_csv: str | None, since: int | None, as_csv
         comparison = RP.Comparison(RP.read_live(client, keys)) if compare_live and client is not None else None
         signals = source if since is None else (s for s in source if s.epoch >= since)
         try:
-            replayed = _replay_out(RP, topo, signals, as_csv, as_json, comparison, plot, total, done)
+            replayed = _replay_out(RP, topo, signals, period, as_csv, as_json, comparison, plot, total, done)
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     if comparison is not None:
@@ -569,8 +575,8 @@ class _Counted:
             yield x
 
 
-def _replay_out(RP: Any, topo: Any, signals: Any, as_csv: bool, as_json: bool, comparison: Any, plot: str | None,
-                total: int, done: Callable[[], int]) -> int:
+def _replay_out(RP: Any, topo: Any, signals: Any, period: int | None, as_csv: bool, as_json: bool, comparison: Any,
+                plot: str | None, total: int, done: Callable[[], int]) -> int:
     """Stream the replay to stdout (a progress bar on stderr when it is a terminal); the epoch count."""
     import csv
     import json
@@ -587,7 +593,7 @@ def _replay_out(RP: Any, topo: Any, signals: Any, as_csv: bool, as_json: bool, c
                 if total and sys.stderr.isatty() else contextlib.nullcontext())
     n = 0
     with bar:
-        for r in RP.replay(topo, signals):
+        for r in RP.replay(topo, signals, period_ms=period):
             n += 1
             if comparison is not None:
                 comparison.add(r)
@@ -614,8 +620,8 @@ def _replay_out(RP: Any, topo: Any, signals: Any, as_csv: bool, as_json: bool, c
 
 @cli.command("signals", context_settings=CONTEXT)
 @click.option("--csv", "as_csv", is_flag=True,
-              help="Print CSV epoch,generator,value,status,error with a header line: what `replay --signals-csv` "
-                   "reads.")
+              help="Print CSV epoch,generator,value,status,error,ts (ts: server ms it was written) with a header "
+                   "line: what `replay --signals-csv` reads.")
 @click.option("--since", type=click.IntRange(min=0), metavar="EPOCH",
               help="Only the signals of EPOCH and later (to append to an archive: the last epoch archived + 1).")
 @click.option("--generators", callback=_names, metavar="G1,G2",

@@ -44,8 +44,9 @@ from .common import as_str, check_name, fmt_value, load_callable, parse_int, par
 from .following import Event, Median, parse_event, parse_median
 from .keys import Keys
 from .replies import xrange
+from .clock import boundary_ms
 from .scripts import report_text
-from .strategy import Reading, decide
+from .strategy import Reading, decide, default_signal_timeout_ms
 from .trader import tally, verdict
 
 log = logging.getLogger("redismedian.replay")
@@ -56,7 +57,7 @@ FEED_CHUNK = 1_000        # entries per XRANGE when reading a feed
 # (when the feed lacks its epoch's signal) half a period after the boundary.  So for this many epochs
 # after a generator's last signal, a strategy calls it stale; later, missing.  Reason texts only.
 STALE_EPOCHS = K.SIGNAL_TTL_PERIODS - 1
-CSV_COLUMNS = ("epoch", "generator", "value", "status", "error")
+CSV_COLUMNS = ("epoch", "generator", "value", "status", "error", "ts")
 
 
 # -- the topology ----------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ class StrategySpec:
     signals: tuple[str, ...]
     decide: str                                   # module:function, as written
     fn: Callable[[Mapping[str, float]], float]
+    signal_timeout_ms: int | None = None          # its --signal-timeout (None: the default, half a period)
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,10 @@ def topology_from(data: Mapping[str, Any], source: str = "topology") -> Topology
         spec = table[name]
         if not isinstance(spec, Mapping):
             raise ValueError(f"{where}: expected a table [strategies.{name}] with signals = [...]")
-        extra = sorted(set(spec) - {"signals", "decide"})
+        extra = sorted(set(spec) - {"signals", "decide", "signal_timeout"})
         if extra:
-            raise ValueError(f"{where}: unknown key {extra[0]!r} (a strategy has signals and decide)")
+            raise ValueError(f"{where}: unknown key {extra[0]!r} (a strategy has signals, decide and "
+                             "signal_timeout)")
         if "signals" not in spec:
             raise ValueError(f"{where}: signals missing, e.g. signals = [\"g1\"]")
         signals = _names(spec["signals"], where)
@@ -176,7 +179,12 @@ def topology_from(data: Mapping[str, Any], source: str = "topology") -> Topology
             fn = load_callable(decide_spec)
         except ValueError as e:
             raise ValueError(f"{where}: decide: {e}") from None
-        strategies.append(StrategySpec(name, signals, decide_spec, fn))
+        timeout = spec.get("signal_timeout")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout < math.inf):
+            raise ValueError(f"{where}: signal_timeout must be a positive number of seconds (its --signal-timeout)")
+        strategies.append(StrategySpec(name, signals, decide_spec, fn,
+                                       None if timeout is None else int(round(timeout * 1000))))
     generators = []
     gtable = data.get("generators", {})
     if not isinstance(gtable, Mapping):
@@ -207,6 +215,7 @@ class Signal(NamedTuple):
     value: str | float
     status: str = "ok"
     error: str = ""
+    ts: int | None = None    # server ms at which it was written (on the feeds; optional in a CSV file)
 
 
 SignalsLike = Union[Iterable[Signal], Iterable[Sequence[Any]]]
@@ -297,7 +306,11 @@ def _csv_rows(rows: Any, name: str) -> Iterator[Signal]:
         except ValueError as e:
             raise ValueError(f"{name}, line {line}: {e}") from None
         status = _col(row, cols, "status").strip() or "ok"
-        yield Signal(epoch, g, row[cols["value"]], status, _col(row, cols, "error"))
+        ts_text = _col(row, cols, "ts").strip()
+        ts = parse_int(ts_text) if ts_text else None
+        if ts_text and ts is None:
+            raise ValueError(f"{name}, line {line}: ts {ts_text!r:.40} is not a whole number of ms")
+        yield Signal(epoch, g, row[cols["value"]], status, _col(row, cols, "error"), ts)
 
 
 def _col(row: list[str], cols: Mapping[str, int], name: str) -> str:
@@ -330,7 +343,7 @@ def _feed(client: redis.Redis, key: str, g: str, since: int | None, chunk: int) 
             if f.get("name") != g or epoch is None or epoch < last or (since is not None and epoch < since):
                 continue
             last = epoch
-            yield Signal(epoch, g, f.get("value", ""), f.get("status", ""), f.get("error", ""))
+            yield Signal(epoch, g, f.get("value", ""), f.get("status", ""), f.get("error", ""), parse_int(f.get("ts")))
         if len(entries) < chunk:
             return
         start = "(" + as_str(entries[-1][0])
@@ -343,7 +356,7 @@ def write_csv(signals: Iterable[Signal], out: IO[str], header: bool = True) -> i
         w.writerow(CSV_COLUMNS)
     n = 0
     for s in signals:
-        w.writerow((s.epoch, s.generator, _value_text(s.value), s.status, s.error))
+        w.writerow((s.epoch, s.generator, _value_text(s.value), s.status, s.error, "" if s.ts is None else s.ts))
         n += 1
     return n
 
@@ -386,45 +399,71 @@ def _as_signal(s: Signal | Sequence[Any]) -> Signal:
     return Signal(*s)
 
 
-def by_epoch(signals: Iterable[Signal | Sequence[Any]]) -> Iterator[tuple[int, dict[str, Reading]]]:
-    """Group signals (in epoch order) into (epoch, {generator: Reading}); the last of two signals of
-    one generator for one epoch wins."""
+class Found(NamedTuple):
+    """One epoch's signals: {generator: Reading}, and when each was written (None: not known)."""
+
+    readings: dict[str, Reading]
+    ts: dict[str, int | None]
+
+
+def by_epoch(signals: Iterable[Signal | Sequence[Any]]) -> Iterator[tuple[int, Found]]:
+    """Group signals (in epoch order) by epoch; the last of two signals of one generator for one
+    epoch wins."""
     cur: int | None = None
-    feed: dict[str, Reading] = {}
+    found = Found({}, {})
     for item in signals:
         s = _as_signal(item)
         if s.epoch != cur:
             if cur is not None:
                 if s.epoch < cur:
                     raise ValueError(f"signal for epoch {s.epoch} after epoch {cur}: signals must be in epoch order")
-                yield cur, feed
-            cur, feed = s.epoch, {}
-        feed[s.generator] = Reading(str(s.epoch), _value_text(s.value), s.status, s.error)
+                yield cur, found
+            cur, found = s.epoch, Found({}, {})
+        found.readings[s.generator] = Reading(str(s.epoch), _value_text(s.value), s.status, s.error)
+        found.ts[s.generator] = s.ts
     if cur is not None:
-        yield cur, feed
+        yield cur, found
 
 
 class Replayer:
-    """Replays one topology epoch by epoch (keeps only each generator's last epoch between them)."""
+    """Replays one topology epoch by epoch (keeps only each generator's last epoch between them).
 
-    def __init__(self, topology: Topology):
+    With ``period_ms``, a signal whose write time is known counts for a strategy only when it was
+    written before the strategy stopped waiting for it (the epoch's boundary plus its signal
+    timeout), as live: a late signal is one the strategy did not see."""
+
+    def __init__(self, topology: Topology, period_ms: int | None = None):
         self.topology = topology
         self.names = topology.names                          # sorted, as the trader reads them
+        self.period_ms = period_ms
         self.last_seen: dict[str, int] = {}
 
-    def epoch(self, epoch: int, feed: Mapping[str, Reading]) -> Replayed:
+    def _in_time(self, epoch: int, found: Found, timeout_ms: int | None) -> Mapping[str, Reading]:
+        if self.period_ms is None or not any(t is not None for t in found.ts.values()):
+            return found.readings
+        deadline = boundary_ms(epoch, self.period_ms) + (
+            timeout_ms if timeout_ms is not None else default_signal_timeout_ms(self.period_ms))
+        return {g: r for g, r in found.readings.items() if (t := found.ts.get(g)) is None or t < deadline}
+
+    def epoch(self, epoch: int, found: Found | Mapping[str, Reading]) -> Replayed:
         """Every strategy's report for ``epoch`` from the signals found, then the trader's verdict."""
+        if not isinstance(found, Found):
+            found = Found(dict(found), {})
         raw: list[bytes | None] = []
         decisions: dict[str, float | None] = {}
         reasons: dict[str, str] = {}
+        seen: dict[int | None, Mapping[str, Reading]] = {}
         for s in self.topology.strategies:
+            feed = seen.get(s.signal_timeout_ms)
+            if feed is None:
+                feed = seen[s.signal_timeout_ms] = self._in_time(epoch, found, s.signal_timeout_ms)
             stored = self._stored(s.signals, feed, epoch)
             _values, value, reason = decide(list(s.signals), epoch, feed, stored, s.fn)
             raw.append(report_text(epoch, value, "ok" if value else "error", reason).encode())
             decisions[s.name] = parse_number(value) if value else None
             reasons[s.name] = reason
         outcome, text = verdict(tally(epoch, self.names, raw), len(self.names))
-        for g in feed:
+        for g in found.readings:
             self.last_seen[g] = epoch
         if outcome == "ok":
             return Replayed(epoch, parse_number(text), "", decisions, reasons)
@@ -442,27 +481,29 @@ class Replayer:
 
     def run(self, signals: Iterable[Signal | Sequence[Any]], fill_gaps: bool = True) -> Iterator[Replayed]:
         prev: int | None = None
-        for epoch, feed in by_epoch(signals):
+        for epoch, found in by_epoch(signals):
             if fill_gaps and prev is not None:
                 for e in range(prev + 1, epoch):
-                    yield self.epoch(e, {})
+                    yield self.epoch(e, Found({}, {}))
             prev = epoch
-            yield self.epoch(epoch, feed)
+            yield self.epoch(epoch, found)
 
 
 def replay(topology: Topology | Mapping[str, Any] | str | os.PathLike[str],
            signals: Iterable[Signal | Sequence[Any]] | str | os.PathLike[str],
-           fill_gaps: bool = True) -> Iterator[Replayed]:
+           fill_gaps: bool = True, period_ms: int | None = None) -> Iterator[Replayed]:
     """Replay ``topology`` (a :class:`Topology`, a TOML file's path, or its parsed mapping) over
     ``signals`` (a CSV file's path, or (epoch, generator, value[, status[, error]]) rows in epoch
-    order): one :class:`Replayed` per epoch, the epochs without any signal in between included."""
+    order): one :class:`Replayed` per epoch, the epochs without any signal in between included.
+    With ``period_ms`` (the deployment's period), signals written after a strategy's signal timeout
+    (when their ``ts`` is known) do not count for it, as live."""
     if isinstance(topology, (str, os.PathLike)):
         topology = load_topology(topology)
     elif not isinstance(topology, Topology):
         topology = topology_from(topology)
     if isinstance(signals, (str, os.PathLike)):
         signals = CsvSignals(signals)
-    return Replayer(topology).run(signals, fill_gaps)
+    return Replayer(topology, period_ms).run(signals, fill_gaps)
 
 
 # -- comparing with what live published ------------------------------------------------------------

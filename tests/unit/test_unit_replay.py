@@ -172,6 +172,7 @@ def test_a_bad_value_is_data_not_an_error(tmp_path):
      "strategy 'X': decide: cannot import module 'nosuchmodule'"),
     ("[strategy.X]\nsignals = [\"g1\"]\n", "unknown table 'strategy'"),
     ("[strategies.X]\nsignals = [\"g1\"]\n[generators.g1]\nsignal = 3\n", "signal must be text"),
+    ("[strategies.X]\nsignals = [\"g1\"]\nsignal_timeout = 0\n", "signal_timeout must be a positive number"),
 ])
 def test_a_bad_topology_is_one_clear_line(tmp_path, text, needle):
     with pytest.raises(ValueError, match=needle) as e:
@@ -215,3 +216,19 @@ def test_the_package_api(tmp_path):
     (r,) = redismedian.replay(topo(tmp_path), [(1, "g1", 1.0), (1, "g2", 2.0), (1, "g3", 3.0)])
     assert (r.epoch, r.median, r.counted) == (1, 2.5, 3)
     assert r.as_json()["decisions"] == {"X": 1.0, "Y": 2.5, "Z": 3.0}
+
+
+def test_a_signal_written_after_the_signal_timeout_does_not_count(tmp_path):
+    t = topo(tmp_path, TOPOLOGY + "signal_timeout = 50\n")    # Z waits 50 s; the others half the period (30 s)
+    period = 60_000
+    b = 11 * period
+    rows = [(10, "g1", 1, "ok", "", 10 * period + 5), (10, "g2", 1, "ok", "", 10 * period + 5),
+            (10, "g3", 1, "ok", "", 10 * period + 5),
+            (11, "g1", 2, "ok", "", b + 29_999), (11, "g2", 3, "ok", "", b + 1), (11, "g3", 4, "ok", "", b + 30_000)]
+    r10, r11 = R.replay(t, rows, period_ms=period)
+    assert r10.median == 1.0
+    assert r11.reasons["Y"] == "signal g3 stale (last epoch 10)"      # written when Y had given up
+    assert r11.decisions["X"] == 2.0 and r11.decisions["Z"] == 4.0     # Z still waited
+    # without the period (or without ts) every recorded signal counts
+    assert list(R.replay(t, rows))[1].decisions["Y"] == 3.5
+    assert list(R.replay(t, [row[:5] for row in rows], period_ms=period))[1].decisions["Y"] == 3.5

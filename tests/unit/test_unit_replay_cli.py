@@ -69,7 +69,7 @@ def test_nothing_to_compare_is_not_agreement(live):
 def test_signals_export_replays_like_the_feeds(live):
     r = ns("signals", "--csv")
     assert r.exit_code == 0, r.stderr
-    assert r.stdout.splitlines()[0] == "epoch,generator,value,status,error"
+    assert r.stdout.splitlines()[0] == "epoch,generator,value,status,error,ts"
     assert len(r.stdout.splitlines()) == 1 + sum(len(row) for row in SCRIPT)
     path = live.tmp / "signals.csv"
     path.write_text(r.stdout)
@@ -80,7 +80,9 @@ def test_signals_export_replays_like_the_feeds(live):
     assert len(from_csv.stdout.splitlines()) == len(from_feeds.stdout.splitlines()) == 1 + len(SCRIPT)
     # --since and --no-header: what a timer appends to an archive
     later = ns("signals", "--csv", "--since", str(live.last), "--no-header", "--generators", "g1,g2")
-    assert later.stdout.splitlines() == [f"{live.last},g1,9.0,ok,", f"{live.last},g2,6.0,ok,"]
+    assert [x.rsplit(",", 1)[0] for x in later.stdout.splitlines()] == [f"{live.last},g1,9.0,ok,",
+                                                                        f"{live.last},g2,6.0,ok,"]
+    assert all(int(x.rsplit(",", 1)[1]) // live.period_ms == live.last for x in later.stdout.splitlines())
 
 
 def test_the_table_and_the_json(live):
