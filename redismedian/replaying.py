@@ -276,7 +276,9 @@ def _csv_rows(rows: Any, name: str) -> Iterator[Signal]:
     """``rows``: a csv.reader (its ``line_num`` names the line of a bad row)."""
     cols = {c: i for i, c in enumerate(CSV_COLUMNS)}
     last_epoch = -1
+    last_text = ""
     first = True
+    names: set[str] = set()     # generator names already checked
     for row in rows:
         line = rows.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
@@ -293,24 +295,28 @@ def _csv_rows(rows: Any, name: str) -> Iterator[Signal]:
         first = False
         if len(row) <= max(cols["epoch"], cols["generator"], cols["value"]):
             raise ValueError(f"{name}, line {line}: expected epoch,generator,value[,status[,error]], got {row!r:.80}")
-        epoch = parse_int(row[cols["epoch"]].strip())
-        if epoch is None or epoch < 0:
-            raise ValueError(f"{name}, line {line}: epoch {row[cols['epoch']]!r:.40} is not a whole number")
-        if epoch < last_epoch:
-            raise ValueError(f"{name}, line {line}: epoch {epoch} comes after epoch {last_epoch}: the rows must be "
-                             "in epoch order (sort -t, -k1,1n -s)")
-        last_epoch = epoch
+        epoch_text = row[cols["epoch"]]
+        if epoch_text != last_text:     # the rows of one epoch follow each other
+            epoch = parse_int(epoch_text.strip())
+            if epoch is None or epoch < 0:
+                raise ValueError(f"{name}, line {line}: epoch {epoch_text!r:.40} is not a whole number")
+            if epoch < last_epoch:
+                raise ValueError(f"{name}, line {line}: epoch {epoch} comes after epoch {last_epoch}: the rows must "
+                                 "be in epoch order (sort -t, -k1,1n -s)")
+            last_epoch, last_text = epoch, epoch_text
         g = row[cols["generator"]].strip()
-        try:
-            check_name(g, "generator name")
-        except ValueError as e:
-            raise ValueError(f"{name}, line {line}: {e}") from None
+        if g not in names:
+            try:
+                check_name(g, "generator name")
+            except ValueError as e:
+                raise ValueError(f"{name}, line {line}: {e}") from None
+            names.add(g)
         status = _col(row, cols, "status").strip() or "ok"
         ts_text = _col(row, cols, "ts").strip()
         ts = parse_int(ts_text) if ts_text else None
         if ts_text and ts is None:
             raise ValueError(f"{name}, line {line}: ts {ts_text!r:.40} is not a whole number of ms")
-        yield Signal(epoch, g, row[cols["value"]], status, _col(row, cols, "error"), ts)
+        yield Signal(last_epoch, g, row[cols["value"]], status, _col(row, cols, "error"), ts)
 
 
 def _col(row: list[str], cols: Mapping[str, int], name: str) -> str:
@@ -437,6 +443,8 @@ class Replayer:
         self.names = topology.names                          # sorted, as the trader reads them
         self.period_ms = period_ms
         self.last_seen: dict[str, int] = {}
+        self.plan = [(s.name, list(s.signals), frozenset(s.signals), s.fn, s.signal_timeout_ms)
+                     for s in topology.strategies]
 
     def _in_time(self, epoch: int, found: Found, timeout_ms: int | None) -> Mapping[str, Reading]:
         if self.period_ms is None or not any(t is not None for t in found.ts.values()):
@@ -453,15 +461,16 @@ class Replayer:
         decisions: dict[str, float | None] = {}
         reasons: dict[str, str] = {}
         seen: dict[int | None, Mapping[str, Reading]] = {}
-        for s in self.topology.strategies:
-            feed = seen.get(s.signal_timeout_ms)
+        for name, signals, wanted, fn, timeout_ms in self.plan:
+            feed = seen.get(timeout_ms)
             if feed is None:
-                feed = seen[s.signal_timeout_ms] = self._in_time(epoch, found, s.signal_timeout_ms)
-            stored = self._stored(s.signals, feed, epoch)
-            _values, value, reason = decide(list(s.signals), epoch, feed, stored, s.fn)
+                feed = seen[timeout_ms] = self._in_time(epoch, found, timeout_ms)
+            stored = {} if wanted <= feed.keys() else self._stored(signals, feed, epoch)
+            _values, value, reason = decide(signals, epoch, feed, stored, fn)
             raw.append(report_text(epoch, value, "ok" if value else "error", reason).encode())
-            decisions[s.name] = parse_number(value) if value else None
-            reasons[s.name] = reason
+            # value: a finite float's repr (plugin_number), read back exactly as the trader reads it
+            decisions[name] = float(value) if value else None
+            reasons[name] = reason
         outcome, text = verdict(tally(epoch, self.names, raw), len(self.names))
         for g in found.readings:
             self.last_seen[g] = epoch

@@ -7,6 +7,7 @@ submits nothing and records why, which the trader then shows as its reason.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -48,6 +49,12 @@ class Reading:
     @property
     def epoch(self) -> int | None:
         return parse_int(self.epoch_text)
+
+    @functools.cached_property
+    def number(self) -> float | None:
+        """The value, a finite number in the strict grammar, or None (parsed once: a replay hands one
+        reading to every strategy of its generator)."""
+        return parse_finite(self.value_text)
 
     @classmethod
     def from_fields(cls, fields: Mapping[Any, Any]) -> "Reading":
@@ -91,7 +98,7 @@ def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
             else:
                 problems.append(f"signal {g} has status {r.status!r:.40}")
             continue
-        x = parse_finite(r.value_text)
+        x = r.number
         if x is None:
             problems.append(f"signal {g} is not a finite number ({r.value_text!r:.40})")
             continue
