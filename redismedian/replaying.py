@@ -35,7 +35,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, Union
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import redis
 
@@ -216,9 +216,6 @@ class Signal(NamedTuple):
     status: str = "ok"
     error: str = ""
     ts: int | None = None    # server ms at which it was written (on the feeds; optional in a CSV file)
-
-
-SignalsLike = Union[Iterable[Signal], Iterable[Sequence[Any]]]
 
 
 class CsvSignals:

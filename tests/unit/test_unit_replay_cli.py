@@ -87,7 +87,7 @@ def test_signals_export_replays_like_the_feeds(live):
 
 def test_the_table_and_the_json(live):
     t = ns("replay", "--topology", str(live.topology))
-    assert t.exit_code == 0
+    assert t.exit_code == 0 and t.stderr == "", "no progress bar when stderr is not a terminal"
     head, first = t.stdout.splitlines()[:2]
     assert head.split() == ["epoch", "median", "X", "Y", "Z", "reason"]
     assert first.split() == [str(live.first), "3.0", "1.0", "3.0", "4.0"]
@@ -128,3 +128,20 @@ def test_every_option_has_help():
         for p in cmd.params:
             if p.name not in ("help",):
                 assert getattr(p, "help", None), (name, p.name)
+
+
+def test_a_progress_bar_on_a_terminal(live, monkeypatch):
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    err, out = Terminal(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(sys, "stdout", out)
+    topo = R.load_topology(live.topology)
+    signals = R.feed_signals(live.r, live.k, topo.signal_names)
+    n = cli_mod._replay_out(R, topo, signals, live.period_ms, True, False, None, None, 18, lambda: 18)
+    assert n == len(SCRIPT)
+    assert "replaying" in err.getvalue() and "100%" in err.getvalue()
+    assert out.getvalue().startswith("epoch,median,X,Y,Z,reason\n") and "replaying" not in out.getvalue()
