@@ -496,8 +496,9 @@ def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, 
               help="TOML file with one table per strategy: [strategies.X] signals = [\"g1\"], and optionally "
                    "decide = \"module:function\" (default: the strategy command's).")
 @click.option("--signals-csv", metavar="FILE",
-              help="Replay the signals of this CSV file (epoch,generator,value[,status[,error]], in epoch order; "
-                   "what `redismedian signals --csv` writes) [default: the namespace's feeds NS:signals:<g>].")
+              help="Replay the signals of this CSV file (epoch,generator,value[,status[,error[,ts]]], in epoch "
+                   "order; what `redismedian signals --csv` writes) [default: the namespace's feeds "
+                   "NS:signals:<g>, from the first epoch that every one still holds].")
 @click.option("--since", type=click.IntRange(min=0), metavar="EPOCH", help="Replay only the epochs from EPOCH on.")
 @click.option("--period", default=None, callback=_period, metavar="SECONDS",
               help="The deployment's period: a signal written (its ts) after a strategy's signal timeout then "
@@ -547,7 +548,7 @@ def replay_cmd(topology: str, signals_csv: str | None, since: int | None, period
         else:
             assert client is not None
             total = RP.feed_length(client, keys, topo.signal_names)
-            source = _Counted(RP.feed_signals(client, keys, topo.signal_names, since))
+            source = _Counted(RP.feed_signals(client, keys, topo.signal_names, since, aligned=True))
             done = functools.partial(getattr, source, "count")
         comparison = RP.Comparison(RP.read_live(client, keys)) if compare_live and client is not None else None
         signals = source if since is None else (s for s in source if s.epoch >= since)
@@ -623,7 +624,8 @@ def _replay_out(RP: Any, topo: Any, signals: Any, period: int | None, as_csv: bo
               help="Print CSV epoch,generator,value,status,error,ts (ts: server ms it was written) with a header "
                    "line: what `replay --signals-csv` reads.")
 @click.option("--since", type=click.IntRange(min=0), metavar="EPOCH",
-              help="Only the signals of EPOCH and later (to append to an archive: the last epoch archived + 1).")
+              help="Only the signals of EPOCH and later (to append to an archive: the last epoch archived + 1) "
+                   "[default: from the first epoch that every feed still holds].")
 @click.option("--generators", callback=_names, metavar="G1,G2",
               help="Only these generators' feeds [default: every feed NS:signals:<g> of the namespace].")
 @click.option("--no-header", is_flag=True, help="Leave out the CSV header line (to append to an archive).")
@@ -638,7 +640,7 @@ def signals_cmd(as_csv: bool, since: int | None, generators: list[str] | None, n
     out = sys.stdout
     with _redis_errors(redis_url):
         names = generators or RP.feed_generators(client, keys)
-        signals = RP.feed_signals(client, keys, names, since)
+        signals = RP.feed_signals(client, keys, names, since, aligned=True)
         if as_csv:
             RP.write_csv(signals, out, header=not no_header)
         else:

@@ -322,12 +322,26 @@ def _col(row: list[str], cols: Mapping[str, int], name: str) -> str:
 
 
 def feed_signals(client: redis.Redis, keys: Keys, generators: Sequence[str], since: int | None = None,
-                 chunk: int = FEED_CHUNK) -> Iterator[Signal]:
+                 chunk: int = FEED_CHUNK, aligned: bool = False) -> Iterator[Signal]:
     """The signals on the generators' feeds (``NS:signals:<g>``), merged in epoch order, read with
     ``XRANGE`` in chunks.  Entries a strategy would ignore (another generator's name, an epoch that
-    is not a whole number, or one older than the feed's previous one) are skipped."""
+    is not a whole number, or one older than the feed's previous one) are skipped.
+
+    ``aligned`` (without ``since``): start at the first epoch that every feed still holds.  The feeds
+    are trimmed each on its own (about SIGNAL_FEED_MAXLEN entries), so before that epoch some hold
+    signals the others no longer have, and a replay would take the trimmed ones for missing."""
+    if aligned and since is None:
+        firsts = [e for e in (first_epoch(client, keys.signal_feed(g), g) for g in generators) if e is not None]
+        since = max(firsts) if firsts else None
     feeds = [_feed(client, keys.signal_feed(g), g, since, chunk) for g in generators]
     return heapq.merge(*feeds, key=lambda s: s.epoch)
+
+
+def first_epoch(client: redis.Redis, key: str, g: str) -> int | None:
+    """The epoch of the oldest signal on a feed (None: empty, or none of its first entries is one)."""
+    for s in _feed(client, key, g, None, 100):
+        return s.epoch
+    return None
 
 
 def _feed(client: redis.Redis, key: str, g: str, since: int | None, chunk: int) -> Iterator[Signal]:

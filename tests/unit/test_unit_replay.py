@@ -197,6 +197,11 @@ def test_feeds_are_read_in_chunks_and_merged_by_epoch(monkeypatch):
     assert [(s.epoch, s.generator) for s in got] == [(e, g) for e in range(1, 8) for g in ("a", "b") if (e, g) != (4, "b")]
     assert got[0] == R.Signal(1, "a", "10", "ok", "")
     assert [s.epoch for s in R.feed_signals(env.r, env.k, ["a", "b"], since=6)] == [6, 6, 7, 7]
+    # trimmed feeds: start where every feed still has its history
+    env.r.xtrim(env.k.signal_feed("b"), maxlen=2, approximate=False)   # b keeps epochs 6 and 7
+    assert [(s.epoch, s.generator) for s in R.feed_signals(env.r, env.k, ["a", "b"], aligned=True)] == [
+        (6, "a"), (6, "b"), (7, "a"), (7, "b")]
+    assert R.feed_signals(env.r, env.k, ["a", "b", "nofeed"], aligned=True, since=5).__next__().epoch == 5
 
 
 def test_exported_csv_replays_the_same(monkeypatch, tmp_path):
