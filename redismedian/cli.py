@@ -13,7 +13,7 @@ import redis
 
 from . import keys as K
 from .common import (DEFAULT_PERIOD_S, EXIT_FAILURE, NAME_RULE, FatalError, Settings, check_name, check_namespace,
-                     load_callable, parse_name_list, parse_period_ms, period_to_ms)
+                     load_callable, parse_int, parse_name_list, parse_period_ms, period_to_ms)
 from .connection import (DEFAULT_REDIS_URL, PASSWORD_ENV, RedisSettings, ErrorKind, check_url, classify, make_client,
                          redact_url, redis_problem, redis_settings)
 
@@ -491,6 +491,14 @@ def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, 
         click.echo(history_table(rows))
 
 
+def _epoch_range(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition(":")
+    a, b = parse_int(first.strip()), parse_int(last.strip())
+    if not sep or a is None or b is None or a < 0 or b < a:
+        raise ValueError(f"{text!r}: give FIRST:LAST, two epoch numbers with FIRST <= LAST, e.g. 29000000:29000059")
+    return a, b
+
+
 @cli.command("replay", context_settings=CONTEXT)
 @click.option("--topology", required=True, metavar="FILE",
               help="TOML file with one table per strategy: [strategies.X] signals = [\"g1\"], and optionally "
@@ -499,6 +507,9 @@ def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, 
               help="Replay the signals of this CSV file (epoch,generator,value[,status[,error[,ts]]], in epoch "
                    "order; what `redismedian signals --csv` writes) [default: the namespace's feeds "
                    "NS:signals:<g>, from the first epoch that every one still holds].")
+@click.option("--epochs", metavar="FIRST:LAST", callback=_validator(_epoch_range),
+              help="Compute the signals of epochs FIRST to LAST with the signal plug-ins of the topology's "
+                   "[generators.NAME] tables (as the generator command does) instead of reading recorded ones.")
 @click.option("--since", type=click.IntRange(min=0), metavar="EPOCH", help="Replay only the epochs from EPOCH on.")
 @click.option("--period", default=None, callback=_period, metavar="SECONDS",
               help="The deployment's period: a signal written (its ts) after a strategy's signal timeout then "
@@ -516,8 +527,9 @@ def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, 
               help="Also draw the replayed median and each strategy's decisions (and the live median with "
                    "--compare-live) into this PNG file; needs matplotlib (pip install 'redismedian[bench]').")
 @redis_options
-def replay_cmd(topology: str, signals_csv: str | None, since: int | None, period: int | None, as_csv: bool,
-               as_json: bool, compare_live: bool, plot: str | None, redis_url: str, namespace: str) -> None:
+def replay_cmd(topology: str, signals_csv: str | None, epochs: tuple[int, int] | None, since: int | None,
+               period: int | None, as_csv: bool, as_json: bool, compare_live: bool, plot: str | None, redis_url: str,
+               namespace: str) -> None:
     """Run the topology's plug-ins over recorded signals, offline: for every epoch, each strategy's
     decision (or why it has none) and the median the trader would publish (or its error), computed
     by the same code as the live processes. Epochs without any signal in between are replayed too."""
@@ -525,23 +537,35 @@ def replay_cmd(topology: str, signals_csv: str | None, since: int | None, period
     from . import replaying as RP
     if as_csv and as_json:
         raise click.UsageError("choose one of --csv and --json")
+    if epochs and signals_csv:
+        raise click.UsageError("choose one of --signals-csv (recorded signals) and --epochs (computed ones)")
     try:
         topo = RP.load_topology(topology)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--topology") from None
+    computed = None
+    if epochs:
+        try:
+            computed = _Counted(RP.computed_signals(topo, *epochs))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--epochs") from None
     if plot:
         try:
             RP.require_matplotlib()
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--plot") from None
     keys = K.Keys.for_url(namespace, redis_url)
-    client = _operator_client(redis_url, namespace) if compare_live or not signals_csv else None
+    client = _operator_client(redis_url, namespace) if compare_live or not (signals_csv or epochs) else None
     with _redis_errors(redis_url):
         if period is None and client is not None:
             period = parse_period_ms(client.hget(keys.meta, "period_ms"))
-        if signals_csv:
+        if computed is not None and epochs:
+            source: Any = computed
+            total = (epochs[1] - epochs[0] + 1) * len(topo.signal_names)
+            done = functools.partial(getattr, source, "count")
+        elif signals_csv:
             try:
-                source: Any = RP.CsvSignals(signals_csv)
+                source = RP.CsvSignals(signals_csv)
             except ValueError as e:
                 raise click.BadParameter(str(e), param_hint="--signals-csv") from None
             total, done = source.size, functools.partial(getattr, source, "bytes_read")

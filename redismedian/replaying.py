@@ -42,6 +42,7 @@ import redis
 from . import keys as K
 from .common import as_str, check_name, fmt_value, load_callable, parse_int, parse_number
 from .following import Event, Median, parse_event, parse_median
+from .generator import compute_signal
 from .keys import Keys
 from .replies import xrange
 from .clock import boundary_ms
@@ -52,6 +53,7 @@ from .trader import tally, verdict
 log = logging.getLogger("redismedian.replay")
 
 DEFAULT_DECIDE = "redismedian.strategy:default_decide"
+DEFAULT_SIGNAL = "redismedian.generator:default_signal"
 FEED_CHUNK = 1_000        # entries per XRANGE when reading a feed
 # A signal hash (NS:signal:<g>) expires SIGNAL_TTL_PERIODS after it was written; a strategy reads it
 # (when the feed lacks its epoch's signal) half a period after the boundary.  So for this many epochs
@@ -74,10 +76,12 @@ class StrategySpec:
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """A generator listed in the topology (optional; its ``signal`` plug-in, when given)."""
+    """A generator listed in the topology (optional), with its ``signal`` plug-in: what a replay
+    that computes the signals (:func:`computed_signals`) calls."""
 
     name: str
-    signal: str | None
+    signal: str
+    fn: Callable[[int], float]
 
 
 @dataclass(frozen=True)
@@ -198,10 +202,14 @@ def topology_from(data: Mapping[str, Any], source: str = "topology") -> Topology
         if not isinstance(spec, Mapping) or sorted(set(spec) - {"signal"}):
             raise ValueError(f"{source}: generator {name!r}: expected a table with at most "
                              "signal = \"module:function\"")
-        sig = spec.get("signal")
-        if sig is not None and not isinstance(sig, str):
+        sig = spec.get("signal", DEFAULT_SIGNAL)
+        if not isinstance(sig, str):
             raise ValueError(f"{source}: generator {name!r}: signal must be text of the form module:function")
-        generators.append(GeneratorSpec(name, sig))
+        try:
+            sig_fn = load_callable(sig)
+        except ValueError as e:
+            raise ValueError(f"{source}: generator {name!r}: signal: {e}") from None
+        generators.append(GeneratorSpec(name, sig, sig_fn))
     return Topology(tuple(strategies), tuple(generators))
 
 
@@ -364,6 +372,30 @@ def _feed(client: redis.Redis, key: str, g: str, since: int | None, chunk: int) 
         if len(entries) < chunk:
             return
         start = "(" + as_str(entries[-1][0])
+
+
+def computed_signals(topology: Topology, first: int, last: int) -> Iterator[Signal]:
+    """The signals of epochs ``first`` to ``last``, computed by the generators' ``signal`` plug-ins
+    of the topology as the generator process computes them (:func:`redismedian.generator.compute_signal`:
+    a plug-in that raises or returns no finite number gives a signal in error).  ValueError when a
+    strategy reads a generator that the topology does not list."""
+    plugins = {g.name: g.fn for g in topology.generators}
+    missing = [g for g in topology.signal_names if g not in plugins]
+    if missing:
+        raise ValueError(f"computing the signals needs every generator the strategies read in the topology: add "
+                         f"[generators.{missing[0]}] with signal = \"module:function\""
+                         + (f" (and for {', '.join(missing[1:])})" if len(missing) > 1 else ""))
+    if first > last:
+        raise ValueError(f"epochs {first}:{last}: the first epoch comes after the last")
+    return _computed(plugins, topology.signal_names, first, last)
+
+
+def _computed(plugins: Mapping[str, Callable[[int], float]], names: Sequence[str], first: int,
+              last: int) -> Iterator[Signal]:
+    for epoch in range(first, last + 1):
+        for g in names:
+            value, error = compute_signal(plugins[g], epoch)
+            yield Signal(epoch, g, value, "error" if error else "ok", error)
 
 
 def write_csv(signals: Iterable[Signal], out: IO[str], header: bool = True) -> int:

@@ -237,3 +237,33 @@ def test_a_signal_written_after_the_signal_timeout_does_not_count(tmp_path):
     # without the period (or without ts) every recorded signal counts
     assert list(R.replay(t, rows))[1].decisions["Y"] == 3.5
     assert list(R.replay(t, [row[:5] for row in rows], period_ms=period))[1].decisions["Y"] == 3.5
+
+
+COMPUTED = TOPOLOGY + """
+[generators.g1]
+signal = "tests.plugins:sig_a"
+[generators.g2]
+signal = "tests.plugins:sig_b"
+[generators.g3]
+signal = "tests.plugins:sig_nan"
+"""
+
+
+def test_signals_computed_by_the_generators_plugins(tmp_path):
+    from tests import plugins
+    t = topo(tmp_path, COMPUTED)
+    sigs = list(R.computed_signals(t, 100, 101))
+    assert [(s.epoch, s.generator) for s in sigs] == [(e, g) for e in (100, 101) for g in ("g1", "g2", "g3")]
+    assert sigs[0] == R.Signal(100, "g1", repr(plugins.sig_a(100)), "ok", "")
+    assert sigs[2] == R.Signal(100, "g3", "", "error", "signal function returned nan, not a finite number")
+    r100, r101 = R.replay(t, R.computed_signals(t, 100, 101))
+    assert r100.decisions["X"] == plugins.sig_a(100) and r100.median is None
+    assert r101.reasons["Y"] == "signal g3 error: signal function returned nan, not a finite number"
+
+
+def test_computing_needs_every_generator_listed(tmp_path):
+    t = topo(tmp_path, TOPOLOGY + '[generators.g1]\nsignal = "tests.plugins:sig_a"\n')
+    with pytest.raises(ValueError, match=r"add \[generators.g2\] with signal = \"module:function\" \(and for g3\)"):
+        R.computed_signals(t, 1, 2)
+    with pytest.raises(ValueError, match="generator 'g1': signal: cannot import module 'nope'"):
+        topo(tmp_path, TOPOLOGY + '[generators.g1]\nsignal = "nope:f"\n')

@@ -145,3 +145,18 @@ def test_a_progress_bar_on_a_terminal(live, monkeypatch):
     assert n == len(SCRIPT)
     assert "replaying" in err.getvalue() and "100%" in err.getvalue()
     assert out.getvalue().startswith("epoch,median,X,Y,Z,reason\n") and "replaying" not in out.getvalue()
+
+
+def test_epochs_computes_the_signals(live):
+    from tests.unit.test_unit_replay import COMPUTED
+    live.topology.write_text(COMPUTED.replace("sig_nan", "sig_c"))
+    r = ns("replay", "--topology", str(live.topology), "--epochs", "100:102", "--csv")
+    assert r.exit_code == 0, r.stderr
+    assert [x.split(",")[0] for x in r.stdout.splitlines()] == ["epoch", "100", "101", "102"]
+    bad = ns("replay", "--topology", str(live.topology), "--epochs", "102:100")
+    assert bad.exit_code == 2 and "FIRST <= LAST" in bad.stderr
+    both = ns("replay", "--topology", str(live.topology), "--epochs", "1:2", "--signals-csv", str(live.topology))
+    assert both.exit_code == 2 and "choose one of --signals-csv" in both.stderr
+    live.topology.write_text(TOPOLOGY)
+    missing = ns("replay", "--topology", str(live.topology), "--epochs", "1:2")
+    assert missing.exit_code == 2 and "add [generators.g1]" in missing.stderr
