@@ -124,11 +124,10 @@ def load_topology(path: str | os.PathLike[str]) -> Topology:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(f"cannot read topology {os.fspath(path)!r}: {getattr(e, 'strerror', None) or e}") from None
+    loads = _toml_loads()
     try:
-        data = _toml_loads()(text)
+        data = loads(text)
     except ValueError as e:   # tomllib.TOMLDecodeError is a ValueError
-        if "tomllib" in str(e) or "tomli" in str(e):
-            raise
         raise ValueError(f"topology {os.fspath(path)!r} is not valid TOML: {e}") from None
     return topology_from(data, f"topology {os.fspath(path)!r}")
 

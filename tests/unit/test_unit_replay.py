@@ -267,3 +267,16 @@ def test_computing_needs_every_generator_listed(tmp_path):
         R.computed_signals(t, 1, 2)
     with pytest.raises(ValueError, match="generator 'g1': signal: cannot import module 'nope'"):
         topo(tmp_path, TOPOLOGY + '[generators.g1]\nsignal = "nope:f"\n')
+
+
+def test_before_python_3_11_without_tomli_the_error_says_so(tmp_path, monkeypatch):
+    import importlib
+    import sys
+    p = tmp_path / "t.toml"
+    p.write_text(TOPOLOGY)
+    real = importlib.import_module
+    monkeypatch.setattr(sys, "version_info", (3, 10, 0, "final", 0))
+    monkeypatch.setattr(R.importlib, "import_module",
+                        lambda name, *a: (_ for _ in ()).throw(ImportError(name)) if name == "tomli" else real(name, *a))
+    with pytest.raises(ValueError, match=r"needs Python 3.11 or later \(tomllib\), or the tomli package"):
+        R.load_topology(p)
