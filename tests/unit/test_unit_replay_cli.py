@@ -160,3 +160,14 @@ def test_epochs_computes_the_signals(live):
     live.topology.write_text(TOPOLOGY)
     missing = ns("replay", "--topology", str(live.topology), "--epochs", "1:2")
     assert missing.exit_code == 2 and "add [generators.g1]" in missing.stderr
+
+
+def test_signals_table_for_a_person(live):
+    r = ns("signals", "--generators", "g2")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["epoch", "generator", "value", "status", "error"]
+    assert len(lines) == 1 + sum("g2" in row for row in SCRIPT)
+    assert lines[1].split() == [str(live.first), "g2", "2.0", "ok"]
+    assert lines[5].split()[:3] == [str(live.first + 4), "g2", "error"]      # no value: in error
+    assert lines[5].split(None, 3)[3] == "signal function raised RuntimeError: feed down"
