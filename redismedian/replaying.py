@@ -9,8 +9,9 @@ A topology file (TOML) says which strategies run, on which generators' signals, 
     signals = ["g2", "g3"]
     decide = "myplugins:weighted"   # optional: the strategy command's default otherwise
 
-For every epoch of the recorded signals (a CSV file ``epoch,generator,value[,status[,error]]``, or
-the namespace's feeds ``NS:signals:<g>``) it computes each strategy's decision, or why it has none,
+For every epoch of the recorded signals (a CSV file ``epoch,generator,value[,status[,error[,ts]]]``,
+the namespace's feeds ``NS:signals:<g>``, or signals computed by the ``signal`` plug-ins of the
+topology's ``[generators.NAME]`` tables) it computes each strategy's decision, or why it has none,
 and the median, or the trader's error, through the very functions the live processes call:
 :func:`redismedian.strategy.decide` (the signals' checks, the plug-in, the number grammar),
 :func:`redismedian.scripts.report_text` (the decision key the trader reads),
@@ -40,12 +41,12 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, S
 import redis
 
 from . import keys as K
+from .clock import boundary_ms
 from .common import as_str, check_name, fmt_value, load_callable, parse_int, parse_number
 from .following import Event, Median, parse_event, parse_median
 from .generator import compute_signal
 from .keys import Keys
 from .replies import xrange
-from .clock import boundary_ms
 from .scripts import report_text
 from .strategy import Reading, decide, default_signal_timeout_ms
 from .trader import tally, verdict
