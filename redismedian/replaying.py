@@ -60,6 +60,7 @@ FEED_CHUNK = 1_000        # entries per XRANGE when reading a feed
 # (when the feed lacks its epoch's signal) half a period after the boundary.  So for this many epochs
 # after a generator's last signal, a strategy calls it stale; later, missing.  Reason texts only.
 STALE_EPOCHS = K.SIGNAL_TTL_PERIODS - 1
+PLOT_LEGEND_MAX = 12       # --plot names each strategy in the legend up to this many
 CSV_COLUMNS = ("epoch", "generator", "value", "status", "error", "ts")
 
 
@@ -738,8 +739,11 @@ def plot(series: Series, path: str) -> None:
     plt = importlib.import_module("matplotlib.pyplot")
     fig, ax = plt.subplots(figsize=(12, 5), dpi=100)
     try:
-        for n in series.names:
-            ax.plot(series.epochs, series.decisions[n], linewidth=0.8, alpha=0.6, label=f"decision {n}")
+        few = len(series.names) <= PLOT_LEGEND_MAX
+        for i, n in enumerate(series.names):
+            label = f"decision {n}" if few else (f"decisions ({len(series.names)} strategies)" if i == 0 else None)
+            ax.plot(series.epochs, series.decisions[n], linewidth=0.8, alpha=0.6, label=label,
+                    color=None if few else "tab:blue")
         if series.live:
             ax.plot(series.epochs, series.live, linewidth=3, alpha=0.35, color="black", label="live median")
         ax.plot(series.epochs, series.median, linewidth=1.6, color="tab:red", label="replayed median")
@@ -748,9 +752,10 @@ def plot(series: Series, path: str) -> None:
             ax.plot(gaps, [0] * len(gaps), "|", transform=ax.get_xaxis_transform(), color="tab:gray",
                     markersize=8, label=f"no median ({len(gaps)} epochs)")
         ax.set_xlabel("epoch")
+        ax.ticklabel_format(axis="x", useOffset=False, style="plain")
         ax.set_ylabel("value")
         ax.set_title("redismedian replay")
-        ax.legend(loc="best", fontsize="small")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
         fig.tight_layout()
         try:
             fig.savefig(path)
