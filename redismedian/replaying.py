@@ -491,10 +491,13 @@ class Replayer:
                      for s in topology.strategies]
 
     def _in_time(self, epoch: int, found: Found, timeout_ms: int | None) -> Mapping[str, Reading]:
-        if self.period_ms is None or not any(t is not None for t in found.ts.values()):
+        if self.period_ms is None:
             return found.readings
         deadline = boundary_ms(epoch, self.period_ms) + (
             timeout_ms if timeout_ms is not None else default_signal_timeout_ms(self.period_ms))
+        known = [t for t in found.ts.values() if t is not None]
+        if not known or max(known) < deadline:     # the usual case: every signal in time
+            return found.readings
         return {g: r for g, r in found.readings.items() if (t := found.ts.get(g)) is None or t < deadline}
 
     def epoch(self, epoch: int, found: Found | Mapping[str, Reading]) -> Replayed:
