@@ -571,7 +571,11 @@ def replay_cmd(topology: str, signals_csv: str | None, epochs: tuple[int, int] |
             total, done = source.size, functools.partial(getattr, source, "bytes_read")
         else:
             assert client is not None
-            total = RP.feed_length(client, keys, topo.signal_names)
+            lengths = RP.feed_lengths(client, keys, topo.signal_names)
+            for g in [g for g, n in lengths.items() if not n]:
+                click.echo(f"replay: no signal recorded for generator {g} ({keys.signal_feed(g)} is empty or "
+                           "missing): the strategies that read it have no decision", err=True)
+            total = sum(lengths.values())
             source = _Counted(RP.feed_signals(client, keys, topo.signal_names, since, aligned=True))
             done = functools.partial(getattr, source, "count")
         comparison = RP.Comparison(RP.read_live(client, keys)) if compare_live and client is not None else None

@@ -781,9 +781,9 @@ def feed_generators(client: redis.Redis, keys: Keys) -> list[str]:
     return out
 
 
-def feed_length(client: redis.Redis, keys: Keys, generators: Sequence[str]) -> int:
-    """How many entries the feeds hold (for a progress bar); 0 when unreadable."""
+def feed_lengths(client: redis.Redis, keys: Keys, generators: Sequence[str]) -> dict[str, int]:
+    """How many entries each generator's feed holds (0: none, or not a stream)."""
     pipe = client.pipeline(transaction=False)
     for g in generators:
         pipe.xlen(keys.signal_feed(g))
-    return sum(n for n in pipe.execute(raise_on_error=False) if isinstance(n, int))
+    return {g: n if isinstance(n, int) else 0 for g, n in zip(generators, pipe.execute(raise_on_error=False))}

@@ -171,3 +171,12 @@ def test_signals_table_for_a_person(live):
     assert lines[1].split() == [str(live.first), "g2", "2.0", "ok"]
     assert lines[5].split()[:3] == [str(live.first + 4), "g2", "error"]      # no value: in error
     assert lines[5].split(None, 3)[3] == "signal function raised RuntimeError: feed down"
+
+
+def test_a_generator_without_a_feed_is_named(live):
+    live.topology.write_text(TOPOLOGY + '[strategies.W]\nsignals = ["g9"]\n')
+    r = ns("replay", "--topology", str(live.topology), "--csv")
+    assert r.exit_code == 0
+    assert r.stderr.splitlines() == ["replay: no signal recorded for generator g9 (t:signals:g9 is empty or missing): "
+                                     "the strategies that read it have no decision"]
+    assert all(row["W"] == "" and row["median"] == "" for row in csv.DictReader(io.StringIO(r.stdout)))
