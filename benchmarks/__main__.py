@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"
-SECTIONS = ("cost", "latency", "roundtrips", "capacity", "web")
+SECTIONS = ("cost", "latency", "roundtrips", "capacity", "web", "replay")
 
 
 def _ints(text: str) -> list[int]:
@@ -63,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
         description="redismedian benchmarks against a private redis-server: trader cost per period for N "
                     "strategies (with the MGET floor), Redis time per strategy report and memory per strategy, "
                     "end-to-end latency (with a one-hop floor), round trips per component, idle CPU and memory, "
-                    "capacity at a 1 s period, the page server's Redis cost per period (with a floor). Prints a markdown table and writes results.json, results.md and "
+                    "capacity at a 1 s period, the page server's Redis cost per period (with a floor), replaying a year of minute epochs (with a "
+                    "floor). Prints a markdown table and writes results.json, results.md and "
                     "cost.png.")
     p.add_argument("--smoke", action="store_true",
                    help="a few seconds' run with small N and a few short periods (what CI runs); "
@@ -96,6 +97,9 @@ def parser() -> argparse.ArgumentParser:
                    help="web: periods measured, and periods counted per number of browsers [default: 10]")
     p.add_argument("--web-browsers", type=_positive, default=None,
                    help="web: browsers connected in the second count (the first has 1) [default: 20]")
+    p.add_argument("--replay-epochs", type=_positive, default=None,
+                   help="replay: epochs in the CSV archive replayed, 3 generators x 10 strategies "
+                        "[default: 525600, a year of minute epochs]")
     p.add_argument("--no-readme", action="store_true",
                    help="do not rewrite the results section of benchmarks/README.md")
     p.add_argument("--keep-logs", action="store_true", help="keep the Redis and component logs")
@@ -104,9 +108,10 @@ def parser() -> argparse.ArgumentParser:
 
 FULL = dict(sizes=[1000, 10_000, 100_000], reps=5, period=1.0, latency_periods=60, many=50,
             rt_sizes=[10, 10_000], rt_periods=5, capacity_sizes=[20_000, 50_000], capacity_periods=20,
-            web_size=10_000, web_periods=10, web_browsers=20)
+            web_size=10_000, web_periods=10, web_browsers=20, replay_epochs=525_600)
 SMOKE = dict(sizes=[10, 200], reps=2, period=0.3, latency_periods=3, many=3, rt_sizes=[10, 50], rt_periods=4,
-             capacity_sizes=[200], capacity_periods=3, web_size=200, web_periods=3, web_browsers=3)
+             capacity_sizes=[200], capacity_periods=3, web_size=200, web_periods=3, web_browsers=3,
+             replay_epochs=2_000)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
                 rate = trader_cost.calibrate(server.url, admin)
             results["web"] = web_cost.run(server.url, admin, args.web_size, args.web_periods, args.web_browsers, rate,
                                           work / "logs", min_period_s=args.period if args.smoke else 1.0, log=log)
+        if "replay" in args.only:
+            from . import replay_cost
+            section("replay", f"7. replay of {args.replay_epochs:,} minute epochs, 3 generators x 10 strategies")
+            results["replay"] = replay_cost.run(args.replay_epochs, 3, 10, work / "replay", log=log)
         if "roundtrips" in args.only:
             section("roundtrips", "3. round trips per component per period")
             admin.flushall()

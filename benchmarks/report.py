@@ -17,6 +17,7 @@ TARGETS = {
     "round_trips": {"generator": 2, "strategy": 3, "trader": 5},
     "idle_cpu_pct": 1.0,
     "rss_mb": 60.0,
+    "replay_year_s": 60.0,
 }
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
@@ -85,6 +86,14 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
                      cpu < TARGETS["idle_cpu_pct"]))
         rows.append((f"resident memory < {TARGETS['rss_mb']:.0f} MB per component", f"max {mem:.1f} MB",
                      mem < TARGETS["rss_mb"]))
+    rp = results.get("replay")
+    if rp:
+        rows.append((f"replay: a year of minute epochs (525,600) x {rp['generators']} generators x {rp['strategies']} "
+                     f"strategies in < {TARGETS['replay_year_s']:.0f} s, memory flat",
+                     f"{rp['year_s']:.1f} s (CPU {rp['year_cpu_s']:.1f} s; from {rp['epochs']:,} epochs); RSS "
+                     f"{rp['rss_mb']['10%']:.1f} -> {rp['rss_mb']['100%']:.1f} MB from 10 % to 100 %",
+                     rp["year_s"] < TARGETS["replay_year_s"]
+                     and rp["rss_mb"]["100%"] - rp["rss_mb"]["10%"] < 10))
     return rows
 
 
@@ -223,6 +232,19 @@ def markdown(results: dict) -> str:
                        f"{b['server_ms_per_period']:.1f} | {b['updates_per_browser_per_period']:.2f} "
                        f"(min {b['min_updates_per_browser_per_period']:.2f}) |")
         out.append("")
+    rp = results.get("replay")
+    if rp:
+        f, r = rp["floor"], rp["replay"]
+        out += [f"**7. Replay** (`redismedian replay`) of {rp['epochs']:,} minute epochs from a CSV archive "
+                f"({rp['csv_mb']} MB, {rp['generators']} generators) with {rp['strategies']} strategies, in a fresh "
+                "process, beside the floor: reading the CSV file alone (`csv.reader`)", "",
+                "| epochs | floor s | replay s (CPU s) | µs per epoch | replay / floor | a year of epochs s | "
+                "RSS MB at 10 / 50 / 100 % | the command s |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|",
+                f"| {rp['epochs']:,} | {f['wall_s']:.2f} | {r['wall_s']:.1f} ({r['cpu_s']:.1f}) | "
+                f"{rp['us_per_epoch']:.0f} | {rp['ratio_to_floor']:.0f}x | {rp['year_s']:.1f} | "
+                f"{rp['rss_mb']['10%']:.1f} / {rp['rss_mb']['50%']:.1f} / {rp['rss_mb']['100%']:.1f} | "
+                f"{rp['command_s']:.1f} |", ""]
     rows = targets(results)
     if rows:
         out += ["**Targets**", "", "| target | measured | met |", "|---|---|---|"]

@@ -13,7 +13,7 @@ import redis
 
 from . import keys as K
 from .common import (DEFAULT_PERIOD_S, EXIT_FAILURE, NAME_RULE, FatalError, Settings, check_name, check_namespace,
-                     load_callable, parse_name_list, period_to_ms)
+                     load_callable, parse_int, parse_name_list, parse_period_ms, period_to_ms)
 from .connection import (DEFAULT_REDIS_URL, PASSWORD_ENV, RedisSettings, ErrorKind, check_url, classify, make_client,
                          redact_url, redis_problem, redis_settings)
 from .health import DEFAULT_MISSED_WINDOW
@@ -491,6 +491,194 @@ def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, 
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "median_text"} for r in rows], indent=2))
     else:
         click.echo(history_table(rows))
+
+
+def _epoch_range(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition(":")
+    a, b = parse_int(first.strip()), parse_int(last.strip())
+    if not sep or a is None or b is None or a < 0 or b < a:
+        raise ValueError(f"{text!r}: give FIRST:LAST, two epoch numbers with FIRST <= LAST, e.g. 29000000:29000059")
+    return a, b
+
+
+@cli.command("replay", context_settings=CONTEXT)
+@click.option("--topology", required=True, metavar="FILE",
+              help="TOML file with one table per strategy: [strategies.X] signals = [\"g1\"], and optionally "
+                   "decide = \"module:function\" (default: the strategy command's).")
+@click.option("--signals-csv", metavar="FILE",
+              help="Replay the signals of this CSV file (epoch,generator,value[,status[,error[,ts]]], in epoch "
+                   "order; what `redismedian signals --csv` writes) [default: the namespace's feeds "
+                   "NS:signals:<g>, from the first epoch that every one still holds].")
+@click.option("--epochs", metavar="FIRST:LAST", callback=_validator(_epoch_range),
+              help="Compute the signals of epochs FIRST to LAST with the signal plug-ins of the topology's "
+                   "[generators.NAME] tables (as the generator command does) instead of reading recorded ones.")
+@click.option("--since", type=click.IntRange(min=0), metavar="EPOCH", help="Replay only the epochs from EPOCH on.")
+@click.option("--period", default=None, callback=_period, metavar="SECONDS",
+              help="The deployment's period: a signal written (its ts) after a strategy's signal timeout then "
+                   "does not count for it, as live [default: the namespace's, when Redis is read; else every "
+                   "recorded signal counts].")
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print CSV: epoch,median[,live_median],<one column per strategy>,reason (a column is empty "
+                   "where there is no median or decision).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per epoch: {epoch, median, reason, decisions, reasons}.")
+@click.option("--compare-live", is_flag=True,
+              help="Compare every replayed epoch with what the live trader recorded (NS:medians, NS:events): "
+                   "exit 0 when all agree exactly, 1 naming each epoch that differs and how (on stderr).")
+@click.option("--plot", metavar="FILE.png",
+              help="Also draw the replayed median and each strategy's decisions (and the live median with "
+                   "--compare-live) into this PNG file; needs matplotlib (pip install 'redismedian[bench]').")
+@redis_options
+def replay_cmd(topology: str, signals_csv: str | None, epochs: tuple[int, int] | None, since: int | None,
+               period: int | None, as_csv: bool, as_json: bool, compare_live: bool, plot: str | None, redis_url: str,
+               namespace: str) -> None:
+    """Run the topology's plug-ins over recorded signals, offline: for every epoch, each strategy's
+    decision (or why it has none) and the median the trader would publish (or its error), computed
+    by the same code as the live processes. Epochs without any signal in between are replayed too."""
+    import functools
+    from . import replaying as RP
+    if as_csv and as_json:
+        raise click.UsageError("choose one of --csv and --json")
+    if epochs and signals_csv:
+        raise click.UsageError("choose one of --signals-csv (recorded signals) and --epochs (computed ones)")
+    try:
+        topo = RP.load_topology(topology)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--topology") from None
+    computed = None
+    if epochs:
+        try:
+            computed = _Counted(RP.computed_signals(topo, *epochs))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--epochs") from None
+    if plot:
+        try:
+            RP.require_matplotlib()
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--plot") from None
+    keys = K.Keys.for_url(namespace, redis_url)
+    client = _operator_client(redis_url, namespace) if compare_live or not (signals_csv or epochs) else None
+    with _redis_errors(redis_url):
+        if period is None and client is not None:
+            period = parse_period_ms(client.hget(keys.meta, "period_ms"))
+        if computed is not None and epochs:
+            source: Any = computed
+            total = (epochs[1] - epochs[0] + 1) * len(topo.signal_names)
+            done = functools.partial(getattr, source, "count")
+        elif signals_csv:
+            try:
+                source = RP.CsvSignals(signals_csv)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint="--signals-csv") from None
+            total, done = source.size, functools.partial(getattr, source, "bytes_read")
+        else:
+            assert client is not None
+            lengths = RP.feed_lengths(client, keys, topo.signal_names)
+            for g in [g for g, n in lengths.items() if not n]:
+                click.echo(f"replay: no signal recorded for generator {g} ({keys.signal_feed(g)} is empty or "
+                           "missing): the strategies that read it have no decision", err=True)
+            total = sum(lengths.values())
+            source = _Counted(RP.feed_signals(client, keys, topo.signal_names, since, aligned=True))
+            done = functools.partial(getattr, source, "count")
+        comparison = RP.Comparison(RP.read_live(client, keys)) if compare_live and client is not None else None
+        signals = source if since is None else (s for s in source if s.epoch >= since)
+        try:
+            replayed = _replay_out(RP, topo, signals, period, as_csv, as_json, comparison, plot, total, done)
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    if comparison is not None:
+        for epoch, diff in comparison.differences:
+            click.echo(f"epoch {epoch}: {diff}", err=True)
+        click.echo(f"replay: {comparison.summary(replayed)}", err=True)
+        if not comparison.agrees:
+            sys.exit(EXIT_FAILURE)
+
+
+class _Counted:
+    """An iterator that counts what went through it (the progress of a feed replay)."""
+
+    def __init__(self, it: Iterator[Any]):
+        self.it, self.count = it, 0
+
+    def __iter__(self) -> Iterator[Any]:
+        for x in self.it:
+            self.count += 1
+            yield x
+
+
+def _replay_out(RP: Any, topo: Any, signals: Any, period: int | None, as_csv: bool, as_json: bool, comparison: Any,
+                plot: str | None, total: int, done: Callable[[], int]) -> int:
+    """Stream the replay to stdout (a progress bar on stderr when it is a terminal); the epoch count."""
+    import csv
+    import json
+    out = sys.stdout
+    names = topo.names
+    writer = csv.writer(out, lineterminator="\n") if as_csv else None
+    table = RP.Table(names, comparison is not None)
+    series = RP.Series(names) if plot else None
+    if writer is not None:
+        writer.writerow(RP.csv_header(names, comparison is not None))
+    elif not as_json:
+        out.write(table.header() + "\n")
+    bar: Any = (click.progressbar(length=max(total, 1), label="replaying", file=sys.stderr)
+                if total and sys.stderr.isatty() else contextlib.nullcontext())
+    n = 0
+    with bar:
+        for r in RP.replay(topo, signals, period_ms=period):
+            n += 1
+            if comparison is not None:
+                comparison.add(r)
+            if writer is not None:
+                writer.writerow(RP.csv_row(r, names, comparison))
+            elif as_json:
+                d = r.as_json()
+                if comparison is not None:
+                    d["live_median"] = comparison.live_median(r.epoch)
+                out.write(json.dumps(d, sort_keys=True) + "\n")
+            else:
+                out.write(table.row(r, comparison) + "\n")
+            if series is not None:
+                series.add(r, comparison)
+            if n % 1024 == 0 and hasattr(bar, "update"):
+                bar.update(done() - bar.pos)
+        if hasattr(bar, "update"):
+            bar.update(max(total, 1) - bar.pos)
+    out.flush()
+    if series is not None and plot:
+        RP.plot(series, plot)
+    return n
+
+
+@cli.command("signals", context_settings=CONTEXT)
+@click.option("--csv", "as_csv", is_flag=True,
+              help="Print CSV epoch,generator,value,status,error,ts (ts: server ms it was written) with a header "
+                   "line: what `replay --signals-csv` reads.")
+@click.option("--since", type=click.IntRange(min=0), metavar="EPOCH",
+              help="Only the signals of EPOCH and later (to append to an archive: the last epoch archived + 1) "
+                   "[default: from the first epoch that every feed still holds].")
+@click.option("--generators", callback=_names, metavar="G1,G2",
+              help="Only these generators' feeds [default: every feed NS:signals:<g> of the namespace].")
+@click.option("--no-header", is_flag=True, help="Leave out the CSV header line (to append to an archive).")
+@redis_options
+def signals_cmd(as_csv: bool, since: int | None, generators: list[str] | None, no_header: bool, redis_url: str,
+                namespace: str) -> None:
+    """The signals on the generators' feeds (each keeps about the last 1,000), oldest epoch first: to
+    archive them for `redismedian replay --signals-csv`."""
+    from . import replaying as RP
+    client = _operator_client(redis_url, namespace)
+    keys = K.Keys.for_url(namespace, redis_url)
+    out = sys.stdout
+    with _redis_errors(redis_url):
+        names = generators or RP.feed_generators(client, keys)
+        signals = RP.feed_signals(client, keys, names, since, aligned=True)
+        if as_csv:
+            RP.write_csv(signals, out, header=not no_header)
+        else:
+            out.write(f"{'epoch':>10}  {'generator':<16}  {'value':>22}  status  error\n")
+            for s in signals:
+                out.write(f"{s.epoch:>10}  {s.generator:<16}  {s.value:>22}  {s.status:<6}  {s.error}".rstrip()
+                          + "\n")
+    out.flush()
 
 
 @cli.command("acl", context_settings=CONTEXT)

@@ -169,6 +169,8 @@ def plugin_number(raw: object, what: str) -> tuple[str, str]:
     Real numbers (int, float, Fraction, numpy scalars) and Decimal are accepted; bools, strings
     and everything else are not numbers.  Never raises.
     """
+    if type(raw) is float:      # the usual answer, judged without the ABC checks (same result)
+        return (fmt_value(raw), "") if math.isfinite(raw) else ("", f"{what} returned {raw!r}, not a finite number")
     if isinstance(raw, bool) or not isinstance(raw, (numbers.Real, decimal.Decimal)):
         return "", f"{what} returned {type(raw).__name__} {_short_repr(raw)}, not a number"
     try:

@@ -194,6 +194,11 @@ class Keys:
         return f"{self.prefix}:signal:*"
 
     @property
+    def signal_feed_pattern(self) -> str:
+        """Every generator's signal feed (``redismedian signals`` exports them)."""
+        return f"{self.prefix}:signals:*"
+
+    @property
     def decision_pattern(self) -> str:
         return f"{self.prefix}:decision:*"
 

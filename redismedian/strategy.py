@@ -7,6 +7,7 @@ submits nothing and records why, which the trader then shows as its reason.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -48,6 +49,12 @@ class Reading:
     @property
     def epoch(self) -> int | None:
         return parse_int(self.epoch_text)
+
+    @functools.cached_property
+    def number(self) -> float | None:
+        """The value, a finite number in the strict grammar, or None (parsed once: a replay hands one
+        reading to every strategy of its generator)."""
+        return parse_finite(self.value_text)
 
     @classmethod
     def from_fields(cls, fields: Mapping[Any, Any]) -> "Reading":
@@ -91,7 +98,7 @@ def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
             else:
                 problems.append(f"signal {g} has status {r.status!r:.40}")
             continue
-        x = parse_finite(r.value_text)
+        x = r.number
         if x is None:
             problems.append(f"signal {g} is not a finite number ({r.value_text!r:.40})")
             continue
@@ -108,6 +115,18 @@ def run_decide(fn: Callable[[Mapping[str, float]], float], values: Mapping[str, 
     except Exception as e:  # noqa: BLE001 - a failing plug-in is reported, not fatal
         return "", plugin_error("decide function", e)
     return plugin_number(raw, "decide function")
+
+
+def decide(generators: list[str], epoch: int, feed: Mapping[str, Reading], stored: Mapping[str, Reading | None],
+           fn: Callable[[Mapping[str, float]], float]) -> tuple[dict[str, float] | None, str, str]:
+    """One strategy's epoch, from the signals it found to its report (pure but for the plug-in):
+    (the signals' values or None, the decision's text or "", why there is none or "").  What the
+    strategy process submits, and what ``redismedian replay`` computes from recorded signals."""
+    values, reason = assess(generators, epoch, feed, stored)
+    value = ""
+    if values is not None:
+        value, reason = run_decide(fn, values)
+    return values, value, reason
 
 
 class Strategy(Component):
@@ -156,12 +175,9 @@ class Strategy(Component):
         if self.stop.is_set():
             return
         stored = self.read_stored([g for g in self.generators if g not in feed])
-        values, reason = assess(self.generators, epoch, feed, stored)
+        values, value, reason = decide(self.generators, epoch, feed, stored, self.decide_fn)
         if feed_problem and values is None:
             reason = f"{reason}; {feed_problem}"
-        value = ""
-        if values is not None:
-            value, reason = run_decide(self.decide_fn, values)
         state = "ok" if value else "error"
         r = self.report(epoch, value, state, reason)
         submitted, reason = r.submitted, r.reason

@@ -187,6 +187,15 @@ def missing_reason(problems: list[tuple[str, str]], nreg: int) -> str:
     return f"{len(problems)} of {H.plural(nreg, 'strategy', 'strategies')} missing: " + "; ".join(parts)
 
 
+def verdict(got: Tally, nreg: int) -> tuple[str, str]:
+    """How an epoch is settled, from its tally at the deadline (pure): ("ok", the median's text as
+    published in NS:medians), or ("error", the reason naming every strategy without a decision).
+    The trader settles with it, and ``redismedian replay`` computes the same from recorded signals."""
+    if got.problems:
+        return "error", missing_reason(got.problems, nreg)
+    return "ok", repr(median_of_sorted(got.values))
+
+
 def explain_missing(client: redis.Redis, keys: K.Keys, epoch: int, names: Sequence[str],
                     decisions: Sequence[bytes | None], problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The problems, with those that the reason shows (at most REASONS_LIMIT) judged again knowing
@@ -396,12 +405,11 @@ class Trader(Component):
                     bell.hold_until = self.clock.now_ms() + self.poll_ms()
                 continue
             if got.problems:
-                problems = explain_missing(self.client, self.keys, epoch, names, seen.decisions, got.problems)
-                outcome, text, count, members = "error", missing_reason(problems, len(names)), 0, ""
-            else:
-                outcome, count = "ok", len(names)
-                text = repr(median_of_sorted(got.values))
-                members = ",".join(names) if count <= K.MEDIAN_MEMBERS_LIMIT else ""
+                got = got._replace(problems=explain_missing(self.client, self.keys, epoch, names, seen.decisions,
+                                                            got.problems))
+            outcome, text = verdict(got, len(names))
+            count = len(names) if outcome == "ok" else 0
+            members = ",".join(names) if outcome == "ok" and count <= K.MEDIAN_MEMBERS_LIMIT else ""
             settled = self.settle(epoch, outcome, text, count, members)
             if settled != "registry":
                 if settled == "published":

@@ -61,3 +61,11 @@ def record_median(epoch: int, median: float, fence: int) -> None:
         raise RuntimeError("injected action failure")
     with open(os.environ["REDISMEDIAN_TEST_ACTED"], "a") as f:
         f.write(f"{epoch} {median!r} {fence}\n")
+
+
+def decide_first(signals) -> float:
+    """The first signal (in the strategy's order); raises on a negative one (replay tests)."""
+    x = next(iter(signals.values()))
+    if x < 0:
+        raise ValueError(f"negative signal {x}")
+    return x

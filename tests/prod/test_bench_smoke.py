@@ -98,8 +98,17 @@ def test_benchmark_smoke_run_writes_complete_results(tmp_path):
         assert b["gathers_per_period"] > 0 and b["min_updates_per_browser_per_period"] > 0
     assert "The page server" in table
 
+    # 7. replay: every epoch replayed, beside the floor, memory measured along the way
+    rp = results["replay"]
+    assert rp["epochs"] == results["settings"]["replay_epochs"] == rp["replay"]["epochs"]
+    assert rp["floor"]["rows"] == 1 + rp["epochs"] * rp["generators"]
+    assert 0 < rp["floor"]["wall_s"] and 0 < rp["replay"]["wall_s"] and rp["command_s"] > 0
+    assert 0 < rp["replay"]["published"] <= rp["epochs"]
+    assert set(rp["rss_mb"]) == {"start", "10%", "50%", "100%"} and all(v > 0 for v in rp["rss_mb"].values())
+    assert "**7. Replay**" in table
+
     # the load average is part of the results; targets are reported (met or not), never enforced
-    assert set(results["load_average_by_section"]) == {"cost", "latency", "roundtrips", "capacity", "web"}
+    assert set(results["load_average_by_section"]) == {"cost", "latency", "roundtrips", "capacity", "web", "replay"}
     assert len(results["load_average_at_end"]) == 3 and "Load average" in table
     assert {t["target"].split(":")[0] for t in results["targets"]} >= {"generator", "strategy", "trader", "capacity"}
     assert all(isinstance(t["met"], bool) for t in results["targets"])
