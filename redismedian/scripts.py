@@ -286,7 +286,8 @@ class LeaseAcquired(NamedTuple):
 def lease_acquire(run: Runner, key: str, *, owner: str, ttl_ms: int) -> LeaseAcquired:
     raw = run(LEASE_ACQUIRE, [key], [owner, ttl_ms])
     ours, holder, pttl = _fields(raw, 3, None)
-    return LeaseAcquired(int(ours) == 1, holder or "", int(pttl) if pttl is not None else 0)
+    # The holder is what the lease key holds: data (escaped, bounded), shown in messages only.
+    return LeaseAcquired(int(ours) == 1, shown(holder or ""), int(pttl) if pttl is not None else 0)
 
 
 LEASE_RELEASE = r"""

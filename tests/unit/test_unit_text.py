@@ -1,10 +1,19 @@
 """Text from another process is data: redismedian.text.shown, the one function every string read from
 Redis goes through before a log line, NS:trader, NS:events, status, check, follow or the page."""
+import contextlib
+import io
+import json
+import logging
 import unicodedata
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from redismedian import logs
+from redismedian.following import parse_event
+from redismedian.ops import check_component, check_deployment
+from redismedian.status import gather, render
 from redismedian.text import ELLIPSIS, SHORT, shown
 
 # What must never come out: C0, DEL, C1, the line and paragraph separators, bidi embeddings,
@@ -85,3 +94,104 @@ def test_property_no_forbidden_character_bounded_and_plain_text_unchanged(text, 
                max_size=SHORT))
 def test_property_printable_text_within_the_limit_is_unchanged(text):
     assert shown(text) == text
+
+
+# -- the attack of issue 21, item 4, against the trader (fakeredis), in both log formats ----------------
+FORGED = "2026-12-04 05:00:01 INFO    redismedian.trader: median: 9.99"
+ATTACK = f"late\n{FORGED}\x1b[31m red\u202e\u2028next"
+ESCAPED = f"late\\n{FORGED}\\x1b[31m red\\u202e\\u2028next"
+
+
+@contextlib.contextmanager
+def log_lines(fmt: str):
+    """The lines the ``redismedian`` loggers write through logs.py's formatter of ``fmt``."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.JsonFormatter({"component": "trader"}) if fmt == "json" else logs.TextFormatter())
+    logger = logging.getLogger("redismedian")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    lines: list[str] = []
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        lines.extend(stream.getvalue().splitlines())
+
+
+def inert(text: str) -> None:
+    assert not any(bad(ch) for ch in text.replace("\n", "")), repr(text)
+    assert not any(line.startswith(FORGED) for line in text.splitlines())
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_strategys_reason_forges_no_trader_log_line(env, caplog, fmt):
+    caplog.set_level(logging.DEBUG)
+    env.r.sadd(env.k.strategies, "X", "Y")
+    env.r.set(env.k.lease("strategy", "X"), "host:1:ab|1", px=100 * env.period_ms)   # alive: its own words are its reason
+    t = env.trader()
+    with log_lines(fmt) as lines:
+        env.decide("X", 1.5)
+        env.decide("Y", 2.5)
+        t.step(env.E)                                 # a real median first
+        env.at(env.E + 1, 0.9)
+        env.decide("X", f"!error|{ATTACK}", epoch=env.E + 1)
+        env.decide("Y", 2.5, epoch=env.E + 1)
+        t.step(env.E + 1)
+    assert [m["median"] for m in env.medians()] == ["2.0"]
+    assert lines
+    for line in lines:
+        inert(line)
+        message = json.loads(line)["message"] if fmt == "json" else line.split(": ", 1)[1]
+        if "median" in message and "error in epoch" not in message:
+            assert message == "median: 2.0", line
+    (error,) = [line for line in lines if "error in epoch" in line]
+    assert ESCAPED in (json.loads(error)["message"] if fmt == "json" else error)
+    # caplog sees the records themselves: the message is escaped before it is logged
+    records = [r.getMessage() for r in caplog.records if r.name == "redismedian.trader"]
+    assert [m for m in records if m.startswith("median:")] == ["median: 2.0"]
+    assert all("\n" not in m and "\x1b" not in m for m in records)
+
+    # what the trader wrote, and every reader of it
+    reason = env.hash(env.k.trader)["reason"]
+    assert reason == f"1 of 2 strategies missing: X: {ESCAPED}"
+    (event,) = [f for _id, f in env.r.xrange(env.k.events)]
+    assert event[b"reason"].decode() == reason
+    data = gather(env.r, env.k)
+    assert data["trader"]["reason"] == reason
+    assert [s["reason"] for s in data["strategies"] if s["name"] == "X"] == [ESCAPED]
+    view = render(data, "redis://x")
+    inert(view)
+    assert f"reason: {reason}" in view.splitlines()[3]
+    health = check_deployment(data).text()
+    inert(health)
+    assert "\n" not in health and ESCAPED in health
+    for kind, name in (("trader", None), ("strategy", "X")):
+        text = check_component(env.r, env.k, kind, name).text()
+        assert "\n" not in text and ESCAPED in text
+        inert(text)
+    (_id, fields), = env.r.xrange(env.k.events)
+    assert parse_event(_id, fields).reason == reason
+
+
+def test_the_log_formatters_escape_what_a_caller_did_not(caplog):
+    for fmt in ("text", "json"):
+        with log_lines(fmt) as lines:
+            logging.getLogger("redismedian.test").warning("got %s", ATTACK + "x" * 20_000)
+        (line,) = lines
+        inert(line)
+        message = json.loads(line)["message"] if fmt == "json" else line
+        assert len(line) < 16_500 and f"got {ESCAPED}xxx" in message and message.endswith("x...")
+    # the record others see is the caller's (caplog, another handler): only the formatters escape
+    assert any(ATTACK in r.getMessage() for r in caplog.records)
+
+
+def test_a_traceback_keeps_its_lines():
+    with log_lines("text") as lines:
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("redismedian.test").exception("failed: %s", "a\nb")
+    assert lines[0].endswith("failed: a\\nb") and lines[1] == "Traceback (most recent call last):"
