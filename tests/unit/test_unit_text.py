@@ -15,6 +15,7 @@ from redismedian.following import parse_event
 from redismedian.ops import check_component, check_deployment
 from redismedian.status import gather, render
 from redismedian.text import ELLIPSIS, SHORT, shown
+from redismedian.web import chart_svg
 
 # What must never come out: C0, DEL, C1, the line and paragraph separators, bidi embeddings,
 # overrides, isolates and marks, and the other format characters people meet (zero-width ones,
@@ -173,7 +174,12 @@ def test_a_strategys_reason_forges_no_trader_log_line(env, caplog, fmt):
         assert "\n" not in text and ESCAPED in text
         inert(text)
     (_id, fields), = env.r.xrange(env.k.events)
-    assert parse_event(_id, fields).reason == reason
+    ev = parse_event(_id, fields)
+    assert ev.reason == reason
+    # the page: its chart's gap band says why in a <title> (the page's JSON carries the views above)
+    svg = chart_svg({env.E: 2.0}, {env.E + 1: ("error", ATTACK)}, env.E, env.E + 1, env.period_ms)
+    inert(svg)
+    assert "late\\n2026-12-04" in svg
 
 
 def test_the_log_formatters_escape_what_a_caller_did_not(caplog):
