@@ -92,3 +92,42 @@ def test_a_strategys_reason_forges_no_log_line_and_stays_one_escaped_line_everyw
     finally:
         stop.set()
         x.signal(signal.SIGCONT)
+
+
+def test_a_hand_written_trader_state_reaches_the_page_and_healthz_escaped():
+    # Without the ACL anybody may write NS:trader: every reader escapes what it shows, not only the
+    # trader what it writes.
+    import fakeredis
+
+    from redismedian import web
+    from redismedian.keys import Keys
+    from tests.integration.test_web import asgi, seed
+    r = fakeredis.FakeRedis()
+    k = Keys("t")
+    seed(r, k, trader_state="error", down=("Y",))
+    r.hset(k.trader, mapping={"reason": ATTACK, "last_missed_reason": ATTACK, "missed": 1, "last_missed": 1})
+    r.set(k.lease("trader"), f"h:1:a\n{FORGED}|3", px=750)
+    state = web.WebState("redis://127.0.0.1:6379/0", "t")
+    web.Reader(state, lambda: r, k, block_ms=5).step()
+    app = web.build_app(state, web.Access(None, local_only=True))
+    status, _, body = asgi(app, "GET", "/healthz")
+    text = body.decode()
+    assert status == 503 and text.count("\n") == 1 and ESCAPED in text, text
+    _inert(text)
+    status, _, body = asgi(app, "GET", "/api/state")
+    view = json.loads(body)
+    assert view["headline"]["reason"] == ESCAPED and view["trader"]["leader"] == f"h:1:a\\n{FORGED}|3"
+
+    def strings(x):
+        if isinstance(x, dict):
+            for v in x.values():
+                yield from strings(v)
+        elif isinstance(x, list):
+            for v in x:
+                yield from strings(v)
+        elif isinstance(x, str):
+            yield x
+    for s in strings(view):
+        if s is not view["chart"]["svg"]:
+            assert "\n" not in s, s
+        _inert(s)
