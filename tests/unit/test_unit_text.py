@@ -201,3 +201,15 @@ def test_a_traceback_keeps_its_lines():
         except ValueError:
             logging.getLogger("redismedian.test").exception("failed: %s", "a\nb")
     assert lines[0].endswith("failed: a\\nb") and lines[1] == "Traceback (most recent call last):"
+
+
+def test_the_trader_reason_stays_within_its_bound_and_counts_what_it_leaves_out():
+    from redismedian.text import LONG
+    from redismedian.trader import REASONS_LIMIT, missing_reason
+    problems = [(f"S{i:02d}\n", f"reason {i}\x1b" + "x" * 5000) for i in range(30)]
+    text = missing_reason(problems, 40)
+    inert(text)
+    assert len(text) <= LONG and text.startswith("30 of 40 strategies missing: S00\\n: reason 0\\x1bxxx")
+    named = text.count("; S") + 1
+    assert named <= REASONS_LIMIT and text.endswith(f"; and {30 - named} more")
+    assert missing_reason([("X", "late")], 1) == "1 of 1 strategy missing: X: late"
