@@ -213,3 +213,29 @@ def test_the_trader_reason_stays_within_its_bound_and_counts_what_it_leaves_out(
     named = text.count("; S") + 1
     assert named <= REASONS_LIMIT and text.endswith(f"; and {30 - named} more")
     assert missing_reason([("X", "late")], 1) == "1 of 1 strategy missing: X: late"
+
+
+def test_names_found_in_garbage_holders_and_a_generators_error_are_shown_escaped(env):
+    from redismedian.strategy import Reading, assess
+    e = env.E
+    env.r.hset(env.k.meta, mapping={"period_ms": env.period_ms, "instance": "i1"})
+    env.r.set(env.k.decision(f"evil\n{FORGED}"), f"{e}|1.5", px=env.period_ms)           # a name in a key
+    env.r.set(env.k.lease("strategy", "Z"), f"h:1:x\x1b[2J|{e}", px=env.period_ms)      # a lease holder
+    env.r.hset(env.k.signal("g1"), mapping={"epoch": e, "status": "error", "error": ATTACK, "value": ""})
+    env.r.hset(env.k.signal("g2"), mapping={"epoch": e, "status": "ok\n", "value": "1\x1b"})
+    data = gather(env.r, env.k)
+    view = render(data, "redis://x")
+    inert(view)
+    # header, blank, trader, its reason; blank, generators (title, columns, g1, g2); blank, strategies (the same)
+    assert len(view.splitlines()) == 4 + 1 + 4 + 1 + 4
+    names = sorted(s["name"] for s in data["strategies"])
+    assert names == ["Z", f"evil\\n{FORGED}"]
+    assert [s["owner"] for s in data["strategies"] if s["name"] == "Z"] == [f"h:1:x\\x1b[2J|{e}"]
+    gens = {g["name"]: g for g in data["generators"]}
+    assert gens["g1"]["reason"].startswith("not running (no live process; last signal for epoch")
+    assert ESCAPED in gens["g1"]["reason"]
+    assert gens["g2"]["reason"].startswith("not running") and "'ok\\n'" in gens["g2"]["reason"]
+    # a strategy quotes its generator's message in its own reason: escaped, bounded
+    values, reason = assess(["g1"], e, {}, {"g1": Reading(str(e), "", "error", ATTACK + "y" * 500)})
+    assert values is None and reason.startswith(f"signal g1 error: {ESCAPED}") and len(reason) < 250
+    inert(reason)
