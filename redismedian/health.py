@@ -175,7 +175,7 @@ def live_parts(client: redis.Redis, keys: Keys) -> list[str]:
             continue
         kind, _, name = key[len(prefix):].partition(":")
         found.append(shown(f"{kind} {name}".rstrip()) + f": {holder.describe()}")
-        owners.add(holder.owner)
+        owners.add(shown(holder.owner))   # as live_traders shows an owner
     try:
         beats = text_hash(client.hgetall(keys.traders))
         period_ms = parse_int(client.hget(keys.meta, "period_ms"))
