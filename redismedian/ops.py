@@ -239,7 +239,7 @@ def history(client: redis.Redis, keys: Keys, since_ms: int | None = None, until_
         rows.append({"time": _iso(ts), "epoch": parse_int(f.get("epoch")), "median": parse_finite(f.get("median")),
                      "median_text": shown(f.get("median", ""), 40), "count": parse_int(f.get("count")),
                      "members": shown(f.get("members", ""), MEMBERS_SHOWN), "fence": parse_int(f.get("fence")),
-                     "id": shown(eid, 40)})
+                     "id": shown(eid)})
     return rows
 
 
