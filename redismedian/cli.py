@@ -389,6 +389,7 @@ def check_cmd(kind: str | None, name: str | None, missed_window: int, redis_url:
     its own keys, so each component's own Redis user can run its check."""
     from .ops import check_component, check_deployment
     from .status import gather
+    from .text import shown
     if kind == "trader" and name:
         raise click.UsageError("`check trader` takes no name (there is one leading trader per namespace)")
     if kind in ("generator", "strategy") and not name:
@@ -402,7 +403,7 @@ def check_cmd(kind: str | None, name: str | None, missed_window: int, redis_url:
     except click.UsageError:
         raise
     except click.ClickException as e:
-        click.echo(f"UNHEALTHY: {e.format_message()}")
+        click.echo(shown(f"UNHEALTHY: {e.format_message()}", None))   # one line, always
         sys.exit(EXIT_FAILURE)
     click.echo(health.text())
     sys.exit(0 if health.healthy else EXIT_FAILURE)

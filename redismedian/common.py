@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from .connection import RedisSettings
 from .keys import DEFAULT_NAMESPACE, Keys
+from .text import shown
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "g1\n" through.
 NAME_RE = re.compile(r"\A[A-Za-z0-9_.-]{1,64}\Z")
@@ -149,18 +150,16 @@ def _short_repr(x: object, limit: int = 80) -> str:
         text = repr(x)
     except Exception:  # noqa: BLE001 - a plug-in's object may fail even at repr
         text = f"<{type(x).__name__} object>"
-    return text if len(text) <= limit else text[:limit] + "..."
+    return shown(text, limit)   # a plug-in's __repr__ may return anything
 
 
 def plugin_error(what: str, exc: BaseException, limit: int = 500) -> str:
     """One line saying what a plug-in raised (its message may be huge, multi-line or broken)."""
     try:
-        text = " ".join(str(exc).split())
+        text = shown(" ".join(str(exc).split()), limit)   # escaped too: it is written into Redis and logged
     except Exception:  # noqa: BLE001
         text = "<message unavailable>"
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return f"{what} raised {type(exc).__name__}: {text}"
+    return f"{what} raised {shown(type(exc).__name__, 100)}: {text}"
 
 
 def plugin_number(raw: object, what: str) -> tuple[str, str]:
@@ -172,13 +171,13 @@ def plugin_number(raw: object, what: str) -> tuple[str, str]:
     if type(raw) is float:      # the usual answer, judged without the ABC checks (same result)
         return (fmt_value(raw), "") if math.isfinite(raw) else ("", f"{what} returned {raw!r}, not a finite number")
     if isinstance(raw, bool) or not isinstance(raw, (numbers.Real, decimal.Decimal)):
-        return "", f"{what} returned {type(raw).__name__} {_short_repr(raw)}, not a number"
+        return "", f"{what} returned {shown(type(raw).__name__, 100)} {_short_repr(raw)}, not a number"
     try:
         value = float(raw)
     except OverflowError:
         return "", f"{what} returned {_short_repr(raw)}, not a finite number"
     except Exception as e:  # noqa: BLE001 - e.g. signalling NaN, or a broken __float__
-        return "", f"{what} returned {type(raw).__name__} {_short_repr(raw)}, not a number ({e})"
+        return "", f"{what} returned {shown(type(raw).__name__, 100)} {_short_repr(raw)}, not a number ({shown(e)})"
     if not math.isfinite(value):
         return "", f"{what} returned {value!r}, not a finite number"
     return fmt_value(value), ""

@@ -19,6 +19,7 @@ from redis.sentinel import MasterNotFoundError, SlaveNotFoundError
 
 from . import cluster, sentinel
 from .keys import CLUSTER_SCHEMES, is_cluster_url
+from .text import LONG, shown
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +220,12 @@ def make_client(redis_settings: RedisSettings | str, socket_timeout: float | Non
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line describing a Redis error, without secrets."""
+    """One line describing a Redis error, without secrets.  Its text is data (a script's error may
+    quote what a key holds): escaped and bounded like any text from Redis (:mod:`redismedian.text`)."""
     if isinstance(exc, MasterNotFoundError):
-        return sentinel.describe(exc)
+        return shown(sentinel.describe(exc), LONG)
     text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+    return shown(text.splitlines()[0])
 
 
 class ErrorKind(enum.Enum):

@@ -26,6 +26,7 @@ from .common import as_str, parse_int, parse_number, parse_period_ms
 from .connection import Backoff, ErrorKind, Outage, classify, make_client
 from .keys import DEFAULT_NAMESPACE, Keys
 from .replies import xread, xrevrange
+from .text import LONG, shown
 
 log = logging.getLogger("redismedian.follow")
 
@@ -79,7 +80,7 @@ def parse_median(entry_id: object, fields: Mapping[Any, Any] | None) -> Median |
     epoch, median = parse_int(f.get("epoch")), parse_number(f.get("median"))
     if epoch is None or median is None:
         return None
-    members = [m for m in f.get("members", "").split(",") if m]
+    members = [shown(m, 64) for m in f.get("members", "").split(",") if m]   # names, as data: escaped
     return Median(epoch, median, parse_int(f.get("count")) or len(members), members,
                   parse_int(f.get("ts")) or parse_int(as_str(entry_id).split("-")[0]) or 0,
                   parse_int(f.get("fence")) or 0, as_str(entry_id))
@@ -91,7 +92,9 @@ def parse_event(entry_id: object, fields: Mapping[Any, Any] | None) -> Event | N
     if epoch is None or f.get("status") not in ("error", "missed"):
         return None
     last = parse_int(f.get("last"))
-    return Event(f["status"], epoch, last if last is not None and last >= epoch else epoch, f.get("reason", ""),
+    # The reason is the trader's (escaped when written); read back as data all the same.
+    return Event(f["status"], epoch, last if last is not None and last >= epoch else epoch,
+                 shown(f.get("reason", ""), LONG),
                  parse_int(f.get("ts")) or parse_int(as_str(entry_id).split("-")[0]) or 0,
                  parse_int(f.get("fence")), as_str(entry_id))
 

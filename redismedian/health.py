@@ -33,10 +33,11 @@ from .clock import time_reply_ms
 from .common import NUMBER_RULE, as_str, parse_int, parse_number
 from .keys import DECISION_TTL_PERIODS, SIGNAL_TTL_PERIODS, TRADER_HEARTBEAT_PERIODS, Keys
 from .scripts import Report, parse_report
+from .text import LONG, SHORT, quoted, shown
 
 CURRENT_LAG = 1              # a report is current while its epoch >= the server's epoch - 1
 DEFAULT_MISSED_WINDOW = 10   # `check trader` fails while an epoch was missed within this many periods
-REASON_CUT = 200             # longest piece of a part's own reason quoted in another reason
+REASON_CUT = SHORT           # longest piece of a part's own reason quoted in another reason
 
 
 # -- time ------------------------------------------------------------------------------------------
@@ -95,9 +96,10 @@ class Holder:
 
     def describe(self) -> str:
         """``process 1234 on host h (owner h:1234:ab12)``, or the owner as it is."""
+        owner = shown(self.owner)    # what a lease holds is data
         if self.pid is not None:
-            return f"process {self.pid} on {self.host} ({self.owner})"
-        return self.owner
+            return f"process {self.pid} on {shown(self.host, 100)} ({owner})"
+        return owner
 
 
 def split_lease(value: str) -> tuple[str, str]:
@@ -162,11 +164,11 @@ def live_traders(heartbeats: dict[str, str], now_ms: int, period_ms: int | None)
         ts, _, extra = rest.partition("|")
         if role not in ("leader", "standby") or not heartbeat_fresh(ts, now_ms, period_ms):
             continue
-        row: dict[str, Any] = {"owner": owner, "role": role, "age_s": age_s(now_ms, ts)}
+        row: dict[str, Any] = {"owner": shown(owner), "role": role, "age_s": age_s(now_ms, ts)}
         if role == "leader":
             row["fence"] = parse_int(extra)
         else:
-            row["following"] = extra
+            row["following"] = shown(extra)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["role"] != "leader", r["owner"]))
 
@@ -182,8 +184,8 @@ def live_parts(client: redis.Redis, keys: Keys) -> list[str]:
         if holder is None:
             continue
         kind, _, name = keys.name_from(key, pattern).partition(":")
-        found.append(f"{kind} {name}".rstrip() + f": {holder.describe()}")
-        owners.add(holder.owner)
+        found.append(shown(f"{kind} {name}".rstrip()) + f": {holder.describe()}")
+        owners.add(shown(holder.owner))   # as live_traders shows an owner
     try:
         beats = text_hash(client.hgetall(keys.traders))
         period_ms = parse_int(client.hget(keys.meta, "period_ms"))
@@ -202,8 +204,8 @@ def not_running(last: str) -> str:
 
 
 def _quote(reason: str) -> str:
-    reason = " ".join(reason.split())
-    return reason if len(reason) <= REASON_CUT else reason[:REASON_CUT] + "..."
+    """A part's own reason quoted in another reason: escaped, at most REASON_CUT characters."""
+    return shown(reason, REASON_CUT)
 
 
 def last_report(report: Report | None, key: str, now_epoch: int | None) -> str:
@@ -217,7 +219,7 @@ def last_report(report: Report | None, key: str, now_epoch: int | None) -> str:
     if report.state != "ok" and report.reason:
         text += f": {_quote(report.reason)}"
     elif report.state == "ok" and parse_number(report.value) is None:
-        text += f": decision {report.value!r:.40} is not a finite number"
+        text += f": decision {quoted(report.value, 40)} is not a finite number"
     return text
 
 
@@ -234,7 +236,8 @@ def strategy_view(keys: Keys, name: str, registered: bool, holder: Holder | None
     name), ``absent`` (no report in Redis), ``garbage`` / ``unreadable`` (somebody else wrote its
     decision key)."""
     key = keys.decision(name)
-    row: dict[str, Any] = {"name": name, "registered": registered, "owner": holder.value if holder else None}
+    row: dict[str, Any] = {"name": shown(name), "registered": registered,
+                           "owner": shown(holder.value) if holder else None}
     value_text = ""
     report = None
     if unreadable:
@@ -248,8 +251,8 @@ def strategy_view(keys: Keys, name: str, registered: bool, holder: Holder | None
         else:
             state, reason, e, value_text = report.state, report.reason, report.epoch, report.value
             if state == "ok" and parse_number(value_text) is None:
-                state, reason = "garbage", (f"decision {value_text!r:.40} in {key} is not a finite number "
-                                            f"written as {NUMBER_RULE}")
+                state, reason = "garbage", (f"decision {quoted(value_text, 40)} in {key} is not a finite "
+                                            f"number written as {NUMBER_RULE}")
     age = None
     if pttl_ms is not None and pttl_ms >= 0 and ttl_ms:
         age = round(max(0, ttl_ms - pttl_ms) / 1000.0, 3)
@@ -261,8 +264,9 @@ def strategy_view(keys: Keys, name: str, registered: bool, holder: Holder | None
             f" (last: {reason})" if reason else "")
     elif state == "ok" and not is_current(e, epoch):
         state, reason = "stale", f"last decision for epoch {e} ({ago(e, epoch)})"
+    # The reason quotes data (the strategy's own words, a name found in a key): escaped, bounded.
     return {**row, "state": state, "value": parse_number(value_text) if value_text else None, "epoch": e,
-            "age_s": age, "reason": reason}
+            "age_s": age, "reason": shown(reason, LONG)}
 
 
 def generator_view(keys: Keys, name: str, signal: dict[str, str] | str, holder: Holder | None,
@@ -274,10 +278,10 @@ def generator_view(keys: Keys, name: str, signal: dict[str, str] | str, holder: 
     last signal is not current), ``starting`` (alive, no signal yet), ``down`` (not running),
     ``garbage`` / ``unreadable`` (somebody else wrote its signal)."""
     key = keys.signal(name)
-    row: dict[str, Any] = {"name": name, "owner": holder.value if holder else None, "value": None,
+    row: dict[str, Any] = {"name": shown(name), "owner": shown(holder.value) if holder else None, "value": None,
                            "epoch": None, "age_s": None}
     if isinstance(signal, str):
-        return {**row, "state": "unreadable", "reason": signal}
+        return {**row, "state": "unreadable", "reason": shown(signal, LONG)}
     e = parse_int(signal.get("epoch"))
     value = parse_number(signal.get("value"))
     status = signal.get("status")
@@ -287,14 +291,14 @@ def generator_view(keys: Keys, name: str, signal: dict[str, str] | str, holder: 
             f"no signal in the last {SIGNAL_TTL_PERIODS} periods"
     elif status not in ("ok", "error") or e is None:
         state = "garbage"
-        reason = (f"{key} has status {status!r:.40}, not ok or error" if status not in ("ok", "error")
-                  else f"{key} has epoch {signal.get('epoch')!r:.40}, not an epoch number")
+        reason = (f"{key} has status {quoted(status, 40)}, not ok or error" if status not in ("ok", "error")
+                  else f"{key} has epoch {quoted(signal.get('epoch'), 40)}, not an epoch number")
         last = reason
     elif status == "error":
-        state, reason = "error", signal.get("error") or "signal error (no message)"
+        state, reason = "error", shown(signal.get("error")) or "signal error (no message)"
         last = f"last signal for epoch {e}, {ago(e, epoch)}: error: {_quote(reason)}"
     elif value is None:
-        state, reason = "garbage", f"signal {signal.get('value')!r:.40} in {key} is not a finite number"
+        state, reason = "garbage", f"signal {quoted(signal.get('value'), 40)} in {key} is not a finite number"
         last = reason
     elif not is_current(e, epoch):
         state, reason = "stale", f"last signal for epoch {e} ({ago(e, epoch)})"
@@ -304,7 +308,7 @@ def generator_view(keys: Keys, name: str, signal: dict[str, str] | str, holder: 
         last = f"last signal for epoch {e}, {ago(e, epoch)}"
     if holder is None:
         state, reason = "down", not_running(last)
-    return {**row, "state": state, "reason": reason}
+    return {**row, "state": state, "reason": shown(reason, LONG)}   # escaped: it quotes data
 
 
 def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int | None, now_ms: int,
@@ -316,9 +320,10 @@ def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int 
     lead and its evaluation is current; ``stale`` when it is not; ``down`` when no trader holds the
     lead (``NS:trader`` carries a TTL: it may be gone too); ``absent`` when nothing ever ran here.
     The median is shown only in state ``ok``: never the last median of a trader that is gone."""
+    leader = shown(holder.value) if holder else None     # what a lease holds is data
     if isinstance(trader, str):
-        return {"state": "unreadable", "reason": trader, "epoch": None, "median": None, "count": None,
-                "age_s": None, "leader": holder.value if holder else None, "fence": None,
+        return {"state": "unreadable", "reason": shown(trader, LONG), "epoch": None, "median": None, "count": None,
+                "age_s": None, "leader": leader, "fence": None,
                 "published_epoch": None, "missed": None, "last_missed": None, "last_missed_reason": "",
                 "acted": None, "action_error": "", "doorbell_anomalies": None, "doorbell_last": None,
                 "doorbell_kind": "", "doorbell_detail": ""}
@@ -326,15 +331,17 @@ def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int 
     own = trader.get("state", "")
     row: dict[str, Any] = {
         "epoch": e, "median": None, "count": None, "age_s": age_s(now_ms, trader.get("ts")),
-        "leader": holder.value if holder else None, "fence": parse_int(trader.get("fence")),
+        "leader": leader, "fence": parse_int(trader.get("fence")),
         "published_epoch": parse_int(trader.get("published")),
         "missed": parse_int(trader.get("missed")), "last_missed": parse_int(trader.get("last_missed")),
-        "last_missed_reason": trader.get("last_missed_reason", ""),
-        "acted": parse_int(trader.get("acted")), "action_error": trader.get("action_error", ""),
+        # NS:trader is the trader's, which writes these escaped; read back as data all the same.
+        "last_missed_reason": shown(trader.get("last_missed_reason", ""), LONG),
+        "acted": parse_int(trader.get("acted")), "action_error": shown(trader.get("action_error", ""), LONG),
         # epochs whose doorbell did not ring as it should (trader.doorbell_verdict)
         "doorbell_anomalies": parse_int(trader.get("doorbell_anomalies")),
         "doorbell_last": parse_int(trader.get("doorbell_last")),
-        "doorbell_kind": trader.get("doorbell_kind", ""), "doorbell_detail": trader.get("doorbell_detail", ""),
+        "doorbell_kind": shown(trader.get("doorbell_kind", ""), 40),
+        "doorbell_detail": shown(trader.get("doorbell_detail", ""), LONG),
     }
     if holder is None:
         if not trader:
@@ -342,20 +349,20 @@ def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int 
                 ("absent", "no trader running")
         else:
             state = "down"
-            reason = (f"no trader running (no trader holds the lead; last state {own or '?'!r:.40}"
+            reason = (f"no trader running (no trader holds the lead; last state {quoted(own or '?', 40)}"
                       + (f" for epoch {e}, {ago(e, epoch)})" if e is not None else ")"))
     elif not trader:
-        state, reason = "starting", f"a trader leads ({holder.owner}) but has not written its state yet"
+        state, reason = "starting", f"a trader leads ({shown(holder.owner)}) but has not written its state yet"
     elif own not in ("ok", "error", "idle", "starting"):
-        state, reason = "garbage", f"state {own!r:.40} is not one a trader writes"
+        state, reason = "garbage", f"state {quoted(own, 40)} is not one a trader writes"
     elif e is None:
-        state, reason = "garbage", f"epoch {trader.get('epoch')!r:.40} is not an epoch number"
+        state, reason = "garbage", f"epoch {quoted(trader.get('epoch'), 40)} is not an epoch number"
     elif epoch is not None and not is_current(e, epoch):
         state = "stale"
         reason = (f"last evaluated epoch {e} ({ago(e, epoch)}; state {own}"
                   + (f": {_quote(trader['reason'])})" if trader.get("reason") else ")"))
     else:
-        state, reason = own, trader.get("reason", "")
+        state, reason = own, shown(trader.get("reason", ""), LONG)
         if own == "ok":
             row["median"] = parse_number(trader.get("median"))
             row["count"] = parse_int(trader.get("count"))

@@ -1,7 +1,10 @@
 """Logging set-up: one logger per module, lines a person can read at a glance (or JSON for shippers).
 
 Whatever the format, every line goes through :func:`redact`: passwords registered with
-:func:`add_secret` and any ``scheme://user:password@`` in the text come out as ``***``.
+:func:`add_secret` and any ``scheme://user:password@`` in the text come out as ``***``.  And every
+message goes through :func:`redismedian.text.shown` (no limit below :data:`redismedian.text.LINE`):
+a control character in it (text from Redis the caller did not escape already) is escaped, so a
+message is always one line and never a terminal escape.  A traceback keeps its lines.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import re
 import sys
 import time
 from typing import IO, Any
+
+from .text import LINE, shown
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
@@ -36,12 +41,21 @@ def redact(text: str) -> str:
     return text
 
 
+def _escaped(record: logging.LogRecord) -> logging.LogRecord:
+    """The record with its message escaped: a copy when that changes it (other handlers share it)."""
+    message = record.getMessage()
+    safe = shown(message, LINE)
+    if safe == message:
+        return record
+    return logging.makeLogRecord({**record.__dict__, "msg": safe, "args": None})
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__(FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        return redact(super().format(_escaped(record)))
 
 
 class JsonFormatter(logging.Formatter):
@@ -54,7 +68,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         t = time.gmtime(record.created)
         doc: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z",
-               "level": record.levelname, "logger": record.name, "message": redact(record.getMessage())}
+               "level": record.levelname, "logger": record.name, "message": redact(shown(record.getMessage(), LINE))}
         doc.update(self.fields)
         doc["pid"] = record.process
         if record.exc_info:

@@ -20,8 +20,9 @@ from .clock import epoch_of, time_reply_ms
 from .common import as_str, check_name, parse_finite, parse_int, parse_period_ms
 from .health import (DEFAULT_MISSED_WINDOW, generator_view, lease_holder, plural, problems, strategy_view,
                      text_hash, trader_view)
-from .keys import DECISION_TTL_PERIODS, Keys, ttl_ms
+from .keys import DECISION_TTL_PERIODS, MEDIAN_MEMBERS_LIMIT, Keys, ttl_ms
 from .replies import xrange, xrevrange
+from .text import shown
 
 COMPONENT_KINDS = ("generator", "strategy", "trader")
 
@@ -33,9 +34,10 @@ class Health:
     summary: str
 
     def text(self) -> str:
+        """One line, always: every problem quotes data escaped already, and the line is escaped again."""
         if self.healthy:
-            return f"OK: {self.summary}"
-        return "UNHEALTHY: " + "; ".join(self.problems)
+            return shown(f"OK: {self.summary}", None)
+        return shown("UNHEALTHY: " + "; ".join(self.problems), None)
 
 
 def _server_now_and_period(client: redis.Redis, keys: Keys) -> tuple[int, int | None, str]:
@@ -180,6 +182,7 @@ def check_deployment(data: dict[str, Any], missed_window: int = DEFAULT_MISSED_W
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 HISTORY_COLUMNS = ("time", "epoch", "median", "count", "members", "fence", "id")
+MEMBERS_SHOWN = MEDIAN_MEMBERS_LIMIT * 65   # the longest members list a trader writes: 64 names of 64 characters
 
 
 def parse_since(text: str, now_ms: int) -> int:
@@ -232,9 +235,11 @@ def history(client: redis.Redis, keys: Keys, since_ms: int | None = None, until_
         f = text_hash(fields)
         eid = as_str(entry_id)
         ts = parse_int(f.get("ts")) or parse_int(eid.split("-")[0])
+        # The text fields are shown as they are, escaped and bounded: anybody may have written the entry.
         rows.append({"time": _iso(ts), "epoch": parse_int(f.get("epoch")), "median": parse_finite(f.get("median")),
-                     "median_text": f.get("median", ""), "count": parse_int(f.get("count")),
-                     "members": f.get("members", ""), "fence": parse_int(f.get("fence")), "id": eid})
+                     "median_text": shown(f.get("median", ""), 40), "count": parse_int(f.get("count")),
+                     "members": shown(f.get("members", ""), MEMBERS_SHOWN), "fence": parse_int(f.get("fence")),
+                     "id": shown(eid)})
     return rows
 
 

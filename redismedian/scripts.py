@@ -54,6 +54,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 from redis.exceptions import NoScriptError
 
 from .keys import Keys
+from .text import LONG, quoted, shown
 
 # run(source, keys, args) -> the raw reply (a list, or an integer for the lease release), after the
 # caller's common checks (Component.run_script)
@@ -124,7 +125,9 @@ local function meta_check(key, period, known, fresh, now, create)
   end
   local p = num(m[1])      -- a whole number of ms (common.parse_period_ms says the same)
   if not p or p <= 0 or p ~= math.floor(p) then
-    return nil, 'baddata', key .. ' has period_ms ' .. string.format('%q', tostring(m[1])):sub(1, 60) ..
+    -- Text from data stays bounded here too: cut before quoting (whatever its size), and the
+    -- Python side escapes what %q leaves (preamble(), redismedian.text.shown).
+    return nil, 'baddata', key .. ' has period_ms ' .. string.format('%q', string.sub(tostring(m[1]), 1, 40)) ..
       ', not a period in ms: fix it or delete ' .. key
   end
   if p ~= tonumber(period) then return nil, 'period', tostring(m[1]) end
@@ -317,13 +320,19 @@ class Preamble(NamedTuple):
     detail: str
 
 
+REFUSALS = ("period", "lease", "wrongtype", "baddata", "nometa")   # a Preamble's statuses whose detail says why
+
+
 def preamble(raw: Any) -> Preamble | None:
     """The common start of a reply, or None for replies that have none (leases, deregister).
     ``now`` is 0 in the reply of a strategy report that did not check the deployment record."""
     if not isinstance(raw, list) or len(raw) < 2 or not isinstance(raw[0], (bytes, str)):
         return None
     status, now, detail = _fields(raw, 3, "")
-    return Preamble(status, int(now), str(detail or ""))
+    detail = str(detail or "")
+    if status in REFUSALS:    # why, quoting data (a lease holder, a garbage period): escaped, bounded
+        detail = shown(detail, LONG)
+    return Preamble(status, int(now), detail)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +358,8 @@ class LeaseAcquired(NamedTuple):
 def lease_acquire(run: Runner, key: str, *, owner: str, ttl_ms: int) -> LeaseAcquired:
     raw = run(LEASE_ACQUIRE, [key], [owner, ttl_ms])
     ours, holder, pttl = _fields(raw, 3, None)
-    return LeaseAcquired(int(ours) == 1, holder or "", int(pttl) if pttl is not None else 0)
+    # The holder is what the lease key holds: data (escaped, bounded), shown in messages only.
+    return LeaseAcquired(int(ours) == 1, shown(holder or ""), int(pttl) if pttl is not None else 0)
 
 
 LEASE_RELEASE = r"""
@@ -603,10 +613,12 @@ def parse_report(raw: Any) -> Report | None:
     e_text, sep, rest = text.partition("|")
     epoch = parse_int(e_text)
     if not sep or epoch is None:
-        return Report(None, "garbage", "", f"holds {text[:60]!r:.60}, not <epoch>|<decision>")
+        return Report(None, "garbage", "", f"holds {quoted(text, 60)}, not <epoch>|<decision>")
     if rest.startswith("!"):
+        # What the strategy says is data: its state and reason come back escaped and bounded, so
+        # that the trader's reason, its log and status show them on one line (redismedian.text).
         state, _, reason = rest[1:].partition("|")
-        return Report(epoch, state or "error", "", reason)
+        return Report(epoch, shown(state, 40) or "error", "", shown(reason))
     return Report(epoch, "ok", rest, "")
 
 
@@ -872,11 +884,15 @@ class MissedRecord(NamedTuple):
 def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, outcome: str, text: str,
                   count: int = 0, members: str = "", medians_maxlen: int, state_ttl_ms: int,
                   missed: MissedRecord = MissedRecord()) -> TraderSettled:
-    ranges = [x for r in missed.pending for x in (r.first, r.last, r.reason[:500])]
+    # Every text this writes into NS:trader and NS:events is escaped and bounded here, whatever the
+    # caller built it from: every reader of those keys gets one inert line (redismedian.text).
+    if outcome != "ok":
+        text = shown(text, LONG)
+    ranges = [x for r in missed.pending for x in (r.first, r.last, shown(r.reason, 500))]
     raw = run(TRADER_SETTLE, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader, k.medians,
                               k.lease("trader"), k.ready(epoch), k.events, k.settled],
               [*m, epoch, *t, outcome, text, count, members, medians_maxlen, state_ttl_ms,
-               missed.total, missed.last, missed.reason[:500], *ranges])
+               missed.total, missed.last, shown(missed.reason, 500), *ranges])
     s, now, inst, note, reason = _fields(raw, 5, "")
     return TraderSettled(s, int(now), inst, str(note or ""), str(reason or ""))
 
@@ -909,7 +925,7 @@ def trader_acted(run: Runner, k: Keys, *, lease_value: str, epoch: int | None, e
     """Record that the action ran for ``epoch`` (None: only check that we still lead) and its error."""
     from .common import parse_int
     raw = run(TRADER_ACTED, [k.lease("trader"), k.acted, k.trader],
-              [lease_value, "" if epoch is None else epoch, error[:500], state_ttl_ms])
+              [lease_value, "" if epoch is None else epoch, shown(error, 500), state_ttl_ms])
     leading, acted = _fields(raw, 2, "")
     return TraderActed(int(leading) == 1, parse_int(acted))
 

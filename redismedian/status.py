@@ -13,6 +13,7 @@ from .clock import epoch_of, time_reply_ms
 from .common import FatalError, as_str, parse_period_ms
 from .health import lease_holder, read_holders, strategy_view, text_hash
 from .keys import Keys
+from .text import LONG, quoted, shown
 
 _pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
@@ -89,7 +90,7 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     elif meta.get("period_ms") is not None:
         period_ms = parse_period_ms(meta["period_ms"])
         if period_ms is None:   # the components refuse to run on it too
-            problems.append(f"{keys.meta} has period_ms {meta['period_ms']!r:.40}, not a period in ms")
+            problems.append(f"{keys.meta} has period_ms {quoted(meta['period_ms'], 40)}, not a period in ms")
     epoch = epoch_of(now, period_ms) if period_ms else None
     out: dict[str, Any] = {"namespace": keys.ns, "server_time_ms": now, "period_ms": period_ms,
                            "epoch": epoch, "problems": problems}
@@ -304,4 +305,4 @@ def deregister(client: redis.Redis, keys: Keys, name: str) -> None:
         known = sorted(reply.registered)
         raise FatalError((f"{note}; " if note else "")
                          + f"no strategy named {name!r} is registered in namespace {keys.ns!r} "
-                         f"(registered: {', '.join(known) if known else 'none'})")
+                         f"(registered: {shown(', '.join(known), LONG) if known else 'none'})")

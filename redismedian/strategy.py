@@ -20,6 +20,7 @@ from .common import FatalError, Settings, as_str, parse_finite, parse_int, plugi
 from .component import Component, Exit, acquire_name
 from .connection import ErrorKind, classify, describe_error
 from .replies import xread
+from .text import quoted, shown
 from .scripts import (StrategyReported, StrategyTicked, strategy_report, strategy_tick_request,
                       strategy_ticked)
 
@@ -83,7 +84,7 @@ def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
                 problems.append(f"signal {g} unreadable ({h.unreadable})")
                 continue
             if h.epoch is None:
-                problems.append(f"signal {g} malformed (epoch {h.epoch_text!r:.40})")
+                problems.append(f"signal {g} malformed (epoch {quoted(h.epoch_text, 40)})")
                 continue
             if h.epoch < epoch:
                 problems.append(f"signal {g} stale (last epoch {h.epoch})")
@@ -94,13 +95,14 @@ def assess(generators: list[str], epoch: int, feed: Mapping[str, Reading],
             r = h
         if r.status != "ok":
             if r.status == "error":
-                problems.append(f"signal {g} error: {r.error or 'no message'}")
+                # The generator's message is data: escaped and bounded (it becomes part of our reason).
+                problems.append(f"signal {g} error: {shown(r.error) or 'no message'}")
             else:
-                problems.append(f"signal {g} has status {r.status!r:.40}")
+                problems.append(f"signal {g} has status {quoted(r.status, 40)}")
             continue
         x = r.number
         if x is None:
-            problems.append(f"signal {g} is not a finite number ({r.value_text!r:.40})")
+            problems.append(f"signal {g} is not a finite number ({quoted(r.value_text, 40)})")
             continue
         values[g] = x
     if problems:

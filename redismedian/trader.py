@@ -30,6 +30,7 @@ from .connection import ErrorKind, classify, describe_error
 from .following import Median, parse_median
 from . import health as H
 from .replies import xrange
+from .text import LONG, SHORT, quoted, shown
 from .scripts import (DECISION_MAX_BYTES, Missed, MissedRecord, RegistryChanged, Report, TraderArgs, TraderTicked,
                       parse_report,
                       registry_admit, registry_restore, trader_acted, trader_settle, trader_tick)
@@ -158,10 +159,10 @@ def _judge(epoch: int, r: Report | None, key: str, alive: bool | None) -> float 
     if r.epoch != epoch:
         return f"no decision (last report for epoch {r.epoch}, {H.ago(r.epoch, epoch)})"
     if r.state != "ok":
-        return r.reason[:500] or f"no decision (state {r.state!r:.40})"
+        return r.reason or f"no decision (state '{r.state}')"     # parse_report escaped both
     x = parse_number(r.value)
     if x is None:
-        return f"decision {r.value!r:.40} in {key} refused: not a finite number written as {NUMBER_RULE}"
+        return f"decision {quoted(r.value, 40)} in {key} refused: not a finite number written as {NUMBER_RULE}"
     return x
 
 
@@ -177,14 +178,21 @@ def median_of_sorted(xs: Sequence[float]) -> float:
 
 
 def missing_reason(problems: list[tuple[str, str]], nreg: int) -> str:
-    """``1 of 2 strategies missing: X: why`` (at most REASONS_LIMIT named)."""
-    parts = []
+    """``1 of 2 strategies missing: X: why`` (at most REASONS_LIMIT named, within text.LONG
+    characters).  Names and reasons are escaped and bounded (a name in the registry, a strategy's
+    own reason, are data): what this returns goes into the log, NS:trader and NS:events as it is."""
+    head = f"{len(problems)} of {H.plural(nreg, 'strategy', 'strategies')} missing: "
+    parts: list[str] = []
+    used = len(head) + 40     # room for "; and N more"
     for name, why in sorted(problems)[:REASONS_LIMIT]:
-        shown = name if len(name) <= 64 else name[:64] + "..."
-        parts.append(f"{shown}: {why}")
-    if len(problems) > REASONS_LIMIT:
-        parts.append(f"and {len(problems) - REASONS_LIMIT} more")
-    return f"{len(problems)} of {H.plural(nreg, 'strategy', 'strategies')} missing: " + "; ".join(parts)
+        part = f"{shown(name, 64)}: {shown(why, 2 * SHORT)}"
+        if used + len(part) + 2 > LONG:
+            break
+        parts.append(part)
+        used += len(part) + 2
+    if len(problems) > len(parts):
+        parts.append(f"and {len(problems) - len(parts)} more")
+    return head + "; ".join(parts)
 
 
 def verdict(got: Tally, nreg: int) -> tuple[str, str]:
@@ -616,6 +624,8 @@ class Trader(Component):
         self.sync_registry(r.instance)
 
     def settle(self, epoch: int, outcome: str, text: str, count: int = 0, members: str = "") -> str:
+        if outcome != "ok":
+            text = shown(text, LONG)   # as trader_settle writes it: the log line says what NS:trader says
         r = trader_settle(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
                           outcome=outcome, text=text, count=count, members=members,
                           medians_maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms, missed=self.missed)
@@ -799,9 +809,9 @@ class Trader(Component):
         _owner, tok = H.split_lease(holder)
         self.fence_floor = max(self.fence_floor, parse_int(tok) or 0)
         if self.token:
-            self.log.warning("lost the lead to %s; standing by", holder)
+            self.log.warning("lost the lead to %s; standing by", shown(holder))
         elif self.leader_seen != holder:
-            self.log.info("standing by (leader: %s)", holder)
+            self.log.info("standing by (leader: %s)", shown(holder))
         self.token, self.leader_seen = "", holder
         if pttl < 0:
             return False                       # the lease just expired: look again now
@@ -852,8 +862,9 @@ def _valid_name(name: str) -> bool:
 
 
 def _names(names: list[str], limit: int = 10) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    """Names as a log line shows them (those of the registry are data: escaped, bounded)."""
+    text = ", ".join(shown(n, 64) for n in names[:limit])
+    return text + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from .keys import Keys
 from .ops import check_deployment, watch_delay
 from .replies import xread, xrevrange
 from .status import gather
+from .text import shown
 
 if TYPE_CHECKING:   # the web extra: only `redismedian web` imports it
     from starlette.responses import Response
@@ -382,7 +383,7 @@ def chart_svg(points: dict[int, float], gaps: dict[int, tuple[str, str]], first:
         what = f"epoch {e0}" if e0 == e1 else f"epochs {e0}-{e1}"
         why = gaps.get(e0, ("", ""))[1]
         label = {"error": "trader in error", "missed": "missed", "unknown": "no record (no trader? Redis?)"}[kind]
-        title = f"{what}: {label}" + (f": {' '.join(why.split())[:200]}" if why else "")
+        title = f"{what}: {label}" + (f": {shown(why)}" if why else "")   # escaped text, then XML-escaped
         out.append(f'<rect x="{x0:.1f}" y="{top}" width="{w:.1f}" height="{ph}" class="gap gap-{kind}" '
                    f'data-epochs="{e0}-{e1}"><title>{escape(title)}</title></rect>')
     for kind, e0, e1 in runs:

@@ -382,7 +382,7 @@ def test_long_names_are_cut_in_reasons(env):
     env.at(env.E, 0.9)
     t.step(env.E)
     assert env.hash(env.k.trader)["reason"] == (
-        f"1 of 1 strategy missing: {'L' * 64}...: not running (no live process; no report in the last 10 periods)")
+        f"1 of 1 strategy missing: {'L' * 61}...: not running (no live process; no report in the last 10 periods)")
 
 
 def test_members_are_listed_up_to_the_limit(env):
@@ -459,7 +459,9 @@ def test_tally_of_nothing_is_empty():
     (f"{E}|!starting|started, waiting for the next period", "started, waiting for the next period"),
     (f"{E}|!error|", "no decision (state 'error')"),
     (f"{E}|!|", "no decision (state 'error')"),
-    (f"{E}|!error|" + "x" * 2000, "x" * 500),
+    (f"{E}|!error|" + "x" * 2000, "x" * 197 + "..."),                 # text.SHORT, with the ellipsis
+    (f"{E}|!error|late\nforged\x1b[31m\u202e", "late\\nforged\\x1b[31m\\u202e"),   # escaped: one inert line
+    (f"{E}|!evil\nstate|", "no decision (state 'evil\\nstate')"),
     ("abc", "no decision (t:decision:B holds 'abc', not <epoch>|<decision>)"),
     ("x|5", "no decision (t:decision:B holds 'x|5', not <epoch>|<decision>)"),
     (f"{E}.0|5", f"no decision (t:decision:B holds '{E}.0|5', not <epoch>|<decision>)"),
