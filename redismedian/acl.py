@@ -112,12 +112,12 @@ def trader_user(k: Keys) -> str:
                  f"({_keys(k.registry_backup)} {BACKUP})",
                  f"({_keys(k.strategies, k.registry_backup)} {BOTH})",
                  f"({_keys(k.deregistered)} {DEREGISTERED})",
-                 f"({_keys(k.joins)} +type +scard +spop +del)",
+                 f"({_keys(k.joins)} +type +scard +spop +del +unlink)",
                  f"({_keys(*own)} {OWN} +incr +hset +hdel +hget +hgetall +xadd +xrange)",
                  f"({_keys(k.ready('*'))} +type +blpop +del)",
                  f"({_keys(k.count('*'), read_only=True)} +get)",
                  f"({_keys(k.decision('*'), read_only=True)} +mget +getrange)",
-                 f"({_keys(k.lease('strategy', '*'), read_only=True)} +type +pttl +get)")
+                 f"({_keys(k.lease('strategy', '*'), read_only=True)} +type +pttl +get +exists)")
 
 
 def operator_user(k: Keys) -> str:

@@ -262,6 +262,7 @@ def strategy_view(keys: Keys, name: str, registered: bool, holder: Holder | None
     elif not registered:
         state, reason = "joining", "not registered: waiting for the trader to admit it" + (
             f" (last: {reason})" if reason else "")
+        row["joining_since_ms"] = parse_int(holder.extra)     # the process's start (its lease says)
     elif state == "ok" and not is_current(e, epoch):
         state, reason = "stale", f"last decision for epoch {e} ({ago(e, epoch)})"
     # The reason quotes data (the strategy's own words, a name found in a key): escaped, bounded.

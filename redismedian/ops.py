@@ -151,6 +151,9 @@ def check_component(client: redis.Redis, keys: Keys, kind: str, name: str | None
     return Health(not found, found, "" if found else summary)
 
 
+JOIN_GRACE_PERIODS = 3   # a strategy is admitted at the trader's next boundary; three periods is plenty
+
+
 def check_deployment(data: dict[str, Any], missed_window: int = DEFAULT_MISSED_WINDOW) -> Health:
     """Is the whole deployment healthy?  ``data`` is :func:`redismedian.status.gather`'s output:
     the views ``status`` shows, judged by :func:`redismedian.health.problems`.
@@ -169,6 +172,14 @@ def check_deployment(data: dict[str, Any], missed_window: int = DEFAULT_MISSED_W
     registered = [s for s in data.get("strategies", []) if s.get("registered")]
     for s in registered:
         found += problems("strategy", s, epoch, deployment=True)
+    # A live strategy the trader has not admitted within JOIN_GRACE_PERIODS of its start: something
+    # keeps it out (no trader, a flooded NS:joins, a deregistration it does not know of).
+    now, period = data.get("server_time_ms") or 0, data["period_ms"]
+    for s in data.get("strategies", []):
+        since = s.get("joining_since_ms")
+        if s.get("state") == "joining" and since is not None and now - since > JOIN_GRACE_PERIODS * period:
+            found.append(f"strategy {s['name']}: asked to join {(now - since) / 1000:.1f}s ago and was not "
+                         f"admitted: {s.get('reason') or '?'}")
     for g in data.get("generators", []):
         found += problems("generator", g, epoch, deployment=True)
     if found:

@@ -61,6 +61,10 @@ from .text import LONG, quoted, shown
 Runner = Callable[[str, Sequence[Any], Sequence[Any]], Any]
 
 REASON_LIMIT = 2000     # characters of a strategy's reason kept in its decision key
+# NS:joins holding more names than this (or than twice the registrations) was flooded: the trader's
+# tick clears it.  Far more than any deployment asks with at once (a restart of every strategy asks
+# with as many names as there are strategies, which the registrations already count).
+JOINS_FLOOD = 10_000
 # The longest decision key value any strategy writes (a reason of REASON_LIMIT characters of up to 4
 # bytes each, and the epoch).  A longer one is not a report, whoever wrote it: it is refused unread
 # (the trader reads such a key with GETRANGE from then on, never whole).
@@ -662,7 +666,9 @@ class TraderArgs(NamedTuple):
 
 
 # KEYS: meta, registry, backup, deregistered, trader, lease, fence, traders, joins, settled
-# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 joins per tick, 16 NS:trader ttl
+# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 joins per tick, 16 NS:trader ttl,
+#       17 the least size of NS:joins taken for a flood, 18 the prefix of strategies' lease keys
+#       (NS:lease:strategy:, the one key name built here: under the namespace's hash tag, in its slot)
 TRADER_TICK = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
@@ -672,8 +678,9 @@ local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 local prev = ''     -- the last epoch a trader settled (NS:trader:settled)
+local flooded = 0   -- the size of a flooded NS:joins, cleared in this tick
 local function reply(status, token, took, detail, joins)
-  local r = {status, now, inst, token or '', took or 0, detail or '', ver, nb, note, prev}
+  local r = {status, now, inst, token or '', took or 0, detail or '', ver, nb, note, prev, flooded}
   for _, j in ipairs(joins or {}) do r[#r + 1] = j end
   return r
 end
@@ -744,10 +751,31 @@ if took == 1 then
 end
 if published_already(KEYS[5], epoch, ARGV[12]) then return reply('done', token, took) end
 
--- Registration requests (a doorbell anybody may ring: the trader checks each name's lease).
+-- Registration requests: a doorbell any strategy may ring, so nothing in it is trusted.  A set far
+-- larger than any deployment asks with at once (ARGV[17], or twice the registrations) was flooded:
+-- it is cleared (UNLINK: freed in the background), and the strategies waiting to join ask again at
+-- their next report.  Otherwise names are popped one at a time, all of them if need be, and only
+-- those in the name rule (common.NAME_RE: 1 to 64 letters, digits, '_', '-', '.') whose own lease
+-- exists leave Redis, at most ARGV[15] (the others ask again); the trader then admits a name only when
+-- that lease shows a live process that was not deregistered (REGISTRY_ADMIT).  Junk never leaves Redis,
+-- and a set of junk below the flood size is gone in one tick.
 local joins = {}
 if wrongtype(KEYS[9], 'set') then redis.call('DEL', KEYS[9]) end
-if redis.call('SCARD', KEYS[9]) > 0 then joins = redis.call('SPOP', KEYS[9], ARGV[15]) end
+local asked = redis.call('SCARD', KEYS[9])
+if asked > math.max(tonumber(ARGV[17]), 2 * nb) then
+  redis.call('UNLINK', KEYS[9])
+  flooded = asked
+else
+  local most = tonumber(ARGV[15])
+  for _ = 1, asked do
+    local name = redis.call('SPOP', KEYS[9])
+    if name and #name <= 64 and not string.find(name, '[^%w_.-]') and
+        redis.call('EXISTS', ARGV[18] .. name) == 1 then
+      joins[#joins + 1] = name
+      if #joins >= most then break end
+    end
+  end
+end
 
 local why = regrowing(KEYS[1], period, epoch, inst, ARGV[13])
 if why then
@@ -778,18 +806,20 @@ class TraderTicked(NamedTuple):
     backup_size: int
     note: str
     prev: int | None     # the last epoch a trader settled (NS:trader:settled), None when there is none
+    flooded: int         # NS:joins held this many names (a flood) and was cleared; 0 = it was not
     joins: tuple[str, ...]
 
 
 def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, heartbeat_ttl_ms: int,
-                joins_per_tick: int, state_ttl_ms: int) -> TraderTicked:
+                joins_per_tick: int, state_ttl_ms: int, joins_flood: int = JOINS_FLOOD) -> TraderTicked:
     from .common import parse_int
     raw = run(TRADER_TICK, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader,
                             k.lease("trader"), k.trader_fence, k.traders, k.joins, k.settled],
-              [*m, epoch, *t, heartbeat_ttl_ms, joins_per_tick, state_ttl_ms])
-    s, now, inst, token, took, detail, ver, nb, note, prev = _fields(raw, 10, 0)
+              [*m, epoch, *t, heartbeat_ttl_ms, joins_per_tick, state_ttl_ms, joins_flood,
+               k.lease("strategy", "")])
+    s, now, inst, token, took, detail, ver, nb, note, prev, flooded = _fields(raw, 11, 0)
     return TraderTicked(s, int(now), inst, str(token), bool(int(took)), str(detail), int(ver), int(nb), str(note),
-                        parse_int(prev), tuple(_text(x) for x in list(raw)[10:]))
+                        parse_int(prev), int(flooded or 0), tuple(_text(x) for x in list(raw)[11:]))
 
 
 # KEYS: meta, registry, backup, deregistered, trader, medians, lease, ready(epoch), events, settled

@@ -269,6 +269,7 @@ class Trader(Component):
         self.accounted: int | None = None  # the last epoch we settled or recorded as missed
         self.missed = MissedRecord()
         self.doorbell = Doorbell()
+        self._flooded_at = -2      # the last epoch whose tick found NS:joins flooded
         self._read_cost_ms = 0.0   # what one read of every decision took (moving average)
 
     def startup(self) -> None:
@@ -302,6 +303,8 @@ class Trader(Component):
             was_leading = bool(self.token)
             self.lead(t)
             self.account(epoch, t, was_leading)
+            if t.flooded:
+                self.joins_flooded(epoch, t.flooded)
             if t.joins:
                 self.admit(list(t.joins))
             if t.status == "lead":
@@ -721,6 +724,24 @@ class Trader(Component):
         return sorted(out, key=lambda m: m.epoch)
 
     # -- registrations ----------------------------------------------------------------------------
+    def joins_flooded(self, epoch: int, size: int) -> None:
+        """NS:joins held far more names than any deployment asks with (a strategy's credentials SADDed
+        junk): the tick cleared it.  Said once per episode (epochs in a row), and recorded in NS:events."""
+        why = (f"{self.keys.joins} held {size} names, more than any deployment asks to join with at once "
+               "(a strategy's credentials flooded it): cleared; strategies waiting to join ask again at their "
+               "next report")
+        self.metrics.error("joins_flooded")
+        episode, self._flooded_at = self._flooded_at != epoch - 1, epoch
+        if not episode:         # once per episode: the log, and NS:events
+            return
+        self.log.warning("%s", why)
+        try:
+            self.client.xadd(self.keys.events, {"status": "joins_flooded", "epoch": epoch, "reason": why,
+                                                "ts": self.clock.now_ms()},
+                             maxlen=self.medians_maxlen, approximate=True)
+        except redis.exceptions.RedisError as e:
+            self.log.debug("could not record the flood: %s", describe_error(e))
+
     def admit(self, names: list[str]) -> None:
         """Registration requests (anybody may ring the doorbell): the script admits a name only when
         its lease shows a live process that was not deregistered."""

@@ -27,7 +27,7 @@ def test_lease_renewed_within_its_ttl_while_strategies_are_late(period_ms, monke
 
     def tick(epoch):
         ticks.append(clock.now_ms())
-        return TraderTicked("lead", clock.now_ms(), "inst", "1", len(ticks) == 1, "", 1, 2, "", epoch - 1, ())
+        return TraderTicked("lead", clock.now_ms(), "inst", "1", len(ticks) == 1, "", 1, 2, "", epoch - 1, 0, ())
 
     def read_decisions(epoch, keys, wait_ms):
         clock.advance(wait_ms / 1000.0)                # nobody rings the doorbell

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from redismedian import health as H
-from redismedian.ops import check_component, check_deployment
+from redismedian.ops import JOIN_GRACE_PERIODS, check_component, check_deployment
 from redismedian.scripts import PRELUDE
 from redismedian.status import gather, render
 from tests.unit.test_unit_garbage import Pipeline
@@ -99,7 +99,9 @@ def agree(env) -> dict:
         assert h.problems[0] == f"trader: {t['state']}: {t['reason']}"
     d = check_deployment(data)
     registered = [s for s in data["strategies"] if s["registered"]]
-    assert d.healthy is (t["state"] == "ok" and not H.missed_recently(t, epoch)
+    kept_out = [s for s in data["strategies"] if s["state"] == "joining" and s.get("joining_since_ms") is not None
+                and data["server_time_ms"] - s["joining_since_ms"] > JOIN_GRACE_PERIODS * data["period_ms"]]
+    assert d.healthy is (t["state"] == "ok" and not H.missed_recently(t, epoch) and not kept_out
                          and all(s["state"] == "ok" for s in registered)
                          and all(g["state"] == "ok" for g in data["generators"])), (data, d.text())
     # the whole-deployment check names each part's problem in the words of the part's own check
@@ -238,3 +240,21 @@ def test_live_parts_name_who_holds_a_namespace(env):
                                           f"{owner.split(':')[0]} ({owner})"], "its heartbeat is fresh"
     env.at(env.E + 4)
     assert H.live_parts(env.r, env.k) == [], "heartbeats older than 3 periods are not alive"
+
+
+def test_check_names_a_live_strategy_kept_out_of_the_registry():
+    """A live strategy that asked to join and was not admitted within JOIN_GRACE_PERIODS of its start
+    (no trader, a flooded NS:joins) makes the deployment unhealthy, naming it; a newcomer does not."""
+    period, now = 1000, 1_000_000
+    trader = {"state": "ok", "reason": "", "epoch": 999, "median": 0.5, "missed": None, "last_missed": None}
+
+    def data(since):
+        return {"problems": [], "epoch": 1000, "period_ms": period, "namespace": "t", "server_time_ms": now,
+                "trader": trader, "generators": [],
+                "strategies": [{"name": "X", "registered": False, "state": "joining", "joining_since_ms": since,
+                                "reason": "not registered: waiting for the trader to admit it"}]}
+    assert check_deployment(data(now - 2 * period)).healthy
+    d = check_deployment(data(now - 10 * period))
+    assert not d.healthy and d.problems == [
+        "strategy X: asked to join 10.0s ago and was not admitted: not registered: waiting for the trader to admit it"]
+    assert "\n" not in d.text()
