@@ -105,7 +105,7 @@ def strategy_user(k: Keys, s: str) -> str:
 def trader_user(k: Keys) -> str:
     own = [k.trader, k.medians, k.events, k.lease("trader"), k.trader_fence, k.settled, k.acted, k.traders]
     return _line(user_name("trader"), scripts("trader"), "+multi +exec",
-                 _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.joins, k.ready("*"),
+                 _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.joins, k.ready("*"), k.count("*"),
                        k.lease("strategy", "*"), *own),
                  f"({_keys(k.meta)} {META})",
                  f"({_keys(k.strategies)} {REGISTRY_GUARD} +sadd)",
@@ -115,7 +115,7 @@ def trader_user(k: Keys) -> str:
                  f"({_keys(k.joins)} +type +scard +spop +del +unlink)",
                  f"({_keys(*own)} {OWN} +incr +hset +hdel +hget +hgetall +xadd +xrange)",
                  f"({_keys(k.ready('*'))} +type +blpop +del)",
-                 f"({_keys(k.count('*'), read_only=True)} +get)",
+                 f"({_keys(k.count('*'))} +get +del)",
                  f"({_keys(k.decision('*'), read_only=True)} +mget +getrange)",
                  f"({_keys(k.lease('strategy', '*'), read_only=True)} +type +pttl +get +exists)")
 

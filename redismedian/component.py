@@ -23,7 +23,7 @@ from .connection import (Backoff, ErrorKind, Outage, classify, describe_error, m
                          wrong_mode)
 from .acl import user_name
 from .metrics import NullMetrics
-from .scripts import MetaArgs, lease_acquire, lease_release, load_scripts, meta_create, preamble, sha1
+from .scripts import LOADERS, MetaArgs, lease_acquire, lease_release, load_scripts, meta_create, preamble, sha1
 
 T = TypeVar("T")
 
@@ -73,8 +73,12 @@ class Component:
         self._scripts: dict[str, TimedScript] = {}   # Lua source -> registered, timed caller
         self.metrics = metrics or NullMetrics()
         self.lease_owner = settings.owner  # the value of our name lease (the strategy adds its start time)
-        self._meta_denied = False  # the ACL refused us the creation of the deployment record
-        self._may_load = True      # the ACL lets us load scripts (False after its first refusal)
+        # Under a named ACL user a generator or strategy may neither load scripts nor create the deployment
+        # record (acl.py): it does not ask, so that nothing it does is an entry in Redis' ACL LOG.  Under the
+        # default user (no ACL) it does both; after a refusal it does not ask again.
+        restricted = settings.redis.user is not None and self.kind not in LOADERS
+        self._meta_denied = restricted   # no creating the deployment record (the trader or the operator does)
+        self._may_load = not restricted  # loading every script when Redis lost them
         self.interrupted = ""      # why the loop was held up since the last epoch ('' = it was not)
 
     # -- for subclasses ----------------------------------------------------

@@ -20,6 +20,10 @@ SIGNAL_TTL_PERIODS = 3       # NS:signal:<g> expires a few periods after its gen
 DECISION_TTL_PERIODS = 10    # NS:decision:<s> keeps the last report (and its reason) a while
 READY_TTL_PERIODS = 2        # NS:ready:<E> doorbell and NS:count:<E> for the trader
 JOINS_PER_TICK = 1_000       # registration requests the trader looks at per period
+# The doorbell keys NS:count:<slot> and NS:ready:<slot> of epoch E use slot E mod DOORBELL_SLOTS:
+# a bounded set of shared key names (the ACL allows no other), each cleared by the trader while it is
+# not the current epoch's.  At most 10: the ACL pattern is one digit.
+DOORBELL_SLOTS = 4
 LEASE_TTL_PERIODS = 1.5      # name leases; renewed every period, so a live holder never loses one
 # The lease must survive scheduling jitter even at very short periods.
 LEASE_MIN_TTL_MS = 300
@@ -157,13 +161,23 @@ class Keys:
     def count(self, epoch: int | str) -> str:
         """Counter, shared by the registered strategies: how many submitted for one epoch.  Only a
         hint: the strategy whose submission makes it reach the registry's size rings ``ready``.
-        A wrong count can make the trader look early or late, never publish anything else."""
-        return f"{self.prefix}:count:{epoch}"
+        A wrong count can make the trader look early or late, never publish anything else.
+
+        One of DOORBELL_SLOTS keys (``<epoch> mod DOORBELL_SLOTS``; ``"*"``: the pattern of all of
+        them, for the ACL): a strategy's credentials can write no other key name here, and the trader
+        clears the other slots at every settle, so what anybody writes there lives one period."""
+        return f"{self.prefix}:count:{_slot(epoch)}"
 
     def ready(self, epoch: int | str) -> str:
         """List: doorbell for the trader, rung when an epoch's count reaches the registry's size
-        (shared by the strategies: it only wakes the trader, who then reads the decisions)."""
-        return f"{self.prefix}:ready:{epoch}"
+        (shared by the strategies: it only wakes the trader, who then reads the decisions).  In
+        slots, as ``count``."""
+        return f"{self.prefix}:ready:{_slot(epoch)}"
+
+    def other_doorbells(self, epoch: int) -> list[str]:
+        """The doorbell keys of every slot but ``epoch``'s: the trader clears them when it settles."""
+        return [f"{self.prefix}:{kind}:{i}" for kind in ("count", "ready") for i in range(DOORBELL_SLOTS)
+                if i != epoch % DOORBELL_SLOTS]
 
     @property
     def joins(self) -> str:
@@ -205,3 +219,9 @@ class Keys:
     def name_from(self, key: str, prefix_key: str) -> str:
         """The component name at the end of ``key`` built like ``prefix_key`` (a ``*`` pattern)."""
         return key[len(prefix_key) - 1:]
+
+
+def _slot(epoch: int | str) -> str:
+    if epoch == "*":
+        return f"[0-{DOORBELL_SLOTS - 1}]"
+    return str(int(epoch) % DOORBELL_SLOTS)

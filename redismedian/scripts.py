@@ -428,7 +428,10 @@ redis.call('PEXPIRE', KEYS[2], ARGV[11])
 local repaired = ''
 local bad = wrongtype(KEYS[3], 'stream')
 if bad then redis.call('DEL', KEYS[3]); repaired = KEYS[3] .. ' was a ' .. bad end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[12], '*', 'name', ARGV[7], 'epoch', ARGV[6],
+-- Capped whoever calls: a feed trimmed to at most 100,000 entries whatever ARGV[12] says, and every
+-- publication trims what anybody XADDed to the feed since.
+local maxlen = math.min(tonumber(ARGV[12]) or 1000, 100000)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', maxlen, '*', 'name', ARGV[7], 'epoch', ARGV[6],
            'value', ARGV[8], 'status', ARGV[9], 'error', ARGV[10], 'ts', now)
 return {'ok', now, inst, changed and 1 or 0, repaired, cur}
 """
@@ -822,7 +825,8 @@ def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int,
                         parse_int(prev), int(flooded or 0), tuple(_text(x) for x in list(raw)[11:]))
 
 
-# KEYS: meta, registry, backup, deregistered, trader, medians, lease, ready(epoch), events, settled
+# KEYS: meta, registry, backup, deregistered, trader, medians, lease, ready(epoch), events, settled,
+#       then the other slots' doorbell keys (cleared)
 # ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 outcome (ok/error/idle), 15 median or reason,
 #       16 count, 17 members, 18 medians maxlen, 19 NS:trader ttl, 20 missed count, 21 last missed
 #       epoch, 22 its reason, then missed ranges not yet recorded: (first, last, reason) triples
@@ -878,6 +882,8 @@ end
 -- A reader never takes a gone trader's state for a live one: it vanishes 3 periods after our last write.
 redis.call('PEXPIRE', KEYS[5], ARGV[19])
 redis.call('SET', KEYS[10], epoch)
+-- The doorbells of the other slots (keys.other_doorbells): whatever anybody wrote there is gone.
+for i = 11, #KEYS do redis.call('DEL', KEYS[i]) end
 return {status, now, inst, note, text}
 """
 
@@ -920,7 +926,7 @@ def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: in
         text = shown(text, LONG)
     ranges = [x for r in missed.pending for x in (r.first, r.last, shown(r.reason, 500))]
     raw = run(TRADER_SETTLE, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader, k.medians,
-                              k.lease("trader"), k.ready(epoch), k.events, k.settled],
+                              k.lease("trader"), k.ready(epoch), k.events, k.settled, *k.other_doorbells(epoch)],
               [*m, epoch, *t, outcome, text, count, members, medians_maxlen, state_ttl_ms,
                missed.total, missed.last, shown(missed.reason, 500), *ranges])
     s, now, inst, note, reason = _fields(raw, 5, "")

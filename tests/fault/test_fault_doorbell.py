@@ -15,10 +15,12 @@ import threading
 
 import pytest
 
+from redismedian.keys import Keys
 from tests.integ_support import assert_exact, medians, wait_registered
 from tests.support import Cluster, wait_until
 
 PERIOD = 1.0
+K = Keys("t")
 GENERATORS = {"g1": "sig_a", "g2": "sig_b", "g3": "sig_c"}
 STRATEGIES = {"X": ["g1"], "Y": ["g2", "g3"], "Z": ["g1", "g3"]}
 
@@ -31,11 +33,11 @@ def _forge(r, stop: threading.Event, kind: str) -> None:
         pipe = r.pipeline(transaction=False)
         for e in (epoch, epoch + 1):
             if kind == "overcount":
-                pipe.incrby(f"t:count:{e}", 5)       # five ahead: the count never equals the registry's size
-                pipe.pexpire(f"t:count:{e}", 5000)
+                pipe.incrby(K.count(e), 5)       # five ahead: the count never equals the registry's size
+                pipe.pexpire(K.count(e), 5000)
             else:
-                pipe.rpush(f"t:ready:{e}", "forged")    # rings before anybody submitted
-                pipe.pexpire(f"t:ready:{e}", 5000)
+                pipe.rpush(K.ready(e), "forged")    # rings before anybody submitted
+                pipe.pexpire(K.ready(e), 5000)
         pipe.execute()
         stop.wait(0.05)
 

@@ -39,8 +39,8 @@ PERIOD = 0.5
 # What a role may still write outside its own keys: (command, key prefix).  Doorbells only: they can
 # make the trader look early or late, never change what it publishes (docs/guarantees.md).
 DOORBELLS = {
-    "strategy": {("incr", K.count("")), ("pexpire", K.count("")), ("rpush", K.ready("")),
-                 ("pexpire", K.ready("")), ("sadd", K.joins)},
+    "strategy": {("incr", f"{K.prefix}:count:"), ("pexpire", f"{K.prefix}:count:"), ("rpush", f"{K.prefix}:ready:"),
+                 ("pexpire", f"{K.prefix}:ready:"), ("sadd", K.joins)},
     "generator": set(),
 }
 

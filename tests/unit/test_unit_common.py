@@ -172,7 +172,7 @@ def test_the_shared_index_and_status_keys_are_gone():
     for gone in ("decisions", "decisions_scratch", "strategy_status", "strategy_status_pattern"):
         assert not hasattr(k, gone), gone
     assert not hasattr(K, "STATUS_TTL_PERIODS")
-    assert k.decision("X") == "ns1:decision:X" and k.count(7) == "ns1:count:7" and k.joins == "ns1:joins"
+    assert k.decision("X") == "ns1:decision:X" and k.count(7) == "ns1:count:3" and k.joins == "ns1:joins"
 
 
 def test_ttls():
