@@ -368,6 +368,9 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
         click.echo("")
 
 
+CHECK_POLL_S = 0.2   # `check --wait`: how often it judges again
+
+
 @cli.command("check", context_settings=CONTEXT)
 @click.argument("kind", required=False, type=click.Choice(["generator", "strategy", "trader"]))
 @click.argument("name", required=False, callback=_name)
@@ -375,8 +378,14 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
               help="`check trader` and the whole-deployment check fail while the trader missed an epoch (did "
                    "not publish it: stalled, Redis outage, lead lost) within the last N periods; 0: never "
                    "fail on missed epochs.")
+@click.option("--wait", "wait_s", type=float, default=None, callback=_seconds, metavar="S",
+              help="Wait up to S seconds for a healthy verdict, checking again every 0.2 s or so (Redis "
+                   "unreachable counts as unhealthy, and is waited for too): exit 0 as soon as it is healthy, "
+                   "1 with the reason at the deadline. For scripts, e.g. after `deregister` or a start "
+                   "[default: judge once].")
 @redis_options
-def check_cmd(kind: str | None, name: str | None, missed_window: int, redis_url: str, namespace: str) -> None:
+def check_cmd(kind: str | None, name: str | None, missed_window: int, wait_s: float | None, redis_url: str,
+              namespace: str) -> None:
     """Exit 0 when healthy, 1 otherwise, printing why: for container healthchecks and monitoring.
 
     Without arguments, checks the whole deployment (the trader published for the current or the
@@ -384,25 +393,42 @@ def check_cmd(kind: str | None, name: str | None, missed_window: int, redis_url:
     is ok and current), reading everything like `status` (the operator user can); `status` shows
     the same states and reasons. With KIND (generator, strategy or trader) and NAME (the
     generator's or strategy's name; none for the trader), checks that one component, reading only
-    its own keys, so each component's own Redis user can run its check."""
-    from .ops import check_component, check_deployment
+    its own keys, so each component's own Redis user can run its check.
+
+    With --wait S, judges again until the verdict is healthy or S seconds have passed."""
+    import time
+
+    from .ops import Health, check_component, check_deployment
     from .status import gather
     if kind == "trader" and name:
         raise click.UsageError("`check trader` takes no name (there is one leading trader per namespace)")
     if kind in ("generator", "strategy") and not name:
         raise click.UsageError(f"give the {kind}'s name: redismedian check {kind} NAME")
-    try:
-        client = _operator_client(redis_url, namespace)
-        keys = K.Keys.for_url(namespace, redis_url)
-        with _redis_errors(redis_url):
+    keys = K.Keys.for_url(namespace, redis_url)
+    deadline = time.monotonic() + (wait_s or 0)
+    client: redis.Redis | None = None
+    while True:
+        started = time.monotonic()
+        try:
+            if client is None:
+                client = make_client(_redis_settings(redis_url), namespace=namespace)
             health = (check_component(client, keys, kind, name, missed_window=missed_window) if kind
                       else check_deployment(gather(client, keys), missed_window=missed_window))
-    except click.UsageError:
-        raise
-    except click.ClickException as e:
-        click.echo(f"UNHEALTHY: {e.format_message()}")
-        sys.exit(EXIT_FAILURE)
-    click.echo(health.text())
+        except redis.exceptions.RedisError as e:
+            # An outage may pass while we wait; a refused password or right never will.
+            if not wait_s or classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION, ErrorKind.FATAL):
+                click.echo(f"UNHEALTHY: {_redis_problem(redis_url, e)}")
+                sys.exit(EXIT_FAILURE)
+            health = Health(False, [_redis_problem(redis_url, e)], "")
+        now = time.monotonic()
+        if health.healthy or now >= deadline:
+            break
+        # every 0.2 s, or less often when one verdict costs much (10,000s of strategies)
+        time.sleep(min(max(CHECK_POLL_S, 2 * (now - started)), deadline - now))
+    text = health.text()
+    if wait_s and not health.healthy:
+        text += f" (still, after waiting {wait_s:g}s)"
+    click.echo(text)
     sys.exit(0 if health.healthy else EXIT_FAILURE)
 
 

@@ -171,9 +171,13 @@ def check_deployment(data: dict[str, Any], missed_window: int = DEFAULT_MISSED_W
         found += problems("generator", g, epoch, deployment=True)
     if found:
         return Health(False, found, "")
-    return Health(True, [], f"trader published {t.get('median')!r} for epoch {t.get('epoch')}; "
-                            f"{plural(len(registered), 'strategy', 'strategies')} and "
-                            f"{plural(len(data.get('generators', [])), 'generator')} ok")
+    parts = (f"{plural(len(registered), 'strategy', 'strategies')} and "
+             f"{plural(len(data.get('generators', [])), 'generator')} ok")
+    if t.get("state") != "ok" and t.get("cleared_by"):   # an error that a deregistration ended
+        return Health(True, [], f"{', '.join(t['cleared_by'])} deregistered after the trader's error for epoch "
+                                f"{t.get('epoch')} (the strategies missing): the next median is due at the next "
+                                f"boundary; {parts}")
+    return Health(True, [], f"trader published {t.get('median')!r} for epoch {t.get('epoch')}; {parts}")
 
 
 # -- history -----------------------------------------------------------------------------

@@ -206,3 +206,68 @@ def test_live_parts_name_who_holds_a_namespace(env):
                                           f"{owner.split(':')[0]} ({owner})"], "its heartbeat is fresh"
     env.at(env.E + 4)
     assert H.live_parts(env.r, env.k) == [], "heartbeats older than 3 periods are not alive"
+
+
+# -- check right after deregister ----------------------------------------------------------------------
+def test_check_is_right_at_once_after_deregistering_the_missing_strategy(env):
+    """The trader settles an epoch in error naming X and writes its next verdict only at the next
+    boundary; the deregistration of X is known the moment it is written: `check` says OK at once
+    (and why), and the next boundary publishes over Y alone, as it said."""
+    from redismedian.status import deregister
+    p = Pipeline(env)
+    p.epoch(env.E)
+    p.epoch(env.E + 1, order=[p.g1, p.g2, p.y, p.t])          # X gives nothing: error at the deadline
+    before = check_deployment(gather(env.r, env.k))
+    assert not before.healthy and before.problems[0].startswith("trader: error: 1 of 2 strategies missing: X: ")
+    env.clock.advance(0.05)
+    deregister(env.r, env.k, "X")
+    data = gather(env.r, env.k)
+    assert data["trader"]["state"] == "error" and data["trader"]["cleared_by"] == ["X"]
+    after = check_deployment(data)
+    assert after.healthy, after.problems
+    assert after.text().startswith(f"OK: X deregistered after the trader's error for epoch {env.E + 1} "), after.text()
+    assert "resolved since: X deregistered after this evaluation" in render(data, URL)
+    # what check promised: the next epoch is published over Y alone
+    p.epoch(env.E + 2, order=[p.g1, p.g2, p.y, p.t])
+    data = gather(env.r, env.k)
+    assert (data["trader"]["state"], data["trader"]["count"], data["trader"]["cleared_by"]) == ("ok", 1, [])
+    assert check_deployment(data).text().startswith(f"OK: trader published 2.0 for epoch {env.E + 2}")
+
+
+def test_deregistering_one_of_two_missing_strategies_does_not_clear_the_error(env):
+    from redismedian.status import deregister
+    p = Pipeline(env)
+    p.epoch(env.E)
+    p.epoch(env.E + 1, order=[p.g1, p.g2, p.t])                # X and Y give nothing
+    env.clock.advance(0.05)
+    deregister(env.r, env.k, "X")
+    data = gather(env.r, env.k)
+    assert data["trader"]["cleared_by"] == []
+    d = check_deployment(data)
+    assert not d.healthy and d.problems[0].startswith("trader: error: 2 of 2 strategies missing: X: ")
+
+
+@pytest.mark.parametrize("reason,records,strategies,cleared", [
+    ("1 of 2 strategies missing: X: no decision", {"X": 1000}, [{"name": "Y", "registered": True, "state": "ok"}],
+     ["X"]),
+    # deregistered before the trader's evaluation: the error is about something else
+    ("1 of 2 strategies missing: X: no decision", {"X": 999}, [], []),
+    ("1 of 2 strategies missing: X: no decision", {"X": None}, [], []),
+    # a registered strategy still is not ok
+    ("1 of 3 strategies missing: X: no decision", {"X": 1000}, [{"name": "Y", "registered": True, "state": "down"}],
+     []),
+    ("2 of 3 strategies missing: X: a; Z: b", {"X": 1001}, [], []),
+    ("2 of 3 strategies missing: X: a; Z: b", {"X": 1001, "Z": 1002}, [], ["X", "Z"]),
+    # an error that is not about missing strategies
+    ("the registry is being rebuilt", {"X": 1000}, [], []),
+])
+def test_which_deregistrations_clear_a_trader_error(reason, records, strategies, cleared):
+    row = {"state": "error", "reason": reason}
+    assert H.cleared_by_deregistration(row, 1000, records, strategies) == cleared
+    assert H.cleared_by_deregistration({**row, "state": "ok"}, 1000, records, strategies) == []
+
+
+def test_names_a_missing_reason_shows():
+    assert H.names_in_reason("2 of 5 strategies missing: X: not running (a: b); y.1-z: no decision; and 3 more") == [
+        "X", "y.1-z"]
+    assert H.names_in_reason("state 'x' is not one a trader writes") == []
