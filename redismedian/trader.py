@@ -227,6 +227,7 @@ class Trader(Component):
         self.missed = MissedRecord()
 
     def startup(self) -> None:
+        self.check_period_first()
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
                       self.decision_timeout_ms / 1000)
 
