@@ -597,6 +597,69 @@ def test_a_new_median_appears_without_a_reload(page):
     assert page.js("return performance.getEntriesByType('navigation').length;") == 1
 
 
+# Every box on the page, judged by the browser: the page never scrolls sideways, no table is wider
+# than its card, no cell's content overflows the cell, and a process id in the "who" column breaks
+# only after its separators (each piece between them sits on one line).
+OVERFLOWS = """
+const bad = [];
+const W = document.documentElement.clientWidth;
+const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className ? "." + e.className : "") +
+  " '" + e.textContent.slice(0, 40) + "'";
+if (document.documentElement.scrollWidth > W + 1) bad.push("the page scrolls sideways: " +
+  document.documentElement.scrollWidth + " > " + W);
+for (const e of document.querySelectorAll("main .card, main th, main td")) {
+  if (!e.getClientRects().length) continue;                       // not displayed (a phone hides thead)
+  if (e.scrollWidth > e.clientWidth + 1) bad.push(name(e) + ": content " + e.scrollWidth + " px in a box of " + e.clientWidth);
+  const r = e.getBoundingClientRect();
+  if (r.right > W + 1 || r.left < -1) bad.push(name(e) + ": outside the window (" + r.left + ".." + r.right + " of " + W + ")");
+}
+for (const t of document.querySelectorAll("main table")) {
+  const card = t.closest(".card").getBoundingClientRect(), r = t.getBoundingClientRect();
+  if (r.right > card.right + 1 || r.left < card.left - 1) bad.push(name(t) + ": wider than its card");
+}
+for (const td of document.querySelectorAll("main td.who")) {
+  for (const n of td.childNodes) {
+    if (n.nodeType !== Node.TEXT_NODE) continue;
+    for (const m of n.textContent.matchAll(/\\S+/g)) {               // each word of each piece
+      const range = document.createRange();
+      range.setStart(n, m.index);
+      range.setEnd(n, m.index + m[0].length);
+      const tops = new Set(Array.from(range.getClientRects()).map((q) => Math.round(q.top)));
+      if (tops.size > 1) bad.push("who '" + td.textContent + "': '" + m[0] + "' broken over " + tops.size + " lines");
+    }
+  }
+}
+return bad;
+"""
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (1920, 1080), (390, 844)])
+def test_no_cell_overflows_its_box_at_1280_1920_and_a_phone(page, width, height):
+    page.wait(lambda: page.attr("#trader-row", "data-state") == "ok", 30, "the trader publishing")
+    page.browser.set_window_size(width, height)
+    try:
+        page.wait(lambda: abs(page.js("return window.innerWidth;") - width) <= 20, 10, f"a {width} px window")
+        page.wait(lambda: page.js("return document.querySelectorAll('#strategies-body tr[data-name]').length;") >= 2
+                  and page.js("return document.querySelectorAll('#trader-body tr.process').length;") >= 1, 10,
+                  "the strategies and the trader processes")
+        page.wait(lambda: page.js("return document.querySelectorAll('#medians-body tr[data-epoch]').length;") >= 2,
+                  10, "medians in the list")
+        bad = page.js(OVERFLOWS)
+        assert not bad, f"at {width}x{height}: " + "\n".join(bad)
+        # the headers are all there and on the screen, "reason" last
+        heads = page.js("return Array.from(document.querySelectorAll('#trader-table thead th'))"
+                        ".map((th) => [th.textContent, th.getClientRects().length > 0]);")
+        assert [h for h, _shown in heads][-1] == "reason"
+        if width >= 1280:
+            assert all(shown for _h, shown in heads), heads
+        else:   # a phone: each cell says which column it is
+            labels = page.js("return Array.from(document.querySelectorAll('#trader-row td'))"
+                             ".map((td) => getComputedStyle(td, '::before').content);")
+            assert labels[0] == '"part: "' and labels[-1] == '"reason: "', labels
+    finally:
+        page.browser.set_window_size(1400, 1800)
+
+
 def test_killing_a_strategy_turns_the_trader_row_to_error_naming_it_within_two_periods(page):
     page.wait(lambda: page.attr("#trader-row", "data-state") == "ok", 30, "the trader publishing")
     # Y dies just before a period boundary: from the next epoch on it reports nothing.  (Killed just
@@ -623,6 +686,23 @@ def test_killing_a_strategy_turns_the_trader_row_to_error_naming_it_within_two_p
     page.js("const s = document.getElementById('filter'); s.value = 'problems'; s.dispatchEvent(new Event('change'));")
     page.wait(lambda: page.attr('#strategies-body tr[data-name="Y"]', "data-state") in ("down", "absent"), 10,
               "Y in the problem list")
+
+
+def test_a_few_strategies_are_all_listed_problems_first_without_choosing_a_filter(page):
+    """With up to 50 strategies the Strategies panel lists them all, problems first (Y was killed
+    above), on a page freshly opened: never "problems (0)" over an empty table."""
+    page.browser.refresh()
+    page.wait(lambda: page.js("return document.querySelectorAll('#strategies-body tr[data-name]').length;") == 2, 15,
+              "both strategies listed")
+    rows = page.js("return Array.from(document.querySelectorAll('#strategies-body tr[data-name]'))"
+                   ".map((tr) => [tr.dataset.name, tr.dataset.state]);")
+    assert [n for n, _s in rows] == ["Y", "X"] and rows[0][1] != "ok" and rows[1][1] == "ok", rows
+    assert page.js("return document.getElementById('filter').value;") == "all"
+    assert page.text("page-info") == "page 1 of 1 · 2 strategies"
+    # the filter still works: the problems alone
+    page.js("const s = document.getElementById('filter'); s.value = 'problems'; s.dispatchEvent(new Event('change'));")
+    page.wait(lambda: page.js("return Array.from(document.querySelectorAll('#strategies-body tr[data-name]'))"
+                              ".map((tr) => tr.dataset.name).join(',');") == "Y", 10, "Y alone among the problems")
 
 
 def test_redis_stopped_the_page_says_so_and_recovers(page):
