@@ -422,6 +422,102 @@ def test_a_token_protects_everything_but_the_login_form_and_liveness():
     assert TOKEN.encode() not in asgi(app, "GET", "/api/state", {"cookie": value})[2]
 
 
+def _post_streaming(app, headers: dict, chunk: bytes, most: int):
+    """POST /login whose body never ends (``chunk`` after ``chunk``, up to ``most`` of them): the
+    status, and how many chunks the app read before it answered."""
+    async def run():
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/login", "raw_path": b"/login", "query_string": b"", "root_path": "",
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in
+                             {"host": "127.0.0.1:8080", "content-type": "application/x-www-form-urlencoded",
+                              **headers}.items()]}
+        reads, messages = [0], []
+
+        async def receive():
+            reads[0] += 1
+            if reads[0] > most:
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": chunk, "more_body": True}
+
+        async def send(message):
+            messages.append(message)
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        return messages[0]["status"] if messages else None, reads[0]
+    return asyncio.run(run())
+
+
+def test_a_login_body_is_capped_before_it_is_read():
+    """POST /login is the one route that reads a body, and it may come from anybody: a body over
+    4 KB is answered 413 at once from its Content-Length, or as soon as its streamed bytes pass the
+    cap, never read to its end first."""
+    state, _r, _k = fake_state()
+    app = web.build_app(state, web.Access(TOKEN, local_only=False))
+    assert web.MAX_LOGIN_BODY == 4096
+    # an endless chunked body (no Content-Length): refused after the cap and one chunk more
+    status, reads = _post_streaming(app, {"transfer-encoding": "chunked"}, b"token=" + b"x" * 1018, 100_000)
+    assert (status, reads) == (413, 5), (status, reads)
+    # a declared 400 MB: refused before a byte of it is read
+    status, reads = _post_streaming(app, {"content-length": "400000000"}, b"x" * 65536, 100_000)
+    assert (status, reads) == (413, 0), (status, reads)
+    status, headers, body = asgi(app, "POST", "/login", {"content-type": "application/x-www-form-urlencoded"},
+                                 b"token=" + b"y" * 5000)
+    assert status == 413 and b"too large" in body and _h(headers, "content-security-policy") == [web.CSP]
+    # a form within the cap still logs in
+    status, _headers, _body = asgi(app, "POST", "/login", {"content-type": "application/x-www-form-urlencoded"},
+                                   f"token={TOKEN}".encode())
+    assert status == 303
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_huge_login_body_does_not_grow_the_page_server(tmp_path):
+    """The real server (uvicorn): 200 MB sent at POST /login, with a Content-Length and chunked, is
+    answered 413 and the server's resident memory stays within a few MB of where it was."""
+    import socket
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    cluster = Cluster("redis://127.0.0.1:1/0", tmp_path, period=PERIOD)   # no Redis needed to log in
+    try:
+        proc = cluster.start("web", "--port", "0", "--token-file", str(token_file), name="web")
+        port = int(proc.wait_for_output(r"at http://127\.0\.0\.1:(\d+)/", 20).group(1))
+        before = _rss_kb(proc.pid)
+        for head in (b"Content-Length: 200000000\r\n", b"Transfer-Encoding: chunked\r\n"):
+            chunked = b"chunked" in head
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Type: application/x-www-form-urlencoded\r\n" + head + b"\r\n")
+                piece = b"x" * (1 << 20)
+                if chunked:
+                    piece = b"%x\r\n" % len(piece) + piece + b"\r\n"
+                sent = 0
+                try:
+                    for _ in range(200):           # 200 MB, unless the server stops taking them
+                        sock.sendall(piece)
+                        sent += 1
+                except OSError:
+                    pass                           # it answered and closed: what we want
+                reply = b""
+                try:
+                    while b"\r\n\r\n" not in reply:
+                        data = sock.recv(65536)
+                        if not data:
+                            break
+                        reply += data
+                except OSError:
+                    pass
+            assert reply.startswith(b"HTTP/1.1 413"), (head, sent, reply[:200])
+        grown = _rss_kb(proc.pid) - before
+        assert grown < 20_000, f"the page server grew by {grown} kB"
+        assert proc.alive()
+    finally:
+        cluster.stop_all()
+
 # -- the command line -----------------------------------------------------------------------------------
 def test_web_command_refuses_unsafe_or_unclear_settings_with_one_line(tmp_path):
     runner = CliRunner()
