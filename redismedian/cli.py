@@ -368,7 +368,12 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
         click.echo("")
 
 
-CHECK_POLL_S = 0.2   # `check --wait`: how often it judges again
+def _check_client(redis_url: str, namespace: str, wait_s: float | None) -> redis.Redis:
+    """``check``'s client: with --wait, a Redis that does not answer yet is waited for too (no
+    ping first: the first verdict's error is retried)."""
+    if wait_s:
+        return make_client(_redis_settings(redis_url), namespace=namespace)
+    return _operator_client(redis_url, namespace)
 
 
 @cli.command("check", context_settings=CONTEXT)
@@ -396,39 +401,25 @@ def check_cmd(kind: str | None, name: str | None, missed_window: int, wait_s: fl
     its own keys, so each component's own Redis user can run its check.
 
     With --wait S, judges again until the verdict is healthy or S seconds have passed."""
-    import time
-
-    from .ops import Health, check_component, check_deployment
+    from .ops import check_component, check_deployment, judged_until
     from .status import gather
     if kind == "trader" and name:
         raise click.UsageError("`check trader` takes no name (there is one leading trader per namespace)")
     if kind in ("generator", "strategy") and not name:
         raise click.UsageError(f"give the {kind}'s name: redismedian check {kind} NAME")
-    keys = K.Keys.for_url(namespace, redis_url)
-    deadline = time.monotonic() + (wait_s or 0)
-    client: redis.Redis | None = None
-    while True:
-        started = time.monotonic()
-        try:
-            if client is None:
-                client = make_client(_redis_settings(redis_url), namespace=namespace)
-            health = (check_component(client, keys, kind, name, missed_window=missed_window) if kind
-                      else check_deployment(gather(client, keys), missed_window=missed_window))
-        except redis.exceptions.RedisError as e:
-            # An outage may pass while we wait; a refused password or right never will.
-            if not wait_s or classify(e) in (ErrorKind.AUTH, ErrorKind.PERMISSION, ErrorKind.FATAL):
-                click.echo(f"UNHEALTHY: {_redis_problem(redis_url, e)}")
-                sys.exit(EXIT_FAILURE)
-            health = Health(False, [_redis_problem(redis_url, e)], "")
-        now = time.monotonic()
-        if health.healthy or now >= deadline:
-            break
-        # every 0.2 s, or less often when one verdict costs much (10,000s of strategies)
-        time.sleep(min(max(CHECK_POLL_S, 2 * (now - started)), deadline - now))
-    text = health.text()
-    if wait_s and not health.healthy:
-        text += f" (still, after waiting {wait_s:g}s)"
-    click.echo(text)
+    try:
+        client = _check_client(redis_url, namespace, wait_s)
+        keys = K.Keys.for_url(namespace, redis_url)
+        with _redis_errors(redis_url):
+            health = judged_until(lambda: check_component(client, keys, kind, name, missed_window=missed_window)
+                                  if kind else check_deployment(gather(client, keys), missed_window=missed_window),
+                                  wait_s, retry=lambda e: classify(e) is ErrorKind.TRANSIENT)
+    except click.UsageError:
+        raise
+    except click.ClickException as e:
+        click.echo(f"UNHEALTHY: {e.format_message()}")
+        sys.exit(EXIT_FAILURE)
+    click.echo(health.text())
     sys.exit(0 if health.healthy else EXIT_FAILURE)
 
 

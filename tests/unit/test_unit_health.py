@@ -271,3 +271,58 @@ def test_names_a_missing_reason_shows():
     assert H.names_in_reason("2 of 5 strategies missing: X: not running (a: b); y.1-z: no decision; and 3 more") == [
         "X", "y.1-z"]
     assert H.names_in_reason("state 'x' is not one a trader writes") == []
+
+
+# -- check --wait ------------------------------------------------------------------------------------------
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+        self.sleeps = []
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.sleeps.append(s)
+        self.t += s
+
+
+def test_check_wait_judges_again_until_healthy_or_the_deadline():
+    import redis
+
+    from redismedian.ops import Health, judged_until
+    sick, well = Health(False, ["trader: error: X missing"], ""), Health(True, [], "fine")
+    clock = _Clock()
+    answers = iter([sick, redis.exceptions.ConnectionError("refused"), sick, well])
+
+    def judge():
+        clock.t += 0.01            # a verdict takes 10 ms
+        a = next(answers)
+        if isinstance(a, Exception):
+            raise a
+        return a
+    h = judged_until(judge, 5, retry=lambda e: isinstance(e, redis.exceptions.ConnectionError), clock=clock,
+                     sleep=clock.sleep)
+    assert h is well and clock.sleeps == [0.2, 0.2, 0.2], clock.sleeps      # healthy at once: no more waiting
+    # still unhealthy at the deadline: the last reason, and how long it waited
+    clock = _Clock()
+    h = judged_until(lambda: sick, 1, retry=lambda e: True, clock=clock, sleep=clock.sleep)
+    assert not h.healthy and h.text() == "UNHEALTHY: trader: error: X missing (still, after waiting 1s)"
+    assert abs(clock.t - 1.0) < 1e-9 and len(clock.sleeps) == 5
+    # no --wait: one verdict, and a Redis error is raised at once
+    calls = []
+    assert judged_until(lambda: calls.append(1) or sick, None, retry=lambda e: True).text() == \
+        "UNHEALTHY: trader: error: X missing" and calls == [1]
+    clock = _Clock()
+    with pytest.raises(redis.exceptions.ResponseError):   # what retry refuses is never waited out
+        judged_until(lambda: (_ for _ in ()).throw(redis.exceptions.ResponseError("NOPERM no")), 5,
+                     retry=lambda e: isinstance(e, redis.exceptions.ConnectionError), clock=clock, sleep=clock.sleep)
+    assert clock.sleeps == []
+    # a slow verdict (10,000s of strategies) is judged again at most every twice its cost
+    clock = _Clock()
+
+    def slow():
+        clock.t += 0.5
+        return sick
+    judged_until(slow, 3, retry=lambda e: True, clock=clock, sleep=clock.sleep)
+    assert clock.sleeps[0] == 1.0
