@@ -369,6 +369,14 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
         click.echo("")
 
 
+def _check_client(redis_url: str, namespace: str, wait_s: float | None) -> redis.Redis:
+    """``check``'s client: with --wait, a Redis that does not answer yet is waited for too (no
+    ping first: the first verdict's error is retried)."""
+    if wait_s:
+        return make_client(_redis_settings(redis_url), namespace=namespace)
+    return _operator_client(redis_url, namespace)
+
+
 @cli.command("check", context_settings=CONTEXT)
 @click.argument("kind", required=False, type=click.Choice(["generator", "strategy", "trader"]))
 @click.argument("name", required=False, callback=_name)
@@ -377,8 +385,14 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
               help="`check trader` and the whole-deployment check fail while the trader missed an epoch (did "
                    "not publish it: stalled, Redis outage, lead lost) within the last N periods; 0: never "
                    "fail on missed epochs.")
+@click.option("--wait", "wait_s", type=float, default=None, callback=_seconds, metavar="S",
+              help="Wait up to S seconds for a healthy verdict, checking again every 0.2 s or so (Redis "
+                   "unreachable counts as unhealthy, and is waited for too): exit 0 as soon as it is healthy, "
+                   "1 with the reason at the deadline. For scripts, e.g. after `deregister` or a start "
+                   "[default: judge once].")
 @redis_options
-def check_cmd(kind: str | None, name: str | None, missed_window: int, redis_url: str, namespace: str) -> None:
+def check_cmd(kind: str | None, name: str | None, missed_window: int, wait_s: float | None, redis_url: str,
+              namespace: str) -> None:
     """Exit 0 when healthy, 1 otherwise, printing why: for container healthchecks and monitoring.
 
     Without arguments, checks the whole deployment (the trader published for the current or the
@@ -386,8 +400,10 @@ def check_cmd(kind: str | None, name: str | None, missed_window: int, redis_url:
     is ok and current), reading everything like `status` (the operator user can); `status` shows
     the same states and reasons. With KIND (generator, strategy or trader) and NAME (the
     generator's or strategy's name; none for the trader), checks that one component, reading only
-    its own keys, so each component's own Redis user can run its check."""
-    from .ops import check_component, check_deployment
+    its own keys, so each component's own Redis user can run its check.
+
+    With --wait S, judges again until the verdict is healthy or S seconds have passed."""
+    from .ops import check_component, check_deployment, judged_until
     from .status import gather
     from .text import shown
     if kind == "trader" and name:
@@ -395,11 +411,12 @@ def check_cmd(kind: str | None, name: str | None, missed_window: int, redis_url:
     if kind in ("generator", "strategy") and not name:
         raise click.UsageError(f"give the {kind}'s name: redismedian check {kind} NAME")
     try:
-        client = _operator_client(redis_url, namespace)
+        client = _check_client(redis_url, namespace, wait_s)
         keys = K.Keys.for_url(namespace, redis_url)
         with _redis_errors(redis_url):
-            health = (check_component(client, keys, kind, name, missed_window=missed_window) if kind
-                      else check_deployment(gather(client, keys), missed_window=missed_window))
+            health = judged_until(lambda: check_component(client, keys, kind, name, missed_window=missed_window)
+                                  if kind else check_deployment(gather(client, keys), missed_window=missed_window),
+                                  wait_s, retry=lambda e: classify(e) is ErrorKind.TRANSIENT)
     except click.UsageError:
         raise
     except click.ClickException as e:

@@ -87,7 +87,11 @@ def load_callable(spec: str) -> Callable[..., Any]:
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # ImportError, or the module raising at import
-        raise ValueError(f"cannot import module {mod_name!r} ({type(e).__name__}: {e})") from None
+        where = ""
+        if isinstance(e, ModuleNotFoundError):   # say where it looked: the directory is the usual mistake
+            where = (f"; looked in the current directory {cwd}, in PYTHONPATH and in the packages of "
+                     f"{sys.executable}")
+        raise ValueError(f"cannot import module {mod_name!r} ({type(e).__name__}: {e}){where}") from None
     obj: object = mod
     for part in attr.split("."):
         obj = getattr(obj, part, None)

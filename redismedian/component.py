@@ -18,7 +18,7 @@ import redis
 
 from . import keys as K
 from .clock import ServerClock, boundary_ms, epoch_of
-from .common import EXIT_FAILURE, EXIT_OK, FatalError, Settings, as_str, new_instance_id
+from .common import EXIT_FAILURE, EXIT_OK, FatalError, Settings, as_str, new_instance_id, parse_period_ms
 from .connection import (Backoff, ErrorKind, Outage, classify, describe_error, make_client, redis_problem,
                          wrong_mode)
 from .acl import user_name
@@ -134,9 +134,7 @@ class Component:
         if p.now:
             self.clock.observe(p.now)
         if p.status == "period":
-            message = (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(p.detail)}, "
-                       f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
-                       "use the same --period, or another --namespace")
+            message = self._period_conflict(p.detail)
             if not self.instance:
                 raise FatalError(message)  # refused at start: it never agreed with this deployment
             # The record changed under a running process (re-created by a newcomer, or edited by hand):
@@ -155,6 +153,22 @@ class Component:
                                  self.kind)
             self.instance = p.detail
         return list(reply)
+
+    def _period_conflict(self, recorded: Any) -> str:
+        return (f"namespace {self.settings.namespace!r} runs with period {_fmt_period(recorded)}, "
+                f"but this {self.kind} was started with {_fmt_period(self.period_ms)}: "
+                "use the same --period, or another --namespace")
+
+    def check_period_first(self) -> None:
+        """At the start of ``startup``, before it says "started": refuse at once a deployment record that holds
+        another period (FatalError, the message the scripts' check gives).  One plain ``HGET`` every
+        role may make; anything else (no record yet, garbage, a refusal) is left to the scripts."""
+        try:
+            recorded = parse_period_ms(self.client.hget(self.keys.meta, "period_ms"))
+        except redis.exceptions.ResponseError:
+            return
+        if recorded is not None and recorded != self.period_ms:
+            raise FatalError(self._period_conflict(recorded))
 
     def script(self, source: str) -> TimedScript:
         """One of scripts.py's scripts, run by its SHA1 (``EVALSHA``: the ACL grants each role the

@@ -41,6 +41,7 @@ class Generator(Component):
         self.lease_key = self.keys.lease("generator", name)
 
     def startup(self) -> None:
+        self.check_period_first()
         acquire_name(self, self.lease_key, f"generator name {self.name!r}")
         self.log.info("generator %s started (period %gs)", self.name, self.settings.period)
 

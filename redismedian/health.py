@@ -24,6 +24,7 @@ function of what Redis holds, and :func:`problems` turns a view into ``check``'s
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -395,7 +396,8 @@ def problems(kind: str, row: dict[str, Any], epoch: int | None, *, missed_window
     part of the whole deployment (the trader must publish: ``idle`` is not healthy there)."""
     if kind == "trader":
         healthy = ("ok",) if deployment else ("ok", "idle")
-        out = [] if row.get("state") in healthy else [f"trader: {row.get('state')}: {row.get('reason') or '?'}"]
+        out = [] if row.get("state") in healthy or row.get("cleared_by") else [
+            f"trader: {row.get('state')}: {row.get('reason') or '?'}"]
         if missed_recently(row, epoch, missed_window):
             out.append(f"trader: {missed_text(row, epoch)}")
         if row.get("action_error") and row.get("state") not in ("down", "absent"):
@@ -406,6 +408,53 @@ def problems(kind: str, row: dict[str, Any], epoch: int | None, *, missed_window
     if kind == "strategy" and not deployment and not row.get("registered") and row.get("state") != "joining":
         out.append(f"{label}: not registered")
     return out
+
+
+# "1 of 2 strategies missing: X: why; Y: why" (trader.missing_reason): how many, and the names it shows
+_MISSING = re.compile(r"^(\d+) of \d+ strateg(?:y|ies) missing: ")
+_MISSING_NAME = re.compile(r"(?:missing: |; )([A-Za-z0-9_.-]{1,64}): ")
+
+
+def names_in_reason(reason: str) -> list[str]:
+    """The strategy names a trader's ``N of M strategies missing: X: ...; Y: ...`` reason may name
+    (candidates only: a name-like word inside a strategy's own quoted reason may come along)."""
+    if not _MISSING.match(reason or ""):
+        return []
+    return sorted(set(_MISSING_NAME.findall(reason)))
+
+
+def cleared_by_deregistration(row: dict[str, Any], trader_ts: int | None, deregistered: dict[str, int | None],
+                              strategies: Sequence[dict[str, Any]]) -> list[str]:
+    """The strategies whose deregistration, since the trader's last evaluation, explains its
+    ``error`` away (empty: it does not).
+
+    The trader settles an epoch in ``error`` when registered strategies are missing, and writes
+    its next verdict only at the next boundary; a deregistration is known the moment it is written.
+    So the error is over when the evaluation (``row``, written at server ms ``trader_ts``) is
+    ``N of M strategies missing``, at least N strategies were deregistered at or after
+    ``trader_ts`` (``deregistered``: name -> server ms of its record in ``NS:deregistered``), and
+    every strategy still registered (``strategies``: the views ``status`` shows) is ``ok``: the
+    trader publishes over them from the next boundary.  Pure, like the views."""
+    if row.get("state") != "error" or trader_ts is None:
+        return []
+    m = _MISSING.match(row.get("reason") or "")
+    if not m:
+        return []
+    since = sorted(n for n, ms in deregistered.items() if ms is not None and ms >= trader_ts)
+    if len(since) < int(m.group(1)):
+        return []
+    if any(s.get("registered") and s.get("state") != "ok" for s in strategies):
+        return []
+    return since
+
+
+def cleared_text(row: dict[str, Any]) -> str:
+    """``resolved since: X deregistered after this evaluation; ...``, for a trader row whose
+    error :func:`cleared_by_deregistration` explained away."""
+    names = row.get("cleared_by") or []
+    shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    return (f"resolved since: {shown} deregistered after this evaluation; the trader publishes over "
+            "the other strategies from the next boundary")
 
 
 def text_hash(raw: Any) -> dict[str, str]:

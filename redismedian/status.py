@@ -10,7 +10,7 @@ import redis
 from . import health as H
 from . import keys as K
 from .clock import epoch_of, time_reply_ms
-from .common import FatalError, as_str, parse_period_ms
+from .common import FatalError, as_str, parse_int, parse_period_ms
 from .health import lease_holder, read_holders, strategy_view, text_hash
 from .keys import Keys
 from .text import LONG, quoted, shown
@@ -97,8 +97,8 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
 
     # trader
     (holder,) = read_holders(client, [keys.lease("trader")])
-    out["trader"] = H.trader_view(_hash(client, keys.trader), holder, epoch, now,
-                                  deployed=period_ms is not None or bool(meta))
+    trader = _hash(client, keys.trader)
+    out["trader"] = H.trader_view(trader, holder, epoch, now, deployed=period_ms is not None or bool(meta))
     out["traders"] = _traders(client, keys, now, period_ms)
 
     found = _scan(client, keys)
@@ -118,7 +118,28 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     names = sorted(registered | found["decision"] | found["strategy"])
     ttl_ms = K.ttl_ms(period_ms, K.DECISION_TTL_PERIODS) if period_ms else None
     out["strategies"] = strategy_rows(client, keys, names, registered, epoch, ttl_ms, decisions=found["decision"])
+    out["trader"]["cleared_by"] = _cleared_by(client, keys, out["trader"], trader, out["strategies"])
     return out
+
+
+def _cleared_by(client: redis.Redis, keys: Keys, row: dict[str, Any], trader: dict[str, str] | str,
+                strategies: list[dict[str, Any]]) -> list[str]:
+    """The strategies deregistered since the trader's evaluation in ``error`` that explain it away
+    (:func:`redismedian.health.cleared_by_deregistration`): ``check`` is right at once after a
+    ``deregister``, not only after the next boundary.  Reads the deregistration records of the
+    names that may matter (those the reason names, and those not registered) with one ``HMGET``."""
+    if row.get("state") != "error" or isinstance(trader, str):
+        return []
+    names = sorted(set(H.names_in_reason(row.get("reason") or ""))
+                   | {s["name"] for s in strategies if not s.get("registered")})
+    if not names:
+        return []
+    try:
+        records = client.hmget(keys.deregistered, names)
+    except redis.exceptions.ResponseError:   # garbage there: no record to read
+        return []
+    return H.cleared_by_deregistration(row, parse_int(trader.get("ts")),
+                                       {n: parse_int(r) for n, r in zip(names, records)}, strategies)
 
 
 def _round_trip(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -241,6 +262,8 @@ def render(data: dict[str, Any], url: str) -> str:
                  f"  count {_v(t.get('count'))}  age {_v(t.get('age_s'))}s  leader {_v(t.get('leader'))}")
     if t.get("reason"):
         lines.append(f"            reason: {t['reason']}")
+    if t.get("cleared_by"):
+        lines.append(f"            {H.cleared_text(t)}")
     if t.get("missed") or t.get("last_missed") is not None:
         lines.append(f"            {H.missed_text(t, data['epoch'])}"
                      + (f"  (within the last {H.DEFAULT_MISSED_WINDOW} periods: `check` fails)"

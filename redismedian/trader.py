@@ -273,6 +273,7 @@ class Trader(Component):
         self._read_cost_ms = 0.0   # what one read of every decision took (moving average)
 
     def startup(self) -> None:
+        self.check_period_first()
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
                       self.decision_timeout_ms / 1000)
 

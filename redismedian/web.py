@@ -891,6 +891,27 @@ async def _plain(send: Send, status: int, text: str, headers: list[tuple[bytes, 
     await _raw(send, status, (text + "\n").encode(), headers)
 
 
+MAX_LOGIN_BODY = 4096   # bytes: a login form is one token; a bigger body is refused (413) before it is read
+
+
+async def _capped_body(request: Any, limit: int) -> bytes:
+    """The request's body; an HTTP 413 as soon as it is known to exceed ``limit`` bytes: at once from
+    its Content-Length, else while it streams in (chunked), so that an unauthenticated client never
+    makes the server hold more than ``limit`` bytes (plus one chunk) of it."""
+    from starlette.exceptions import HTTPException
+    too_large = HTTPException(413, f"request body too large: at most {limit} bytes here",
+                              headers={"connection": "close"})
+    declared = request.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
 def build_app(state: WebState, access: Access, *, reader_alive: Callable[[], bool] = lambda: True,
               broadcast: Broadcast | None = None, files: dict[str, tuple[bytes, str]] | None = None,
               heartbeat_s: float = HEARTBEAT_S) -> Guard:
@@ -932,8 +953,8 @@ def build_app(state: WebState, access: Access, *, reader_alive: Callable[[], boo
     async def login(request: Request) -> Response:
         if access.token is None:
             return RedirectResponse("/", status_code=303)
-        body = await request.body()
-        given = (parse_qs(body[:4096].decode("utf-8", "replace")).get("token") or [""])[0].strip()
+        body = await _capped_body(request, MAX_LOGIN_BODY)
+        given = (parse_qs(body.decode("utf-8", "replace")).get("token") or [""])[0].strip()
         if not given or not hmac.compare_digest(given.encode(), access.token.encode()):
             await asyncio.sleep(0.5)   # a guess costs time
             return page("login.html", 401, message="That is not the token. It is in the file given to the "

@@ -10,7 +10,11 @@
   let lastContact = 0;       // Date.now() of the last message from the page server
   let connected = false;
   let lostSince = null;
-  let list = { filter: "problems", q: "", page: 0, pages: 1, version: -1, busy: false };
+  // filter null: not chosen yet: every strategy (problems first) when there are at most FEW of them,
+  // else the problems only (10,000s of strategies page through the server's list).
+  let list = { filter: null, q: "", page: 0, pages: 1, version: -1, busy: false };
+  const FEW = 50;
+  const filterNow = () => list.filter || (view && view.counts.strategies.total <= FEW ? "all" : "problems");
 
   function el(tag, attrs, children) {
     const e = document.createElement(tag);
@@ -165,6 +169,21 @@
     if (svg && svg.nodeName === "svg") $("chart").replaceChildren(document.importNode(svg, true));
   }
 
+  // A process id ("host:pid:random", "owner|fence") may break after its separators only.
+  function whoCell(text) {
+    const parts = String(text).split(/(?<=[:|])/);
+    const children = [];
+    parts.forEach((p, i) => { if (i) children.push(el("wbr")); children.push(p); });
+    return el("td", { class: "who" }, children);
+  }
+  // Each cell carries its column's header, shown in front of it on a narrow screen (style.css).
+  function labelled(body) {
+    const heads = Array.from(body.closest("table").querySelectorAll("thead th")).map((th) => th.textContent);
+    for (const tr of body.rows) {
+      if (tr.cells.length !== heads.length) continue;
+      Array.from(tr.cells).forEach((td, i) => { td.dataset.label = heads[i]; });
+    }
+  }
   function stateCell(state) {
     return el("td", { class: "state state-" + state }, state);
   }
@@ -180,19 +199,20 @@
       rows.push(el("tr", { id: "trader-row", "data-state": t.state }, [
         el("td", {}, "leading trader"), stateCell(t.state), el("td", {}, dash(t.epoch)),
         el("td", {}, dash(t.median)), el("td", {}, dash(t.count)), ageCell(t.age_s),
-        el("td", { class: "who" }, (t.leader ? t.leader.split("|")[0] : "–") + (t.fence !== null && t.fence !== undefined ? " (fence " + t.fence + ")" : "")),
+        whoCell((t.leader ? t.leader.split("|")[0] : "–") + (t.fence !== null && t.fence !== undefined ? " (fence " + t.fence + ")" : "")),
         el("td", { class: "reason" }, (t.reason || "") + (t.action_error ? " · --on-median action failed: " + t.action_error : "")),
       ]));
     }
     for (const p of v.traders || []) {
       rows.push(el("tr", { class: "process", "data-role": p.role }, [
         el("td", {}, "process"), el("td", { class: "state state-" + (p.role === "leader" ? "ok" : "standby") }, p.role),
-        el("td", {}, ""), el("td", {}, ""), el("td", {}, ""), ageCell(p.age_s), el("td", { class: "who" }, p.owner),
+        el("td", {}, ""), el("td", {}, ""), el("td", {}, ""), ageCell(p.age_s), whoCell(p.owner),
         el("td", { class: "reason" }, p.role === "standby" ? "stands by (takes over if the leader dies)" : (p.reason || "")),
       ]));
     }
     if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "8", class: "muted" }, "nothing read yet")));
     body.replaceChildren(...rows);
+    labelled(body);
   }
 
   function counts(byState) {
@@ -220,6 +240,7 @@
     const rows = v.generators.map((r) => partRow(r, false));
     if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "6", class: "muted" }, "no generator in Redis")));
     $("generators-body").replaceChildren(...rows);
+    labelled($("generators-body"));
     $("generators-more").textContent = v.generators_more ? "and " + v.generators_more + " more (ok ones last)" : "";
   }
 
@@ -230,15 +251,17 @@
     const opts = [["problems", "problems (" + s.problems + ")"], ["all", "all (" + s.total + ")"],
       ["registered", "registered (" + s.registered + ")"], ["unregistered", "not registered (" + s.unregistered + ")"]];
     for (const [state, n] of Object.entries(s.by_state || {})) opts.push([state, state + " (" + n + ")"]);
-    if (!opts.some(([k]) => k === list.filter)) opts.push([list.filter, list.filter + " (0)"]);
+    const f = filterNow();
+    if (!opts.some(([k]) => k === f)) opts.push([f, f + " (0)"]);
     sel.replaceChildren(...opts.map(([k, label]) => el("option", { value: k }, label)));
-    sel.value = list.filter;
+    sel.value = f;
   }
   function fetchStrategies() {
     if (!view || list.busy) return;
     list.busy = true;
     const want = view.version;
-    const qs = new URLSearchParams({ filter: list.filter, q: list.q, page: String(list.page) });
+    const filter = filterNow();
+    const qs = new URLSearchParams({ filter: filter, q: list.q, page: String(list.page) });
     fetch("/api/strategies?" + qs.toString(), { credentials: "same-origin" })
       .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
       .then((d) => {
@@ -248,9 +271,10 @@
         const rows = d.rows.map((r) => partRow(r, true));
         if (!rows.length) {
           rows.push(el("tr", {}, el("td", { colspan: "7", class: "muted" },
-            list.filter === "problems" && !list.q ? "no problem: every registered strategy is ok" : "none")));
+            filter === "problems" && !list.q ? "no problem: every registered strategy is ok" : "none")));
         }
         $("strategies-body").replaceChildren(...rows);
+        labelled($("strategies-body"));
         $("page-info").textContent = d.total ? "page " + (d.page + 1) + " of " + d.pages + " · " + d.total + " strateg" +
           (d.total === 1 ? "y" : "ies") : "";
         $("prev").disabled = d.page <= 0;
@@ -270,11 +294,13 @@
       el("td", {}, hms(m.ts)), el("td", {}, m.fence)]));
     if (!med.length) med.push(el("tr", {}, el("td", { colspan: "5", class: "muted" }, "none seen yet")));
     $("medians-body").replaceChildren(...med);
+    labelled($("medians-body"));
     const evs = v.events.map((e) => el("tr", { "data-status": e.status }, [
-      el("td", {}, e.epoch === e.last ? String(e.epoch) : e.epoch + "–" + e.last), stateCell(e.status),
+      el("td", { class: "epochs" }, e.epoch === e.last ? String(e.epoch) : e.epoch + "–" + e.last), stateCell(e.status),
       el("td", {}, hms(e.ts)), el("td", { class: "reason" }, e.reason)]));
     if (!evs.length) evs.push(el("tr", {}, el("td", { colspan: "4", class: "muted" }, "none in the recent history")));
     $("events-body").replaceChildren(...evs);
+    labelled($("events-body"));
   }
 
   document.addEventListener("DOMContentLoaded", () => {

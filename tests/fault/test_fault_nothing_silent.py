@@ -151,6 +151,10 @@ def test_follow_json_prints_every_median_and_every_epoch_that_was_not(cluster, r
     assert [e for e in sorted(published) if epochs[0] <= e <= epochs[-1]] == epochs
     errors = [o for o in lines if o.get("status") == "error"]
     assert errors and all("X" in o["reason"] for o in errors)
+    # the two forms the README documents, and nothing else on stdout
+    assert all(set(o) == {"status", "epoch", "last", "reason", "ts", "fence"} for o in errors), errors
+    assert all(o["last"] >= o["epoch"] and isinstance(o["fence"], int) for o in errors), errors
+    assert all(("median" in o) != ("status" in o) for o in lines), lines
 
 
 def test_follow_since_an_epoch_and_bad_since(cluster, redis_server):

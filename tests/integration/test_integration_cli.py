@@ -76,6 +76,8 @@ def test_period_mismatch_is_refused(cluster, redis_server):
         assert (f"namespace 't' runs with period 0.5s, but this {kind} was started with 1s: "
                 "use the same --period, or another --namespace") in p.output()
         assert "Traceback" not in p.output()
+        # checked first: a component that is refused never says it started
+        assert not re.search(r"INFO .*\bstarted\b", p.output()), p.output()
     assert r.hget("t:meta", "period_ms") == "500" and r.smembers("t:strategies") == set()
     assert g1.alive()
 

@@ -222,3 +222,45 @@ def test_status_reads_every_strategy_with_one_scan_pass_and_mget(redis_server):
     assert stats["pttl"] == strings + 1, stats   # + the trader's lease (read_holders: a PTTL of each)
     assert stats["mget"] == 2 * 3 + 1, stats      # 3 parts of each kind + the trader's lease
     assert stats.get("type", 0) == 1, stats       # only B's decision key: nil from MGET, seen by SCAN
+
+
+def test_check_wait_and_check_right_after_deregister(cluster, redis_server):
+    """`check --wait S` judges again until healthy (exit 0 at once when it becomes so) or exits 1 with
+    the reason at the deadline; `check` right after `deregister` of the missing strategy says OK at
+    once, before the trader's next verdict (or after it, on a slow machine: OK either way)."""
+    from redismedian.status import deregister
+    r, procs, _e0 = running_original(cluster, redis_server, medians=1)
+    procs["X"].kill()
+    wait_trader(r, lambda h: h.get("state") == "error" and "X: " in h.get("reason", ""), 10,
+                "the trader in error naming X")
+    t0 = time.monotonic()
+    res = cluster.cli("check", "--wait", "1.2")
+    waited = time.monotonic() - t0
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert res.stdout.startswith("UNHEALTHY: ") and res.stdout.endswith("; still so after waiting 1.2s\n"), res.stdout
+    assert "1 of 2 strategies missing: X" in res.stdout and waited >= 1.2, (res.stdout, waited)
+
+    # X comes back: `check --wait` returns as soon as the trader publishes over both again
+    cluster.strategy("X", "g1")
+    t0 = time.monotonic()
+    res = cluster.cli("check", "--wait", "30")
+    assert res.returncode == 0, (res.stdout, res.stderr)
+    assert res.stdout.startswith("OK: trader published ") and "2 strategies and 3 generators ok" in res.stdout
+    assert time.monotonic() - t0 < 25
+
+    # X dies again; deregistering it ends the trader's error at once
+    procs = [p for p in cluster.procs if p.name == "X" and p.alive()]
+    for p in procs:
+        p.kill()
+    h = wait_trader(r, lambda h: h.get("state") == "error" and "X: " in h.get("reason", ""), 10,
+                    "the trader in error naming X again")
+    client, keys = redis_server.client(), Keys("t")
+    deregister(client, keys, "X")
+    data = gather(client, keys)
+    health = check_deployment(data)
+    assert health.healthy, (health.problems, data["trader"])
+    if data["trader"]["state"] == "error":     # the usual case: the trader's next verdict is still to come
+        assert data["trader"]["epoch"] == int(h["epoch"]) and data["trader"]["cleared_by"] == ["X"]
+        assert health.text().startswith("OK: X deregistered after the trader's error for epoch"), health.text()
+    res = cluster.cli("check", "--wait", "10")
+    assert res.returncode == 0 and res.stdout.startswith("OK: "), res.stdout

@@ -422,6 +422,102 @@ def test_a_token_protects_everything_but_the_login_form_and_liveness():
     assert TOKEN.encode() not in asgi(app, "GET", "/api/state", {"cookie": value})[2]
 
 
+def _post_streaming(app, headers: dict, chunk: bytes, most: int):
+    """POST /login whose body never ends (``chunk`` after ``chunk``, up to ``most`` of them): the
+    status, and how many chunks the app read before it answered."""
+    async def run():
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/login", "raw_path": b"/login", "query_string": b"", "root_path": "",
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
+                 "headers": [(k.lower().encode(), v.encode()) for k, v in
+                             {"host": "127.0.0.1:8080", "content-type": "application/x-www-form-urlencoded",
+                              **headers}.items()]}
+        reads, messages = [0], []
+
+        async def receive():
+            reads[0] += 1
+            if reads[0] > most:
+                return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": chunk, "more_body": True}
+
+        async def send(message):
+            messages.append(message)
+        await asyncio.wait_for(app(scope, receive, send), 10)
+        return messages[0]["status"] if messages else None, reads[0]
+    return asyncio.run(run())
+
+
+def test_a_login_body_is_capped_before_it_is_read():
+    """POST /login is the one route that reads a body, and it may come from anybody: a body over
+    4 KB is answered 413 at once from its Content-Length, or as soon as its streamed bytes pass the
+    cap, never read to its end first."""
+    state, _r, _k = fake_state()
+    app = web.build_app(state, web.Access(TOKEN, local_only=False))
+    assert web.MAX_LOGIN_BODY == 4096
+    # an endless chunked body (no Content-Length): refused after the cap and one chunk more
+    status, reads = _post_streaming(app, {"transfer-encoding": "chunked"}, b"token=" + b"x" * 1018, 100_000)
+    assert (status, reads) == (413, 5), (status, reads)
+    # a declared 400 MB: refused before a byte of it is read
+    status, reads = _post_streaming(app, {"content-length": "400000000"}, b"x" * 65536, 100_000)
+    assert (status, reads) == (413, 0), (status, reads)
+    status, headers, body = asgi(app, "POST", "/login", {"content-type": "application/x-www-form-urlencoded"},
+                                 b"token=" + b"y" * 5000)
+    assert status == 413 and b"too large" in body and _h(headers, "content-security-policy") == [web.CSP]
+    # a form within the cap still logs in
+    status, _headers, _body = asgi(app, "POST", "/login", {"content-type": "application/x-www-form-urlencoded"},
+                                   f"token={TOKEN}".encode())
+    assert status == 303
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def test_a_huge_login_body_does_not_grow_the_page_server(tmp_path):
+    """The real server (uvicorn): 200 MB sent at POST /login, with a Content-Length and chunked, is
+    answered 413 and the server's resident memory stays within a few MB of where it was."""
+    import socket
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    cluster = Cluster("redis://127.0.0.1:1/0", tmp_path, period=PERIOD)   # no Redis needed to log in
+    try:
+        proc = cluster.start("web", "--port", "0", "--token-file", str(token_file), name="web")
+        port = int(proc.wait_for_output(r"at http://127\.0\.0\.1:(\d+)/", 20).group(1))
+        before = _rss_kb(proc.pid)
+        for head in (b"Content-Length: 200000000\r\n", b"Transfer-Encoding: chunked\r\n"):
+            chunked = b"chunked" in head
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Type: application/x-www-form-urlencoded\r\n" + head + b"\r\n")
+                piece = b"x" * (1 << 20)
+                if chunked:
+                    piece = b"%x\r\n" % len(piece) + piece + b"\r\n"
+                sent = 0
+                try:
+                    for _ in range(200):           # 200 MB, unless the server stops taking them
+                        sock.sendall(piece)
+                        sent += 1
+                except OSError:
+                    pass                           # it answered and closed: what we want
+                reply = b""
+                try:
+                    while b"\r\n\r\n" not in reply:
+                        data = sock.recv(65536)
+                        if not data:
+                            break
+                        reply += data
+                except OSError:
+                    pass
+            assert reply.startswith(b"HTTP/1.1 413"), (head, sent, reply[:200])
+        grown = _rss_kb(proc.pid) - before
+        assert grown < 20_000, f"the page server grew by {grown} kB"
+        assert proc.alive()
+    finally:
+        cluster.stop_all()
+
 # -- the command line -----------------------------------------------------------------------------------
 def test_web_command_refuses_unsafe_or_unclear_settings_with_one_line(tmp_path):
     runner = CliRunner()
@@ -597,6 +693,69 @@ def test_a_new_median_appears_without_a_reload(page):
     assert page.js("return performance.getEntriesByType('navigation').length;") == 1
 
 
+# Every box on the page, judged by the browser: the page never scrolls sideways, no table is wider
+# than its card, no cell's content overflows the cell, and a process id in the "who" column breaks
+# only after its separators (each piece between them sits on one line).
+OVERFLOWS = """
+const bad = [];
+const W = document.documentElement.clientWidth;
+const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className ? "." + e.className : "") +
+  " '" + e.textContent.slice(0, 40) + "'";
+if (document.documentElement.scrollWidth > W + 1) bad.push("the page scrolls sideways: " +
+  document.documentElement.scrollWidth + " > " + W);
+for (const e of document.querySelectorAll("main .card, main th, main td")) {
+  if (!e.getClientRects().length) continue;                       // not displayed (a phone hides thead)
+  if (e.scrollWidth > e.clientWidth + 1) bad.push(name(e) + ": content " + e.scrollWidth + " px in a box of " + e.clientWidth);
+  const r = e.getBoundingClientRect();
+  if (r.right > W + 1 || r.left < -1) bad.push(name(e) + ": outside the window (" + r.left + ".." + r.right + " of " + W + ")");
+}
+for (const t of document.querySelectorAll("main table")) {
+  const card = t.closest(".card").getBoundingClientRect(), r = t.getBoundingClientRect();
+  if (r.right > card.right + 1 || r.left < card.left - 1) bad.push(name(t) + ": wider than its card");
+}
+for (const td of document.querySelectorAll("main td.who")) {
+  for (const n of td.childNodes) {
+    if (n.nodeType !== Node.TEXT_NODE) continue;
+    for (const m of n.textContent.matchAll(/\\S+/g)) {               // each word of each piece
+      const range = document.createRange();
+      range.setStart(n, m.index);
+      range.setEnd(n, m.index + m[0].length);
+      const tops = new Set(Array.from(range.getClientRects()).map((q) => Math.round(q.top)));
+      if (tops.size > 1) bad.push("who '" + td.textContent + "': '" + m[0] + "' broken over " + tops.size + " lines");
+    }
+  }
+}
+return bad;
+"""
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (1920, 1080), (390, 844)])
+def test_no_cell_overflows_its_box_at_1280_1920_and_a_phone(page, width, height):
+    page.wait(lambda: page.attr("#trader-row", "data-state") == "ok", 30, "the trader publishing")
+    page.browser.set_window_size(width, height)
+    try:
+        page.wait(lambda: abs(page.js("return window.innerWidth;") - width) <= 20, 10, f"a {width} px window")
+        page.wait(lambda: page.js("return document.querySelectorAll('#strategies-body tr[data-name]').length;") >= 2
+                  and page.js("return document.querySelectorAll('#trader-body tr.process').length;") >= 1, 10,
+                  "the strategies and the trader processes")
+        page.wait(lambda: page.js("return document.querySelectorAll('#medians-body tr[data-epoch]').length;") >= 2,
+                  10, "medians in the list")
+        bad = page.js(OVERFLOWS)
+        assert not bad, f"at {width}x{height}: " + "\n".join(bad)
+        # the headers are all there and on the screen, "reason" last
+        heads = page.js("return Array.from(document.querySelectorAll('#trader-table thead th'))"
+                        ".map((th) => [th.textContent, th.getClientRects().length > 0]);")
+        assert [h for h, _shown in heads][-1] == "reason"
+        if width >= 1280:
+            assert all(shown for _h, shown in heads), heads
+        else:   # a phone: each cell says which column it is
+            labels = page.js("return Array.from(document.querySelectorAll('#trader-row td'))"
+                             ".map((td) => getComputedStyle(td, '::before').content);")
+            assert labels[0] == '"part: "' and labels[-1] == '"reason: "', labels
+    finally:
+        page.browser.set_window_size(1400, 1800)
+
+
 def test_killing_a_strategy_turns_the_trader_row_to_error_naming_it_within_two_periods(page):
     page.wait(lambda: page.attr("#trader-row", "data-state") == "ok", 30, "the trader publishing")
     # Y dies just before a period boundary: from the next epoch on it reports nothing.  (Killed just
@@ -623,6 +782,24 @@ def test_killing_a_strategy_turns_the_trader_row_to_error_naming_it_within_two_p
     page.js("const s = document.getElementById('filter'); s.value = 'problems'; s.dispatchEvent(new Event('change'));")
     page.wait(lambda: page.attr('#strategies-body tr[data-name="Y"]', "data-state") in ("down", "absent"), 10,
               "Y in the problem list")
+
+
+def test_a_few_strategies_are_all_listed_problems_first_without_choosing_a_filter(page):
+    """With up to 50 strategies the Strategies panel lists them all, problems first (Y killed, here
+    or by the test above), on a page freshly opened: never "problems (0)" over an empty table."""
+    if page.y.alive():
+        page.y.kill()
+    page.browser.refresh()
+    rows_js = ("return Array.from(document.querySelectorAll('#strategies-body tr[data-name]'))"
+               ".map((tr) => [tr.dataset.name, tr.dataset.state]);")
+    page.wait(lambda: [(n, s != "ok") for n, s in page.js(rows_js)] == [("Y", True), ("X", False)], 15,
+              "both strategies listed, Y (a problem) first")
+    assert page.js("return document.getElementById('filter').value;") == "all"
+    assert page.text("page-info") == "page 1 of 1 · 2 strategies"
+    # the filter still works: the problems alone
+    page.js("const s = document.getElementById('filter'); s.value = 'problems'; s.dispatchEvent(new Event('change'));")
+    page.wait(lambda: page.js("return Array.from(document.querySelectorAll('#strategies-body tr[data-name]'))"
+                              ".map((tr) => tr.dataset.name).join(',');") == "Y", 10, "Y alone among the problems")
 
 
 def test_redis_stopped_the_page_says_so_and_recovers(page):

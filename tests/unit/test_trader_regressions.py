@@ -39,6 +39,7 @@ def test_lease_renewed_within_its_ttl_while_strategies_are_late(period_ms, monke
         return TraderSettled("published" if outcome == "ok" else outcome, clock.now_ms(), "inst", "", "").status
 
     trader.tick, trader.read_decisions, trader.settle = tick, read_decisions, settle
+    trader.check_period_first = lambda: None          # no deployment record to read (no Redis)
     monkeypatch.setattr("redismedian.trader.explain_missing", lambda *args: args[-1])   # no leases to read
     assert trader.run(max_epochs=4) == 0
     assert settled[0] == (first_epoch, "ok") and [o for _e, o in settled[1:]] == ["error"] * 3
