@@ -176,8 +176,10 @@ def check_deployment(data: dict[str, Any], missed_window: int = DEFAULT_MISSED_W
     # keeps it out (no trader, a flooded NS:joins, a deregistration it does not know of).
     now, period = data.get("server_time_ms") or 0, data["period_ms"]
     for s in data.get("strategies", []):
-        since = s.get("joining_since_ms")
-        if s.get("state") == "joining" and since is not None and now - since > JOIN_GRACE_PERIODS * period:
+        since, gone = s.get("joining_since_ms"), s.get("deregistered_ms")
+        leaving = gone is not None and since is not None and gone >= since   # deregistered after it started
+        if s.get("state") == "joining" and since is not None and not leaving and \
+                now - since > JOIN_GRACE_PERIODS * period:
             found.append(f"strategy {s['name']}: asked to join {(now - since) / 1000:.1f}s ago and was not "
                          f"admitted: {s.get('reason') or '?'}")
     for g in data.get("generators", []):

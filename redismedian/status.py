@@ -118,8 +118,24 @@ def gather(client: redis.Redis, keys: Keys) -> dict[str, Any]:
     names = sorted(registered | found["decision"] | found["strategy"])
     ttl_ms = K.ttl_ms(period_ms, K.DECISION_TTL_PERIODS) if period_ms else None
     out["strategies"] = strategy_rows(client, keys, names, registered, epoch, ttl_ms, decisions=found["decision"])
+    _mark_deregistered(client, keys, out["strategies"])
     out["trader"]["cleared_by"] = _cleared_by(client, keys, out["trader"], trader, out["strategies"])
     return out
+
+
+def _mark_deregistered(client: redis.Redis, keys: Keys, strategies: list[dict[str, Any]]) -> None:
+    """A live strategy that is not registered (``joining``) gets ``deregistered_ms``: the time of its
+    name's deregistration record, if any (one HMGET, only when there is such a strategy).  A process
+    deregistered after it started is on its way out, not asking to join."""
+    joining = [s for s in strategies if s.get("state") == "joining"]
+    if not joining:
+        return
+    try:
+        records = client.hmget(keys.deregistered, [s["name"] for s in joining])
+    except redis.exceptions.ResponseError:   # garbage there: no record to read
+        records = [None] * len(joining)
+    for s, r in zip(joining, records):
+        s["deregistered_ms"] = parse_int(r)
 
 
 def _cleared_by(client: redis.Redis, keys: Keys, row: dict[str, Any], trader: dict[str, str] | str,

@@ -100,7 +100,8 @@ def agree(env) -> dict:
     d = check_deployment(data)
     registered = [s for s in data["strategies"] if s["registered"]]
     kept_out = [s for s in data["strategies"] if s["state"] == "joining" and s.get("joining_since_ms") is not None
-                and data["server_time_ms"] - s["joining_since_ms"] > JOIN_GRACE_PERIODS * data["period_ms"]]
+                and data["server_time_ms"] - s["joining_since_ms"] > JOIN_GRACE_PERIODS * data["period_ms"]
+                and not (s.get("deregistered_ms") or -1) >= s["joining_since_ms"]]
     assert d.healthy is (t["state"] == "ok" and not H.missed_recently(t, epoch) and not kept_out
                          and all(s["state"] == "ok" for s in registered)
                          and all(g["state"] == "ok" for g in data["generators"])), (data, d.text())
@@ -258,3 +259,7 @@ def test_check_names_a_live_strategy_kept_out_of_the_registry():
     assert not d.healthy and d.problems == [
         "strategy X: asked to join 10.0s ago and was not admitted: not registered: waiting for the trader to admit it"]
     assert "\n" not in d.text()
+    # deregistered after it started: on its way out (it exits at its next report), not kept out
+    leaving = data(now - 10 * period)
+    leaving["strategies"][0]["deregistered_ms"] = now - period
+    assert check_deployment(leaving).healthy
