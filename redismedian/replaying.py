@@ -120,6 +120,16 @@ def _toml_loads() -> Callable[[str], dict[str, Any]]:
     return loads
 
 
+def _plugin(text: object, where: str, what: str) -> tuple[str, Any]:
+    """A topology's ``module:function`` text and the function it names, or one clear error."""
+    if not isinstance(text, str):
+        raise ValueError(f"{where}: {what} must be text of the form module:function")
+    try:
+        return text, load_callable(text)
+    except ValueError as e:
+        raise ValueError(f"{where}: {what}: {e}") from None
+
+
 def load_topology(path: str | os.PathLike[str]) -> Topology:
     """Read a topology file; ValueError with one line saying what is wrong."""
     try:
@@ -177,13 +187,7 @@ def topology_from(data: Mapping[str, Any], source: str = "topology") -> Topology
         if "signals" not in spec:
             raise ValueError(f"{where}: signals missing, e.g. signals = [\"g1\"]")
         signals = _names(spec["signals"], where)
-        decide_spec = spec.get("decide", DEFAULT_DECIDE)
-        if not isinstance(decide_spec, str):
-            raise ValueError(f"{where}: decide must be text of the form module:function")
-        try:
-            fn = load_callable(decide_spec)
-        except ValueError as e:
-            raise ValueError(f"{where}: decide: {e}") from None
+        decide_spec, fn = _plugin(spec.get("decide", DEFAULT_DECIDE), where, "decide")
         timeout = spec.get("signal_timeout")
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or not 0 < timeout < math.inf):
@@ -203,13 +207,7 @@ def topology_from(data: Mapping[str, Any], source: str = "topology") -> Topology
         if not isinstance(spec, Mapping) or sorted(set(spec) - {"signal"}):
             raise ValueError(f"{source}: generator {name!r}: expected a table with at most "
                              "signal = \"module:function\"")
-        sig = spec.get("signal", DEFAULT_SIGNAL)
-        if not isinstance(sig, str):
-            raise ValueError(f"{source}: generator {name!r}: signal must be text of the form module:function")
-        try:
-            sig_fn = load_callable(sig)
-        except ValueError as e:
-            raise ValueError(f"{source}: generator {name!r}: signal: {e}") from None
+        sig, sig_fn = _plugin(spec.get("signal", DEFAULT_SIGNAL), f"{source}: generator {name!r}", "signal")
         generators.append(GeneratorSpec(name, sig, sig_fn))
     return Topology(tuple(strategies), tuple(generators))
 

@@ -80,6 +80,18 @@ def harness_client(port: int | None = None, *, url: str | None = None, **kw) -> 
     return redis.Redis(host=kw.pop("host", "127.0.0.1"), port=port, **kw)
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident memory in MB (Linux /proc), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

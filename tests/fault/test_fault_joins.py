@@ -14,15 +14,7 @@ import threading
 
 from redismedian.scripts import JOINS_FLOOD
 from tests.integ_support import medians, server_epoch, wait_registered
-from tests.support import wait_until
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from tests.support import rss_mb, wait_until
 
 
 def _flood(r, n: int, start: int = 0) -> None:
@@ -42,8 +34,8 @@ def test_junk_in_the_join_set_costs_nothing_and_a_flood_is_cleared(cluster, redi
     cluster.strategy("Y", "g2,g3")
     r = redis_server.client(decode_responses=True)
     wait_registered(r, ["X", "Y"], cluster.period, timeout=40)
-    wait_until(lambda: trader.alive() and _rss_mb(trader.proc.pid) > 0, 10, what="the trader's memory")
-    rss0 = _rss_mb(trader.proc.pid)
+    wait_until(lambda: trader.alive() and rss_mb(trader.proc.pid) > 0, 10, what="the trader's memory")
+    rss0 = rss_mb(trader.proc.pid)
 
     # Big junk (20 members of 1 MB each): popped inside Redis and dropped, never sent to the trader.
     raw = redis_server.client()
@@ -53,7 +45,7 @@ def test_junk_in_the_join_set_costs_nothing_and_a_flood_is_cleared(cluster, redi
     wait_until(lambda: r.scard("t:joins") == 0, 10, what="the big junk popped")
     wait_until(lambda: [m for m in medians(r) if m["epoch"] > e1 + 1 and m["members"] == "X,Y"], 10,
                what="medians of X and Y after the big junk")
-    assert _rss_mb(trader.proc.pid) < rss0 + 15, (rss0, _rss_mb(trader.proc.pid))
+    assert rss_mb(trader.proc.pid) < rss0 + 15, (rss0, rss_mb(trader.proc.pid))
 
     # X deregistered and started again while a flood of junk names goes on: the trader clears the set
     # whenever it is flooded; check and status show X waiting to join; once the flood stops X is
@@ -96,5 +88,5 @@ def test_junk_in_the_join_set_costs_nothing_and_a_flood_is_cleared(cluster, redi
     wait_registered(r, ["X", "Y"], cluster.period, timeout=10)
     wait_until(lambda: [m for m in medians(r) if m["epoch"] > e2 and m["members"] == "X,Y"], 10,
                what="medians of X and Y again after the flood")
-    assert _rss_mb(trader.proc.pid) < rss0 + 15, (rss0, _rss_mb(trader.proc.pid))
+    assert rss_mb(trader.proc.pid) < rss0 + 15, (rss0, rss_mb(trader.proc.pid))
     assert "lost the lead" not in trader.output()

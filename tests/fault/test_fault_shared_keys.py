@@ -15,18 +15,10 @@ import time
 
 from redismedian.keys import DOORBELL_SLOTS
 from tests.integ_support import assert_exact, medians, server_epoch, wait_registered
-from tests.support import wait_until
+from tests.support import rss_mb, wait_until
 
 FLOOD_S = 10
 MEMORY_BOUND_MB = 300   # one 0.5 s period of one client's fastest writes, plus the deployment itself
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def test_a_strategy_writing_every_shared_key_flat_out_stops_nothing(cluster, redis_server):
@@ -39,7 +31,7 @@ def test_a_strategy_writing_every_shared_key_flat_out_stops_nothing(cluster, red
     wait_registered(r, ["X", "Y"], cluster.period, timeout=40)
     e0 = server_epoch(r, cluster.period)
     wait_until(lambda: [m for m in medians(r) if m["epoch"] > e0], 20, what="a median before the flood")
-    rss0 = _rss_mb(trader.proc.pid)
+    rss0 = rss_mb(trader.proc.pid)
     missed0 = int(r.hget("t:trader", "missed") or 0)
 
     raw = redis_server.client()
@@ -75,7 +67,7 @@ def test_a_strategy_writing_every_shared_key_flat_out_stops_nothing(cluster, red
     # every epoch of the flood published but at most one (and any epoch not published is recorded)
     assert len(got) >= (end - start - 1) - 1, (start, end, [m["epoch"] for m in got])
     assert int(r.hget("t:trader", "missed") or 0) - missed0 <= 1
-    assert _rss_mb(trader.proc.pid) < rss0 + 20, (rss0, _rss_mb(trader.proc.pid))
+    assert rss_mb(trader.proc.pid) < rss0 + 20, (rss0, rss_mb(trader.proc.pid))
     assert peak[0] < MEMORY_BOUND_MB * 1024 * 1024, f"Redis used {peak[0] / 2**20:.0f} MB during the flood"
     assert flooded_s >= FLOOD_S
     # Nothing of it outlives the flood by more than a period or two: the slots are cleared at each
