@@ -113,7 +113,7 @@ def table(rows: list) -> str:
     for r in rows:
         groups.setdefault((r["n"], r["phase"]), []).append(r)
     for (n, phase), rs in groups.items():
-        def med(k):
+        def med(k, rs=rs):
             return statistics.median(x[k] for x in rs)
         outcomes = sorted({x["outcome"] for x in rs})
         out.append(f"| {n:,} | {phase} ({len(rs)}) | {rs[0]['period_ms'] / 1000:g} | {med('wall_ms'):.1f} | "
