@@ -11,7 +11,7 @@ from pathlib import Path
 import redis
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 
-from tests.support import RedisServer, free_port, wait_until
+from tests.support import RedisServer, free_ports, wait_until
 
 
 class RedisClusterNodes:
@@ -25,8 +25,12 @@ class RedisClusterNodes:
         args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(node_timeout_ms), *(extra or [])]
         # The cluster bus port is given explicitly: the default (port + 10000) may be taken or > 65535.
-        self.bus_ports = [free_port() for _ in range(masters * (1 + replicas))]
-        self.servers = [RedisServer(Path(workdir) / f"node{i}", extra=[*args, "--cluster-port", str(bus)])
+        # Every node's port and bus port chosen at once: all distinct.
+        nodes = masters * (1 + replicas)
+        ports = free_ports(2 * nodes)
+        self.bus_ports = ports[nodes:]
+        self.servers = [RedisServer(Path(workdir) / f"node{i}", port=ports[i],
+                                    extra=[*args, "--cluster-port", str(bus)])
                         for i, bus in enumerate(self.bus_ports)]
 
     @property
