@@ -191,7 +191,7 @@ class Component:
         one that may not (a generator or strategy under the ACL) polls for a short while, within the
         period, for the trader to load them, then waits (``Waiting``) until its next try."""
         loaded = False
-        patience = time.monotonic() + min(2.0, self.period_ms / 4000.0)
+        patience = self.clock.now_ms() + min(2000, self.period_ms // 4)
         poll = max(0.01, min(0.2, self.period_ms / 20000.0))
         while True:
             try:
@@ -202,7 +202,7 @@ class Component:
             if self.load_scripts(source):
                 loaded = True
                 continue
-            if time.monotonic() >= patience or self.stop.wait(poll):
+            if self.clock.now_ms() >= patience or self.clock.wait(self.stop, poll):
                 raise Waiting(f"waiting for the trader to load this {self.kind}'s scripts: Redis does not hold them "
                               f"(restarted, failed over or flushed), and this {self.kind}'s Redis user may not load "
                               "them; start the trader")

@@ -733,3 +733,28 @@ def test_the_fast_path_survives_a_script_cache_flush(env):
         x.step(e)
         assert report(env) == Report(e, "ok", "0.5", "") and counted(env, e) == 1
     assert ran == ["fast", "STRATEGY_REPORT", "fast"]
+
+
+def test_a_strategy_that_may_not_load_scripts_waits_for_the_trader_then_goes_on(env, monkeypatch):
+    """Under a named ACL user a strategy may not load scripts: at NOSCRIPT it polls on its (fake) clock
+    for at most a quarter of the period, says once that it waits for the trader, and goes on once the
+    scripts are loaded; it never asks to load (nothing for Redis' ACL LOG)."""
+    from redismedian import scripts
+    from redismedian.component import Waiting
+    x = registered_strategy(env, "X")
+    x._may_load = False                    # as under a named ACL user (component: `restricted`)
+    asked = []
+    real_load = scripts.load_scripts
+    monkeypatch.setattr("redismedian.component.load_scripts", lambda *a: asked.append(a))
+    e = env.E + 1
+    env.at(e)
+    env.publish(e, g1=0.5)
+    env.r.script_flush()                   # after the generator's publication, which loaded them again
+    t0 = env.clock.now_ms()
+    with pytest.raises(Waiting, match="waiting for the trader to load this strategy's scripts"):
+        x.report(e, "0.5", "ok", "")
+    waited = env.clock.now_ms() - t0
+    assert 0 < waited <= env.period_ms // 4 + 200 and asked == []
+    real_load(env.r)                       # the trader loads them
+    x.step(e)
+    assert report(env) == Report(e, "ok", "0.5", "") and counted(env, e) == 1
