@@ -216,7 +216,31 @@ def make_client(redis_settings: RedisSettings | str, socket_timeout: float | Non
     if sentinel.is_sentinel_url(url):
         return sentinel.make_client(url, master_password=rs.master_password,
                                     sentinel_password=rs.sentinel_password, **options)
-    return redis.Redis.from_url(url, **options)
+    client = redis.Redis(connection_pool=ReadyPool.from_url(url, **options))
+    client.auto_close_connection_pool = True    # as redis.Redis.from_url does: closing the client closes it
+    return client
+
+
+# What redis-py's pool says of a connection it just (re)connected that already has bytes to read: over
+# TLS 1.3 the server's session tickets can arrive after the handshake, and redis-py (8.x) takes them
+# for a dirty connection, reconnects once, and gives up with "Connection not ready" (a one-shot
+# `status` over rediss:// failed so in CI).  Taken again from the pool, the connection is ready.
+NOT_READY = ("Connection not ready", "Connection has data")
+
+
+class ReadyPool(redis.ConnectionPool):
+    """redis-py's pool, asking twice more for a connection that it found "not ready" right after
+    connecting (:data:`NOT_READY`)."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        for attempt in range(3):
+            try:
+                return super().get_connection(*args, **kwargs)
+            except redis.exceptions.ConnectionError as e:
+                if attempt == 2 or str(e) not in NOT_READY:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
 
 
 def describe_error(exc: BaseException) -> str:

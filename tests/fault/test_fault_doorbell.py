@@ -73,7 +73,10 @@ def _run(c, redis_server, kind: str):
     late = [int(e["ts"]) - e["epoch"] * int(PERIOD * 1000) for e in entries]
     assert statistics.median(late) <= 100, f"ms from the boundary to each median: {late}"
     t = r.hgetall("t:trader")
-    assert int(t.get("doorbell_anomalies", 0)) >= 6 and t.get("doorbell_kind") == kind.replace(
+    # An over-count is seen at every epoch; a forged ring only when it comes before the decisions are in
+    # (one popped after they all are is no different from the real one, and costs nothing).
+    least = 6 if kind == "overcount" else 1
+    assert int(t.get("doorbell_anomalies", 0)) >= least and t.get("doorbell_kind") == kind.replace(
         "overcount", "overcounted"), t
     status = c.cli("status")
     assert status.returncode == 0 and "did not ring as they should" in status.stdout, status.stdout

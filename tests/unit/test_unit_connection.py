@@ -122,3 +122,35 @@ def test_follow_waits_out_an_outage_and_a_replaced_stream_but_not_a_refusal(monk
     with pytest.raises(type(fatal)):
         next(items)
     assert raised == [], "the outage and the replaced stream were waited out; the refusal was raised"
+
+
+def test_a_connection_found_not_ready_right_after_connecting_is_asked_for_again(monkeypatch):
+    """Over TLS 1.3 redis-py's pool can take the session tickets that follow the handshake for unread
+    data and give up ("Connection not ready"): our pool asks again, twice at most; other errors pass."""
+    import redis
+    from redismedian.connection import ReadyPool, make_client
+    calls = []
+
+    def flaky(self, *a, **kw):
+        calls.append(a)
+        if len(calls) < 3:
+            raise redis.exceptions.ConnectionError("Connection not ready")
+        return "conn"
+    monkeypatch.setattr(redis.ConnectionPool, "get_connection", flaky)
+    client = make_client("redis://127.0.0.1:1/0")
+    assert isinstance(client.connection_pool, ReadyPool) and type(client) is redis.Redis
+    assert client.connection_pool.get_connection() == "conn" and len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(redis.ConnectionPool, "get_connection",
+                        lambda self, *a, **kw: calls.append(a) or (_ for _ in ()).throw(
+                            redis.exceptions.ConnectionError("Connection not ready")))
+    with pytest.raises(redis.exceptions.ConnectionError, match="not ready"):
+        client.connection_pool.get_connection()
+    assert len(calls) == 3
+    calls.clear()
+    monkeypatch.setattr(redis.ConnectionPool, "get_connection",
+                        lambda self, *a, **kw: calls.append(a) or (_ for _ in ()).throw(
+                            redis.exceptions.ConnectionError("Error 111 connecting")))
+    with pytest.raises(redis.exceptions.ConnectionError, match="111"):
+        client.connection_pool.get_connection()
+    assert len(calls) == 1, "a refused connection is not asked for again here (the components' loops retry)"
