@@ -33,6 +33,9 @@ def test_inputs_text_keeps_each_decision_as_written():
     assert inputs_text([b"5|1.5", b"5|-2e3", b"5|0"]) == "1.5,-2e3,0"
     assert inputs_text([b"5|1.5", None]) is None
     assert inputs_text([b"garbage"]) is None
+    # The fast path gives what the general one gives, and falls back on anything unusual.
+    for raw in ([b"5|1.5", b"5|-2e3", b"5|0"], [b"5|1", b"6|2"], [b"5|1|2"], [b"5|1,2"], [b"5|1", None], []):
+        assert inputs_text(raw, 5) == inputs_text(raw), raw
 
 
 # -- --min-replicas ----------------------------------------------------------------------------------
