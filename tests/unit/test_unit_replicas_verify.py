@@ -5,6 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from redismedian import cli as cli_mod
+from redismedian.following import parse_event
 from redismedian.trader import inputs_text, replicas_verdict
 from redismedian.verifying import check_entry, verify
 from tests.unit.test_unit_trader import submit
@@ -75,6 +76,10 @@ def test_acknowledged_medians_are_acted_on_unacknowledged_never(monkeypatch, cap
     assert [g["epoch"] for g in gaps] == [str(E + 1), str(E + 2)] and "replica" in gaps[0]["reason"]
     assert [m["epoch"] for m in env.medians()] == [str(E), str(E + 1), str(E + 2)], "written, not published"
     assert any("not published" in m for m in messages(caplog))
+    # follow (and the page) read the gap as an epoch that was not published.
+    (gap_id, gap_fields), = [x for x in env.r.xrange(env.k.events) if x[1][b"status"] == b"unacknowledged"][:1]
+    ev = parse_event(gap_id, gap_fields)
+    assert ev is not None and (ev.status, ev.epoch) == ("unacknowledged", E + 1)
 
     replicas["n"] = 1                    # back
     run_epoch(env, t, E + 3, A=2.0, B=2.0)
