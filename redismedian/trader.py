@@ -47,6 +47,9 @@ MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the
 # least, or every READ_COST_FACTOR times what one read costs (so that polling keeps Redis at most ~20%
 # busy at 100k strategies); after a ring that came early it waits as long before the next read.
 POLL_MIN_MS = 20
+# --min-replicas: the epoch in which a trader takes the lead is not published (docs/guarantees.md).
+TAKEOVER_REASON = ("took the lead in this epoch: the previous leader may have published it on a master that failed "
+                   "over; one median per epoch, so this one is not published (--min-replicas)")
 READ_COST_FACTOR = 4
 
 
@@ -352,6 +355,13 @@ class Trader(Component):
                 self.joins_flooded(epoch, t.flooded)
             if t.joins:
                 self.admit(list(t.joins))
+            if t.status == "lead" and t.took and self.min_replicas and t.prev is not None and t.prev >= epoch - 1:
+                # A leader settled the epoch before: it may have published this very epoch too, on a
+                # master that failed over since (its publication and its lease lost with it).  One
+                # median per epoch: not again.
+                self.miss(epoch, epoch, TAKEOVER_REASON)
+                self.act()
+                return
             if t.status == "lead":
                 break
             if t.status == "starting":

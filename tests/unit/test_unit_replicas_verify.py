@@ -46,6 +46,30 @@ def run_epoch(env, t, epoch, **values):
     t.step(epoch)
 
 
+def test_the_takeover_epoch_is_not_published(monkeypatch):
+    # A leader published E-1, then lost its lease (as at a failover that lost its last writes): a trader
+    # with --min-replicas taking the lead in E does not publish E (the old leader may have), but E+1.
+    env = Env(monkeypatch)
+    old = env.trader()
+    run_epoch(env, old, env.E - 1, A=1.0)
+    env.r.delete(env.k.lease("trader"))
+    t = env.trader(min_replicas=1)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    run_epoch(env, t, env.E, A=1.0)
+    assert t.token and "took the lead in this epoch" in t.missed.reason
+    assert [m["epoch"] for m in env.medians()] == [str(env.E - 1)]
+    run_epoch(env, t, env.E + 1, A=1.0)
+    assert [m["epoch"] for m in env.medians()] == [str(env.E - 1), str(env.E + 1)]
+    missed = [e for e in events(env) if e["status"] == "missed"]
+    assert [(e["epoch"], e["last"]) for e in missed] == [(str(env.E), str(env.E))]
+    assert "previous leader may have published it" in missed[0]["reason"]
+    # Without --min-replicas (today's behaviour), a takeover publishes its epoch.
+    env.r.delete(env.k.lease("trader"))
+    t0 = env.trader()
+    run_epoch(env, t0, env.E + 2, A=1.0)
+    assert env.medians()[-1]["epoch"] == str(env.E + 2)
+
+
 def test_acknowledged_medians_are_acted_on_unacknowledged_never(monkeypatch, caplog):
     env = Env(monkeypatch)
     acted = []
