@@ -47,10 +47,10 @@ MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the
 # least, or every READ_COST_FACTOR times what one read costs (so that polling keeps Redis at most ~20%
 # busy at 100k strategies); after a ring that came early it waits as long before the next read.
 POLL_MIN_MS = 20
+READ_COST_FACTOR = 4
 # --min-replicas: the epoch in which a trader takes the lead is not published (docs/guarantees.md).
 TAKEOVER_REASON = ("took the lead in this epoch: the previous leader may have published it on a master that failed "
                    "over; one median per epoch, so this one is not published (--min-replicas)")
-READ_COST_FACTOR = 4
 
 
 class Doorbell(NamedTuple):

@@ -5,8 +5,12 @@ replicas, --on-median is not called for those epochs, each is recorded as an `un
 history (every median recomputed from the inputs recorded with it)."""
 from __future__ import annotations
 
+import os
 import time
 
+import redis
+
+from tests.fault.test_fault_sentinel import SENTINEL_PW, sentinel_deployment  # noqa: F401 - the fixture
 from tests.support import Cluster, RedisServer, wait_until
 
 NS = "t"
@@ -86,3 +90,74 @@ def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
             replica.resume()
         cluster.stop_all()
         replica.kill()
+
+
+def test_sentinel_failover_with_min_replicas_keeps_every_acted_median(sentinel_deployment, tmp_path):  # noqa: F811
+    """A Sentinel failover (kill -9 of the master) under --min-replicas 1 with two traders: every epoch
+    acted on before is in the promoted replica's history with the median acted on; with no replica left
+    the trader is in error naming the replicas and acts on nothing; once the old master is back (as a
+    replica) it is ok and acts again; no epoch acted on with two medians, none published twice."""
+    d = sentinel_deployment
+    os.environ["REDISMEDIAN_SENTINEL_PASSWORD"] = SENTINEL_PW
+    cluster = Cluster(d.url(), tmp_path, period=PERIOD, namespace=NS)
+    try:
+        log = tmp_path / "acted.log"
+        env = cluster.env(REDISMEDIAN_TEST_ACTED=str(log), REDISMEDIAN_MIN_REPLICAS="1")
+        cluster.generator("g1", "tests.plugins:sig_a")
+        cluster.generator("g2", "tests.plugins:sig_b")
+        cluster.strategy("X", "g1")
+        cluster.strategy("Y", "g2")
+        traders = [cluster.start("trader", "--on-median", "tests.plugins:record_median", name=f"trader{i}", env=env)
+                   for i in range(2)]
+
+        def acted() -> list[tuple[int, str]]:
+            return [(int(a), m) for a, m, _f in (line.split() for line in log.read_text().splitlines())] \
+                if log.exists() else []
+
+        def state(server) -> tuple[str, str]:
+            try:
+                h = server.client(decode_responses=True, socket_timeout=1).hgetall(f"{NS}:trader")
+            except redis.exceptions.RedisError:
+                return "", ""
+            return h.get("state", ""), h.get("reason", "")
+
+        wait_until(lambda: len(acted()) >= 3, 30, what="medians acted on through Sentinel")
+        before = len(acted())
+        kill_ms = time.time() * 1000
+        d.master.kill()
+        wait_until(lambda: d.master_port() == d.replica.port, 30, interval=0.05, what="the sentinels' failover")
+        promoted_ms = time.time() * 1000
+        reason = wait_until(lambda: (lambda s: s[1] if s[0] == "error" and "replica" in s[1] else None)(
+            state(d.replica)), 15, what="the trader in error: no replica left")
+        assert "0 of 1 replica acknowledged" in reason
+        n_error = len(acted())
+        d.master.start()                     # back empty; the sentinels make it a replica of the new master
+        wait_until(lambda: state(d.replica)[0] == "ok", 60, interval=0.1, what="ok again with the old master as replica")
+        back_ms = time.time() * 1000
+        wait_until(lambda: len(acted()) >= n_error + 3, 15, what="acting again")
+        for t in traders:
+            t.stop()
+
+        final = d.replica.client(decode_responses=True)
+        history = [(int(f["epoch"]), f["median"]) for _id, f in final.xrange(f"{NS}:medians")]
+        epochs = [e for e, _m in history]
+        published_twice = sorted({e for e in epochs if epochs.count(e) > 1})
+        median_of = dict(history)
+        by_epoch: dict[int, set[str]] = {}
+        for e, m in acted():
+            by_epoch.setdefault(e, set()).add(m)
+        two_medians = sorted(e for e, ms in by_epoch.items() if len(ms) > 1)
+        missing = sorted(e for e in by_epoch if e not in median_of)
+        wrong = sorted(e for e, ms in by_epoch.items() if e in median_of and {repr(float(median_of[e]))} != ms)
+        unacked_acted = sorted(set(by_epoch) & {int(f["epoch"]) for _id, f in final.xrange(f"{NS}:events")
+                                                 if f.get("status") == "unacknowledged"})
+        period_ms = PERIOD * 1000
+        print(f"\nsentinel failover with --min-replicas 1: {before} acted before the kill, promotion after "
+              f"{(promoted_ms - kill_ms) / period_ms:.1f} periods, ok again {(back_ms - promoted_ms) / period_ms:.1f} "
+              f"periods after the promotion (old master back as replica); acted epochs missing {missing}, "
+              f"acted with two medians {two_medians}, published twice {published_twice}")
+        assert missing == [] and two_medians == [] and published_twice == [] and wrong == [] and unacked_acted == []
+        assert len(acted()) >= before + 3
+    finally:
+        os.environ.pop("REDISMEDIAN_SENTINEL_PASSWORD", None)
+        cluster.stop_all()
