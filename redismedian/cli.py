@@ -272,8 +272,9 @@ def strategy_cmd(name: str, signals: list[str], decide_fn: Callable[[Mapping[str
               help="After publishing a median, WAIT until this many replicas hold it (at most until the period "
                    "ends). Only an acknowledged median counts as published: --on-median runs for it alone; "
                    "one not acknowledged in time is never acted on, is recorded as a gap in NS:events, and "
-                   "puts the trader in error naming the replicas (check exits 1). 0: no WAIT. Run every "
-                   "trader of a deployment with the same value.")
+                   "puts the trader in error naming the replicas (check exits 1). A trader taking the lead "
+                   "right after another does not publish that epoch. 0: no WAIT. Run every trader of a "
+                   "deployment with the same value.")
 @click.option("--record-inputs/--no-record-inputs", default=True, show_default=True,
               envvar="REDISMEDIAN_RECORD_INPUTS", show_envvar=True,
               help="Record in each NS:medians entry the decisions it was computed from (field inputs), so that "
