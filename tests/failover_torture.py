@@ -10,7 +10,8 @@ two replicas are in sync again.
 It prints, from the final master's history and the action file: acted epochs missing from the final
 history (goal 0), epochs acted on with two different medians (0), epochs published twice (0), and the
 availability cost: epochs without a median over the run, per failover.  Exit 1 when a goal is missed.
-Not yet run against a Redis Cluster.
+``--cluster``: the same against a Redis Cluster (3 masters with 2 replicas each; the master serving
+the namespace's slot is the one killed; the restarted node rejoins as a replica by its nodes.conf).
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ from pathlib import Path
 
 import redis
 
+from redismedian.keys import Keys
+from tests.cluster_support import RedisClusterNodes
 from tests.fault.test_fault_sentinel import MASTER_PW, SENTINEL_PW, SERVICE, PasswordRedisServer
-from tests.support import REDIS_SERVER, Cluster, free_port, harness_client, wait_until
+from tests.support import REDIS_SERVER, Cluster, RedisServer, free_port, harness_client, wait_until
 
 NS = "t"
 
@@ -97,15 +100,54 @@ class Deployment:
             n.kill()
 
 
+class ClusterDeployment:
+    """A Redis Cluster of 3 masters with 2 replicas each; the namespace's slot is the one that fails over."""
+
+    def __init__(self, work: Path):
+        self.nodes = RedisClusterNodes(work / "nodes", masters=3, replicas=2)
+        self.key = Keys(NS, cluster=True).meta
+
+    def start(self) -> None:
+        self.nodes.start()
+        wait_until(lambda: self.in_sync() == 2, 60, interval=0.2, what="two replicas in sync")
+
+    def url(self) -> str:
+        return self.nodes.url
+
+    def master(self) -> RedisServer | None:
+        try:
+            return self.nodes.master_of(self.key)
+        except (AssertionError, redis.exceptions.RedisError):
+            return None
+
+    def master_port(self) -> int | None:
+        m = self.master()
+        return m.port if m else None
+
+    def in_sync(self) -> int:
+        m = self.master()
+        if m is None:
+            return 0
+        try:
+            return sum(1 for s in self.nodes.replicas_of(m) if self.nodes._in_sync(s))
+        except redis.exceptions.RedisError:
+            return 0
+
+    def stop(self) -> None:
+        self.nodes.stop_all()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--failovers", type=int, default=50, help="forced failovers (kill -9 of the master)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the kill offsets")
     ap.add_argument("--period", type=float, default=0.5, help="the pipeline's period, seconds")
+    ap.add_argument("--cluster", action="store_true",
+                    help="a Redis Cluster (3 masters, 2 replicas each) instead of Sentinel")
     args = ap.parse_args(argv)
     rnd = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="redismedian-torture-"))
-    d = Deployment(work)
+    d: Deployment | ClusterDeployment = ClusterDeployment(work) if args.cluster else Deployment(work)
     os.environ["REDISMEDIAN_SENTINEL_PASSWORD"] = SENTINEL_PW
     cluster = Cluster(d.url(), work, period=args.period, namespace=NS)
     log = work / "acted.log"
@@ -143,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop_all()
     try:
-        final = d.master().client(decode_responses=True)
-        history = [(int(f["epoch"]), f["median"]) for _id, f in final.xrange(f"{NS}:medians")]
+        final_master = d.master()
+        assert final_master is not None
+        final = final_master.client(decode_responses=True)
+        history = [(int(f["epoch"]), f["median"]) for _id, f in final.xrange(Keys.for_url(NS, d.url()).medians)]
     finally:
         d.stop()
     acted: dict[int, set[str]] = {}
