@@ -132,7 +132,7 @@ def _resp(values: list) -> bytes:
 
 
 def measure(url: str, admin, clock: BenchClock, n: int, reps: int, rate: float, min_period_s: float = 1.0,
-            log=print) -> dict:
+            log=print, record_inputs: bool = True) -> dict:
     period_ms = choose_period_ms(n, rate, min_period_s)
     ns = DEFAULT_NAMESPACE     # the key names a deployment has (memory depends on their length)
     names = strategy_names(n)
@@ -149,7 +149,7 @@ def measure(url: str, admin, clock: BenchClock, n: int, reps: int, rate: float, 
     if reg.submitted != n or reg.registered != n:
         raise RuntimeError(f"registration of {n} strategies failed: {reg}")
     trader = Trader(Settings(RedisSettings(url, socket_timeout=60.0), namespace=ns, period_ms=period_ms),
-                    client=make_client(url, 60.0, client_name="redismedian-trader"))
+                    client=make_client(url, 60.0, client_name="redismedian-trader"), record_inputs=record_inputs)
     trader.clock.sync(trader.client)
     keys = trader.keys
     ordered = sorted(names)                       # the trader's read plan: sorted names, their keys
@@ -232,6 +232,9 @@ def measure(url: str, admin, clock: BenchClock, n: int, reps: int, rate: float, 
     finally:
         trader_module.tally = tally
         floor_client.connection_pool.release(conn)
+    # What one published epoch keeps in NS:medians (with --record-inputs: the inputs field too).
+    last_entry = admin.xrevrange(keys.medians, count=1)
+    entry_bytes = sum(len(k) + len(v) for k, v in last_entry[0][1].items()) if last_entry else 0
     lease_bytes = admin.memory_usage(keys.lease("strategy", names[0])) or 0
     decision_bytes = admin.memory_usage(keys.decision(names[0])) or 0
     gen.close()
@@ -260,6 +263,10 @@ def measure(url: str, admin, clock: BenchClock, n: int, reps: int, rate: float, 
         "loadgen_write_s": _summary(rows["write_s"]),
         "loadgen_decisions_per_s": n / statistics.median(rows["write_s"]),
         "skipped": skipped,
+        "record_inputs": record_inputs,
+        "median_entry_bytes": entry_bytes,
+        "medians_stream_bytes": admin.memory_usage(keys.medians, samples=0) or 0,
+        "medians_entries": admin.xlen(keys.medians),
     }
     b = out["breakdown_ms"]
     log(f"  N={n}: trader {t:.2f} ms/period (inside Redis {med['trader_server_ms']:.2f} ms), floor {f:.2f} ms, "

@@ -103,8 +103,8 @@ def strategy_user(k: Keys, s: str) -> str:
 
 
 def trader_user(k: Keys) -> str:
-    own = [k.trader, k.medians, k.events, k.lease("trader"), k.trader_fence, k.settled, k.acted, k.traders]
-    return _line(user_name("trader"), scripts("trader"), "+multi +exec",
+    own = [k.trader, k.medians, k.events, k.lease("trader"), k.trader_fence, k.settled, k.acted, k.traders, k.acks]
+    return _line(user_name("trader"), scripts("trader"), "+multi +exec +wait",
                  _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.joins, k.ready("*"), k.count("*"),
                        k.lease("strategy", "*"), *own),
                  f"({_keys(k.meta)} {META})",

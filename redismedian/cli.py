@@ -267,15 +267,29 @@ def strategy_cmd(name: str, signals: list[str], decide_fn: Callable[[Mapping[str
                    "FUNC(epoch, median, fence). At least once per epoch (also across a leader crash); "
                    "never for an unpublished epoch; an exception is logged and retried next period. Pass "
                    "the fence to the system you act on, so that it can refuse a stale leader.")
+@click.option("--min-replicas", type=click.IntRange(min=0), default=0, show_default=True,
+              envvar="REDISMEDIAN_MIN_REPLICAS", show_envvar=True,
+              help="After publishing a median, WAIT until this many replicas hold it (at most until the period "
+                   "ends). Only an acknowledged median counts as published: --on-median runs for it alone; "
+                   "one not acknowledged in time is never acted on, is recorded as a gap in NS:events, and "
+                   "puts the trader in error naming the replicas (check exits 1). A trader taking the lead "
+                   "right after another does not publish that epoch. 0: no WAIT. Run every trader of a "
+                   "deployment with the same value.")
+@click.option("--record-inputs/--no-record-inputs", default=True, show_default=True,
+              envvar="REDISMEDIAN_RECORD_INPUTS", show_envvar=True,
+              help="Record in each NS:medians entry the decisions it was computed from (field inputs), so that "
+                   "`redismedian verify` can recompute it. Costs about 10 bytes per strategy per epoch (see "
+                   "docs/guarantees.md); not recorded past 512 KiB an epoch.")
 @component_options
 def trader_cmd(decision_timeout: float | None, medians_maxlen: int,
-               on_median: Callable[[int, float, int], object] | None, redis_url: str, namespace: str, period: int,
-               socket_timeout: float, log_level: str) -> None:
+               on_median: Callable[[int, float, int], object] | None, min_replicas: int, record_inputs: bool,
+               redis_url: str, namespace: str, period: int, socket_timeout: float, log_level: str) -> None:
     """Check every period that all registered strategies submitted, and publish their median."""
     from .trader import Trader
     _run(Trader(_settings(redis_url, namespace, period, socket_timeout),
                 decision_timeout_ms=_timeout_ms(decision_timeout, period, "--decision-timeout"),
-                medians_maxlen=medians_maxlen, on_median=on_median), log_level)
+                medians_maxlen=medians_maxlen, on_median=on_median, min_replicas=min_replicas,
+                record_inputs=record_inputs), log_level)
 
 
 def _redis_problem(redis_url: str, e: BaseException) -> str:
@@ -429,7 +443,7 @@ def check_cmd(kind: str | None, name: str | None, missed_window: int, wait_s: fl
 @cli.command("follow", context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object per line: medians as {epoch, median, count, members, ts, fence}; epochs "
-                   "that were not published as {status: error|missed, epoch, last, reason, ts, fence}.")
+                   "that were not published as {status: error|missed|unacknowledged, epoch, last, reason, ts, fence}.")
 @click.option("--since", metavar="ID|EPOCH",
               help="Start with the entries after this stream ID (<ms>-<seq>), or from this epoch on "
                    "[default: only what is published from now on].")
@@ -460,6 +474,9 @@ def follow_cmd(as_json: bool, since: str | None, redis_url: str, namespace: str)
                            f"{'strategy' if item.count == 1 else 'strategies'}, fence {item.fence})")
             elif item.status == "error":
                 click.echo(f"epoch {item.epoch}: not published: trader in error: {item.reason}", err=True)
+            elif item.status == "unacknowledged":
+                click.echo(f"epoch {item.epoch}: median written but not published (replicas): {item.reason}",
+                           err=True)
             else:
                 which = f"epoch {item.epoch}" if item.last == item.epoch else f"epochs {item.epoch} to {item.last}"
                 click.echo(f"{which}: missed: {item.reason}", err=True)
@@ -509,6 +526,25 @@ def history_cmd(since: str | None, until: str | None, limit: int, as_csv: bool, 
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "median_text"} for r in rows], indent=2))
     else:
         click.echo(history_table(rows))
+
+
+@cli.command("verify", context_settings=CONTEXT)
+@click.option("--since", metavar="EPOCH", type=click.IntRange(min=0), default=None,
+              help="Only the medians of this epoch and later [default: the whole NS:medians history].")
+@redis_options
+def verify_cmd(since: int | None, redis_url: str, namespace: str) -> None:
+    """Recompute every published median from the inputs recorded with it (each member's decision) with
+    the trader's own code: exit 0 when all hold, 1 naming each epoch that does not (an entry without
+    recorded inputs does not hold)."""
+    from .verifying import verify
+    client = _operator_client(redis_url, namespace)
+    with _redis_errors(redis_url):
+        checked, bad = verify(client, K.Keys.for_url(namespace, redis_url), since)
+    for epoch, why in bad:
+        click.echo(f"epoch {epoch}: does not hold: {why}")
+    if bad:
+        raise click.ClickException(f"{len(bad)} of {checked} medians do not hold")
+    click.echo(f"{checked} medians checked: all hold")
 
 
 def _epoch_range(text: str) -> tuple[int, int]:

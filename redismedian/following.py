@@ -89,7 +89,7 @@ def parse_median(entry_id: object, fields: Mapping[Any, Any] | None) -> Median |
 def parse_event(entry_id: object, fields: Mapping[Any, Any] | None) -> Event | None:
     f = _fields(fields)
     epoch = parse_int(f.get("epoch"))
-    if epoch is None or f.get("status") not in ("error", "missed"):
+    if epoch is None or f.get("status") not in ("error", "missed", "unacknowledged"):
         return None
     last = parse_int(f.get("last"))
     # The reason is the trader's (escaped when written); read back as data all the same.

@@ -33,6 +33,12 @@ ACTION_BACKLOG = 100          # --on-median: published epochs acted on per perio
 
 SIGNAL_FEED_MAXLEN = 1_000    # approximate length of each NS:signals:<g> feed stream
 DEFAULT_MEDIANS_MAXLEN = 100_000  # approximate length of the NS:medians history stream
+# --record-inputs: the inputs of a median are recorded only up to this size (one Redis argument; the
+# shipped redis.conf caps each at 1 MB): about 50,000 strategies at 10 characters a decision.
+INPUTS_MAX_BYTES = 512 * 1024
+# The trader warns (once) when the inputs recorded at this size, over --medians-maxlen epochs, would
+# hold more than this: a quarter of the shipped maxmemory (1 GB, deploy/redis/redis.conf).
+INPUTS_HISTORY_WARN_BYTES = 256 * 1024 * 1024
 MEDIAN_MEMBERS_LIMIT = 64     # list member names in NS:medians only up to this many strategies
 
 KINDS = ("generator", "strategy", "trader")
@@ -132,6 +138,13 @@ class Keys:
     def acted(self) -> str:
         """String: the last epoch the --on-median action ran for (only the leading trader writes it)."""
         return f"{self.prefix}:acted"
+
+    @property
+    def acks(self) -> str:
+        """Stream: one entry per median that ``--min-replicas`` replicas acknowledged (``epoch``,
+        ``replicas``, ``fence``, ``ts``).  Written only by a trader run with ``--min-replicas`` N > 0;
+        then only the medians listed here count as published downstream (--on-median, check)."""
+        return f"{self.prefix}:acks"
 
     @property
     def trader_fence(self) -> str:

@@ -829,7 +829,9 @@ def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int,
 #       then the other slots' doorbell keys (cleared)
 # ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 outcome (ok/error/idle), 15 median or reason,
 #       16 count, 17 members, 18 medians maxlen, 19 NS:trader ttl, 20 missed count, 21 last missed
-#       epoch, 22 its reason, then missed ranges not yet recorded: (first, last, reason) triples
+#       epoch, 22 its reason, 23 replicas reason ('' = none: a median makes the state ok; else the
+#       state stays error with it until the median is acknowledged, see TRADER_ACKED), 24 inputs
+#       ('' = not recorded), then missed ranges not yet recorded: (first, last, reason) triples
 TRADER_SETTLE = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
@@ -854,7 +856,7 @@ if outcome == 'ok' then
 end
 -- Epochs no trader settled (a stall, an outage, a takeover), recorded once: NS:events and NS:trader.
 if wrongtype(KEYS[9], 'stream') then redis.call('DEL', KEYS[9]) end
-for i = 23, #ARGV, 3 do
+for i = 25, #ARGV, 3 do
   redis.call('XADD', KEYS[9], 'MAXLEN', '~', ARGV[18], '*', 'status', 'missed', 'epoch', ARGV[i],
              'last', ARGV[i + 1], 'reason', ARGV[i + 2], 'fence', token, 'ts', now)
 end
@@ -864,9 +866,13 @@ end
 local status = outcome
 if outcome == 'ok' then
   if wrongtype(KEYS[6], 'stream') then redis.call('DEL', KEYS[6]) end
-  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[18], '*', 'epoch', epoch, 'median', ARGV[15],
-             'count', ARGV[16], 'members', ARGV[17], 'fence', token, 'ts', now)
-  redis.call('HSET', KEYS[5], 'state', 'ok', 'reason', '', 'epoch', epoch, 'median', ARGV[15],
+  local entry = {'epoch', epoch, 'median', ARGV[15], 'count', ARGV[16], 'members', ARGV[17], 'fence', token,
+                 'ts', now}
+  if ARGV[24] ~= '' then entry[#entry + 1] = 'inputs'; entry[#entry + 1] = ARGV[24] end
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[18], '*', unpack(entry))
+  local state, reason = 'ok', ''
+  if ARGV[23] ~= '' then state, reason = 'error', ARGV[23] end
+  redis.call('HSET', KEYS[5], 'state', state, 'reason', reason, 'epoch', epoch, 'median', ARGV[15],
              'count', ARGV[16], 'ts', now, 'fence', token, 'leader', owner, 'published', epoch)
   redis.call('DEL', KEYS[8])
   status, text = 'published', ''
@@ -919,7 +925,8 @@ class MissedRecord(NamedTuple):
 
 def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, outcome: str, text: str,
                   count: int = 0, members: str = "", medians_maxlen: int, state_ttl_ms: int,
-                  missed: MissedRecord = MissedRecord()) -> TraderSettled:
+                  missed: MissedRecord = MissedRecord(), replicas_reason: str = "",
+                  inputs: str = "") -> TraderSettled:
     # Every text this writes into NS:trader and NS:events is escaped and bounded here, whatever the
     # caller built it from: every reader of those keys gets one inert line (redismedian.text).
     if outcome != "ok":
@@ -928,9 +935,47 @@ def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: in
     raw = run(TRADER_SETTLE, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader, k.medians,
                               k.lease("trader"), k.ready(epoch), k.events, k.settled, *k.other_doorbells(epoch)],
               [*m, epoch, *t, outcome, text, count, members, medians_maxlen, state_ttl_ms,
-               missed.total, missed.last, shown(missed.reason, 500), *ranges])
+               missed.total, missed.last, shown(missed.reason, 500), shown(replicas_reason, LONG), inputs,
+               *ranges])
     s, now, inst, note, reason = _fields(raw, 5, "")
     return TraderSettled(s, int(now), inst, str(note or ""), str(reason or ""))
+
+
+# KEYS: lease, trader, events, acks   ARGV: owner|token, fence token, epoch, replicas that acknowledged,
+#       reason ('' = enough of them), stream maxlen, NS:trader ttl
+# After WAIT (--min-replicas N): record whether the epoch's median counts as published downstream.
+# Acknowledged: an NS:acks entry, and the state ok again when the median of this very epoch is what
+# NS:trader shows.  Not acknowledged: an ``unacknowledged`` gap in NS:events, and state error.
+TRADER_ACKED = PRELUDE + r"""
+if lease_get(KEYS[1]) ~= ARGV[1] then return 0 end
+local now = now_ms()
+if ARGV[5] == '' then
+  if wrongtype(KEYS[4], 'stream') then redis.call('DEL', KEYS[4]) end
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'epoch', ARGV[3], 'replicas', ARGV[4],
+             'fence', ARGV[2], 'ts', now)
+  if redis.call('TYPE', KEYS[2])['ok'] == 'hash' and redis.call('HGET', KEYS[2], 'published') == ARGV[3] then
+    redis.call('HSET', KEYS[2], 'state', 'ok', 'reason', '', 'acked', ARGV[3])
+    redis.call('PEXPIRE', KEYS[2], ARGV[7])
+  end
+else
+  if wrongtype(KEYS[3], 'stream') then redis.call('DEL', KEYS[3]) end
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'status', 'unacknowledged', 'epoch', ARGV[3],
+             'reason', ARGV[5], 'fence', ARGV[2], 'ts', now)
+  if wrongtype(KEYS[2], 'hash') then redis.call('DEL', KEYS[2]) end
+  redis.call('HSET', KEYS[2], 'state', 'error', 'reason', ARGV[5], 'epoch', ARGV[3], 'ts', now)
+  redis.call('PEXPIRE', KEYS[2], ARGV[7])
+end
+return 1
+"""
+
+
+def trader_acked(run: Runner, k: Keys, *, lease_value: str, token: str, epoch: int, replicas: int, reason: str,
+                 maxlen: int, state_ttl_ms: int) -> bool:
+    """Record the replicas' verdict on ``epoch``'s median (``reason`` '' = acknowledged); False when
+    the lead is no longer ours (nothing written)."""
+    raw = run(TRADER_ACKED, [k.lease("trader"), k.trader, k.events, k.acks],
+              [lease_value, token, epoch, replicas, shown(reason, LONG), maxlen, state_ttl_ms])
+    return bool(int(raw or 0))
 
 
 # KEYS: lease, acted, trader   ARGV: owner|token, epoch acted on ('' = only check the lead),
@@ -1116,7 +1161,7 @@ ROLE_SCRIPTS: dict[str, tuple[str, ...]] = {
     "generator": (LEASE_ACQUIRE, LEASE_RELEASE, GENERATOR_PUBLISH),
     "strategy": (LEASE_ACQUIRE, LEASE_RELEASE, STRATEGY_REPORT, STRATEGY_DOORBELL),
     "trader": (LEASE_ACQUIRE, LEASE_RELEASE, META_CREATE, TRADER_TICK, TRADER_SETTLE, TRADER_ACTED,
-               REGISTRY_ADMIT, REGISTRY_RESTORE),
+               TRADER_ACKED, REGISTRY_ADMIT, REGISTRY_RESTORE),
     "operator": (DEREGISTER,),
 }
 # The roles that may load scripts (the ACL grants them SCRIPT LOAD; the others wait for them).

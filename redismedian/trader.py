@@ -33,7 +33,7 @@ from .replies import xrange
 from .text import LONG, SHORT, quoted, shown
 from .scripts import (DECISION_MAX_BYTES, Missed, MissedRecord, RegistryChanged, Report, TraderArgs, TraderTicked,
                       parse_report,
-                      registry_admit, registry_restore, trader_acted, trader_settle, trader_tick)
+                      registry_admit, registry_restore, trader_acked, trader_acted, trader_settle, trader_tick)
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 # The decision keys are read with one MGET per part of this many keys (from N / 8, at least
@@ -48,6 +48,9 @@ MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the
 # busy at 100k strategies); after a ring that came early it waits as long before the next read.
 POLL_MIN_MS = 20
 READ_COST_FACTOR = 4
+# --min-replicas: the epoch in which a trader takes the lead is not published (docs/guarantees.md).
+TAKEOVER_REASON = ("took the lead in this epoch: the previous leader may have published it on a master that failed "
+                   "over; one median per epoch, so this one is not published (--min-replicas)")
 
 
 class Doorbell(NamedTuple):
@@ -177,6 +180,45 @@ def median_of_sorted(xs: Sequence[float]) -> float:
     return m if math.isfinite(m) else a / 2 + b / 2
 
 
+def inputs_text(raw: Sequence[bytes | str | None], epoch: int | None = None) -> str | None:
+    """The inputs record of a published median (pure): each member's decision number, in the members'
+    (sorted names') order, comma-separated, exactly as the strategy wrote it after ``<epoch>|``.  None
+    when a value is not a report (never for a read that published: every value was a valid decision)."""
+    if epoch is not None:
+        # Fast path (a published read: every value is "<epoch>|<number>", no ',' or '|' in a number):
+        # one join and one replace instead of a split per decision.
+        try:
+            joined = b"," + b",".join(raw)  # type: ignore[arg-type]   # TypeError: one missing or str
+        except TypeError:
+            joined = b""
+        head = b"," + str(epoch).encode() + b"|"
+        if joined and joined.count(head) == len(raw) and joined.count(b"|") == len(raw) \
+                and joined.count(b",") == len(raw):
+            return joined.replace(head, b",")[1:].decode("ascii", "replace")
+    out = []
+    for v in raw:
+        if v is None:
+            return None
+        b = v.encode() if isinstance(v, str) else v
+        _, sep, number = b.partition(b"|")
+        if not sep or b"," in number:
+            return None
+        out.append(number)
+    return b",".join(out).decode("ascii", "replace")
+
+
+def replicas_verdict(epoch: int, acked: int, needed: int, waited_ms: int, error: str = "") -> str:
+    """Whether ``epoch``'s median counts as published (pure): '' when ``needed`` replicas acknowledged
+    it, else the reason (the trader's state reason and the epoch's gap in NS:events)."""
+    if acked >= needed and not error:
+        return ""
+    why = (f"{acked} of {H.plural(needed, 'replica', 'replicas')} acknowledged the median of epoch {epoch} "
+           f"within {waited_ms} ms; --min-replicas {needed} needs {needed}")
+    if error:
+        why += f" (WAIT failed: {error})"
+    return why + "; not acted on"
+
+
 def missing_reason(problems: list[tuple[str, str]], nreg: int) -> str:
     """``1 of 2 strategies missing: X: why`` (at most REASONS_LIMIT named, within text.LONG
     characters).  Names and reasons are escaped and bounded (a name in the registry, a strategy's
@@ -245,8 +287,14 @@ class Trader(Component):
 
     def __init__(self, settings: Settings, decision_timeout_ms: int | None = None,
                  medians_maxlen: int = K.DEFAULT_MEDIANS_MAXLEN,
-                 on_median: Callable[[int, float, int], object] | None = None, **kw: Any) -> None:
+                 on_median: Callable[[int, float, int], object] | None = None, min_replicas: int = 0,
+                 record_inputs: bool = True, **kw: Any) -> None:
         super().__init__(settings, name=None, **kw)
+        self.min_replicas = min_replicas     # --min-replicas: WAIT for this many after each median (0: never)
+        self.record_inputs = record_inputs   # --record-inputs: each median keeps its members' decisions
+        self._inputs_history_warned = False  # said once: the inputs history outgrows INPUTS_HISTORY_WARN_BYTES
+        self.replicas_reason = ""            # while medians are not acknowledged: why (the state reason)
+        self._inputs_warned = False
         self.decision_timeout_ms = (decision_timeout_ms if decision_timeout_ms is not None
                                     else default_decision_timeout_ms(self.period_ms))
         self.medians_maxlen = medians_maxlen
@@ -308,6 +356,13 @@ class Trader(Component):
                 self.joins_flooded(epoch, t.flooded)
             if t.joins:
                 self.admit(list(t.joins))
+            if t.status == "lead" and t.took and self.min_replicas and t.prev is not None and t.prev >= epoch - 1:
+                # A leader settled the epoch before: it may have published this very epoch too, on a
+                # master that failed over since (its publication and its lease lost with it).  One
+                # median per epoch: not again.
+                self.miss(epoch, epoch, TAKEOVER_REASON)
+                self.act()
+                return
             if t.status == "lead":
                 break
             if t.status == "starting":
@@ -422,10 +477,13 @@ class Trader(Component):
             outcome, text = verdict(got, len(names))
             count = len(names) if outcome == "ok" else 0
             members = ",".join(names) if outcome == "ok" and count <= K.MEDIAN_MEMBERS_LIMIT else ""
-            settled = self.settle(epoch, outcome, text, count, members)
+            inputs = self.inputs_record(epoch, seen.decisions) if outcome == "ok" else ""
+            settled = self.settle(epoch, outcome, text, count, members, inputs)
             if settled != "registry":
                 if settled == "published":
                     self.doorbell_verdict(epoch, bell, len(names))
+                    if self.min_replicas:
+                        self.await_replicas(epoch)
                 return
             checks += 1
             if checks > MAX_REGISTRY_CHECKS:
@@ -627,12 +685,77 @@ class Trader(Component):
             self.log.warning("registry repaired: %s", r.note)
         self.sync_registry(r.instance)
 
-    def settle(self, epoch: int, outcome: str, text: str, count: int = 0, members: str = "") -> str:
+    def inputs_record(self, epoch: int, decisions: Sequence[bytes | None]) -> str:
+        """The inputs field of the median's NS:medians entry ('' when not recorded: --no-record-inputs,
+        or larger than one Redis argument may be)."""
+        if not self.record_inputs:
+            return ""
+        text = inputs_text(decisions, epoch)
+        if text is None or len(text) > K.INPUTS_MAX_BYTES:
+            if not self._inputs_warned:
+                self._inputs_warned = True
+                self.log.warning("not recording the inputs of the medians: %s (redismedian verify names "
+                                 "these epochs; run with --no-record-inputs at this size)",
+                                 "a decision read is not a report" if text is None else
+                                 f"{len(text)} bytes, more than {K.INPUTS_MAX_BYTES}")
+            return ""
+        projected = len(text) * self.medians_maxlen
+        if projected > K.INPUTS_HISTORY_WARN_BYTES and not self._inputs_history_warned:
+            self._inputs_history_warned = True
+            self.log.warning("the medians history will hold about %d MB of recorded inputs (%d bytes an epoch, "
+                             "--medians-maxlen %d): more than %d MB of Redis memory (the shipped maxmemory is "
+                             "1 GB); lower --medians-maxlen, or run with --no-record-inputs", projected // 2**20,
+                             len(text), self.medians_maxlen, K.INPUTS_HISTORY_WARN_BYTES // 2**20)
+        return text
+
+    # -- --min-replicas: a median counts once N replicas hold it ---------------------------------------
+    def wait_replicas(self, n: int, timeout_ms: int) -> int:
+        """Redis WAIT: how many replicas acknowledged every write of this connection so far (the thin
+        I/O boundary: unit tests replace it)."""
+        return int(self.client.execute_command("WAIT", n, timeout_ms))
+
+    def await_replicas(self, epoch: int) -> None:
+        """After publishing ``epoch``: WAIT for --min-replicas replicas, at most until the period ends
+        (and within the socket timeout), and record the verdict (NS:acks, or a gap in NS:events and
+        the state error naming the replicas)."""
+        start = self.clock.now_ms()
+        left = boundary_ms(epoch + 1, self.period_ms) - start
+        timeout = max(1, min(left, int(self.settings.socket_timeout * 1000) - 100))
+        error = ""
+        acked = 0
+        try:
+            acked = self.wait_replicas(self.min_replicas, timeout)
+        except redis.exceptions.ResponseError as e:
+            error = describe_error(e)
+        waited = max(0, self.clock.now_ms() - start)
+        reason = replicas_verdict(epoch, acked, self.min_replicas, waited, error)
+        leading = trader_acked(self.run_script, self.keys, lease_value=f"{self.settings.owner}|{self.token}",
+                               token=self.token, epoch=epoch, replicas=acked, reason=reason,
+                               maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms)
+        if not leading:
+            self.log.warning("lost the lead before recording the replicas of epoch %d; standing by", epoch)
+            self.token = ""
+            return
+        if reason:
+            self.log.warning("epoch %d not published: %s", epoch, reason)
+            self.replicas_reason = reason
+            self.state = "error"
+            self.metrics.state("error")
+            self.metrics.error("replicas")
+        elif self.replicas_reason:
+            self.log.info("replicas acknowledge the medians again (epoch %d: %d)", epoch, acked)
+            self.replicas_reason = ""
+            self.state = "ok"
+            self.metrics.state("ok")
+
+    def settle(self, epoch: int, outcome: str, text: str, count: int = 0, members: str = "",
+               inputs: str = "") -> str:
         if outcome != "ok":
             text = shown(text, LONG)   # as trader_settle writes it: the log line says what NS:trader says
         r = trader_settle(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
                           outcome=outcome, text=text, count=count, members=members,
-                          medians_maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms, missed=self.missed)
+                          medians_maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms, missed=self.missed,
+                          replicas_reason=self.replicas_reason if self.min_replicas else "", inputs=inputs)
         if r.note:
             self.log.warning("registry repaired: %s", r.note)
         if r.status in ("published", "error", "starting", "idle"):
@@ -641,8 +764,9 @@ class Trader(Component):
         if r.status == "published":
             self.last_published = epoch
             self.log.info("median: %s", text)
-            self.state = "ok"
-            self.metrics.state("ok")
+            if not (self.min_replicas and self.replicas_reason):   # else: ok once the replicas acknowledge
+                self.state = "ok"
+                self.metrics.state("ok")
             self.metrics.median(float(text))
             self.metrics.submitted(r.now)
         elif r.status == "error":
@@ -722,6 +846,15 @@ class Trader(Component):
             m = parse_median(entry_id, fields)
             if m is not None and m.epoch > acted:
                 out.append(m)
+        if self.min_replicas and out:
+            # Only the medians that --min-replicas replicas acknowledged count as published.
+            acked = set()
+            for _id, fields in xrange(self.client, self.keys.acks, min=f"{start}-0", count=K.ACTION_BACKLOG):
+                f = fields or {}
+                e = parse_int(f.get(b"epoch", f.get("epoch")))
+                if e is not None:
+                    acked.add(e)
+            out = [m for m in out if m.epoch in acked]
         return sorted(out, key=lambda m: m.epoch)
 
     # -- registrations ----------------------------------------------------------------------------

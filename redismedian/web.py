@@ -307,12 +307,17 @@ def epoch_kinds(medians: Iterable[Median], events: Iterable[Event], first: int, 
                 ) -> tuple[dict[int, float], dict[int, tuple[str, str]]]:
     """The published medians of ``first..last`` (epoch -> median) and the epochs recorded as not
     published (epoch -> (``error`` or ``missed``, reason)).  A published epoch wins (a new leader
-    may publish an epoch that was recorded missed)."""
+    may publish an epoch that was recorded missed), except over an ``unacknowledged`` record: that
+    median was written but not enough replicas held it in time (``--min-replicas``), so it does not
+    count as published."""
     points: dict[int, float] = {}
     for m in medians:
         if first <= m.epoch <= last:
             points[m.epoch] = m.median
     gaps: dict[int, tuple[str, str]] = {}
+    for ev in events:
+        if ev.status == "unacknowledged" and first <= ev.epoch <= last:
+            points.pop(ev.epoch, None)
     for ev in events:
         for e in range(max(first, ev.epoch), min(last, ev.last) + 1):
             if e not in points:
@@ -382,7 +387,8 @@ def chart_svg(points: dict[int, float], gaps: dict[int, tuple[str, str]], first:
         w = max((e1 - e0 + 1) * slot, 1.5)
         what = f"epoch {e0}" if e0 == e1 else f"epochs {e0}-{e1}"
         why = gaps.get(e0, ("", ""))[1]
-        label = {"error": "trader in error", "missed": "missed", "unknown": "no record (no trader? Redis?)"}[kind]
+        label = {"error": "trader in error", "missed": "missed", "unknown": "no record (no trader? Redis?)",
+                 "unacknowledged": "median not acknowledged by the replicas: not published"}.get(kind, kind)
         title = f"{what}: {label}" + (f": {shown(why)}" if why else "")   # escaped text, then XML-escaped
         out.append(f'<rect x="{x0:.1f}" y="{top}" width="{w:.1f}" height="{ph}" class="gap gap-{kind}" '
                    f'data-epochs="{e0}-{e1}"><title>{escape(title)}</title></rect>')
@@ -617,7 +623,8 @@ class WebState:
         first = max(last - span + 1, earliest)
         span = last - first + 1
         points, gaps = epoch_kinds(self.medians, self.events, first, last)
-        counts = {"published": len(points), "error": sum(1 for k, _ in gaps.values() if k == "error"),
+        counts = {"published": len(points),
+                  "error": sum(1 for k, _ in gaps.values() if k in ("error", "unacknowledged")),
                   "missed": sum(1 for k, _ in gaps.values() if k == "missed")}
         counts["unknown"] = span - sum(counts.values())
         return {"svg": chart_svg(points, gaps, first, last, period_ms), "span": span,

@@ -230,6 +230,19 @@ def test_the_chart_never_draws_across_a_gap():
     assert web.chart_svg({}, {}, 0, -1, None).endswith("</svg>")
 
 
+def test_an_unacknowledged_median_is_a_gap_not_a_point():
+    # --min-replicas: the median of epoch 12 was written, but not enough replicas held it in time.
+    medians = [_median(e, 0.5) for e in [10, 11, 12, 13]]
+    points, gaps = web.epoch_kinds(medians, [_event("unacknowledged", 12, reason="0 of 1 replica <x>")], 10, 13)
+    assert sorted(points) == [10, 11, 13] and gaps == {12: ("unacknowledged", "0 of 1 replica <x>")}
+    root = ET.fromstring(web.chart_svg(points, gaps, 10, 13, 500))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    bands = {(b.get("class"), b.get("data-epochs")) for b in root.findall("s:rect", ns) if "gap" in b.get("class")}
+    assert bands == {("gap gap-unacknowledged", "12-12")}
+    titles = "".join(t.text for t in root.iter("{http://www.w3.org/2000/svg}title"))
+    assert "not acknowledged by the replicas" in titles and "0 of 1 replica <x>" in titles
+
+
 def test_the_chart_window_is_the_last_hour_or_the_last_1000_epochs():
     assert web.chart_span(60_000) == 60 and web.chart_span(1000) == 1000 and web.chart_span(500) == 1000
     assert web.chart_span(None) == 0

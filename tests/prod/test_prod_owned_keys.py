@@ -157,7 +157,7 @@ def _attack_surface(admin, epoch: int) -> list[str]:
     for g in GENERATORS:
         keys |= {K.signal(g), K.signal_feed(g), K.lease("generator", g)}
     keys |= {K.meta, K.strategies, K.registry_backup, K.deregistered, K.joins, K.trader, K.medians, K.events,
-             K.lease("trader"), K.trader_fence, K.settled, K.acted, K.traders}
+             K.lease("trader"), K.trader_fence, K.settled, K.acted, K.traders, K.acks}
     return sorted(keys)
 
 
@@ -234,6 +234,8 @@ def test_every_role_can_write_only_its_own_keys_and_the_doorbells(world):
         lambda: S.trader_tick(run_as_x, K, meta, S.TraderArgs("", "", 0, 0, 0, -1, ""), epoch=epoch + 1,
                               heartbeat_ttl_ms=1000, joins_per_tick=10, state_ttl_ms=1500),
         lambda: S.trader_acted(run_as_x, K, lease_value="attacker|1", epoch=epoch + 1, error="", state_ttl_ms=1500),
+        lambda: S.trader_acked(run_as_x, K, lease_value="attacker|1", token="1", epoch=epoch + 1, replicas=9,
+                               reason="", maxlen=10, state_ttl_ms=1500),
         lambda: S.generator_publish(run_as_x, K, meta, name="g1", epoch=epoch + 1, value="1000", status="ok",
                                     error="", signal_ttl_ms=1000, feed_maxlen=10),
         lambda: S.lease_acquire(run_as_x, K.lease("strategy", "Y"), owner="attacker|0", ttl_ms=100_000),

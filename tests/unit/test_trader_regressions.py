@@ -34,7 +34,7 @@ def test_lease_renewed_within_its_ttl_while_strategies_are_late(period_ms, monke
         value = f"{epoch}|0.5".encode() if epoch == first_epoch else None
         return Seen([value, value], 1, 2)
 
-    def settle(epoch, outcome, text, count=0, members=""):
+    def settle(epoch, outcome, text, count=0, members="", inputs=""):
         settled.append((epoch, outcome))
         return TraderSettled("published" if outcome == "ok" else outcome, clock.now_ms(), "inst", "", "").status
 

@@ -1,0 +1,163 @@
+"""--min-replicas against a real master and a real replica (period 0.5 s): medians are acted on while
+the replica acknowledges them; with the replica stopped (SIGSTOP) the trader goes to error naming the
+replicas, --on-median is not called for those epochs, each is recorded as an `unacknowledged` gap,
+`check` exits 1; resumed, the trader is ok again.  Then `redismedian verify` holds over the whole
+history (every median recomputed from the inputs recorded with it)."""
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+from tests.fault.test_fault_sentinel import SENTINEL_PW, sentinel_deployment  # noqa: F401 - the fixture
+from tests.support import Cluster, RedisServer, wait_until
+
+NS = "t"
+PERIOD = 0.5
+
+
+def _entries(admin, key):
+    return [f for _id, f in admin.xrange(key)]
+
+
+def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
+    replica = RedisServer(tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
+    cluster = Cluster(redis_server.url, tmp_path, period=PERIOD, namespace=NS)
+    try:
+        admin = redis_server.client(decode_responses=True)
+        wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
+                   what="the replica in sync")
+        log = tmp_path / "acted.log"
+        env = cluster.env(REDISMEDIAN_TEST_ACTED=str(log), REDISMEDIAN_MIN_REPLICAS="1")
+        cluster.generator("g1", "tests.plugins:sig_a")
+        cluster.generator("g2", "tests.plugins:sig_b")
+        cluster.strategy("X", "g1")
+        cluster.strategy("Y", "g2")
+        trader = cluster.start("trader", "--on-median", "tests.plugins:record_median", name="trader", env=env)
+
+        def acted() -> list[int]:
+            return [int(line.split()[0]) for line in log.read_text().splitlines()] if log.exists() else []
+
+        def state() -> tuple[str, str]:
+            h = admin.hgetall(f"{NS}:trader")
+            return h.get("state", ""), h.get("reason", "")
+
+        wait_until(lambda: len(acted()) >= 3 and state()[0] == "ok", 30, what="medians acted on with a replica")
+        assert cluster.cli("check").returncode == 0
+
+        replica.pause()
+        stopped_at = time.time()
+        reason = wait_until(lambda: (lambda s: s[1] if s[0] == "error" else None)(state()), 10,
+                            what="the trader in error for the replicas")
+        assert "0 of 1 replica acknowledged the median of epoch" in reason and "--min-replicas 1 needs 1" in reason
+        gaps = lambda: [int(e["epoch"]) for e in _entries(admin, f"{NS}:events")  # noqa: E731
+                        if e.get("status") == "unacknowledged"]
+        wait_until(lambda: len(gaps()) >= 3, 10, what="three unacknowledged epochs")
+        r = cluster.cli("check")
+        assert r.returncode == 1 and "replica" in r.stdout + r.stderr, r.stdout + r.stderr
+        acted_while_stopped = [e for e in acted() if e in gaps()]
+        assert acted_while_stopped == [], f"acted on unacknowledged epochs {acted_while_stopped}"
+
+        replica.resume()
+        resumed_at = time.time()
+        wait_until(lambda: state()[0] == "ok", 10, what="the trader ok again")
+        back_after = time.time() - resumed_at
+        n = len(acted())
+        wait_until(lambda: len(acted()) >= n + 2, 10, what="acting again")
+        trader.stop()
+
+        medians = {int(m["epoch"]): m for m in _entries(admin, f"{NS}:medians")}
+        acks = {int(a["epoch"]) for a in _entries(admin, f"{NS}:acks")}
+        unacked = set(gaps())
+        assert unacked and unacked <= set(medians), "the unacknowledged medians were written, and never acted on"
+        assert not unacked & set(acted())
+        assert set(acted()) <= acks, "every epoch acted on was acknowledged by the replica"
+        assert not acks & unacked
+        # The replica holds every acknowledged median.
+        held = {int(m["epoch"]) for _id, m in replica.client(decode_responses=True).xrange(f"{NS}:medians")}
+        wait_until(lambda: acks <= {int(m["epoch"]) for _id, m in
+                                    replica.client(decode_responses=True).xrange(f"{NS}:medians")}, 5,
+                   what=f"the replica to hold every acknowledged median (held {len(held)})")
+        print(f"\nreplica stopped {resumed_at - stopped_at:.1f}s: {len(unacked)} epochs unacknowledged, "
+              f"ok again {back_after:.2f}s after SIGCONT")
+
+        v = cluster.cli("verify")
+        assert v.returncode == 0 and "all hold" in v.stdout, v.stdout + v.stderr
+        assert f"{len(medians)} medians checked" in v.stdout
+    finally:
+        if replica.proc and replica.proc.poll() is None:
+            replica.resume()
+        cluster.stop_all()
+        replica.kill()
+
+
+def test_sentinel_failover_with_min_replicas_keeps_every_acted_median(sentinel_deployment, tmp_path):  # noqa: F811
+    """A Sentinel failover (kill -9 of the master) under --min-replicas 1 with two traders: every epoch
+    acted on before is in the promoted replica's history with the median acted on; with no replica left
+    the trader is in error naming the replicas and acts on nothing; once the old master is back (as a
+    replica) it is ok and acts again; no epoch acted on with two medians, none published twice."""
+    d = sentinel_deployment
+    os.environ["REDISMEDIAN_SENTINEL_PASSWORD"] = SENTINEL_PW
+    cluster = Cluster(d.url(), tmp_path, period=PERIOD, namespace=NS)
+    try:
+        log = tmp_path / "acted.log"
+        env = cluster.env(REDISMEDIAN_TEST_ACTED=str(log), REDISMEDIAN_MIN_REPLICAS="1")
+        cluster.generator("g1", "tests.plugins:sig_a")
+        cluster.generator("g2", "tests.plugins:sig_b")
+        cluster.strategy("X", "g1")
+        cluster.strategy("Y", "g2")
+        traders = [cluster.start("trader", "--on-median", "tests.plugins:record_median", name=f"trader{i}", env=env)
+                   for i in range(2)]
+
+        def acted() -> list[tuple[int, str]]:
+            return [(int(a), m) for a, m, _f in (line.split() for line in log.read_text().splitlines())] \
+                if log.exists() else []
+
+        def state(server) -> tuple[str, str]:
+            try:
+                h = server.client(decode_responses=True, socket_timeout=1).hgetall(f"{NS}:trader")
+            except redis.exceptions.RedisError:
+                return "", ""
+            return h.get("state", ""), h.get("reason", "")
+
+        wait_until(lambda: len(acted()) >= 3, 30, what="medians acted on through Sentinel")
+        before = len(acted())
+        kill_ms = time.time() * 1000
+        d.master.kill()
+        wait_until(lambda: d.master_port() == d.replica.port, 30, interval=0.05, what="the sentinels' failover")
+        promoted_ms = time.time() * 1000
+        reason = wait_until(lambda: (lambda s: s[1] if s[0] == "error" and "replica" in s[1] else None)(
+            state(d.replica)), 15, what="the trader in error: no replica left")
+        assert "0 of 1 replica acknowledged" in reason
+        n_error = len(acted())
+        d.master.start()                     # back empty; the sentinels make it a replica of the new master
+        wait_until(lambda: state(d.replica)[0] == "ok", 60, interval=0.1, what="ok again with the old master as replica")
+        back_ms = time.time() * 1000
+        wait_until(lambda: len(acted()) >= n_error + 3, 15, what="acting again")
+        for t in traders:
+            t.stop()
+
+        final = d.replica.client(decode_responses=True)
+        history = [(int(f["epoch"]), f["median"]) for _id, f in final.xrange(f"{NS}:medians")]
+        epochs = [e for e, _m in history]
+        published_twice = sorted({e for e in epochs if epochs.count(e) > 1})
+        median_of = dict(history)
+        by_epoch: dict[int, set[str]] = {}
+        for e, m in acted():
+            by_epoch.setdefault(e, set()).add(m)
+        two_medians = sorted(e for e, ms in by_epoch.items() if len(ms) > 1)
+        missing = sorted(e for e in by_epoch if e not in median_of)
+        wrong = sorted(e for e, ms in by_epoch.items() if e in median_of and {repr(float(median_of[e]))} != ms)
+        unacked_acted = sorted(set(by_epoch) & {int(f["epoch"]) for _id, f in final.xrange(f"{NS}:events")
+                                                 if f.get("status") == "unacknowledged"})
+        period_ms = PERIOD * 1000
+        print(f"\nsentinel failover with --min-replicas 1: {before} acted before the kill, promotion after "
+              f"{(promoted_ms - kill_ms) / period_ms:.1f} periods, ok again {(back_ms - promoted_ms) / period_ms:.1f} "
+              f"periods after the promotion (old master back as replica); acted epochs missing {missing}, "
+              f"acted with two medians {two_medians}, published twice {published_twice}")
+        assert missing == [] and two_medians == [] and published_twice == [] and wrong == [] and unacked_acted == []
+        assert len(acted()) >= before + 3
+    finally:
+        os.environ.pop("REDISMEDIAN_SENTINEL_PASSWORD", None)
+        cluster.stop_all()

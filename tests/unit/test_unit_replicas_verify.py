@@ -1,0 +1,196 @@
+"""--min-replicas (a median counts once N replicas hold it) and `redismedian verify` (every median
+recomputed from the inputs recorded with it), on fakeredis: WAIT is replaced at its one I/O boundary
+(Trader.wait_replicas), the decision around it is the trader's own."""
+import pytest
+from click.testing import CliRunner
+
+from redismedian import cli as cli_mod
+from redismedian.following import parse_event
+from redismedian.trader import inputs_text, replicas_verdict
+from redismedian.verifying import check_entry, verify
+from tests.unit.test_unit_trader import submit
+from tests.unit_support import Env, messages
+
+
+def events(env):
+    return [{k.decode(): v.decode() for k, v in f.items()} for _id, f in env.r.xrange(env.k.events)]
+
+
+def acks(env):
+    return [{k.decode(): v.decode() for k, v in f.items()} for _id, f in env.r.xrange(env.k.acks)]
+
+
+# -- the pure decisions ------------------------------------------------------------------------------
+def test_replicas_verdict_names_the_replicas():
+    assert replicas_verdict(7, 2, 2, 3) == ""
+    assert replicas_verdict(7, 3, 2, 3) == ""
+    assert replicas_verdict(7, 1, 2, 120) == ("1 of 2 replicas acknowledged the median of epoch 7 within 120 ms; "
+                                              "--min-replicas 2 needs 2; not acted on")
+    assert replicas_verdict(7, 0, 1, 500).startswith("0 of 1 replica acknowledged the median of epoch 7 within 500 ms")
+    assert "WAIT failed: NOPERM" in replicas_verdict(7, 5, 1, 0, "NOPERM")
+
+
+def test_inputs_text_keeps_each_decision_as_written():
+    assert inputs_text([b"5|1.5", b"5|-2e3", b"5|0"]) == "1.5,-2e3,0"
+    assert inputs_text([b"5|1.5", None]) is None
+    assert inputs_text([b"garbage"]) is None
+    # The fast path gives what the general one gives, and falls back on anything unusual.
+    for raw in ([b"5|1.5", b"5|-2e3", b"5|0"], [b"5|1", b"6|2"], [b"5|1|2"], [b"5|1,2"], [b"5|1", None], []):
+        assert inputs_text(raw, 5) == inputs_text(raw), raw
+
+
+# -- --min-replicas ----------------------------------------------------------------------------------
+def run_epoch(env, t, epoch, **values):
+    submit(env, epoch, **values)
+    env.at(epoch)
+    t.step(epoch)
+
+
+def test_the_takeover_epoch_is_not_published(monkeypatch):
+    # A leader published E-1, then lost its lease (as at a failover that lost its last writes): a trader
+    # with --min-replicas taking the lead in E does not publish E (the old leader may have), but E+1.
+    env = Env(monkeypatch)
+    old = env.trader()
+    run_epoch(env, old, env.E - 1, A=1.0)
+    env.r.delete(env.k.lease("trader"))
+    t = env.trader(min_replicas=1)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    run_epoch(env, t, env.E, A=1.0)
+    assert t.token and "took the lead in this epoch" in t.missed.reason
+    assert [m["epoch"] for m in env.medians()] == [str(env.E - 1)]
+    run_epoch(env, t, env.E + 1, A=1.0)
+    assert [m["epoch"] for m in env.medians()] == [str(env.E - 1), str(env.E + 1)]
+    missed = [e for e in events(env) if e["status"] == "missed"]
+    assert [(e["epoch"], e["last"]) for e in missed] == [(str(env.E), str(env.E))]
+    assert "previous leader may have published it" in missed[0]["reason"]
+    # Without --min-replicas (today's behaviour), a takeover publishes its epoch.
+    env.r.delete(env.k.lease("trader"))
+    t0 = env.trader()
+    run_epoch(env, t0, env.E + 2, A=1.0)
+    assert env.medians()[-1]["epoch"] == str(env.E + 2)
+
+
+def test_acknowledged_medians_are_acted_on_unacknowledged_never(monkeypatch, caplog):
+    env = Env(monkeypatch)
+    acted = []
+    waits = []
+    replicas = {"n": 1}
+    t = env.trader(on_median=lambda e, m, f: acted.append((e, m)), min_replicas=1)
+
+    def wait(n, timeout_ms):
+        waits.append((n, timeout_ms))
+        return replicas["n"]
+    t.wait_replicas = wait
+    E = env.E
+    run_epoch(env, t, E, A=1.0, B=3.0)
+    assert acted == [(E, 2.0)]
+    assert waits[0][0] == 1 and 0 < waits[0][1] <= env.period_ms, "bounded by what is left of the period"
+    assert [a["epoch"] for a in acks(env)] == [str(E)]
+    assert env.hash(env.k.trader)["state"] == "ok"
+
+    replicas["n"] = 0                    # the replica stopped answering
+    run_epoch(env, t, E + 1, A=5.0, B=7.0)
+    run_epoch(env, t, E + 2, A=1.0, B=1.0)
+    assert acted == [(E, 2.0)], "a median no replica acknowledged is never acted on"
+    h = env.hash(env.k.trader)
+    assert h["state"] == "error"
+    assert h["reason"].startswith(f"0 of 1 replica acknowledged the median of epoch {E + 2} within ")
+    assert "--min-replicas 1 needs 1" in h["reason"]
+    gaps = [e for e in events(env) if e["status"] == "unacknowledged"]
+    assert [g["epoch"] for g in gaps] == [str(E + 1), str(E + 2)] and "replica" in gaps[0]["reason"]
+    assert [m["epoch"] for m in env.medians()] == [str(E), str(E + 1), str(E + 2)], "written, not published"
+    assert any("not published" in m for m in messages(caplog))
+    # follow (and the page) read the gap as an epoch that was not published.
+    (gap_id, gap_fields), = [x for x in env.r.xrange(env.k.events) if x[1][b"status"] == b"unacknowledged"][:1]
+    ev = parse_event(gap_id, gap_fields)
+    assert ev is not None and (ev.status, ev.epoch) == ("unacknowledged", E + 1)
+
+    replicas["n"] = 1                    # back
+    run_epoch(env, t, E + 3, A=2.0, B=2.0)
+    assert acted == [(E, 2.0), (E + 3, 2.0)], "back to acting, skipping the unacknowledged epochs"
+    h = env.hash(env.k.trader)
+    assert (h["state"], h["reason"], h["acked"]) == ("ok", "", str(E + 3))
+
+
+def test_while_replicas_lag_a_new_median_does_not_show_ok(monkeypatch):
+    env = Env(monkeypatch)
+    t = env.trader(min_replicas=2)
+    seen_states = []
+
+    def wait(n, timeout_ms):
+        seen_states.append(env.hash(env.k.trader)["state"])   # what a reader sees during the WAIT
+        return 1
+    t.wait_replicas = wait
+    run_epoch(env, t, env.E, A=1.0)
+    run_epoch(env, t, env.E + 1, A=1.0)
+    assert seen_states == ["ok", "error"], "once in error for the replicas, a median alone does not make it ok"
+    assert "1 of 2 replicas" in env.hash(env.k.trader)["reason"]
+
+
+def test_without_min_replicas_no_wait_is_sent(monkeypatch):
+    env = Env(monkeypatch)
+    t = env.trader()
+    t.wait_replicas = lambda n, timeout_ms: pytest.fail("WAIT sent with --min-replicas 0")
+    run_epoch(env, t, env.E, A=1.0, B=2.0)
+    assert env.medians()[0]["median"] == "1.5" and not env.r.exists(env.k.acks)
+
+
+# -- inputs and verify -------------------------------------------------------------------------------
+def test_each_median_records_its_inputs_and_verify_holds(monkeypatch, caplog):
+    env = Env(monkeypatch)
+    t = env.trader()
+    run_epoch(env, t, env.E, B=3.0, A=1.0, C=2.5)
+    assert not [m for m in messages(caplog) if "recorded inputs" in m], "a small history: nothing to say"
+    (m,) = env.medians()
+    assert m["inputs"] == "1.0,3.0,2.5", "the decisions in the members' order"
+    assert check_entry(m) == (env.E, "")
+    assert verify(env.r, env.k) == (1, [])
+    assert verify(env.r, env.k, since=env.E + 1) == (0, [])
+
+
+def test_an_inputs_history_that_would_outgrow_the_memory_is_said_once(monkeypatch, caplog):
+    """Recorded inputs cost about 20 bytes per strategy per epoch: over --medians-maxlen epochs that can
+    pass the shipped maxmemory.  The trader says so once, with the figures, and goes on recording."""
+    env = Env(monkeypatch)
+    t = env.trader(medians_maxlen=200_000_000)
+    for e in (env.E, env.E + 1):
+        run_epoch(env, t, e, A=1.0, B=2.0)
+    said = [m for m in messages(caplog) if "recorded inputs" in m]
+    assert len(said) == 1 and "--medians-maxlen 200000000" in said[0] and "--no-record-inputs" in said[0], said
+    assert all(m.get("inputs") for m in env.medians())
+
+
+def test_no_record_inputs(monkeypatch):
+    env = Env(monkeypatch)
+    run_epoch(env, env.trader(record_inputs=False), env.E, A=1.0)
+    assert "inputs" not in env.medians()[0]
+    assert verify(env.r, env.k) == (1, [(str(env.E), "no recorded inputs")])
+
+
+@pytest.mark.parametrize("field,value,why", [
+    ("median", "2.0", "published median '2.0', its inputs give 2.5"),
+    ("inputs", "1.0,3.0,2.6", "published median '2.5', its inputs give 2.6"),
+    ("inputs", "1.0,3.0", "2 inputs recorded for a count of '3'"),
+    ("inputs", "1.0,nan,2.5", "input 2 'nan' is not a finite number"),
+    ("count", "4", "3 inputs recorded for a count of '4'"),
+    ("members", "A,B", "2 members named for 3 inputs"),
+])
+def test_a_forged_median_or_input_does_not_hold(monkeypatch, field, value, why):
+    env = Env(monkeypatch)
+    t = env.trader()
+    run_epoch(env, t, env.E, A=1.0, B=3.0, C=2.5)
+    run_epoch(env, t, env.E + 1, A=1.0, B=3.0, C=2.5)
+    (_id1, f1), (id2, f2) = env.r.xrange(env.k.medians)
+    forged = {k.decode(): v.decode() for k, v in f2.items()}
+    forged[field] = value
+    env.r.xdel(env.k.medians, id2)
+    env.r.xadd(env.k.medians, forged)
+    assert verify(env.r, env.k) == (2, [(str(env.E + 1), why)])
+    runner = CliRunner()
+    monkeypatch.setattr(cli_mod, "_operator_client", lambda url, ns: env.r)
+    r = runner.invoke(cli_mod.cli, ["verify", "--namespace", "t"])
+    assert r.exit_code == 1, r.output
+    assert f"epoch {env.E + 1}: does not hold: {why}" in r.output
+    assert "1 of 2 medians do not hold" in r.output and f"epoch {env.E}:" not in r.output
+    r = runner.invoke(cli_mod.cli, ["verify", "--namespace", "t", "--since", str(env.E + 2)])
+    assert (r.exit_code, r.output.strip()) == (0, "0 medians checked: all hold")
