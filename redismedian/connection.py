@@ -229,8 +229,22 @@ NOT_READY = ("Connection not ready", "Connection has data")
 
 
 class ReadyPool(redis.ConnectionPool):
-    """redis-py's pool, asking twice more for a connection that it found "not ready" right after
-    connecting (:data:`NOT_READY`)."""
+    """redis-py's pool, draining what a fresh TLS connection holds that is no reply before redis-py
+    checks it (``ensure_connection``, redis-py 8), and asking twice more for a connection that it
+    found "not ready" right after connecting (:data:`NOT_READY`)."""
+
+    def ensure_connection(self, connection: Any) -> None:
+        connection.connect()
+        if isinstance(connection, redis.connection.SSLConnection) and connection.can_read():
+            try:
+                # The socket was readable: TLS records (session tickets) that carry no reply, as a short
+                # read shows; anything else read here is a stale reply, drained as redis-py would discard it.
+                connection.read_response(timeout=0.05, disconnect_on_error=False)
+            except (redis.exceptions.TimeoutError, TypeError):   # TypeError: a redis-py without these options
+                pass
+            except redis.exceptions.RedisError:
+                connection.disconnect()
+        super().ensure_connection(connection)   # redis-py 8 (only it calls this)
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         for attempt in range(3):

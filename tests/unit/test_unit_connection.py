@@ -154,3 +154,36 @@ def test_a_connection_found_not_ready_right_after_connecting_is_asked_for_again(
     with pytest.raises(redis.exceptions.ConnectionError, match="111"):
         client.connection_pool.get_connection()
     assert len(calls) == 1, "a refused connection is not asked for again here (the components' loops retry)"
+
+
+def test_a_fresh_tls_connection_readable_without_a_reply_is_drained_not_dropped(monkeypatch):
+    """A TLS 1.3 server's session tickets make a fresh connection's socket readable with no reply in it:
+    our pool reads it once briefly (nothing but TLS records: a timeout) before redis-py's own check, which
+    would otherwise reconnect, meet the same, and give up with "Connection not ready"."""
+    import redis
+    from redismedian.connection import ReadyPool
+
+    class FakeTLS(redis.connection.SSLConnection):
+        def __init__(self):
+            self.events, self.pending = [], ["tickets"]
+
+        def connect(self):
+            self.events.append("connect")
+
+        def can_read(self, timeout=0):
+            return bool(self.pending)
+
+        def read_response(self, **kw):
+            self.events.append(("read", kw.get("timeout")))
+            self.pending.clear()
+            raise redis.exceptions.TimeoutError("Timeout reading")
+
+        def disconnect(self, *a, **kw):
+            self.events.append("disconnect")
+
+    checked = []
+    monkeypatch.setattr(redis.ConnectionPool, "ensure_connection",
+                        lambda self, c: checked.append(c.can_read()), raising=False)
+    conn = FakeTLS()
+    ReadyPool().ensure_connection(conn)
+    assert conn.events == ["connect", ("read", 0.05)] and checked == [False], (conn.events, checked)
