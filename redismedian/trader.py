@@ -43,11 +43,13 @@ READ_WINDOW = 2      # parts sent ahead of the one being judged (the rest are se
 MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the epoch up
 # The doorbell is a hint that anybody with a strategy's credentials can spoil (INCR NS:count:<E>
 # ahead, RPUSH NS:ready:<E> early).  When the count read beside the decisions shows more submissions
-# than registered strategies, the ring may never come: the trader then reads every POLL_MIN_MS at
-# least, or every READ_COST_FACTOR times what one read costs (so that polling keeps Redis at most ~20%
-# busy at 100k strategies); after a ring that came early it waits as long before the next read.
+# than registered strategies, the ring may never come: the trader then reads every POLL_MIN_MS, or
+# every POLL_US_PER_STRATEGY per registered strategy when that is longer (a read costs Redis about
+# 1 us per key: polling keeps it at most ~25% busy at 100k strategies, 400 ms apart); after a ring
+# that came early it waits as long before the next read.  From the registry's size, not from timing
+# reads: on a loaded machine a read of 3 keys can take 50 ms, and the polls would slow down with it.
 POLL_MIN_MS = 20
-READ_COST_FACTOR = 4
+POLL_US_PER_STRATEGY = 4
 # --min-replicas: the epoch in which a trader takes the lead is not published (docs/guarantees.md).
 TAKEOVER_REASON = ("took the lead in this epoch: the previous leader may have published it on a master that failed "
                    "over; one median per epoch, so this one is not published (--min-replicas)")
@@ -318,7 +320,6 @@ class Trader(Component):
         self.missed = MissedRecord()
         self.doorbell = Doorbell()
         self._flooded_at = -2      # the last epoch whose tick found NS:joins flooded
-        self._read_cost_ms = 0.0   # what one read of every decision took (moving average)
 
     def startup(self) -> None:
         self.check_period_first()
@@ -456,7 +457,7 @@ class Trader(Component):
             # doorbell was spoiled, poll.
             step = self.settings.block_ms if not bell.spoiled else self.poll_ms()
             wait_ms = 0 if final else max(1, min(step, deadline - now))
-            seen = self.timed_read(epoch, keys, wait_ms)
+            seen = self.read_decisions(epoch, keys, wait_ms)
             final = final or self.clock.now_ms() >= deadline
             if self.registry_moved(seen):
                 # An operator deregistered (or somebody edited the registry) while we wait: adopt it
@@ -577,17 +578,10 @@ class Trader(Component):
                              "%d bytes of it from now on", k, n, DECISION_MAX_BYTES, DECISION_MAX_BYTES + 1)
         self._oversized = self._oversized | {k for k, _n in found}
 
-    def timed_read(self, epoch: int, keys: list[str], wait_ms: int) -> "Seen":
-        """``read_decisions``, keeping a moving average of what a read costs beside the wait."""
-        t0 = self.clock.now_ms()
-        seen = self.read_decisions(epoch, keys, wait_ms)
-        took = max(0.0, self.clock.now_ms() - t0 - (0 if seen.rang else wait_ms))
-        self._read_cost_ms = 0.7 * self._read_cost_ms + 0.3 * took if self._read_cost_ms else took
-        return seen
-
     def poll_ms(self) -> int:
         """How long to wait between two reads when the doorbell cannot be trusted."""
-        return int(min(self.settings.block_ms, max(POLL_MIN_MS, READ_COST_FACTOR * self._read_cost_ms)))
+        n = len(self.memory.names) if self.memory else 0
+        return int(min(self.settings.block_ms, max(POLL_MIN_MS, n * POLL_US_PER_STRATEGY // 1000)))
 
     def doorbell_verdict(self, epoch: int, bell: "_BellWatch", nreg: int) -> None:
         """After a publication: count and show an epoch whose doorbell did not ring as it should
