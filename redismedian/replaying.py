@@ -351,26 +351,34 @@ def first_epoch(client: redis.Redis, key: str, g: str) -> int | None:
     return None
 
 
-def _feed(client: redis.Redis, key: str, g: str, since: int | None, chunk: int) -> Iterator[Signal]:
-    start, last = "-", -1
+def _stream(client: redis.Redis, key: str, chunk: int, what: str) -> Iterator[tuple[Any, Any]]:
+    """Every entry of the stream ``key``, read ``chunk`` at a time; none when ``key`` is not a stream
+    (said once, as ``what``, when given)."""
+    start = "-"
     while True:
         try:
             entries = xrange(client, key, min=start, count=chunk)
         except redis.exceptions.ResponseError as e:
             if "WRONGTYPE" not in str(e):
                 raise
-            log.warning("%s is not a stream: no signals read from it", key)
+            if what:
+                log.warning("%s is not a stream: no %s read from it", key, what)
             return
-        for _entry_id, fields in entries:
-            f = {as_str(k): as_str(v) for k, v in (fields or {}).items()}
-            epoch = parse_int(f.get("epoch"))
-            if f.get("name") != g or epoch is None or epoch < last or (since is not None and epoch < since):
-                continue
-            last = epoch
-            yield Signal(epoch, g, f.get("value", ""), f.get("status", ""), f.get("error", ""), parse_int(f.get("ts")))
+        yield from entries
         if len(entries) < chunk:
             return
         start = "(" + as_str(entries[-1][0])
+
+
+def _feed(client: redis.Redis, key: str, g: str, since: int | None, chunk: int) -> Iterator[Signal]:
+    last = -1
+    for _entry_id, fields in _stream(client, key, chunk, "signals"):
+        f = {as_str(k): as_str(v) for k, v in (fields or {}).items()}
+        epoch = parse_int(f.get("epoch"))
+        if f.get("name") != g or epoch is None or epoch < last or (since is not None and epoch < since):
+            continue
+        last = epoch
+        yield Signal(epoch, g, f.get("value", ""), f.get("status", ""), f.get("error", ""), parse_int(f.get("ts")))
 
 
 def computed_signals(topology: Topology, first: int, last: int) -> Iterator[Signal]:
@@ -581,21 +589,10 @@ class Live:
 def read_live(client: redis.Redis, keys: Keys, chunk: int = 10_000) -> Live:
     """Every entry of NS:medians and NS:events (garbage entries skipped, as ``follow`` does)."""
     def entries(key: str, parse: Callable[[object, Any], Any]) -> Iterator[Any]:
-        start = "-"
-        while True:
-            try:
-                got = xrange(client, key, min=start, count=chunk)
-            except redis.exceptions.ResponseError as e:
-                if "WRONGTYPE" not in str(e):
-                    raise
-                return
-            for entry_id, fields in got:
-                item = parse(entry_id, fields)
-                if item is not None:
-                    yield item
-            if len(got) < chunk:
-                return
-            start = "(" + as_str(got[-1][0])
+        for entry_id, fields in _stream(client, key, chunk, ""):
+            item = parse(entry_id, fields)
+            if item is not None:
+                yield item
     return Live(entries(keys.medians, parse_median), entries(keys.events, parse_event))
 
 
