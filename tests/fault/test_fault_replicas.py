@@ -21,6 +21,17 @@ def _entries(admin, key):
     return [f for _id, f in admin.xrange(key)]
 
 
+
+def _start_acting_pipeline(cluster, log):
+    """g1, g2, X on g1, Y on g2; the environment of a trader under --min-replicas 1 whose
+    --on-median (tests.plugins:record_median) appends every call to ``log``."""
+    env = cluster.env(REDISMEDIAN_TEST_ACTED=str(log), REDISMEDIAN_MIN_REPLICAS="1")
+    cluster.generator("g1", "tests.plugins:sig_a")
+    cluster.generator("g2", "tests.plugins:sig_b")
+    cluster.strategy("X", "g1")
+    cluster.strategy("Y", "g2")
+    return env
+
 def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
     replica = RedisServer(tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
     cluster = Cluster(redis_server.url, tmp_path, period=PERIOD, namespace=NS)
@@ -29,11 +40,7 @@ def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
         wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
                    what="the replica in sync")
         log = tmp_path / "acted.log"
-        env = cluster.env(REDISMEDIAN_TEST_ACTED=str(log), REDISMEDIAN_MIN_REPLICAS="1")
-        cluster.generator("g1", "tests.plugins:sig_a")
-        cluster.generator("g2", "tests.plugins:sig_b")
-        cluster.strategy("X", "g1")
-        cluster.strategy("Y", "g2")
+        env = _start_acting_pipeline(cluster, log)
         trader = cluster.start("trader", "--on-median", "tests.plugins:record_median", name="trader", env=env)
 
         def acted() -> list[int]:
@@ -102,11 +109,7 @@ def test_sentinel_failover_with_min_replicas_keeps_every_acted_median(sentinel_d
     cluster = Cluster(d.url(), tmp_path, period=PERIOD, namespace=NS)
     try:
         log = tmp_path / "acted.log"
-        env = cluster.env(REDISMEDIAN_TEST_ACTED=str(log), REDISMEDIAN_MIN_REPLICAS="1")
-        cluster.generator("g1", "tests.plugins:sig_a")
-        cluster.generator("g2", "tests.plugins:sig_b")
-        cluster.strategy("X", "g1")
-        cluster.strategy("Y", "g2")
+        env = _start_acting_pipeline(cluster, log)
         traders = [cluster.start("trader", "--on-median", "tests.plugins:record_median", name=f"trader{i}", env=env)
                    for i in range(2)]
 
