@@ -117,7 +117,9 @@ def trader_user(k: Keys) -> str:
                  f"({_keys(k.ready('*'))} +type +blpop +del)",
                  f"({_keys(k.count('*'))} +get +del)",
                  f"({_keys(k.decision('*'), read_only=True)} +mget +getrange)",
-                 f"({_keys(k.lease('strategy', '*'), read_only=True)} +type +pttl +get +exists)")
+                 # +mget: a missed epoch's reason says which strategies are still alive
+                 # (trader.explain_missing reads their leases with one MGET)
+                 f"({_keys(k.lease('strategy', '*'), read_only=True)} +type +pttl +get +mget +exists)")
 
 
 def operator_user(k: Keys) -> str:

@@ -387,3 +387,21 @@ def test_sentinel_and_replica_users_from_the_runbook_work(tmp_path):
         sentinel.wait(10)
         replica.kill()
         master.kill()
+
+
+def test_the_trader_user_can_explain_a_missed_epoch(acl):
+    """A missed epoch's reason says which strategies are alive (trader.explain_missing reads their
+    leases): under the trader's user that read is allowed, so the reason keeps that knowledge and
+    Redis' ACL LOG stays empty (a CI run under load missed an epoch and the MGET was refused)."""
+    from redismedian.trader import explain_missing
+    server, pw = acl
+    admin = server.client(decode_responses=True)
+    admin.acl_log_reset()
+    admin.set(f"{NS}:lease:strategy:X", "host:1|tok", px=60_000)     # X is alive, Y is not
+    trader = _user_client(server, "trader", pw)
+    keys = Keys(NS)
+    problems = [("X", "no decision"), ("Y", "no decision")]
+    got = dict(explain_missing(trader, keys, 7, ["X", "Y"], [None, None], problems))
+    assert admin.acl_log() == []
+    assert got["X"] != got["Y"], got          # judged again knowing X is alive and Y is not
+    assert "not running" in got["Y"] or "down" in got["Y"] or "no live" in got["Y"], got
