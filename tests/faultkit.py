@@ -192,6 +192,22 @@ def registry_at(registry: list[tuple], ts: float, gap_ms: float = 250.0) -> froz
     return before[2]
 
 
+def registry_story(registry: list[tuple], entries: list[Entry]) -> str:
+    """Why no publication has a known registry (for a failure message): the watcher's reads and
+    their gaps around each entry."""
+    reads = sum(r[2] is not None for r in registry)
+    gaps = sorted(b[0] - a[1] for a, b in zip(registry, registry[1:]))
+    around = []
+    for e in entries[:8]:
+        before = next((r for r in reversed(registry) if r[1] <= e.ts), None)
+        after = next((r for r in registry if r[0] >= e.ts), None)
+        around.append(f"epoch {e.epoch}: before={before and (round(before[1] - e.ts), before[2])} "
+                      f"after={after and (round(after[0] - e.ts), after[2])}")
+    median_gap = gaps[len(gaps) // 2] if gaps else None
+    return (f"{len(registry)} reads ({reads} readable), gap median {median_gap and round(median_gap)} ms, "
+            f"max {gaps and round(gaps[-1])} ms; " + "; ".join(around))
+
+
 def check_invariant(entries: list[Entry], complete_from_ms: float | None = 0, observed: dict | None = None,
                     registry: list | None = None) -> list[str]:
     """Every problem with what was published (an empty list when all is right).
@@ -344,18 +360,31 @@ class Topology:
 
 
 def assert_invariant(topo: Topology, min_entries: int = 1) -> list[Entry]:
+    # The checks against what Redis held really ran: the watcher read the decision keys of every
+    # member, and the registry around the publication, for some of the entries at least.  On a
+    # loaded machine the watcher's reads around the few medians published so far can all be too far
+    # apart to bracket one (a poll took > 250 ms): then wait, with a deadline, for one that is.
+    def checked() -> bool:
+        entries = topo.watcher.snapshot()
+        observed, registry = topo.watcher.observed()
+        return any(all((s, e.epoch) in observed for s in e.members) for e in entries) and \
+            any(registry_at(registry, e.ts) is not None for e in entries)
+    try:
+        if topo.watcher.snapshot() and not checked():
+            wait_until(checked, 10 * topo.period, interval=0.05, what="a median read around by the watcher")
+    except AssertionError:
+        pass                      # said precisely below
     entries = topo.watcher.snapshot()
     observed, registry = topo.watcher.observed()
     problems = check_invariant(entries, topo.complete_ms, observed, registry)
     assert not problems, "invariant broken:\n" + "\n".join(problems[:20])
     assert len(entries) >= min_entries, (f"only {len(entries)} medians seen (watcher: {topo.watcher.polls} polls, "
                                          f"last error {topo.watcher.last_error or 'none'})")
-    # The checks against what Redis held really ran: the watcher read the decision keys of every
-    # member, and the registry around the publication, for some of the entries at least.
     if entries:
         read = [e for e in entries if all((s, e.epoch) in observed for s in e.members)]
         assert read, f"no median's decisions were read from the strategies' keys ({len(observed)} reads)"
-        assert any(registry_at(registry, e.ts) is not None for e in entries), "the registry was never read"
+        assert any(registry_at(registry, e.ts) is not None for e in entries), (
+            f"the registry was never read around a publication: {registry_story(registry, entries)}")
     return entries
 
 
