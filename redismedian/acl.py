@@ -8,10 +8,11 @@ of each user's secret file when Redis starts.
 The invariant these rules enforce (docs/guarantees.md, "Owned keys"): every key has one writer.
 
 - A strategy writes only the keys that carry its own name (its lease and its decision); it reads
-  the signals, the deployment record, and its own registration.  It may ring three doorbells
-  shared by all strategies (``NS:count:<E>`` INCR, ``NS:ready:<E>`` RPUSH, ``NS:joins`` SADD): the
-  worst a hostile strategy can do with them is make the trader look early, or late (it then looks
-  at its next step, within ``block_ms``).  It cannot read another strategy's decision.
+  the signals, the deployment record, and its own registration.  It may ring the doorbells shared
+  by all strategies (``NS:count:<slot>`` INCR, an integer; ``PUBLISH`` on the ``NS:ready`` and
+  ``NS:joins`` channels, which store nothing): the worst a hostile strategy can do with them is make
+  the trader look early, or late (it then polls), and every such epoch is counted and shown.  It
+  cannot read another strategy's decision.
 - A generator writes only its own lease, signal hash and signal feed.
 - The registry, its backup, the deregistration records, the deployment record, the trader's
   state, lease, fence, heartbeats, the medians and the events: only the trader and ``operator``.
@@ -87,34 +88,35 @@ BOTH = "+sunionstore +sdiff"
 DEREGISTERED = "+type +hset +hget +hexists +hdel +hmget +del"
 
 
+def _channels(k: Keys) -> str:
+    """The doorbell channels (keys.ready_channel, keys.joins_channel): no key, no storage."""
+    return f"&{k.ready_channel} &{k.joins_channel}"
+
+
 def strategy_user(k: Keys, s: str) -> str:
     own = [k.lease("strategy", s), k.decision(s)]
-    bells = [k.count("*"), k.ready("*")]
-    return _line(user_name("strategy", s), scripts("strategy"),
-                 _keys(k.meta, k.strategies, k.deregistered, k.joins, *own, *bells),
+    return _line(user_name("strategy", s), scripts("strategy"), "+publish", _channels(k),
+                 _keys(k.meta, k.strategies, k.deregistered, *own, k.count("*")),
                  f"({_keys(k.meta)} {META_READ})",
                  f"({_keys(k.strategies)} +sismember +scard)",
                  f"({_keys(k.deregistered)} +hget)",
-                 f"({_keys(k.joins)} +sadd)",
                  f"({_keys(*own)} {OWN})",
                  f"({_keys(k.count('*'))} +incr +pexpire)",
-                 f"({_keys(k.ready('*'))} +rpush +pexpire)",
                  f"({_keys(k.signal('*'), k.signal_feed('*'), read_only=True)} +hmget +xread)")
 
 
 def trader_user(k: Keys) -> str:
     own = [k.trader, k.medians, k.events, k.lease("trader"), k.trader_fence, k.settled, k.acted, k.traders, k.acks]
-    return _line(user_name("trader"), scripts("trader"), "+multi +exec +wait",
-                 _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.joins, k.ready("*"), k.count("*"),
+    # SUBSCRIBE: the doorbell channels (redismedian.bell); only the leader listens.
+    return _line(user_name("trader"), scripts("trader"), "+multi +exec +wait +subscribe +unsubscribe", _channels(k),
+                 _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.count("*"),
                        k.lease("strategy", "*"), *own),
                  f"({_keys(k.meta)} {META})",
                  f"({_keys(k.strategies)} {REGISTRY_GUARD} +sadd)",
                  f"({_keys(k.registry_backup)} {BACKUP})",
                  f"({_keys(k.strategies, k.registry_backup)} {BOTH})",
                  f"({_keys(k.deregistered)} {DEREGISTERED})",
-                 f"({_keys(k.joins)} +type +scard +spop +del +unlink)",
                  f"({_keys(*own)} {OWN} +incr +hset +hdel +hget +hgetall +xadd +xrange)",
-                 f"({_keys(k.ready('*'))} +type +blpop +del)",
                  f"({_keys(k.count('*'))} +get +del)",
                  f"({_keys(k.decision('*'), read_only=True)} +mget +getrange)",
                  # +mget: a missed epoch's reason says which strategies are still alive

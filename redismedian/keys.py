@@ -18,9 +18,9 @@ DEFAULT_NAMESPACE = "redismedian"
 # How long data outlives the process that wrote it, in periods.
 SIGNAL_TTL_PERIODS = 3       # NS:signal:<g> expires a few periods after its generator dies
 DECISION_TTL_PERIODS = 10    # NS:decision:<s> keeps the last report (and its reason) a while
-READY_TTL_PERIODS = 2        # NS:ready:<E> doorbell and NS:count:<E> for the trader
-JOINS_PER_TICK = 1_000       # registration requests the trader looks at per period
-# The doorbell keys NS:count:<slot> and NS:ready:<slot> of epoch E use slot E mod DOORBELL_SLOTS:
+READY_TTL_PERIODS = 2        # NS:count:<E>, the doorbell's counter
+JOINS_PER_TICK = 1_000       # registration requests the trader admits at most per period
+# The doorbell key NS:count:<slot> of epoch E uses slot E mod DOORBELL_SLOTS:
 # a bounded set of shared key names (the ACL allows no other), each cleared by the trader while it is
 # not the current epoch's.  At most 10: the ACL pattern is one digit.
 DOORBELL_SLOTS = 4
@@ -173,7 +173,7 @@ class Keys:
 
     def count(self, epoch: int | str) -> str:
         """Counter, shared by the registered strategies: how many submitted for one epoch.  Only a
-        hint: the strategy whose submission makes it reach the registry's size rings ``ready``.
+        hint: the strategy whose submission makes it reach the registry's size rings ``ready_channel``.
         A wrong count can make the trader look early or late, never publish anything else.
 
         One of DOORBELL_SLOTS keys (``<epoch> mod DOORBELL_SLOTS``; ``"*"``: the pattern of all of
@@ -181,22 +181,25 @@ class Keys:
         clears the other slots at every settle, so what anybody writes there lives one period."""
         return f"{self.prefix}:count:{_slot(epoch)}"
 
-    def ready(self, epoch: int | str) -> str:
-        """List: doorbell for the trader, rung when an epoch's count reaches the registry's size
-        (shared by the strategies: it only wakes the trader, who then reads the decisions).  In
-        slots, as ``count``."""
-        return f"{self.prefix}:ready:{_slot(epoch)}"
+    @property
+    def ready_channel(self) -> str:
+        """Pub/sub channel (PUBLISH only, for the strategies): the doorbell, rung with the epoch's
+        number when its count reaches the registry's size.  It only wakes the trader, who then reads
+        the decisions.  A channel stores nothing: whatever anybody publishes costs Redis at most the
+        subscribing trader's output buffer (``client-output-buffer-limit pubsub``), never memory that
+        outlives a flood."""
+        return f"{self.prefix}:ready"
 
     def other_doorbells(self, epoch: int) -> list[str]:
-        """The doorbell keys of every slot but ``epoch``'s: the trader clears them when it settles."""
-        return [f"{self.prefix}:{kind}:{i}" for kind in ("count", "ready") for i in range(DOORBELL_SLOTS)
-                if i != epoch % DOORBELL_SLOTS]
+        """The count keys of every slot but ``epoch``'s: the trader clears them when it settles."""
+        return [f"{self.prefix}:count:{i}" for i in range(DOORBELL_SLOTS) if i != epoch % DOORBELL_SLOTS]
 
     @property
-    def joins(self) -> str:
-        """Set, shared by the strategies (SADD only): names asking to be registered.  Only a
-        doorbell: the trader admits a name only when its own lease shows a live process that was
-        not deregistered."""
+    def joins_channel(self) -> str:
+        """Pub/sub channel (PUBLISH only, for the strategies): names asking to be registered, each
+        published again at every report until it is admitted.  Only a doorbell: the trader admits a
+        name only when its own lease shows a live process that was not deregistered.  Stores nothing,
+        as ``ready_channel``."""
         return f"{self.prefix}:joins"
 
     def lease(self, kind: str, name: str | None = None) -> str:

@@ -39,8 +39,8 @@ ERROR_KINDS = (
     "bad_data",            # trader: a decision or the registry was unusable
     "on_median",           # trader: the --on-median action raised (retried next period)
     "doorbell_overcounted",  # trader: NS:count:<E> went past the registry's size; it polled for the decisions
-    "doorbell_early",      # trader: NS:ready:<E> rang before every decision was in; it paced its reads
-    "joins_flooded",       # trader: NS:joins held far more names than any deployment asks with; cleared
+    "doorbell_early",      # trader: NS:ready rang for the epoch before every decision was in; it paced its reads
+    "joins_flooded",       # trader: far more messages on NS:joins in a period than any deployment asks with
     "replicas",            # trader: fewer than --min-replicas replicas acknowledged a median in time
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

@@ -39,9 +39,9 @@ both depend on that).
 
 Who writes what (the invariant that the ACL in acl.py enforces, docs/guarantees.md):
 
-* a strategy writes only its own lease and decision key, and may ring three doorbells (the
-  per-epoch counter and ``ready`` list, the ``joins`` set), which can at most make the trader look
-  early or late;
+* a strategy writes only its own lease and decision key, and may ring doorbells (the per-epoch
+  counter, an integer, and two pub/sub channels, ``ready`` and ``joins``, which store nothing), which
+  can at most make the trader look early or late;
 * a generator writes only its own lease, signal hash and feed;
 * the registry, its backup, the deregistration records, the deployment record, the trader's state
   and the medians are written only by the trader's scripts and by ``redismedian deregister``.
@@ -61,9 +61,9 @@ from .text import LONG, quoted, shown
 Runner = Callable[[str, Sequence[Any], Sequence[Any]], Any]
 
 REASON_LIMIT = 2000     # characters of a strategy's reason kept in its decision key
-# NS:joins holding more names than this (or than twice the registrations) was flooded: the trader's
-# tick clears it.  Far more than any deployment asks with at once (a restart of every strategy asks
-# with as many names as there are strategies, which the registrations already count).
+# More messages than this on NS:joins within one period (or than twice the registrations) is a flood:
+# the trader says so.  Far more than any deployment asks with at once (a restart of every strategy
+# asks with as many names as there are strategies, which the registrations already count).
 JOINS_FLOOD = 10_000
 # The longest decision key value any strategy writes (a reason of REASON_LIMIT characters of up to 4
 # bytes each, and the epoch).  A longer one is not a report, whoever wrote it: it is refused unread
@@ -460,15 +460,14 @@ def generator_publish(run: Runner, k: Keys, m: MetaArgs, *, name: str, epoch: in
 
 # The doorbell, in the full report and in the fast path's small script: count a registered name's
 # submission for the epoch, and ring when the count reaches the registry's size (a hint for the
-# trader: it can make it look early or late, never publish anything else).  Returns nothing.
+# trader: it can make it look early or late, never publish anything else).  The ring is a message
+# on a pub/sub channel holding the epoch's number: it stores nothing (a list did, and a strategy's
+# credentials could fill it).  Returns nothing.
 RING = r"""
-local function count_and_ring(registry, count, ready, name, ttl)
+local function count_and_ring(registry, count, channel, epoch, ttl)
   local c = redis.pcall('INCR', count)
   if c == 1 then redis.call('PEXPIRE', count, ttl) end
-  if c == redis.call('SCARD', registry) then
-    redis.pcall('RPUSH', ready, name)
-    redis.call('PEXPIRE', ready, ttl)
-  end
+  if c == redis.call('SCARD', registry) then redis.call('PUBLISH', channel, epoch) end
 end
 """
 
@@ -493,7 +492,7 @@ local submitted = (value ~= '') and 1 or 0
 local registered = redis.pcall('SISMEMBER', KEYS[4], name)
 if registered == 1 then
   if submitted == 1 and ARGV[15] ~= '1' then   -- ARGV[15]: the fast path that came first counted it
-    count_and_ring(KEYS[4], KEYS[7], KEYS[8], name, ARGV[12])
+    count_and_ring(KEYS[4], KEYS[6], ARGV[16], ARGV[6], ARGV[12])
   end
   return {'ok', now, inst, changed and 1 or 0, 1, submitted, reason}
 end
@@ -503,7 +502,7 @@ if type(rec) == 'string' then
   local t = int(rec)
   if t and t >= tonumber(ARGV[13]) then return {'deregistered', now, inst, changed and 1 or 0, 0, 0, rec} end
 end
-redis.pcall('SADD', KEYS[6], name)
+redis.call('PUBLISH', ARGV[17], name)   -- the trader admits it (or not) at its next tick
 return {'ok', now, inst, changed and 1 or 0, 0, submitted, reason}
 """
 
@@ -522,7 +521,7 @@ return {'ok', now, inst, changed and 1 or 0, 0, submitted, reason}
 STRATEGY_DOORBELL = RING + r"""
 if redis.pcall('SISMEMBER', KEYS[1], ARGV[1]) ~= 1 then return 0 end
 if ARGV[2] ~= '1' then return 1 end
-count_and_ring(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[3])
+count_and_ring(KEYS[1], KEYS[2], ARGV[4], ARGV[5], ARGV[3])
 return 2
 """
 STRATEGY_DOORBELL_SHA = sha1(STRATEGY_DOORBELL)
@@ -551,8 +550,8 @@ def strategy_tick_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, value:
     # report); the fast path must not turn it into one that looks alive.
     cmds += [("GET", lease), ("PEXPIRE", lease, m.lease_ttl_ms, "XX"),
              ("SET", k.decision(name), report_text(epoch, value, state, reason), "PX", decision_ttl_ms),
-             ("EVALSHA", STRATEGY_DOORBELL_SHA, 3, k.strategies, k.count(epoch), k.ready(epoch),
-              name, "1" if value else "0", ready_ttl_ms)]
+             ("EVALSHA", STRATEGY_DOORBELL_SHA, 2, k.strategies, k.count(epoch),
+              name, "1" if value else "0", ready_ttl_ms, k.ready_channel, epoch)]
     return TickRequest(cmds, check_meta, bool(value))
 
 
@@ -633,11 +632,11 @@ def strategy_report_request(k: Keys, m: MetaArgs, *, name: str, epoch: int, valu
                             decision_ttl_ms: int, ready_ttl_ms: int, start_ms: int,
                             check_meta: bool = True, counted: bool = False) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of one report (the benchmarks' load generator sends it in pipelines)."""
-    keys = [k.meta, k.lease("strategy", name), k.decision(name), k.strategies, k.deregistered, k.joins,
-            k.count(epoch), k.ready(epoch)]
-    # ARGV[6], the epoch, is in the text and the doorbell keys already: the script does not read it.
+    keys = [k.meta, k.lease("strategy", name), k.decision(name), k.strategies, k.deregistered, k.count(epoch)]
+    # ARGV[6], the epoch, is what the doorbell rings with; the channels are not keys (ARGV 16 and 17).
     args = [*m, epoch, name, value, report_text(epoch, value, state, reason), reason[:REASON_LIMIT],
-            decision_ttl_ms, ready_ttl_ms, start_ms, "1" if check_meta else "0", "1" if counted else "0"]
+            decision_ttl_ms, ready_ttl_ms, start_ms, "1" if check_meta else "0", "1" if counted else "0",
+            k.ready_channel, k.joins_channel]
     return keys, args
 
 
@@ -668,10 +667,9 @@ class TraderArgs(NamedTuple):
     restored_instance: str  # deployment instance into which it restored every registration it knew
 
 
-# KEYS: meta, registry, backup, deregistered, trader, lease, fence, traders, joins, settled
-# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 joins per tick, 16 NS:trader ttl,
-#       17 the least size of NS:joins taken for a flood, 18 the prefix of strategies' lease keys
-#       (NS:lease:strategy:, the one key name built here: under the namespace's hash tag, in its slot)
+# KEYS: meta, registry, backup, deregistered, trader, lease, fence, traders, settled
+# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 NS:trader ttl
+# (Registration requests come on the NS:joins channel, not through this script: Trader.admit.)
 TRADER_TICK = PRELUDE + r"""
 local now = now_ms()
 local period = tonumber(ARGV[1])
@@ -681,11 +679,8 @@ local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 local prev = ''     -- the last epoch a trader settled (NS:trader:settled)
-local flooded = 0   -- the size of a flooded NS:joins, cleared in this tick
-local function reply(status, token, took, detail, joins)
-  local r = {status, now, inst, token or '', took or 0, detail or '', ver, nb, note, prev, flooded}
-  for _, j in ipairs(joins or {}) do r[#r + 1] = j end
-  return r
+local function reply(status, token, took, detail)
+  return {status, now, inst, token or '', took or 0, detail or '', ver, nb, note, prev}
 end
 
 -- Never lead or publish over a registry that changed since this trader last looked at it: it
@@ -742,7 +737,7 @@ for i = 1, #hb, 2 do
 end
 
 if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
-local p = redis.pcall('GET', KEYS[10])
+local p = redis.pcall('GET', KEYS[9])
 if type(p) == 'string' then prev = p end
 local cur = epoch_of(now, period)
 if cur ~= epoch then return reply('expired', token, took, tostring(cur)) end
@@ -750,46 +745,20 @@ if took == 1 then
   redis.call('HSET', KEYS[5], 'state', 'starting', 'reason', 'a trader took the lead in epoch ' .. epoch,
              'epoch', epoch, 'ts', now, 'fence', token, 'leader', owner)
   redis.call('HDEL', KEYS[5], 'median', 'count')
-  redis.call('PEXPIRE', KEYS[5], ARGV[16])
+  redis.call('PEXPIRE', KEYS[5], ARGV[15])
 end
 if published_already(KEYS[5], epoch, ARGV[12]) then return reply('done', token, took) end
-
--- Registration requests: a doorbell any strategy may ring, so nothing in it is trusted.  A set far
--- larger than any deployment asks with at once (ARGV[17], or twice the registrations) was flooded:
--- it is cleared (UNLINK: freed in the background), and the strategies waiting to join ask again at
--- their next report.  Otherwise names are popped one at a time, all of them if need be, and only
--- those in the name rule (common.NAME_RE: 1 to 64 letters, digits, '_', '-', '.') whose own lease
--- exists leave Redis, at most ARGV[15] (the others ask again); the trader then admits a name only when
--- that lease shows a live process that was not deregistered (REGISTRY_ADMIT).  Junk never leaves Redis,
--- and a set of junk below the flood size is gone in one tick.
-local joins = {}
-if wrongtype(KEYS[9], 'set') then redis.call('DEL', KEYS[9]) end
-local asked = redis.call('SCARD', KEYS[9])
-if asked > math.max(tonumber(ARGV[17]), 2 * nb) then
-  redis.call('UNLINK', KEYS[9])
-  flooded = asked
-else
-  local most = tonumber(ARGV[15])
-  for _ = 1, asked do
-    local name = redis.call('SPOP', KEYS[9])
-    if name and #name <= 64 and not string.find(name, '[^%w_.-]') and
-        redis.call('EXISTS', ARGV[18] .. name) == 1 then
-      joins[#joins + 1] = name
-      if #joins >= most then break end
-    end
-  end
-end
 
 local why = regrowing(KEYS[1], period, epoch, inst, ARGV[13])
 if why then
   redis.call('HSET', KEYS[5], 'state', 'starting', 'reason', why, 'epoch', epoch, 'ts', now, 'fence', token,
              'leader', owner)
   redis.call('HDEL', KEYS[5], 'median', 'count')
-  redis.call('PEXPIRE', KEYS[5], ARGV[16])
-  redis.call('SET', KEYS[10], epoch)
-  return reply('starting', token, took, why, joins)
+  redis.call('PEXPIRE', KEYS[5], ARGV[15])
+  redis.call('SET', KEYS[9], epoch)
+  return reply('starting', token, took, why)
 end
-return reply('lead', token, took, '', joins)
+return reply('lead', token, took, '')
 """
 
 
@@ -809,24 +778,21 @@ class TraderTicked(NamedTuple):
     backup_size: int
     note: str
     prev: int | None     # the last epoch a trader settled (NS:trader:settled), None when there is none
-    flooded: int         # NS:joins held this many names (a flood) and was cleared; 0 = it was not
-    joins: tuple[str, ...]
 
 
 def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, heartbeat_ttl_ms: int,
-                joins_per_tick: int, state_ttl_ms: int, joins_flood: int = JOINS_FLOOD) -> TraderTicked:
+                state_ttl_ms: int) -> TraderTicked:
     from .common import parse_int
     raw = run(TRADER_TICK, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader,
-                            k.lease("trader"), k.trader_fence, k.traders, k.joins, k.settled],
-              [*m, epoch, *t, heartbeat_ttl_ms, joins_per_tick, state_ttl_ms, joins_flood,
-               k.lease("strategy", "")])
-    s, now, inst, token, took, detail, ver, nb, note, prev, flooded = _fields(raw, 11, 0)
+                            k.lease("trader"), k.trader_fence, k.traders, k.settled],
+              [*m, epoch, *t, heartbeat_ttl_ms, state_ttl_ms])
+    s, now, inst, token, took, detail, ver, nb, note, prev = _fields(raw, 10, 0)
     return TraderTicked(s, int(now), inst, str(token), bool(int(took)), str(detail), int(ver), int(nb), str(note),
-                        parse_int(prev), int(flooded or 0), tuple(_text(x) for x in list(raw)[11:]))
+                        parse_int(prev))
 
 
-# KEYS: meta, registry, backup, deregistered, trader, medians, lease, ready(epoch), events, settled,
-#       then the other slots' doorbell keys (cleared)
+# KEYS: meta, registry, backup, deregistered, trader, medians, lease, count(epoch), events, settled,
+#       then the other slots' doorbell counters (cleared)
 # ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 outcome (ok/error/idle), 15 median or reason,
 #       16 count, 17 members, 18 medians maxlen, 19 NS:trader ttl, 20 missed count, 21 last missed
 #       epoch, 22 its reason, 23 replicas reason ('' = none: a median makes the state ok; else the
@@ -933,7 +899,7 @@ def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: in
         text = shown(text, LONG)
     ranges = [x for r in missed.pending for x in (r.first, r.last, shown(r.reason, 500))]
     raw = run(TRADER_SETTLE, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader, k.medians,
-                              k.lease("trader"), k.ready(epoch), k.events, k.settled, *k.other_doorbells(epoch)],
+                              k.lease("trader"), k.count(epoch), k.events, k.settled, *k.other_doorbells(epoch)],
               [*m, epoch, *t, outcome, text, count, members, medians_maxlen, state_ttl_ms,
                missed.total, missed.last, shown(missed.reason, 500), shown(replicas_reason, LONG), inputs,
                *ranges])

@@ -1,13 +1,14 @@
 """Trader: each period, checks that every registered strategy submitted, and publishes the median.
 
-The trader is also the registrar: strategies ask to be registered by ringing a doorbell
-(``NS:joins``), and the trader admits a name only when the name's own lease shows a live process
-that was not deregistered.  Per epoch the leading trader
+The trader is also the registrar: strategies ask to be registered by publishing their name (the
+``NS:joins`` channel), and the trader admits a name only when the name's own lease shows a live
+process that was not deregistered.  Per epoch the leading trader
 
-1. ticks at the boundary (one script: lease, heartbeat, registry checks, registration requests),
-2. blocks on the epoch's doorbell (``NS:ready:<E>``) and reads every registered strategy's own
-   decision key in the same round trip (``MGET`` in parts of a few thousand keys, each part judged
-   while Redis reads the next),
+1. ticks at the boundary (one script: lease, heartbeat, registry checks), then admits the names that
+   asked to join (one script),
+2. waits for the epoch's doorbell (a message on the ``NS:ready`` channel, :mod:`redismedian.bell`)
+   and reads every registered strategy's own decision key in one round trip (``MGET`` in parts of a
+   few thousand keys, each part judged while Redis reads the next),
 3. settles the epoch with one fenced script: publishes the median (computed here, from that read),
    or enters ``error`` naming the missing strategies at ``--decision-timeout``.
 
@@ -25,13 +26,14 @@ import redis
 from . import keys as K
 from .clock import boundary_ms
 from .common import NUMBER_RULE, FatalError, Settings, as_str, check_name, parse_int, parse_number, plugin_error
+from .bell import Subscription
 from .component import Component
 from .connection import ErrorKind, classify, describe_error
 from .following import Median, parse_median
 from . import health as H
 from .replies import xrange
 from .text import LONG, SHORT, quoted, shown
-from .scripts import (DECISION_MAX_BYTES, Missed, MissedRecord, RegistryChanged, Report, TraderArgs, TraderTicked,
+from .scripts import (DECISION_MAX_BYTES, JOINS_FLOOD, Missed, MissedRecord, RegistryChanged, Report, TraderArgs, TraderTicked,
                       parse_report,
                       registry_admit, registry_restore, trader_acked, trader_acted, trader_settle, trader_tick)
 
@@ -42,7 +44,7 @@ READ_PART_MIN, READ_PART_MAX = 1_000, 5_000
 READ_WINDOW = 2      # parts sent ahead of the one being judged (the rest are sent as replies come in)
 MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the epoch up
 # The doorbell is a hint that anybody with a strategy's credentials can spoil (INCR NS:count:<E>
-# ahead, RPUSH NS:ready:<E> early).  When the count read beside the decisions shows more submissions
+# ahead, PUBLISH NS:ready early).  When the count read beside the decisions shows more submissions
 # than registered strategies, the ring may never come: the trader then reads every POLL_MIN_MS, or
 # every POLL_US_PER_STRATEGY per registered strategy when that is longer (a read costs Redis about
 # 1 us per key: polling keeps it at most ~25% busy at 100k strategies, 400 ms apart); after a ring
@@ -74,7 +76,7 @@ class Seen(NamedTuple):
     version: int | None
     size: int | None
     tallied: "Tally | None" = None
-    rang: bool = False          # the wait was ended by the doorbell (an element of NS:ready:<E> popped)
+    rang: bool = False          # the wait was ended by the doorbell (a ring of this epoch on NS:ready)
     counted: int | None = None  # NS:count:<E> as read (None: missing or not a number)
 
 
@@ -320,9 +322,12 @@ class Trader(Component):
         self.missed = MissedRecord()
         self.doorbell = Doorbell()
         self._flooded_at = -2      # the last epoch whose tick found NS:joins flooded
+        # The doorbells (NS:ready, NS:joins): pub/sub, on a connection of its own, on the trader's clock.
+        self.bell = Subscription(self.client, self.keys, self.log, monotonic=lambda: self.clock.now_ms() / 1000.0)
 
     def startup(self) -> None:
         self.check_period_first()
+        self.bell.ensure()       # from now on, join requests and rings wait for us in the subscription
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
                       self.decision_timeout_ms / 1000)
 
@@ -347,16 +352,14 @@ class Trader(Component):
             if self.memory is None:
                 self.sync_registry(t.instance)
             if t.status == "standby":
+                self.bell.close()    # only the leader listens: a standby's subscription would only fill up
                 if self.stand_by(t, deadline):
                     return
                 continue
             was_leading = bool(self.token)
             self.lead(t)
             self.account(epoch, t, was_leading)
-            if t.flooded:
-                self.joins_flooded(epoch, t.flooded)
-            if t.joins:
-                self.admit(list(t.joins))
+            self.take_joins(epoch)
             if t.status == "lead" and t.took and self.min_replicas and t.prev is not None and t.prev >= epoch - 1:
                 # A leader settled the epoch before: it may have published this very epoch too, on a
                 # master that failed over since (its publication and its lease lost with it).  One
@@ -393,7 +396,7 @@ class Trader(Component):
     def tick(self, epoch: int) -> TraderTicked:
         t = trader_tick(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
                         heartbeat_ttl_ms=K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS),
-                        joins_per_tick=K.JOINS_PER_TICK, state_ttl_ms=self.state_ttl_ms)
+                        state_ttl_ms=self.state_ttl_ms)
         if t.note:
             self.log.warning("registry repaired: %s", t.note)
         return t
@@ -439,6 +442,7 @@ class Trader(Component):
     def collect(self, epoch: int, deadline: int) -> None:
         """Wait for the decisions (doorbell) and settle the epoch: publish, or error at the deadline."""
         checks = 0
+        first = True
         bell = _BellWatch()
         # A doorbell spoiled in the epoch before is likely spoiled again: poll from the start.
         bell.spoiled = self.doorbell.last == epoch - 1 and self.doorbell.kind == "overcounted"
@@ -457,7 +461,12 @@ class Trader(Component):
             # doorbell was spoiled, poll.
             step = self.settings.block_ms if not bell.spoiled else self.poll_ms()
             wait_ms = 0 if final else max(1, min(step, deadline - now))
-            seen = self.read_decisions(epoch, keys, wait_ms)
+            # Wait for the ring, unless it may have rung before we listened (the first read of an epoch
+            # in which the subscription began: a trader that just started or subscribed again).
+            unheard = first and not self.bell.heard_since(boundary_ms(epoch, self.period_ms) / 1000.0)
+            rang = self.wait_for_ring(epoch, wait_ms) if wait_ms and not unheard else False
+            first = False
+            seen = self.read_decisions(epoch, keys, rang)
             final = final or self.clock.now_ms() >= deadline
             if self.registry_moved(seen):
                 # An operator deregistered (or somebody edited the registry) while we wait: adopt it
@@ -510,16 +519,23 @@ class Trader(Component):
             self._split = (keys, self._oversized, whole, big)
         return self._split[2], self._split[3]
 
-    def read_decisions(self, epoch: int, keys: list[str], wait_ms: int) -> "Seen":
-        """Block on the epoch's doorbell (when ``wait_ms``), then read every decision key and the
-        registry's version and size: one round trip.  A key once found holding more than any report
-        is read with GETRANGE (at most DECISION_MAX_BYTES + 1 bytes) from then on: one strategy's
-        50 MB value costs one read, not every read of every period."""
-        ready_key = self.keys.ready(epoch)
+    def wait_for_ring(self, epoch: int, wait_ms: int) -> bool:
+        """Wait up to ``wait_ms`` for the epoch's doorbell (NS:ready): True when it rang.  While the
+        subscription is down, wait as long as a poll (the reads then find the decisions by polling)."""
+        if self.bell.wait(epoch, wait_ms / 1000.0):
+            return True
+        if not self.bell.up:
+            self.clock.wait(self.stop, min(wait_ms, self.poll_ms()) / 1000.0)
+        return False
+
+    def read_decisions(self, epoch: int, keys: list[str], rang: bool = False) -> "Seen":
+        """Read every decision key, the epoch's count and the registry's version and size: one round
+        trip (``rang``: the doorbell woke us, for the Seen).  A key once found holding more than any
+        report is read with GETRANGE (at most DECISION_MAX_BYTES + 1 bytes) from then on: one
+        strategy's 50 MB value costs one read, not every read of every period."""
         whole, big = self.split_reads(keys)
-        commands: list[tuple[Any, ...]] = [("BLPOP", ready_key, f"{wait_ms / 1000.0:.3f}")] if wait_ms else []
-        commands += [("GET", self.keys.count(epoch)), ("HGET", self.keys.meta, "registry"),
-                     ("SCARD", self.keys.strategies)]
+        commands: list[tuple[Any, ...]] = [("GET", self.keys.count(epoch)), ("HGET", self.keys.meta, "registry"),
+                                           ("SCARD", self.keys.strategies)]
         commands += [("GETRANGE", k, 0, DECISION_MAX_BYTES) for _i, k in big]
         tallied = None
         if type(self.client) in (redis.Redis, redis.StrictRedis):
@@ -527,28 +543,18 @@ class Trader(Component):
         else:   # another client class (tests' fakeredis, a cluster client): its own pipeline
             pipe = self.client.pipeline(transaction=False)
             for c in commands:
-                if c[0] == "BLPOP":
-                    pipe.blpop([ready_key], timeout=wait_ms / 1000.0)
-                else:
-                    pipe.execute_command(*c)
+                pipe.execute_command(*c)
             pipe.mget(whole)
             replies = pipe.execute(raise_on_error=False)
         self._watch_sizes(replies[-1], whole, tallied)
         if big:
             tallied = None
             replies = self._merge_bounded(replies, big)
-        if wait_ms and isinstance(replies[0], Exception) and classify(replies[0]) is ErrorKind.DATA:
-            # Not a list: somebody else wrote it.  The doorbell is ours to clear.
-            self.log.warning("removed %s (%s); waiting for the epoch's decisions goes on",
-                             ready_key, describe_error(replies[0]))
-            self.client.delete(ready_key)
-            replies[0] = None
-        count, version, size = replies[len(commands) - len(big) - 3:len(commands) - len(big)]
+        count, version, size = replies[0:3]
         decisions = replies[-1]
         for reply in replies:
             if isinstance(reply, Exception) and (reply is decisions or classify(reply) is not ErrorKind.DATA):
                 raise reply
-        rang = bool(wait_ms) and replies[0] is not None
         return Seen(decisions, None if isinstance(version, Exception) else _version(version),
                     size if isinstance(size, int) else None, tallied, rang,
                     None if isinstance(count, Exception) else parse_int(count))
@@ -590,8 +596,8 @@ class Trader(Component):
             detail = (f"{self.keys.count(epoch)} counted {bell.max_count} submissions for {nreg} registered "
                       "strategies (a submission counted twice, or a strategy's credentials INCRed it): "
                       "the trader polled for the decisions" if bell.kind == "overcounted" else
-                      f"{self.keys.ready(epoch)} rang before every decision was in (a strategy's credentials "
-                      "RPUSHed it): the trader paced its reads")
+                      f"{self.keys.ready_channel} rang for this epoch before every decision was in (a strategy's "
+                      "credentials published it): the trader paced its reads")
             d = self.doorbell
             if d.last != epoch - 1:
                 self.log.warning("the doorbell did not ring as it should in epoch %d: %s", epoch, detail)
@@ -852,12 +858,23 @@ class Trader(Component):
         return sorted(out, key=lambda m: m.epoch)
 
     # -- registrations ----------------------------------------------------------------------------
+    def take_joins(self, epoch: int) -> None:
+        """Read the subscription (without waiting) and admit the names that asked to join: at most
+        JOINS_PER_TICK valid names a period; the others ask again at their next report."""
+        self.bell.drain()
+        names, asked = self.bell.inbox.take_joins()
+        nreg = len(self.memory.names) if self.memory else 0
+        if asked > max(JOINS_FLOOD, 2 * nreg):
+            self.joins_flooded(epoch, asked)
+        if names:
+            self.admit(names)
+
     def joins_flooded(self, epoch: int, size: int) -> None:
-        """NS:joins held far more names than any deployment asks with (a strategy's credentials SADDed
-        junk): the tick cleared it.  Said once per episode (epochs in a row), and recorded in NS:events."""
-        why = (f"{self.keys.joins} held {size} names, more than any deployment asks to join with at once "
-               "(a strategy's credentials flooded it): cleared; strategies waiting to join ask again at their "
-               "next report")
+        """Far more join requests in one period than any deployment asks with (a strategy's credentials
+        published junk).  Said once per episode (epochs in a row), and recorded in NS:events."""
+        why = (f"{size} messages on {self.keys.joins_channel} in one period, more than any deployment asks to join "
+               f"with (a strategy's credentials flooded it): at most {K.JOINS_PER_TICK} valid names are admitted a "
+               "period; strategies waiting to join ask again at their next report")
         self.metrics.error("joins_flooded")
         episode, self._flooded_at = self._flooded_at != epoch - 1, epoch
         if not episode:         # once per episode: the log, and NS:events
@@ -970,6 +987,7 @@ class Trader(Component):
         return self.clock.wait(self.stop, (wake - self.clock.now_ms()) / 1000.0)
 
     def shutdown(self) -> None:
+        self.bell.close()
         if self.token:
             self.release_lease(self.keys.lease("trader"), f"{self.settings.owner}|{self.token}")
         self.client.hdel(self.keys.traders, self.settings.owner)

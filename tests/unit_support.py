@@ -109,6 +109,9 @@ class ClockedRedis(fakeredis.FakeRedis):
     def pipeline(self, transaction=True, shard_hint=None):
         return _ClockedPipeline(self)
 
+    def pubsub(self, **kwargs):
+        return _ClockedPubSub(self, super().pubsub(**kwargs))
+
     def xread(self, streams, count=None, block=None, noack=False):
         for key in streams:   # fakeredis raises AttributeError here where Redis answers WRONGTYPE
             if self.type(key) not in (b"stream", b"none"):
@@ -119,6 +122,27 @@ class ClockedRedis(fakeredis.FakeRedis):
             self.blocked.append(("xread", block / 1000.0))
             self.fake_clock.advance(block / 1000.0)
         return reply
+
+
+class _ClockedPubSub:
+    """A subscription of a ClockedRedis: ``get_message`` answers at once with what is waiting, and
+    otherwise advances the fake clock by its timeout, as a real wait would have lasted."""
+
+    def __init__(self, client: ClockedRedis, inner):
+        self._client, self._inner = client, inner
+
+    def get_message(self, ignore_subscribe_messages=False, timeout=0.0):
+        for _ in range(4):      # fakeredis answers None while it consumes subscription confirmations
+            m = self._inner.get_message(ignore_subscribe_messages=ignore_subscribe_messages, timeout=0.0)
+            if m is not None:
+                return m
+        if timeout:
+            self._client.blocked.append(("pubsub", float(timeout)))
+            self._client.fake_clock.advance(float(timeout))
+        return None
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
 
 
 class _ClockedPipeline:
@@ -172,6 +196,43 @@ class Env:
         self.k = self.settings.keys
         self._gens: dict[str, Generator] = {}
         self._values: dict[str, float] = {}
+        # What the strategies publish on the doorbell channels (NS:joins, NS:ready), heard by the test
+        # itself (a subscription of its own: the trader's is not consumed).
+        self._listener = fakeredis.FakeRedis.pubsub(self.r)
+        self._listener.subscribe(self.k.joins_channel, self.k.ready_channel)
+        self._asks: list[str] = []
+        self._rings: list[int] = []
+
+    # -- the doorbell channels -------------------------------------------------
+    def _hear(self) -> None:
+        for _ in range(100_000):
+            m = self._listener.get_message(timeout=0.0)
+            if m is None:
+                m = self._listener.get_message(timeout=0.0)   # after a subscription confirmation
+                if m is None:
+                    return
+            if m["type"] != "message":
+                continue
+            text = m["data"].decode()
+            if m["channel"].decode() == self.k.joins_channel:
+                self._asks.append(text)
+            else:
+                self._rings.append(int(text))
+
+    def asks(self) -> set[str]:
+        """The names published on NS:joins (asking to be registered) since the last ``forget``."""
+        self._hear()
+        return set(self._asks)
+
+    def rings(self) -> list[int]:
+        """The epochs rung on NS:ready since the last ``forget``, in order."""
+        self._hear()
+        return list(self._rings)
+
+    def forget(self) -> None:
+        """Start hearing afresh."""
+        self._hear()
+        self._asks, self._rings = [], []
 
     # -- time ----------------------------------------------------------------
     def at(self, epoch: int, frac: float | None = None) -> int:
@@ -209,13 +270,16 @@ class Env:
 
     def trader(self, settings: Settings | None = None, **kw) -> Trader:
         kw.setdefault("decision_timeout_ms", 10_000)
-        return Trader(settings or self.settings_for(), client=kw.pop("client", self.r), clock=self.clock, **kw)
+        t = Trader(settings or self.settings_for(), client=kw.pop("client", self.r), clock=self.clock, **kw)
+        # A trader that is running listens to the doorbells (its start-up subscribes): what strategies
+        # publish from now on waits for it, whichever component a test steps first.
+        t.bell.ensure()
+        return t
 
     # -- whole steps -----------------------------------------------------------
     def admit(self, *names: str) -> None:
         """Admit started strategies into the registry, as the trader's tick does at each boundary
-        (through the same script: each needs a live lease; the tick takes their joins off NS:joins)."""
-        self.r.srem(self.k.joins, *names)
+        (through the same script: each needs a live lease)."""
         self.trader().admit(list(names))
         for n in names:
             assert self.r.sismember(self.k.strategies, n), f"{n} was not admitted (no live lease?)"

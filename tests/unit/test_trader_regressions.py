@@ -27,10 +27,13 @@ def test_lease_renewed_within_its_ttl_while_strategies_are_late(period_ms, monke
 
     def tick(epoch):
         ticks.append(clock.now_ms())
-        return TraderTicked("lead", clock.now_ms(), "inst", "1", len(ticks) == 1, "", 1, 2, "", epoch - 1, 0, ())
+        return TraderTicked("lead", clock.now_ms(), "inst", "1", len(ticks) == 1, "", 1, 2, "", epoch - 1)
 
-    def read_decisions(epoch, keys, wait_ms):
+    def wait_for_ring(epoch, wait_ms):
         clock.advance(wait_ms / 1000.0)                # nobody rings the doorbell
+        return False
+
+    def read_decisions(epoch, keys, rang=False):
         value = f"{epoch}|0.5".encode() if epoch == first_epoch else None
         return Seen([value, value], 1, 2)
 
@@ -39,6 +42,7 @@ def test_lease_renewed_within_its_ttl_while_strategies_are_late(period_ms, monke
         return TraderSettled("published" if outcome == "ok" else outcome, clock.now_ms(), "inst", "", "").status
 
     trader.tick, trader.read_decisions, trader.settle = tick, read_decisions, settle
+    trader.wait_for_ring = wait_for_ring
     trader.check_period_first = lambda: None          # no deployment record to read (no Redis)
     monkeypatch.setattr("redismedian.trader.explain_missing", lambda *args: args[-1])   # no leases to read
     assert trader.run(max_epochs=4) == 0

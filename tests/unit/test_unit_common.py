@@ -155,8 +155,9 @@ def test_redact_url():
 # -- keys and time -------------------------------------------------------------------------------
 def test_every_key_is_in_the_namespace():
     k = Keys("ns1")
-    names = [k.meta, k.strategies, k.registry_backup, k.deregistered, k.traders, k.joins, k.signal_feed("g"),
-             k.trader, k.medians, k.trader_fence, k.signal("g"), k.decision("s"), k.count(7), k.ready(7),
+    names = [k.meta, k.strategies, k.registry_backup, k.deregistered, k.traders, k.joins_channel,
+             k.signal_feed("g"), k.trader, k.medians, k.trader_fence, k.signal("g"), k.decision("s"), k.count(7),
+             k.ready_channel,
              k.lease("generator", "g"), k.lease("strategy", "s"), k.lease("trader")]
     assert all(n.startswith("ns1:") for n in names)
     assert len(set(names)) == len(names)
@@ -172,7 +173,11 @@ def test_the_shared_index_and_status_keys_are_gone():
     for gone in ("decisions", "decisions_scratch", "strategy_status", "strategy_status_pattern"):
         assert not hasattr(k, gone), gone
     assert not hasattr(K, "STATUS_TTL_PERIODS")
-    assert k.decision("X") == "ns1:decision:X" and k.count(7) == "ns1:count:3" and k.joins == "ns1:joins"
+    assert k.decision("X") == "ns1:decision:X" and k.count(7) == "ns1:count:3"
+    # The shared doorbells that stored what any strategy pushed are channels now (redismedian.bell).
+    assert not hasattr(k, "ready") and not hasattr(k, "joins")
+    assert k.joins_channel == "ns1:joins" and k.ready_channel == "ns1:ready"
+    assert k.other_doorbells(7) == ["ns1:count:0", "ns1:count:1", "ns1:count:2"]
 
 
 def test_ttls():

@@ -693,7 +693,7 @@ def test_a_strategy_waits_at_start_until_the_trader_creates_the_record(env, capl
     assert waits[:3] == [1.0, 1.0, 1.0], "retried every second (at most a period)"
     assert any("started X" in m for m in messages(caplog))
     assert env.r.get(env.k.decision("X")).decode().startswith(f"{env.E}|"), "then it runs as usual"
-    assert env.r.smembers(env.k.joins) == {b"X"}
+    assert env.asks() == {"X"}
 
 
 def test_a_generator_waits_for_the_record_period_after_period(env, caplog):

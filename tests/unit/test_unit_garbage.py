@@ -69,8 +69,7 @@ OWNED = {
     "signal feed": lambda k, E: k.signal_feed("g1"),
     "decision": lambda k, E: k.decision("X"),
     "count": lambda k, E: k.count(E),
-    "doorbell": lambda k, E: k.ready(E),
-    "joins": lambda k, E: k.joins,
+    "other count slot": lambda k, E: k.other_doorbells(E)[0],
     "trader hash": lambda k, E: k.trader,
     "medians": lambda k, E: k.medians,
     "generator lease": lambda k, E: k.lease("generator", "g1"),
@@ -79,7 +78,7 @@ OWNED = {
     "fence": lambda k, E: k.trader_fence,
 }
 RIGHT_TYPE = {"signal hash": "hash", "signal feed": "stream", "decision": "string", "count": "string",
-              "doorbell": "list", "joins": "set", "trader hash": "hash", "medians": "stream",
+              "other count slot": "string", "trader hash": "hash", "medians": "stream",
               "generator lease": "string", "strategy lease": "string", "trader lease": "string",
               "fence": "string"}
 
@@ -157,24 +156,29 @@ def test_a_strategy_starting_on_a_garbage_registry_asks_the_trader(env, caplog):
     put(env.r, env.k.strategies, "string")
     x = env.strategy("X", ["g1"])
     with caplog.at_level(logging.WARNING):
+        t = env.trader()                             # running: it hears X ask
         assert x.run(max_epochs=1) == 0
         assert env.r.get(env.k.strategies) == b"garbage", "left to the trader"
-        assert env.r.smembers(env.k.joins) == {b"X"}
+        assert env.asks() == {"X"}
         x.started = False
         env.started(x)                               # (run() released the name on the way out)
-        env.trader().step(env.E)
+        t.step(env.E)
     assert env.r.smembers(env.k.strategies) == {b"X"}
     assert sum("t:strategies was a string (replaced" in m for m in messages(caplog, logging.WARNING)) == 1
 
 
 def test_garbage_doorbell_while_the_trader_waits(env, caplog):
+    """Rings that are no epoch's number, or another epoch's, are junk: the trader keeps waiting (no
+    early read, no anomaly) until its deadline, and the next epoch is published as always."""
     p = Pipeline(env)
     p.epoch(env.E)
-    put(env.r, env.k.ready(env.E + 1), "string")
+    for junk in ("garbage", "", "-1", str(env.E), str(env.E + 2), "9" * 40, "1e3", f"{env.E + 1}\n"):
+        env.r.publish(env.k.ready_channel, junk)
     with caplog.at_level(logging.WARNING):
         p.epoch(env.E + 1, order=[p.t, p.g1, p.g2, p.x, p.y])   # the trader waits first
-    assert any("removed t:ready" in m for m in messages(caplog))
     assert env.hash(env.k.trader)["state"] == "error"        # nobody had submitted by its deadline
+    assert p.t.doorbell.total == 0 and not any("did not ring as it should" in m for m in messages(caplog))
+    assert p.t.bell.inbox.junk >= 4
     p.epoch(env.E + 2)
     assert p.published().get(env.E + 2) == MEDIAN
 
@@ -188,14 +192,14 @@ def test_a_garbage_decision_key_while_the_trader_waits(env):
     env.started(p.y)
     t = p.t
     env.started(t)
-    orig = env.r.blpop
+    orig = t.bell.wait
 
-    def blpop(keys, timeout=0):
+    def wait(epoch, timeout_s):
         if not env.r.exists(env.k.signal("g1")):
             p.epoch(env.E, order=[p.g1, p.g2, p.x, p.y])
             env.at(env.E)
-        return orig(keys, timeout)
-    env.r.blpop = blpop
+        return orig(epoch, timeout_s)
+    t.bell.wait = wait
     t.step(env.E)
     assert p.published() == {env.E: MEDIAN}
     assert env.r.type(env.k.decision("X")) == b"string"

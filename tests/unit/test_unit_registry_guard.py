@@ -116,7 +116,7 @@ def test_srem_of_the_last_strategy_while_no_trader_runs_stays_a_deregistration(e
     e = env.E + 1
     next_epoch(env, s, e)
     s["X"].step(e)                                            # no record yet: X asks to be registered
-    assert s["X"].registered is False and env.r.smembers(env.k.joins) == {b"X"}
+    assert s["X"].registered is False and env.asks() == {"X"}
     fresh = env.trader()
     with caplog.at_level(logging.INFO):
         fresh.step(e)

@@ -115,23 +115,23 @@ def test_startup_reports_starting_and_asks_the_trader_to_register_it(env, caplog
     with caplog.at_level(logging.INFO):
         s = env.started(env.strategy("X", ["g1", "g2"]))
     assert not env.r.exists(env.k.strategies), "a strategy never writes the registry"
-    assert env.r.smembers(env.k.joins) == {b"X"} and s.registered is False
+    assert env.asks() == {"X"} and s.registered is False
     assert s.start_ms == env.clock.now_ms()
     assert env.r.get(s.lease_key).decode() == f"{s.settings.owner}|{s.start_ms}" == s.lease_owner
     assert env.r.get(env.k.decision("X")).decode() == f"{env.E}|!starting|started, waiting for the next period"
     assert report(env) == Report(env.E, "starting", "", "started, waiting for the next period")
     assert env.r.pttl(env.k.decision("X")) == K.ttl_ms(env.period_ms, K.DECISION_TTL_PERIODS)
-    assert counted(env) == 0 and not env.r.exists(env.k.ready(env.E))
+    assert counted(env) == 0 and env.E not in env.rings()
     assert "started X (signals g1,g2, period 3600s): asked the trader to register it" in messages(caplog)
 
 
 def test_a_strategy_writes_only_its_own_keys_and_the_doorbells(env):
     """Every key has one writer: a strategy writes its lease and decision key, and may ring
-    NS:count:<E>, NS:ready:<E> and NS:joins; nothing else, registered or not."""
+    NS:count:<E> (and publish on the NS:ready and NS:joins channels, which store nothing); nothing
+    else, registered or not."""
     env.trader().tick(env.E)                        # the deployment record exists (the trader made it)
     env.publish(env.E, g1=0.5)
-    allowed = {env.k.lease("strategy", "X"), env.k.decision("X"), env.k.count(env.E), env.k.ready(env.E),
-               env.k.joins}
+    allowed = {env.k.lease("strategy", "X"), env.k.decision("X"), env.k.count(env.E)}
 
     def snapshot():
         return {k.decode(): (env.r.type(k), env.r.dump(k)) for k in env.r.keys("*")}
@@ -148,7 +148,7 @@ def test_a_strategy_writes_only_its_own_keys_and_the_doorbells(env):
     env.admit("X")
     env.r.delete(env.k.decision("X"))
     assert written_by(lambda: s.step(env.E)) <= allowed          # registered: counts and rings
-    assert counted(env) == 1 and env.r.lrange(env.k.ready(env.E), 0, -1) == [b"X"]
+    assert counted(env) == 1 and env.rings() == [env.E]
 
 
 def test_the_strategy_says_when_the_trader_admitted_it(env, caplog):
@@ -157,13 +157,14 @@ def test_the_strategy_says_when_the_trader_admitted_it(env, caplog):
     with caplog.at_level(logging.INFO):
         s.step(env.E)
         env.admit("X")
+        env.forget()
         env.at(env.E + 1)
         env.publish(env.E + 1, g1=0.5)
         s.step(env.E + 1)
     msgs = messages(caplog)
     assert "X decided 0.5 (not registered yet: waiting for the trader to admit it)" in msgs
     assert msgs.index("registered X (admitted by the trader)") < msgs.index("X submitted 0.5")
-    assert s.registered is True and not env.r.exists(env.k.joins), "a registered strategy does not ask again"
+    assert s.registered is True and not env.asks(), "a registered strategy does not ask again"
 
 
 def test_a_strategy_not_yet_admitted_writes_its_decision_but_does_not_count(env):
@@ -171,13 +172,13 @@ def test_a_strategy_not_yet_admitted_writes_its_decision_but_does_not_count(env)
     x = env.started(env.strategy("X", ["g1"]))
     y = env.started(env.strategy("Y", ["g1"]))
     env.admit("X")
-    env.r.delete(env.k.joins)
+    env.forget()
     y.step(env.E)
     assert report(env, "Y") == Report(env.E, "ok", "0.5", "")
-    assert counted(env) == 0 and not env.r.exists(env.k.ready(env.E)), "no count, no doorbell"
-    assert env.r.smembers(env.k.joins) == {b"Y"}, "it asks again at each report"
+    assert counted(env) == 0 and env.E not in env.rings(), "no count, no doorbell"
+    assert env.asks() == {"Y"}, "it asks again at each report"
     x.step(env.E)
-    assert counted(env) == 1 and env.r.lrange(env.k.ready(env.E), 0, -1) == [b"X"], \
+    assert counted(env) == 1 and env.rings() == [env.E], \
         "X completes the registered set alone"
 
 
@@ -290,7 +291,7 @@ def test_no_submission_without_a_good_signal(env, setup, reason):
     env.at(env.E, 0.6)    # past the signal deadline
     s.step(env.E)
     assert report(env) == Report(env.E, "error", "", reason.format(E1=env.E - 1))
-    assert counted(env) == 0 and not env.r.exists(env.k.ready(env.E))
+    assert counted(env) == 0 and env.E not in env.rings()
 
 
 def test_error_signal_from_a_raising_generator(env):
@@ -364,10 +365,9 @@ def test_the_last_submission_rings_the_traders_doorbell(env):
     y = env.started(env.strategy("Y", ["g1"]))
     env.admit("X", "Y")
     x.step(env.E)
-    assert counted(env) == 1 and not env.r.exists(env.k.ready(env.E)), "1 of 2: not complete yet"
+    assert counted(env) == 1 and env.E not in env.rings(), "1 of 2: not complete yet"
     y.step(env.E)
-    assert counted(env) == 2 and env.r.lrange(env.k.ready(env.E), 0, -1) == [b"Y"]
-    assert 0 < env.r.pttl(env.k.ready(env.E)) <= K.ttl_ms(env.period_ms, K.READY_TTL_PERIODS)
+    assert counted(env) == 2 and env.rings() == [env.E]
 
 
 # -- registration --------------------------------------------------------------------------------
@@ -395,11 +395,12 @@ def test_a_deregistered_strategy_exits_cleanly_and_stays_out(env, caplog, how):
     t.step(env.E + 1)
     assert env.r.hexists(env.k.deregistered, "X")
     env.publish(env.E + 1, g1=0.5)
+    env.forget()
     with caplog.at_level(logging.INFO):
         assert s.run(max_epochs=3) == 0
     assert any("X was deregistered" in m and "exiting" in m for m in messages(caplog))
     assert not env.r.exists(s.lease_key), "the name is released"
-    assert not env.r.sismember(env.k.joins, "X"), "it does not ask to register again"
+    assert "X" not in env.asks(), "it does not ask to register again"
     assert counted(env, env.E + 1) == 0, "its last decision counts for nothing"
     env.at(env.E + 2)
     t.step(env.E + 2)
@@ -432,12 +433,12 @@ def test_a_hand_srem_is_noticed_once_the_trader_recorded_it(env, caplog):
     env.r.srem(env.k.strategies, "X")
     with caplog.at_level(logging.WARNING):
         s.step(env.E + 1)
-    assert env.r.smembers(env.k.joins) == {b"X"}
+    assert env.asks() == {"X"}
     assert any("X is no longer in t:strategies and was not deregistered" in m for m in messages(caplog))
     env.at(env.E + 2)
     t.step(env.E + 2)
     assert not env.r.sismember(env.k.strategies, "X") and env.r.hexists(env.k.deregistered, "X")
-    assert not env.r.exists(env.k.joins), "the join was taken, and refused"
+    assert t.bell.inbox.take_joins() == ([], 0), "the join was taken, and refused"
     with pytest.raises(Exit) as e:
         s.step(env.E + 2)
     assert e.value.code == 0 and "deregistered" in str(e.value)
@@ -449,9 +450,10 @@ def test_restarting_registers_again(env):
     deregister(env.r, env.k, "X")
     s.shutdown()
     env.clock.advance(0.001)                          # the new process starts after the record
+    t = env.trader()
     s2 = env.started(env.strategy("X", ["g1"]))
-    assert env.r.sismember(env.k.joins, "X") and not env.r.sismember(env.k.strategies, "X")
-    env.trader().step(env.E)
+    assert "X" in env.asks() and not env.r.sismember(env.k.strategies, "X")
+    t.step(env.E)
     assert env.r.sismember(env.k.strategies, "X") and not env.r.hexists(env.k.deregistered, "X")
     env.publish(env.E, g1=0.5)
     s2.step(env.E)
@@ -460,6 +462,7 @@ def test_restarting_registers_again(env):
 
 def test_a_strategy_joins_again_when_its_registration_vanished_without_a_record(env, caplog):
     env.publish(env.E, g1=0.5)
+    t = env.trader()
     s = env.started(env.strategy("X", ["g1"]))
     env.admit("X")
     s.step(env.E)
@@ -469,8 +472,8 @@ def test_a_strategy_joins_again_when_its_registration_vanished_without_a_record(
     env.publish(env.E + 1, g1=0.5)
     with caplog.at_level(logging.INFO):
         s.step(env.E + 1)
-        assert env.r.smembers(env.k.joins) == {b"X"} and s.registered is False
-        env.trader().step(env.E + 1)
+        assert env.asks() == {"X"} and s.registered is False
+        t.step(env.E + 1)
         assert env.r.sismember(env.k.strategies, "X")
         env.at(env.E + 2)
         env.publish(env.E + 2, g1=0.5)
@@ -497,7 +500,7 @@ def test_after_redis_lost_its_data_the_strategy_registers_again(env, caplog, how
     with caplog.at_level(logging.WARNING):
         s.step(env.E + 1)
     assert report(env) == Report(env.E + 1, "ok", "0.5", "")
-    assert env.r.smembers(env.k.joins) == {b"X"}, "its registration vanished: it asks again at once"
+    assert env.asks() == {"X"}, "its registration vanished: it asks again at once"
     msgs = messages(caplog)
     assert any("asked the trader to register it again" in m for m in msgs)
     # The deployment record itself is checked every META_CHECK_EVERY reports (the hot path stays
@@ -509,7 +512,11 @@ def test_after_redis_lost_its_data_the_strategy_registers_again(env, caplog, how
             s.step(e)
     assert s.instance == env.hash(env.k.meta)["instance"]
     assert any("Redis lost its data" in m for m in messages(caplog))
-    env.trader().step(e)
+    t = env.trader()                                  # a trader (re)starts: X asks again at its next report
+    env.at(e + 1)
+    env.publish(e + 1, g1=0.5)
+    s.step(e + 1)
+    t.step(e + 1)
     assert env.r.sismember(env.k.strategies, "X")
 
 
@@ -582,6 +589,7 @@ def test_a_registered_strategy_reports_through_the_hot_path(env):
     y = registered_strategy(env, "Y")
     ran_x, ran_y = paths_taken(x), paths_taken(y)
     e = env.E + 1
+    env.forget()
     env.at(e)
     env.publish(e, g1=0.25)
     env.r.pexpire(x.lease_key, 5)
@@ -590,11 +598,10 @@ def test_a_registered_strategy_reports_through_the_hot_path(env):
     assert report(env, "X") == Report(e, "ok", "0.25", "")
     assert env.r.pttl(env.k.decision("X")) == K.ttl_ms(env.period_ms, K.DECISION_TTL_PERIODS)
     assert env.r.pttl(x.lease_key) == x.lease_ttl_ms, "the lease is renewed"
-    assert counted(env, e) == 1 and not env.r.exists(env.k.ready(e))
+    assert counted(env, e) == 1 and e not in env.rings()
     y.step(e)
     assert ran_y == ["fast"]
-    assert counted(env, e) == 2 and env.r.lrange(env.k.ready(e), 0, -1) == [b"Y"], "the last one rings"
-    assert 0 < env.r.pttl(env.k.ready(e)) <= K.ttl_ms(env.period_ms, K.READY_TTL_PERIODS)
+    assert counted(env, e) == 2 and env.rings() == [e], "the last one rings"
     assert 0 < env.r.pttl(env.k.count(e)) <= K.ttl_ms(env.period_ms, K.READY_TTL_PERIODS)
 
 
@@ -621,6 +628,7 @@ def test_the_hot_path_hands_anything_unusual_to_the_full_report(env, caplog, tro
     x = registered_strategy(env, "X")
     ran = paths_taken(x)
     e = env.E + 1
+    env.forget()
     env.at(e)
     env.publish(e, g1=0.5)
     if trouble == "deregistered":
@@ -656,13 +664,13 @@ def test_the_hot_path_hands_anything_unusual_to_the_full_report(env, caplog, tro
         assert env.r.get(x.lease_key) == b"thief:9:ffff", "the name stays the other process's"
         assert report(env) == Report(e, "ok", "0.5", "")
     elif trouble == "deregistered":
-        assert not env.r.sismember(env.k.joins, "X"), "it does not ask to be registered again"
+        assert "X" not in env.asks(), "it does not ask to be registered again"
     elif trouble.startswith(("lease lost", "lease garbage")):
         assert env.r.get(x.lease_key) == x.lease_owner.encode(), "the full report took the name back"
         assert report(env) == Report(e, "ok", "0.5", "")
     else:       # not registered as far as this report can see: asks the trader, does not count
         assert report(env) == Report(e, "ok", "0.5", "")
-        assert x.registered is False and env.r.sismember(env.k.joins, "X")
+        assert x.registered is False and "X" in env.asks()
 
 
 @pytest.mark.parametrize("change", ["none", "instance", "period"])

@@ -78,7 +78,7 @@ def test_publishes_the_median_of_all_registered_strategies(env, values):
     assert (h["state"], h["reason"], h["median"], h["count"], h["published"]) == (
         "ok", "", m["median"], str(len(values)), str(env.E))
     assert h["leader"] == t.settings.owner and h["fence"] == "1"
-    assert not env.r.exists(env.k.ready(env.E)), "the doorbell is cleared"
+    assert env.rings()[-1:] == [env.E], "the last submission rang"
     assert env.r.blocked == [], "everything was in: no waiting"
 
 
@@ -86,13 +86,13 @@ def test_waits_for_the_doorbell_then_publishes(env):
     register(env, "X", "Y")
     submit(env, env.E, X=1.0)
     t = env.trader()
-    orig = env.r.blpop
+    orig = t.bell.wait
 
-    def blpop(keys, timeout=0):
-        if not env.r.exists(env.k.ready(env.E)):
+    def wait(epoch, timeout_s):
+        if env.E not in env.rings():
             submit(env, env.E, Y=3.0)        # Y's submission completes the set and rings
-        return orig(keys, timeout)
-    env.r.blpop = blpop
+        return orig(epoch, timeout_s)
+    t.bell.wait = wait
     t0 = env.clock.now_ms()
     t.step(env.E)
     assert float(env.medians()[0]["median"]) == 2.0
@@ -113,7 +113,7 @@ def test_error_at_the_deadline_names_every_missing_strategy(env):
     t.step(env.E)
     deadline = env.E * env.period_ms + t.decision_timeout_ms
     assert deadline <= env.clock.now_ms() <= deadline + 5
-    waits = [s for cmd, s in env.r.blocked if cmd == "blpop"]
+    waits = [s for cmd, s in env.r.blocked if cmd == "pubsub"]
     assert sum(waits) == pytest.approx(9.0, abs=0.01) and len(waits) <= 10, "blocked on the doorbell, not polling"
     h = env.hash(env.k.trader)
     assert h["state"] == "error" and "median" not in h and "count" not in h
@@ -199,8 +199,8 @@ def test_decisions_of_names_that_are_not_registered_never_count(env):
     submit(env, env.E, X=1.0)
     env.decide("ghost1", 0.0)                        # decision keys of names nobody registered,
     env.decide("ghost2", 50.0)
-    env.r.sadd(env.k.joins, "ghost1")                # and a join without any live lease behind it
     t = env.trader()
+    env.r.publish(env.k.joins_channel, "ghost1")     # and a join without any live lease behind it
     env.at(env.E, 0.9)
     t.step(env.E)
     h = env.hash(env.k.trader)
@@ -215,12 +215,12 @@ def test_deregistering_the_missing_strategy_completes_the_epoch(env):
     register(env, "X", "Y")
     submit(env, env.E, X=7.0)
     t = env.trader()
-    orig = env.r.blpop
+    orig = t.bell.wait
 
-    def blpop(keys, timeout=0):
+    def wait(epoch, timeout_s):
         env.r.srem(env.k.strategies, "Y")     # the operator gives up on Y while the trader waits
-        return orig(keys, timeout)
-    env.r.blpop = blpop
+        return orig(epoch, timeout_s)
+    t.bell.wait = wait
     t.step(env.E)
     assert [(float(m["median"]), m["members"]) for m in env.medians()] == [(7.0, "X")]
 
@@ -599,13 +599,14 @@ def registry(env):
 
 
 def test_a_strategy_is_registered_by_the_trader_at_its_tick(env, caplog):
+    t = env.trader()                                  # running: it listens on NS:joins
     env.started(env.strategy("X", ["sig_X"]))
-    assert not env.r.exists(env.k.strategies) and env.r.smembers(env.k.joins) == {b"X"}
-    t = env.trader()
+    assert not env.r.exists(env.k.strategies) and env.asks() == {"X"}
     with caplog.at_level(logging.INFO):
         t.step(env.E)
     assert registry(env)[:3] == ({"X"}, {"X"}, {})
-    assert int(env.hash(env.k.meta)["registry"]) >= 1 and not env.r.exists(env.k.joins)
+    assert int(env.hash(env.k.meta)["registry"]) >= 1
+    assert t.bell.inbox.take_joins() == ([], 0), "the requests were taken"
     assert "registered: X" in messages(caplog) and t.memory.names == {"X"}
     # admitted at the boundary: it counts from this very epoch on (here it has not decided yet)
     assert env.hash(env.k.trader)["reason"] == "1 of 1 strategy missing: X: started, waiting for the next period"
@@ -648,20 +649,34 @@ def test_a_deregistration_record_at_or_after_the_start_refuses_the_process(env, 
 def test_a_forged_join_does_nothing(env, caplog):
     register(env, "X")
     before = registry(env)
-    env.r.sadd(env.k.joins, "ghost", "X", "not a name", "a" * 65)
     t = env.trader()
+    for junk in ("ghost", "X", "not a name", "a" * 65, "\x1b[31mX", "X\nY", "1" * 30):
+        env.r.publish(env.k.joins_channel, junk)
+        env.r.publish(env.k.ready_channel, junk)
     caplog.clear()     # (only what this step logs: another test may have left the loggers at INFO)
     with caplog.at_level(logging.INFO):
         t.step(env.E)
     assert registry(env) == before
-    assert not env.r.exists(env.k.joins), "the doorbell was read and cleared"
+    assert t.bell.inbox.take_joins() == ([], 0), "the requests were read and taken"
+    assert t.bell.inbox.junk >= 10 and not t.bell.inbox.rang, "junk is no name and no ring"
     assert not any("registered" in m for m in messages(caplog))
 
 
-def test_a_join_of_a_garbage_type_is_removed(env):
-    env.r.set(env.k.joins, "garbage")
-    env.trader().step(env.E)
-    assert not env.r.exists(env.k.joins)
+def test_a_flood_of_join_requests_is_bounded_and_said(env, caplog, monkeypatch):
+    """More join requests in a period than any deployment sends: the trader admits at most
+    JOINS_PER_TICK valid names, and says the flood once (log, NS:events, metric)."""
+    monkeypatch.setattr("redismedian.trader.JOINS_FLOOD", 50)
+    register(env, "X")
+    t = env.trader()
+    for i in range(200):
+        env.r.publish(env.k.joins_channel, f"ghost{i}")
+    with caplog.at_level(logging.INFO):
+        t.step(env.E)
+    assert sum("messages on t:joins in one period" in m for m in messages(caplog)) == 1
+    events = [f for _id, f in env.r.xrange(env.k.events)]
+    assert [f[b"status"] for f in events].count(b"joins_flooded") == 1
+    assert registry(env)[0] == {"X"}, "no ghost admitted (no lease behind any)"
+    assert len(t.bell.inbox.joins) == 0
 
 
 # -- grace after Redis lost its data ---------------------------------------------------------------------
