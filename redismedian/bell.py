@@ -90,7 +90,7 @@ class Subscription:
         self.pubsub: Any = None
         self.lost = ""              # why the subscription is down ('' = up, or never tried)
         self.losses = 0             # subscriptions lost since the start (a metric)
-        self.since = 0.0            # when the subscription began (the trader's clock, s): rings before it were not heard
+        self.since = 0.0            # when it subscribed (trader clock, s): rings before were not heard
         self._next_try = 0.0
 
     @property

@@ -33,8 +33,8 @@ from .following import Median, parse_median
 from . import health as H
 from .replies import xrange
 from .text import LONG, SHORT, quoted, shown
-from .scripts import (DECISION_MAX_BYTES, JOINS_FLOOD, Missed, MissedRecord, RegistryChanged, Report, TraderArgs, TraderTicked,
-                      parse_report,
+from .scripts import (DECISION_MAX_BYTES, JOINS_FLOOD, Missed, MissedRecord, RegistryChanged, Report, TraderArgs,
+                      TraderTicked, parse_report,
                       registry_admit, registry_restore, trader_acked, trader_acted, trader_settle, trader_tick)
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
