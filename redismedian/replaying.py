@@ -523,6 +523,9 @@ def by_epoch(signals: Iterable[Signal | Sequence[Any]]) -> Iterator[tuple[int, F
         yield cur, found
 
 
+NOTHING_STORED: Mapping[str, Reading | None] = {}    # what decide reads (never writes) when the feed has it all
+
+
 def complete_tally(texts: Sequence[str]) -> tuple[Tally, list[float]]:
     """What :func:`redismedian.trader.tally` finds in an epoch's reports when every strategy decided,
     and the decisions as numbers (in ``texts``' order).  ``texts``: each decision as
@@ -564,7 +567,8 @@ class Replayer:
         readings = found.readings
         if self.period_ms is None:
             return [readings] * len(self.waits)
-        latest = max((t for t in found.ts.values() if t is not None), default=None)
+        ts = found.ts.values()
+        latest = max(ts, default=None) if None not in ts else max((t for t in ts if t is not None), default=None)
         start = boundary_ms(epoch, self.period_ms)
         out: list[Mapping[str, Reading]] = []
         for wait in self.waits:
@@ -590,7 +594,7 @@ class Replayer:
         reasons: list[str] = []
         for signals, wanted, fn, group in self.plan:
             feed = feeds[group]
-            stored = {} if feed.keys() >= wanted else self._stored(signals, feed, epoch)
+            stored = NOTHING_STORED if feed.keys() >= wanted else self._stored(signals, feed, epoch)
             _values, value, reason = decide(signals, epoch, feed, stored, fn)
             texts.append(value)
             reasons.append(reason)
