@@ -36,7 +36,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, cast
 
 import redis
 
@@ -568,7 +568,8 @@ class Replayer:
         if self.period_ms is None:
             return [readings] * len(self.waits)
         ts = found.ts.values()
-        latest = max(ts, default=None) if None not in ts else max((t for t in ts if t is not None), default=None)
+        latest = (max(cast("Iterable[int]", ts), default=None) if None not in ts      # the usual case, in C
+                  else max((t for t in ts if t is not None), default=None))
         start = boundary_ms(epoch, self.period_ms)
         out: list[Mapping[str, Reading]] = []
         for wait in self.waits:

@@ -407,3 +407,11 @@ def test_a_replay_streams(tmp_path):
     results = R.replay(t, source)
     assert next(results).epoch == 1
     assert 0 < source.bytes_read < source.size / 10
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=20), st.from_regex(r"\A[+-]?[0-9]{1,17}\Z"),
+                 st.sampled_from(["²", "١٢", "0" * 15, "9" * 16, "+1", "-0", "1.0", "1e3"])))
+def test_the_ts_column_is_read_as_parse_int_reads_it(text):
+    from redismedian.common import parse_int
+    assert R._ms(text) == parse_int(text)
