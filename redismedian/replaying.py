@@ -16,7 +16,11 @@ and the median, or the trader's error, through the very functions the live proce
 :func:`redismedian.strategy.decide` (the signals' checks, the plug-in, the number grammar),
 :func:`redismedian.scripts.report_text` (the decision key the trader reads),
 :func:`redismedian.trader.tally` and :func:`redismedian.trader.verdict` (what counts as a decision,
-the median, the reason text).  Nothing here decides anything by itself.
+the median, the reason text).  Nothing here decides anything by itself.  For speed (a year of
+minute epochs in seconds), an epoch in which every strategy decided is tallied by
+:func:`complete_tally` (what ``tally`` finds in those reports, without writing and reading them),
+and what does not change from epoch to epoch is worked out once; tests/unit/test_unit_replay.py
+proves the replayer equal to the plain composition of the live functions on arbitrary signals.
 
 What a replay cannot know (whether a process was running, whether a decision came too late, a
 Redis outage) shows in live reasons only; ``compare`` therefore compares outcomes (the median,
