@@ -100,6 +100,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-epochs", type=_positive, default=None,
                    help="replay: epochs in the CSV archive replayed, 3 generators x 10 strategies "
                         "[default: 525600, a year of minute epochs]")
+    p.add_argument("--replay-reps", type=_positive, default=None,
+                   help="replay: runs, each in fresh processes (the table gives their medians) [default: 3]")
     p.add_argument("--no-readme", action="store_true",
                    help="do not rewrite the results section of benchmarks/README.md")
     p.add_argument("--keep-logs", action="store_true", help="keep the Redis and component logs")
@@ -108,10 +110,10 @@ def parser() -> argparse.ArgumentParser:
 
 FULL = dict(sizes=[1000, 10_000, 100_000], reps=5, period=1.0, latency_periods=60, many=50,
             rt_sizes=[10, 10_000], rt_periods=5, capacity_sizes=[20_000, 50_000], capacity_periods=20,
-            web_size=10_000, web_periods=10, web_browsers=20, replay_epochs=525_600)
+            web_size=10_000, web_periods=10, web_browsers=20, replay_epochs=525_600, replay_reps=3)
 SMOKE = dict(sizes=[10, 200], reps=2, period=0.3, latency_periods=3, many=3, rt_sizes=[10, 50], rt_periods=4,
              capacity_sizes=[200], capacity_periods=3, web_size=200, web_periods=3, web_browsers=3,
-             replay_epochs=2_000)
+             replay_epochs=2_000, replay_reps=3)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if "replay" in args.only:
             from . import replay_cost
             section("replay", f"7. replay of {args.replay_epochs:,} minute epochs, 3 generators x 10 strategies")
-            results["replay"] = replay_cost.run(args.replay_epochs, 3, 10, work / "replay", log=log)
+            results["replay"] = replay_cost.run(args.replay_epochs, 3, 10, work / "replay", args.replay_reps, log=log)
         if "roundtrips" in args.only:
             section("roundtrips", "3. round trips per component per period")
             admin.flushall()

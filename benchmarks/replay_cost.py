@@ -2,25 +2,27 @@
 
 A CSV archive of E epochs (default 525,600: a year of minute epochs) from G generators (3), as
 ``redismedian signals --csv`` writes it, and a topology of S strategies (10) over them, each on a
-different choice of generators with the default ``decide``.  In a fresh Python process (so that its
-memory is the replay's alone):
+different choice of generators with the default ``decide``.  Each run, in fresh processes (so that
+each one's CPU time and peak memory are its own, from ``wait4``):
 
-* **the floor**: reading the CSV file alone (``csv.reader`` over every row, nothing else);
-* **the replay**: :func:`redismedian.replay` over the file, every result consumed: the CSV parsed
-  and checked, each strategy's decision through the live code paths, the trader's tally and median;
-  wall and CPU seconds, and the resident memory (VmRSS) at 10 %, 50 % and 100 % of the epochs
-  (streaming: it stays flat);
+* **the floor**: reading the CSV file alone (``csv.reader`` over every row, nothing else), in a
+  Python process started the same way;
+* **the replay**, as a person runs it: ``redismedian replay --signals-csv FILE --topology FILE --csv
+  --period 60`` with its output into a file (startup, plug-in loading, every strategy's decision
+  through the live code paths, the trader's tally and median, the CSV output included): wall, CPU
+  (user + sys) and peak resident memory;
+* **the same command over the first 50,000 epochs** (a tenth of E when that is less): its peak
+  memory beside the year's says whether a replay streams (flat: about the same).
 
-then **the command** as a person runs it, ``redismedian replay --signals-csv FILE --topology FILE
---csv --period 60`` with its output to /dev/null (startup, plug-in loading and CSV output included).
-Nothing here uses Redis.  Alone: ``./dev bench --only replay [--replay-epochs N]``.
+Three runs (``--replay-reps``), the load average before each; the table gives the medians.  Nothing
+here uses Redis.  Alone: ``./dev bench --only replay [--replay-epochs N]``.
 """
 from __future__ import annotations
 
 import csv
-import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +32,9 @@ from typing import Callable
 
 PERIOD_MS = 60_000
 FIRST_EPOCH = 29_000_000     # mid-2025 in minute epochs
+YEAR = 525_600
+SMALL_EPOCHS = 50_000        # the run whose peak memory the year's is compared with
+FLOOR = "import csv, sys\nwith open(sys.argv[1], newline='') as f:\n    print(sum(1 for _ in csv.reader(f)))\n"
 
 
 def generator_names(g: int) -> list[str]:
@@ -64,67 +69,82 @@ def write_signals(path: Path, epochs: int, generators: list[str], seed: int = 7)
     return path.stat().st_size
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+def timed(argv: list[str], out: Path, env: dict[str, str], cwd: Path) -> dict:
+    """Run ``argv`` with its output into ``out``: wall s, CPU s (user + sys) and peak RSS MB of that
+    process alone (``wait4``)."""
+    err = out.with_suffix(".stderr")
+    with open(out, "wb") as f, open(err, "wb") as e:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, stdout=f, stderr=e, env=env, cwd=str(cwd))
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])}... failed ({code}): {err.read_text(errors='replace')[-500:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}
 
 
-def child(signals: str, topology: str, epochs: int) -> dict:
-    """In a fresh process: the floor, then the replay (with its memory at 10 %, 50 % and 100 %)."""
-    import redismedian
-    t0, c0 = time.perf_counter(), time.process_time()
-    with open(signals, newline="") as f:
-        rows = sum(1 for _ in csv.reader(f))
-    floor = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "rows": rows}
-    marks = {max(1, epochs // 10): "10%", max(1, epochs // 2): "50%"}
-    rss = {"start": _rss_mb()}
-    published = n = 0
-    t0, c0 = time.perf_counter(), time.process_time()
-    for r in redismedian.replay(topology, signals, period_ms=PERIOD_MS):
-        n += 1
-        published += r.median is not None
-        if n in marks:
-            rss[marks[n]] = _rss_mb()
-    replay = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "epochs": n,
-              "published": published}
-    rss["100%"] = _rss_mb()
-    return {"floor": floor, "replay": replay, "rss_mb": rss}
+def replayed(path: Path) -> tuple[int, int]:
+    """Epochs and published medians in a replay's CSV output."""
+    with open(path, newline="") as f:
+        rows = csv.reader(f)
+        header = next(rows)
+        i = header.index("median")
+        n = published = 0
+        for row in rows:
+            n += 1
+            published += row[i] != ""
+    return n, published
 
 
-def run(epochs: int, generators: int, strategies: int, work: Path, log: Callable[[str], None] = print) -> dict:
+def _median(runs: list[dict], part: str) -> dict:
+    return {k: statistics.median(r[part][k] for r in runs) for k in ("wall_s", "cpu_s", "rss_mb")}
+
+
+def run(epochs: int, generators: int, strategies: int, work: Path, reps: int = 3,
+        log: Callable[[str], None] = print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     gens = generator_names(generators)
-    topology, signals = work / "topology.toml", work / "signals.csv"
+    small_epochs = min(SMALL_EPOCHS, max(1, epochs // 10))
+    topology, signals, small = work / "topology.toml", work / "signals.csv", work / "signals-small.csv"
     topology.write_text(topology_text(strategies, gens))
-    log(f"  writing {epochs:,} epochs x {generators} generators...")
+    log(f"  writing {epochs:,} epochs x {generators} generators (and the first {small_epochs:,} apart)...")
     size = write_signals(signals, epochs, gens)
-    log(f"  {size / 1e6:.1f} MB; replaying {strategies} strategies in a fresh process...")
+    write_signals(small, small_epochs, gens)
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.replay_cost", str(signals), str(topology), str(epochs)],
-                          capture_output=True, text=True, env=env, cwd=str(work), check=True)
-    got = json.loads(proc.stdout)
-    log(f"  floor {got['floor']['wall_s']:.2f} s, replay {got['replay']['wall_s']:.1f} s "
-        f"(cpu {got['replay']['cpu_s']:.1f} s); the command...")
-    t0 = time.perf_counter()
-    with open(os.devnull, "w") as devnull:
-        cmd = subprocess.run([sys.executable, "-m", "redismedian", "replay", "--signals-csv", str(signals),
-                              "--topology", str(topology), "--csv", "--period", "60"],
-                             stdout=devnull, stderr=subprocess.PIPE, text=True, env=env, cwd=str(work))
-    command_s = time.perf_counter() - t0
-    if cmd.returncode != 0:
-        raise RuntimeError(f"redismedian replay failed: {cmd.stderr[-500:]}")
-    rep, floor = got["replay"], got["floor"]
+
+    def command(path: Path) -> list[str]:
+        return [sys.executable, "-m", "redismedian", "replay", "--signals-csv", str(path), "--topology",
+                str(topology), "--csv", "--period", str(PERIOD_MS // 1000)]
+
+    runs = []
+    for i in range(reps):
+        load = [round(x, 2) for x in os.getloadavg()]
+        floor = timed([sys.executable, "-c", FLOOR, str(signals)], work / "floor.out", env, work)
+        rows = int((work / "floor.out").read_text())
+        year = timed(command(signals), work / "replayed.csv", env, work)
+        part = timed(command(small), work / "replayed-small.csv", env, work)
+        runs.append({"load_average": load, "floor": floor, "replay": year, "small": part})
+        log(f"  run {i + 1}/{reps} [load average {' / '.join(map(str, load))}]: floor {floor['wall_s']:.2f} s, "
+            f"replay {year['wall_s']:.1f} s (CPU {year['cpu_s']:.1f} s, peak RSS {year['rss_mb']:.1f} MB; "
+            f"{part['rss_mb']:.1f} MB over {small_epochs:,} epochs)")
+    n, published = replayed(work / "replayed.csv")
+    small_n, _ = replayed(work / "replayed-small.csv")
+    if (n, small_n) != (epochs, small_epochs):
+        raise RuntimeError(f"replay wrote {n:,} and {small_n:,} epochs, expected {epochs:,} and {small_epochs:,}")
+    floor, rep, part = _median(runs, "floor"), _median(runs, "replay"), _median(runs, "small")
+    floor["rows"] = rows
+    rep.update(epochs=n, published=published, epochs_per_s=n / rep["wall_s"],
+               epochs_per_cpu_s=n / max(rep["cpu_s"], 1e-9))
+    part["epochs"] = small_n
     return {
         "epochs": epochs, "generators": generators, "strategies": strategies, "csv_mb": round(size / 1e6, 1),
-        "floor": floor, "replay": rep, "rss_mb": got["rss_mb"], "command_s": command_s,
-        "us_per_epoch": rep["wall_s"] / max(1, rep["epochs"]) * 1e6,
-        "cpu_us_per_epoch": rep["cpu_s"] / max(1, rep["epochs"]) * 1e6,
-        "ratio_to_floor": rep["wall_s"] / max(floor["wall_s"], 1e-9),
-        "year_s": rep["wall_s"] / max(1, rep["epochs"]) * 525_600,
-        "year_cpu_s": rep["cpu_s"] / max(1, rep["epochs"]) * 525_600,
+        "reps": reps, "runs": runs, "load_average": [r["load_average"] for r in runs],
+        "floor": floor, "replay": rep, "small": part,
+        "us_per_epoch": rep["wall_s"] / n * 1e6, "cpu_us_per_epoch": rep["cpu_s"] / n * 1e6,
+        "ratio_to_floor": rep["cpu_s"] / max(floor["cpu_s"], 1e-9),
+        "rss_growth_mb": rep["rss_mb"] - part["rss_mb"],
+        # measured on a year when epochs is a year; scaled from fewer epochs otherwise (startup included)
+        "year_s": rep["wall_s"] / n * YEAR, "year_cpu_s": rep["cpu_s"] / n * YEAR,
     }
-
-
-if __name__ == "__main__":
-    print(json.dumps(child(sys.argv[1], sys.argv[2], int(sys.argv[3]))))

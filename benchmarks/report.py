@@ -17,7 +17,7 @@ TARGETS = {
     "round_trips": {"generator": 2, "strategy": 3, "trader": 5},
     "idle_cpu_pct": 1.0,
     "rss_mb": 60.0,
-    "replay_year_s": 60.0,
+    "replay_year_s": 20.0,     # CPU s; the issue asked for "well under a minute" on 2 cores
 }
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
@@ -89,11 +89,12 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
     rp = results.get("replay")
     if rp:
         rows.append((f"replay: a year of minute epochs (525,600) x {rp['generators']} generators x {rp['strategies']} "
-                     f"strategies in < {TARGETS['replay_year_s']:.0f} s, memory flat",
-                     f"{rp['year_s']:.1f} s (CPU {rp['year_cpu_s']:.1f} s; from {rp['epochs']:,} epochs); RSS "
-                     f"{rp['rss_mb']['10%']:.1f} -> {rp['rss_mb']['100%']:.1f} MB from 10 % to 100 %",
-                     rp["year_s"] < TARGETS["replay_year_s"]
-                     and rp["rss_mb"]["100%"] - rp["rss_mb"]["10%"] < 10))
+                     f"strategies in < {TARGETS['replay_year_s']:.0f} s of CPU, memory flat",
+                     f"{rp['year_cpu_s']:.1f} s CPU, {rp['year_s']:.1f} s wall"
+                     + ("" if rp["epochs"] == 525_600 else f" (scaled from {rp['epochs']:,} epochs)")
+                     + f"; peak RSS {rp['small']['rss_mb']:.1f} MB over {rp['small']['epochs']:,} epochs, "
+                       f"{rp['replay']['rss_mb']:.1f} MB over {rp['epochs']:,}",
+                     rp["year_cpu_s"] < TARGETS["replay_year_s"] and rp["rss_growth_mb"] < 10))
     return rows
 
 
@@ -234,17 +235,19 @@ def markdown(results: dict) -> str:
         out.append("")
     rp = results.get("replay")
     if rp:
-        f, r = rp["floor"], rp["replay"]
-        out += [f"**7. Replay** (`redismedian replay`) of {rp['epochs']:,} minute epochs from a CSV archive "
-                f"({rp['csv_mb']} MB, {rp['generators']} generators) with {rp['strategies']} strategies, in a fresh "
-                "process, beside the floor: reading the CSV file alone (`csv.reader`)", "",
-                "| epochs | floor s | replay s (CPU s) | µs per epoch | replay / floor | a year of epochs s | "
-                "RSS MB at 10 / 50 / 100 % | the command s |",
+        f, r, sm = rp["floor"], rp["replay"], rp["small"]
+        loads = "; ".join(" / ".join(map(str, x)) for x in rp["load_average"])
+        out += [f"**7. Replay** (`redismedian replay --signals-csv ... --csv` into a file) of {rp['epochs']:,} minute "
+                f"epochs from a CSV archive ({rp['csv_mb']} MB, {rp['generators']} generators) with "
+                f"{rp['strategies']} strategies, each run in fresh processes, beside the floor: reading the CSV file "
+                f"alone (`csv.reader`); medians of {rp['reps']} runs (load average before each: {loads})", "",
+                "| epochs | floor s (CPU s) | replay s (CPU s) | epochs per s (per CPU s) | CPU µs per epoch | "
+                "replay / floor (CPU) | peak RSS MB | peak RSS MB at fewer epochs |",
                 "|---:|---:|---:|---:|---:|---:|---:|---:|",
-                f"| {rp['epochs']:,} | {f['wall_s']:.2f} | {r['wall_s']:.1f} ({r['cpu_s']:.1f}) | "
-                f"{rp['us_per_epoch']:.0f} | {rp['ratio_to_floor']:.0f}x | {rp['year_s']:.1f} | "
-                f"{rp['rss_mb']['10%']:.1f} / {rp['rss_mb']['50%']:.1f} / {rp['rss_mb']['100%']:.1f} | "
-                f"{rp['command_s']:.1f} |", ""]
+                f"| {rp['epochs']:,} | {f['wall_s']:.2f} ({f['cpu_s']:.2f}) | {r['wall_s']:.1f} ({r['cpu_s']:.1f}) | "
+                f"{r['epochs_per_s']:,.0f} ({r['epochs_per_cpu_s']:,.0f}) | {rp['cpu_us_per_epoch']:.1f} | "
+                f"{rp['ratio_to_floor']:.0f}x | {r['rss_mb']:.1f} | {sm['rss_mb']:.1f} ({sm['epochs']:,} epochs) |",
+                ""]
     rows = targets(results)
     if rows:
         out += ["**Targets**", "", "| target | measured | met |", "|---|---|---|"]

@@ -621,7 +621,7 @@ def replay_cmd(topology: str, signals_csv: str | None, epochs: tuple[int, int] |
             done = functools.partial(getattr, source, "count")
         elif signals_csv:
             try:
-                source = RP.CsvSignals(signals_csv)
+                source = RP.CsvSignals(signals_csv, since)   # skips the rows before --since itself
             except ValueError as e:
                 raise click.BadParameter(str(e), param_hint="--signals-csv") from None
             total, done = source.size, functools.partial(getattr, source, "bytes_read")
@@ -635,7 +635,7 @@ def replay_cmd(topology: str, signals_csv: str | None, epochs: tuple[int, int] |
             source = _Counted(RP.feed_signals(client, keys, topo.signal_names, since, aligned=True))
             done = functools.partial(getattr, source, "count")
         comparison = RP.Comparison(RP.read_live(client, keys)) if compare_live and client is not None else None
-        signals = source if since is None else (s for s in source if s.epoch >= since)
+        signals = source if since is None or signals_csv else (s for s in source if s.epoch >= since)
         try:
             replayed = _replay_out(RP, topo, signals, period, as_csv, as_json, comparison, plot, total, done)
         except ValueError as e:
@@ -678,12 +678,12 @@ def _replay_out(RP: Any, topo: Any, signals: Any, period: int | None, as_csv: bo
                 if total and sys.stderr.isatty() else contextlib.nullcontext())
     n = 0
     with bar:
-        for r in RP.replay(topo, signals, period_ms=period):
+        for r, median_text, texts in RP.Replayer(topo, period).run_texts(signals):
             n += 1
             if comparison is not None:
                 comparison.add(r)
             if writer is not None:
-                writer.writerow(RP.csv_row(r, names, comparison))
+                writer.writerow(RP.csv_row(r, names, comparison, (median_text, texts)))
             elif as_json:
                 d = r.as_json()
                 if comparison is not None:

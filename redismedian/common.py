@@ -173,7 +173,8 @@ def plugin_number(raw: object, what: str) -> tuple[str, str]:
     and everything else are not numbers.  Never raises.
     """
     if type(raw) is float:      # the usual answer, judged without the ABC checks (same result)
-        return (fmt_value(raw), "") if math.isfinite(raw) else ("", f"{what} returned {raw!r}, not a finite number")
+        # repr(raw) is fmt_value(raw) for an exact float, without two calls (a replay makes millions)
+        return (repr(raw), "") if math.isfinite(raw) else ("", f"{what} returned {raw!r}, not a finite number")
     if isinstance(raw, bool) or not isinstance(raw, (numbers.Real, decimal.Decimal)):
         return "", f"{what} returned {shown(type(raw).__name__, 100)} {_short_repr(raw)}, not a number"
     try:

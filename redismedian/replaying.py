@@ -16,7 +16,11 @@ and the median, or the trader's error, through the very functions the live proce
 :func:`redismedian.strategy.decide` (the signals' checks, the plug-in, the number grammar),
 :func:`redismedian.scripts.report_text` (the decision key the trader reads),
 :func:`redismedian.trader.tally` and :func:`redismedian.trader.verdict` (what counts as a decision,
-the median, the reason text).  Nothing here decides anything by itself.
+the median, the reason text).  Nothing here decides anything by itself.  For speed (a year of
+minute epochs in seconds), an epoch in which every strategy decided is tallied by
+:func:`complete_tally` (what ``tally`` finds in those reports, without writing and reading them),
+and what does not change from epoch to epoch is worked out once; tests/unit/test_unit_replay.py
+proves the replayer equal to the plain composition of the live functions on arbitrary signals.
 
 What a replay cannot know (whether a process was running, whether a decision came too late, a
 Redis outage) shows in live reasons only; ``compare`` therefore compares outcomes (the median,
@@ -36,7 +40,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence, cast
 
 import redis
 
@@ -49,7 +53,7 @@ from .keys import Keys
 from .replies import xrange
 from .scripts import report_text
 from .strategy import Reading, decide, default_signal_timeout_ms
-from .trader import tally, verdict
+from .trader import Tally, tally, verdict
 
 log = logging.getLogger("redismedian.replay")
 
@@ -228,10 +232,13 @@ class Signal(NamedTuple):
 class CsvSignals:
     """The signals of a CSV file, streamed: ``epoch,generator,value[,status[,error]]``, with or
     without that header (with it, the columns may come in any order).  A bad row is a ValueError
-    naming its line; ``bytes_read`` follows the progress through the file."""
+    naming its line; ``bytes_read`` follows the progress through the file.  Iterated, the rows as
+    :class:`Signal`; :meth:`epochs`, the same rows grouped by epoch, as a replay reads them.  With
+    ``since``, the rows of earlier epochs are checked but skipped."""
 
-    def __init__(self, path: str | os.PathLike[str]):
+    def __init__(self, path: str | os.PathLike[str], since: int | None = None):
         self.path = os.fspath(path)
+        self.since = since
         try:
             self.size = os.path.getsize(self.path)
         except OSError as e:
@@ -243,6 +250,23 @@ class CsvSignals:
         return self._raw.count if self._raw is not None else 0
 
     def __iter__(self) -> Iterator[Signal]:
+        for epoch, rows in self._groups():
+            for g, value, status, error, ts in rows:
+                yield Signal(epoch, g, value, status, error, ts)
+
+    def epochs(self) -> Iterator[tuple[int, Found]]:
+        """The signals of each epoch, in epoch order (what :func:`by_epoch` makes of the rows: the
+        last of two signals of one generator for one epoch wins), without a :class:`Signal` per row."""
+        for epoch, rows in self._groups():
+            epoch_text = str(epoch)
+            readings: dict[str, Reading] = {}
+            ts: dict[str, int | None] = {}
+            for g, value, status, error, t in rows:
+                readings[g] = Reading(epoch_text, value, status, error)
+                ts[g] = t
+            yield epoch, Found(readings, ts)
+
+    def _groups(self) -> Iterator[tuple[int, list[tuple[str, str, str, str, int | None]]]]:
         try:
             raw = open(self.path, "rb")   # noqa: SIM115 - closed below
         except OSError as e:
@@ -250,7 +274,9 @@ class CsvSignals:
         self._raw = _Counting(raw)
         with io.TextIOWrapper(io.BufferedReader(self._raw, 1 << 16), encoding="utf-8", newline="") as f:
             try:
-                yield from _csv_rows(csv.reader(f), self.path)
+                for epoch, rows in _csv_groups(csv.reader(f), self.path):
+                    if self.since is None or epoch >= self.since:
+                        yield epoch, rows
             except UnicodeDecodeError as e:
                 raise ValueError(f"{self.path}: not UTF-8 text ({e.reason})") from None
             except csv.Error as e:
@@ -276,56 +302,76 @@ class _Counting(io.RawIOBase):
         super().close()
 
 
-def _csv_rows(rows: Any, name: str) -> Iterator[Signal]:
-    """``rows``: a csv.reader (its ``line_num`` names the line of a bad row)."""
-    cols = {c: i for i, c in enumerate(CSV_COLUMNS)}
+NO_COLUMN = 1 << 30     # the index of a column the header does not have (beyond any row)
+
+
+def _ms(text: str) -> int | None:
+    """``parse_int`` of a ts column (stripped), with plain ASCII digits taken without the regex: the
+    same answer (INT_RE takes 1 to 15 ASCII digits after an optional sign)."""
+    if len(text) <= 15 and text.isdigit() and text.isascii():
+        return int(text)
+    return parse_int(text)
+
+
+def _csv_groups(rows: Any, name: str) -> Iterator[tuple[int, list[tuple[str, str, str, str, int | None]]]]:
+    """The rows of ``rows`` (a csv.reader: its ``line_num`` names the line of a bad row), checked and
+    grouped by epoch: (epoch, [(generator, value, status, error, ts), ...] in file order)."""
+    i_epoch, i_gen, i_value, i_status, i_error, i_ts = range(len(CSV_COLUMNS))
+    need = 3                    # the row's length that holds epoch, generator and value
     last_epoch = -1
     last_text = ""
+    last_ts_text, last_ts = "", None   # the rows of one epoch often share their ts
     first = True
     names: set[str] = set()     # generator names already checked
+    group: list[tuple[str, str, str, str, int | None]] = []
     for row in rows:
-        line = rows.line_num
-        if not row or (len(row) == 1 and not row[0].strip()):
+        n = len(row)
+        if not row or (n == 1 and not row[0].strip()):
             continue
-        if first and "epoch" in (c.strip().lower() for c in row) and parse_int(row[0].strip()) is None:
+        if first:
             first = False
-            header = [c.strip().lower() for c in row]
-            missing = [c for c in CSV_COLUMNS[:3] if c not in header]
-            if missing:
-                raise ValueError(f"{name}, line {line}: header without column {missing[0]!r} "
-                                 f"(expected {','.join(CSV_COLUMNS)})")
-            cols = {c: header.index(c) for c in CSV_COLUMNS if c in header}
-            continue
-        first = False
-        if len(row) <= max(cols["epoch"], cols["generator"], cols["value"]):
-            raise ValueError(f"{name}, line {line}: expected epoch,generator,value[,status[,error]], got {row!r:.80}")
-        epoch_text = row[cols["epoch"]]
+            if "epoch" in (c.strip().lower() for c in row) and parse_int(row[0].strip()) is None:
+                header = [c.strip().lower() for c in row]
+                missing = [c for c in CSV_COLUMNS[:3] if c not in header]
+                if missing:
+                    raise ValueError(f"{name}, line {rows.line_num}: header without column {missing[0]!r} "
+                                     f"(expected {','.join(CSV_COLUMNS)})")
+                i_epoch, i_gen, i_value, i_status, i_error, i_ts = (
+                    header.index(c) if c in header else NO_COLUMN for c in CSV_COLUMNS)
+                need = max(i_epoch, i_gen, i_value) + 1
+                continue
+        if n < need:
+            raise ValueError(f"{name}, line {rows.line_num}: expected epoch,generator,value[,status[,error]], "
+                             f"got {row!r:.80}")
+        epoch_text = row[i_epoch]
         if epoch_text != last_text:     # the rows of one epoch follow each other
             epoch = parse_int(epoch_text.strip())
             if epoch is None or epoch < 0:
-                raise ValueError(f"{name}, line {line}: epoch {epoch_text!r:.40} is not a whole number")
+                raise ValueError(f"{name}, line {rows.line_num}: epoch {epoch_text!r:.40} is not a whole number")
             if epoch < last_epoch:
-                raise ValueError(f"{name}, line {line}: epoch {epoch} comes after epoch {last_epoch}: the rows must "
-                                 "be in epoch order (sort -t, -k1,1n -s)")
+                raise ValueError(f"{name}, line {rows.line_num}: epoch {epoch} comes after epoch {last_epoch}: the "
+                                 "rows must be in epoch order (sort -t, -k1,1n -s)")
+            if epoch != last_epoch and group:
+                yield last_epoch, group
+                group = []
             last_epoch, last_text = epoch, epoch_text
-        g = row[cols["generator"]].strip()
+        g = row[i_gen].strip()
         if g not in names:
             try:
                 check_name(g, "generator name")
             except ValueError as e:
-                raise ValueError(f"{name}, line {line}: {e}") from None
+                raise ValueError(f"{name}, line {rows.line_num}: {e}") from None
             names.add(g)
-        status = _col(row, cols, "status").strip() or "ok"
-        ts_text = _col(row, cols, "ts").strip()
-        ts = parse_int(ts_text) if ts_text else None
-        if ts_text and ts is None:
-            raise ValueError(f"{name}, line {line}: ts {ts_text!r:.40} is not a whole number of ms")
-        yield Signal(last_epoch, g, row[cols["value"]], status, _col(row, cols, "error"), ts)
-
-
-def _col(row: list[str], cols: Mapping[str, int], name: str) -> str:
-    i = cols.get(name)
-    return row[i] if i is not None and i < len(row) else ""
+        status = (row[i_status].strip() if i_status < n else "") or "ok"
+        ts_text = row[i_ts].strip() if i_ts < n else ""
+        if ts_text != last_ts_text:
+            ts = _ms(ts_text) if ts_text else None
+            if ts_text and ts is None:
+                raise ValueError(f"{name}, line {rows.line_num}: ts {ts_text!r:.40} is not a whole number of ms")
+            last_ts_text, last_ts = ts_text, ts
+        group.append((g, row[i_value], status, row[i_error] if i_error < n else "", last_ts))
+    if group:
+        yield last_epoch, group
 
 
 def feed_signals(client: redis.Redis, keys: Keys, generators: Sequence[str], since: int | None = None,
@@ -481,55 +527,98 @@ def by_epoch(signals: Iterable[Signal | Sequence[Any]]) -> Iterator[tuple[int, F
         yield cur, found
 
 
+NOTHING_STORED: Mapping[str, Reading | None] = {}    # what decide reads (never writes) when the feed has it all
+
+
+def complete_tally(texts: Sequence[str]) -> tuple[Tally, list[float]]:
+    """What :func:`redismedian.trader.tally` finds in an epoch's reports when every strategy decided,
+    and the decisions as numbers (in ``texts``' order).  ``texts``: each decision as
+    ``strategy.decide`` gives it (``plugin_number``: the repr of a finite float).  The same Tally as
+    ``tally(epoch, names, [report_text(epoch, t, "ok", "").encode() for t in texts])`` (its fast
+    path: ``float`` of each number after ``<epoch>|``, sorted, stably), without writing the reports
+    and reading them back (of a replay's 34 us per epoch of ten strategies, 4 us went there):
+    tests/unit/test_unit_replay.py::test_complete_tally_is_what_the_trader_tallies proves it on
+    arbitrary floats and epochs."""
+    values = [float(t) for t in texts]
+    return Tally(sorted(values), []), values
+
+
 class Replayer:
     """Replays one topology epoch by epoch (keeps only each generator's last epoch between them).
 
     With ``period_ms``, a signal whose write time is known counts for a strategy only when it was
     written before the strategy stopped waiting for it (the epoch's boundary plus its signal
-    timeout), as live: a late signal is one the strategy did not see."""
+    timeout), as live: a late signal is one the strategy did not see.
+
+    What does not change from epoch to epoch is worked out once, here: each strategy's generators,
+    plug-in and signal timeout (strategies with the same timeout see the same signals)."""
 
     def __init__(self, topology: Topology, period_ms: int | None = None):
         self.topology = topology
         self.names = topology.names                          # sorted, as the trader reads them
         self.period_ms = period_ms
         self.last_seen: dict[str, int] = {}
-        self.plan = [(s.name, list(s.signals), frozenset(s.signals), s.fn, s.signal_timeout_ms)
+        timeouts: dict[int | None, int] = {}                 # signal timeout -> its index in self.waits
+        self.plan = [(list(s.signals), frozenset(s.signals), s.fn,
+                      timeouts.setdefault(s.signal_timeout_ms, len(timeouts)))
                      for s in topology.strategies]
+        # how long after the boundary each group of strategies waits for its signals
+        self.waits = [None if period_ms is None else
+                      (t if t is not None else default_signal_timeout_ms(period_ms)) for t in timeouts]
 
-    def _in_time(self, epoch: int, found: Found, timeout_ms: int | None) -> Mapping[str, Reading]:
+    def _feeds(self, epoch: int, found: Found) -> list[Mapping[str, Reading]]:
+        """The signals each group of strategies (by signal timeout) saw in time."""
+        readings = found.readings
         if self.period_ms is None:
-            return found.readings
-        deadline = boundary_ms(epoch, self.period_ms) + (
-            timeout_ms if timeout_ms is not None else default_signal_timeout_ms(self.period_ms))
-        known = [t for t in found.ts.values() if t is not None]
-        if not known or max(known) < deadline:     # the usual case: every signal in time
-            return found.readings
-        return {g: r for g, r in found.readings.items() if (t := found.ts.get(g)) is None or t < deadline}
+            return [readings] * len(self.waits)
+        ts = found.ts.values()
+        latest = (max(cast("Iterable[int]", ts), default=None) if None not in ts      # the usual case, in C
+                  else max((t for t in ts if t is not None), default=None))
+        start = boundary_ms(epoch, self.period_ms)
+        out: list[Mapping[str, Reading]] = []
+        for wait in self.waits:
+            deadline = start + (wait or 0)
+            if latest is None or latest < deadline:     # the usual case: every signal in time
+                out.append(readings)
+            else:
+                out.append({g: r for g, r in readings.items() if (t := found.ts.get(g)) is None or t < deadline})
+        return out
 
     def epoch(self, epoch: int, found: Found | Mapping[str, Reading]) -> Replayed:
         """Every strategy's report for ``epoch`` from the signals found, then the trader's verdict."""
         if not isinstance(found, Found):
             found = Found(dict(found), {})
-        raw: list[bytes | None] = []
-        decisions: dict[str, float | None] = {}
-        reasons: dict[str, str] = {}
-        seen: dict[int | None, Mapping[str, Reading]] = {}
-        for name, signals, wanted, fn, timeout_ms in self.plan:
-            feed = seen.get(timeout_ms)
-            if feed is None:
-                feed = seen[timeout_ms] = self._in_time(epoch, found, timeout_ms)
-            stored = {} if wanted <= feed.keys() else self._stored(signals, feed, epoch)
+        return self._epoch(epoch, found)[0]
+
+    def _epoch(self, epoch: int, found: Found) -> tuple[Replayed, str, list[str]]:
+        """:meth:`epoch`, with the texts its numbers were read from: the median as the trader
+        publishes it ("" without one) and each strategy's decision as it writes it ("" without one).
+        ``repr`` of each number gives its text back (the shortest repr round-trips), at a cost."""
+        feeds = self._feeds(epoch, found)
+        texts: list[str] = []
+        reasons: list[str] = []
+        for signals, wanted, fn, group in self.plan:
+            feed = feeds[group]
+            stored = NOTHING_STORED if feed.keys() >= wanted else self._stored(signals, feed, epoch)
             _values, value, reason = decide(signals, epoch, feed, stored, fn)
-            raw.append(report_text(epoch, value, "ok" if value else "error", reason).encode())
+            texts.append(value)
+            reasons.append(reason)
+        names = self.names
+        if all(texts):     # every strategy decided (the usual epoch)
+            got, values = complete_tally(texts)
+            decisions: dict[str, float | None] = dict(zip(names, values))
+        else:
+            raw = [report_text(epoch, v, "ok" if v else "error", r).encode() for v, r in zip(texts, reasons)]
+            got = tally(epoch, names, raw)
             # value: a finite float's repr (plugin_number), read back exactly as the trader reads it
-            decisions[name] = float(value) if value else None
-            reasons[name] = reason
-        outcome, text = verdict(tally(epoch, self.names, raw), len(self.names))
+            decisions = dict(zip(names, [float(v) if v else None for v in texts]))
+        outcome, text = verdict(got, len(names))
         for g in found.readings:
             self.last_seen[g] = epoch
+        why = dict(zip(names, reasons))
         if outcome == "ok":
-            return Replayed(epoch, parse_number(text), "", decisions, reasons)
-        return Replayed(epoch, None, text, decisions, reasons)
+            return Replayed(epoch, parse_number(text), "", decisions, why), text, texts
+        return Replayed(epoch, None, text, decisions, why), "", texts
 
     def _stored(self, signals: Sequence[str], feed: Mapping[str, Reading], epoch: int) -> dict[str, Reading | None]:
         """What a strategy finds in the signal hashes of the generators missing from the feed."""
@@ -541,14 +630,35 @@ class Replayer:
                     out[g] = Reading(str(last), None, None, None)
         return out
 
-    def run(self, signals: Iterable[Signal | Sequence[Any]], fill_gaps: bool = True) -> Iterator[Replayed]:
+    def _found(self, signals: Iterable[Signal | Sequence[Any]], fill_gaps: bool) -> Iterator[tuple[int, Found]]:
+        """Each epoch's signals, the epochs without any in between included (``fill_gaps``)."""
+        groups = signals.epochs() if isinstance(signals, CsvSignals) else by_epoch(signals)
         prev: int | None = None
-        for epoch, found in by_epoch(signals):
+        for epoch, found in groups:
             if fill_gaps and prev is not None:
                 for e in range(prev + 1, epoch):
-                    yield self.epoch(e, Found({}, {}))
+                    yield e, Found({}, {})
             prev = epoch
-            yield self.epoch(epoch, found)
+            yield epoch, found
+
+    def run(self, signals: Iterable[Signal | Sequence[Any]], fill_gaps: bool = True) -> Iterator[Replayed]:
+        """One :class:`Replayed` per epoch, as the signals stream in."""
+        for epoch, found in self._found(signals, fill_gaps):
+            yield self._epoch(epoch, found)[0]
+
+    def run_texts(self, signals: Iterable[Signal | Sequence[Any]],
+                  fill_gaps: bool = True) -> Iterator[tuple[Replayed, str, list[str]]]:
+        """:meth:`run`, each result with its median's and decisions' texts (for ``csv_row``)."""
+        for epoch, found in self._found(signals, fill_gaps):
+            yield self._epoch(epoch, found)
+
+
+def _as_topology(topology: Topology | Mapping[str, Any] | str | os.PathLike[str]) -> Topology:
+    if isinstance(topology, (str, os.PathLike)):
+        return load_topology(topology)
+    if not isinstance(topology, Topology):
+        return topology_from(topology)
+    return topology
 
 
 def replay(topology: Topology | Mapping[str, Any] | str | os.PathLike[str],
@@ -558,11 +668,9 @@ def replay(topology: Topology | Mapping[str, Any] | str | os.PathLike[str],
     ``signals`` (a CSV file's path, or (epoch, generator, value[, status[, error]]) rows in epoch
     order): one :class:`Replayed` per epoch, the epochs without any signal in between included.
     With ``period_ms`` (the deployment's period), signals written after a strategy's signal timeout
-    (when their ``ts`` is known) do not count for it, as live."""
-    if isinstance(topology, (str, os.PathLike)):
-        topology = load_topology(topology)
-    elif not isinstance(topology, Topology):
-        topology = topology_from(topology)
+    (when their ``ts`` is known) do not count for it, as live.  It streams: each result is yielded
+    as soon as its epoch's signals are read (and the next epoch's first one, which ends it)."""
+    topology = _as_topology(topology)
     if isinstance(signals, (str, os.PathLike)):
         signals = CsvSignals(signals)
     return Replayer(topology, period_ms).run(signals, fill_gaps)
@@ -671,8 +779,14 @@ def csv_header(names: Sequence[str], live: bool = False) -> list[str]:
     return ["epoch", "median", *(["live_median"] if live else []), *names, "reason"]
 
 
-def csv_row(r: Replayed, names: Sequence[str], comparison: Comparison | None = None) -> list[str]:
+def csv_row(r: Replayed, names: Sequence[str], comparison: Comparison | None = None,
+            texts: tuple[str, list[str]] | None = None) -> list[str]:
+    """One epoch's CSV row.  ``texts``: the median's and the decisions' texts that
+    :meth:`Replayer.run_texts` gives with ``r`` (``names`` then in the topology's order): the same
+    row, without a ``repr`` per number."""
     live = [_num(comparison.live_median(r.epoch))] if comparison is not None else []
+    if texts is not None:
+        return [str(r.epoch), texts[0], *live, *texts[1], r.reason]
     return [str(r.epoch), _num(r.median), *live, *(_num(r.decisions[n]) for n in names), r.reason]
 
 

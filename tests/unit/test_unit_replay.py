@@ -280,3 +280,138 @@ def test_before_python_3_11_without_tomli_the_error_says_so(tmp_path, monkeypatc
                         lambda name, *a: (_ for _ in ()).throw(ImportError(name)) if name == "tomli" else real(name, *a))
     with pytest.raises(ValueError, match=r"needs Python 3.11 or later \(tomllib\), or the tomli package"):
         R.load_topology(p)
+
+
+# -- speed without a second implementation: what the replayer makes faster is proven the same ---------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from redismedian.clock import boundary_ms  # noqa: E402
+from redismedian.common import fmt_value, parse_number, plugin_number  # noqa: E402
+from redismedian.scripts import report_text  # noqa: E402
+from redismedian.strategy import Reading, decide, default_signal_timeout_ms  # noqa: E402
+from redismedian.trader import tally, verdict  # noqa: E402
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(finite, min_size=1, max_size=30), st.integers(0, 10**15 - 1))
+def test_complete_tally_is_what_the_trader_tallies(xs, epoch):
+    texts = [plugin_number(x, "decide function")[0] for x in xs]     # what decide gives for a float
+    names = [f"S{i:02d}" for i in range(len(xs))]
+    want = tally(epoch, names, [report_text(epoch, t, "ok", "").encode() for t in texts])
+    got, values = R.complete_tally(texts)
+    assert got == want and not got.problems
+    assert [repr(v) for v in got.values] == [repr(v) for v in want.values]    # -0.0 and 0.0 in the same places
+    assert verdict(got, len(names)) == verdict(want, len(names))
+    assert [repr(v) for v in values] == texts
+
+
+def plain_replay(t, rows, period_ms=None):
+    """The replay as the plain composition of the live functions, one epoch at a time (the first
+    version of Replayer.epoch, kept here as the reference the faster one must equal)."""
+    last_seen: dict[str, int] = {}
+    names = t.names
+    groups: list[tuple[int, dict[str, Reading], dict[str, int | None]]] = []
+    for s in map(R._as_signal, rows):
+        if not groups or groups[-1][0] != s.epoch:
+            groups.append((s.epoch, {}, {}))
+        groups[-1][1][s.generator] = Reading(str(s.epoch), R._value_text(s.value), s.status, s.error)
+        groups[-1][2][s.generator] = s.ts
+    filled = []
+    for epoch, readings, ts in groups:
+        if filled:
+            filled += [(e, {}, {}) for e in range(filled[-1][0] + 1, epoch)]
+        filled.append((epoch, readings, ts))
+    out = []
+    for epoch, readings, ts in filled:
+        raw, decisions, reasons = [], {}, {}
+        for spec in t.strategies:
+            feed = readings
+            if period_ms is not None:
+                wait = spec.signal_timeout_ms if spec.signal_timeout_ms is not None else \
+                    default_signal_timeout_ms(period_ms)
+                deadline = boundary_ms(epoch, period_ms) + wait
+                feed = {g: r for g, r in readings.items() if ts.get(g) is None or ts[g] < deadline}
+            stored = {g: Reading(str(last_seen[g]), None, None, None) for g in spec.signals
+                      if g not in feed and g in last_seen and epoch - last_seen[g] <= R.STALE_EPOCHS}
+            _values, value, reason = decide(list(spec.signals), epoch, feed, stored, spec.fn)
+            raw.append(report_text(epoch, value, "ok" if value else "error", reason).encode())
+            decisions[spec.name] = float(value) if value else None
+            reasons[spec.name] = reason
+        outcome, text = verdict(tally(epoch, names, raw), len(names))
+        for g in readings:
+            last_seen[g] = epoch
+        out.append(R.Replayed(epoch, parse_number(text) if outcome == "ok" else None,
+                              "" if outcome == "ok" else text, decisions, reasons))
+    return out
+
+
+SPEED_TOPOLOGY = TOPOLOGY + 'signal_timeout = 50\n[strategies.W]\nsignals = ["g2", "g1"]\n' \
+                            '[strategies.V]\nsignals = ["g3"]\ndecide = "tests.plugins:decide_max"\nsignal_timeout = 10\n'
+values = st.one_of(finite.map(fmt_value), st.integers(-3, 3).map(str),
+                   st.sampled_from(["nan", "inf", " 1", "1_0", "", "x", "1e400", "-0", "+3", ".5", "5.", "-0.0"]))
+rows = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(["g1", "g2", "g3", "g4"]), values,
+                          st.sampled_from(["ok", "ok", "ok", "error", "", "weird"]), st.sampled_from(["", "down"]),
+                          st.one_of(st.none(), st.integers(0, 60_000),      # ts - boundary, and each deadline's edges
+                                    st.sampled_from([9_999, 10_000, 29_999, 30_000, 49_999, 50_000]))),
+                max_size=40)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows, st.sampled_from([None, 60_000]))
+def test_the_replayer_is_the_plain_composition_of_the_live_functions(tmp_path, steps, period_ms):
+    t = topo(tmp_path, SPEED_TOPOLOGY)
+    sigs, epoch = [], 100
+    for step, g, value, status, error, offset in steps:
+        epoch += step
+        sigs.append(R.Signal(epoch, g, value, status, error, None if offset is None else epoch * 60_000 + offset))
+    want = plain_replay(t, sigs, period_ms)
+    assert list(R.replay(t, sigs, period_ms=period_ms)) == want
+    # the same signals from a CSV file (grouped by epoch as they are read), and the CSV output's rows
+    p = tmp_path / "s.csv"
+    with open(p, "w", newline="") as f:
+        R.write_csv(sigs, f)
+    with_texts = list(R.Replayer(t, period_ms).run_texts(R.CsvSignals(p)))
+    # (an empty status in a CSV file means ok)
+    assert [r for r, _m, _d in with_texts] == plain_replay(t, [s._replace(status=s.status or "ok") for s in sigs],
+                                                            period_ms)
+    for r, median_text, texts in with_texts:
+        assert R.csv_row(r, t.names, None, (median_text, texts)) == R.csv_row(r, t.names)
+
+
+def test_a_replay_streams(tmp_path):
+    """Memory flat in the number of epochs, shown structurally: each result comes out while most of
+    the input is still unread (from an iterator, and from a CSV file)."""
+    t = topo(tmp_path)
+    consumed = 0
+
+    def signals():
+        nonlocal consumed
+        for e in range(1, 10_001):
+            for g in ("g1", "g2", "g3"):
+                consumed += 1
+                yield (e, g, float(e))
+    results = R.replay(t, signals())
+    first = next(results)
+    assert first.epoch == 1 and first.median == 1.0
+    assert consumed == 4          # epoch 1's three signals, and epoch 2's first, which ends epoch 1
+    for _ in range(99):
+        next(results)
+    assert consumed == 301
+    p = tmp_path / "big.csv"
+    with open(p, "w", newline="") as f:
+        R.write_csv((R.Signal(e, g, float(e)) for e in range(1, 50_001) for g in ("g1", "g2", "g3")), f)
+    source = R.CsvSignals(p)
+    results = R.replay(t, source)
+    assert next(results).epoch == 1
+    assert 0 < source.bytes_read < source.size / 10
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=20), st.from_regex(r"\A[+-]?[0-9]{1,17}\Z"),
+                 st.sampled_from(["²", "١٢", "0" * 15, "9" * 16, "+1", "-0", "1.0", "1e3"])))
+def test_the_ts_column_is_read_as_parse_int_reads_it(text):
+    from redismedian.common import parse_int
+    assert R._ms(text) == parse_int(text)
