@@ -29,6 +29,8 @@ from .keys import JOINS_PER_TICK, Keys
 
 RESUBSCRIBE_S = 1.0       # after a lost subscription, at most one new attempt per this many seconds
 DRAIN_MAX = 10_000        # messages read at most per drain (a flood is read in bounded slices)
+DRAIN_MAX_BYTES = 8 << 20  # and bytes: the rest of a flood waits in Redis, which closes the subscription
+                           # past its output buffer limit (the trader then polls and subscribes again)
 EPOCH_MAX_LEN = 20        # a ring's text: an epoch's number, nothing longer
 
 
@@ -47,10 +49,12 @@ class Inbox:
         self.joins: dict[str, None] = {}  # valid names asking to join, in order, at most joins_cap
         self.asked = 0                    # messages on NS:joins since the last take_joins
         self.junk = 0                     # messages that were no ring or name
+        self.bytes = 0                    # bytes of the messages taken (a drain stops after DRAIN_MAX_BYTES)
 
     def take(self, channel: Any, data: Any) -> None:
         ch = channel if isinstance(channel, bytes) else str(channel).encode()
         raw = data if isinstance(data, bytes) else str(data).encode()
+        self.bytes += len(raw)
         if ch == self.ready_channel:
             text = raw[:EPOCH_MAX_LEN + 1]
             if len(text) <= EPOCH_MAX_LEN and text.isdigit():
@@ -168,19 +172,19 @@ class Subscription:
             got = self._read(max(0.0, left))
             if self.inbox.rung(epoch):
                 return True
-            if self.pubsub is None or (not got and left <= 0):
+            if self.pubsub is None or left <= 0:
                 return False
-            if not got:
-                # fakeredis answers None at once while subscription confirmations are consumed
-                continue
+            # not got, time left: fakeredis answers None at once while it consumes subscription
+            # confirmations; a real connection waited (and the clock moved)
         return self.inbox.rung(epoch)
 
     def drain(self) -> None:
         """Read what is waiting, without blocking (at most DRAIN_MAX messages)."""
         if not self.ensure():
             return
+        start = self.inbox.bytes
         for _ in range(DRAIN_MAX):
-            if not self._read(0.0) or self.pubsub is None:
+            if not self._read(0.0) or self.pubsub is None or self.inbox.bytes - start > DRAIN_MAX_BYTES:
                 return
 
     def close(self) -> None:

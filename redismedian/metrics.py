@@ -41,6 +41,7 @@ ERROR_KINDS = (
     "doorbell_overcounted",  # trader: NS:count:<E> went past the registry's size; it polled for the decisions
     "doorbell_early",      # trader: NS:ready rang for the epoch before every decision was in; it paced its reads
     "joins_flooded",       # trader: far more messages on NS:joins in a period than any deployment asks with
+    "doorbell_junk",       # trader: messages on NS:ready or NS:joins that were no ring and no name
     "replicas",            # trader: fewer than --min-replicas replicas acknowledged a median in time
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

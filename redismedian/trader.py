@@ -322,6 +322,8 @@ class Trader(Component):
         self.missed = MissedRecord()
         self.doorbell = Doorbell()
         self._flooded_at = -2      # the last epoch whose tick found NS:joins flooded
+        self._junk_seen = 0        # junk messages on the doorbell channels already said
+        self._junk_at = -2         # the last epoch whose tick found junk on them
         # The doorbells (NS:ready, NS:joins): pub/sub, on a connection of its own, on the trader's clock.
         self.bell = Subscription(self.client, self.keys, self.log, monotonic=lambda: self.clock.now_ms() / 1000.0)
 
@@ -866,6 +868,14 @@ class Trader(Component):
         nreg = len(self.memory.names) if self.memory else 0
         if asked > max(JOINS_FLOOD, 2 * nreg):
             self.joins_flooded(epoch, asked)
+        junk, self._junk_seen = self.bell.inbox.junk - self._junk_seen, self.bell.inbox.junk
+        if junk:
+            self.metrics.error("doorbell_junk")
+            if self._junk_at != epoch - 1:       # once per episode (periods in a row)
+                self.log.warning("%d messages on %s or %s since the last period were no ring and no name "
+                                 "(a strategy's credentials publish junk): ignored", junk,
+                                 self.keys.ready_channel, self.keys.joins_channel)
+            self._junk_at = epoch
         if names:
             self.admit(names)
 

@@ -298,3 +298,21 @@ class Cluster:
                 p.proc.terminate()
         for p in self.procs:
             p.stop()
+
+
+def hears(client, channel: str, message: str, timeout: float) -> bool:
+    """Whether ``message`` is published on ``channel`` within ``timeout`` seconds (a subscription of
+    the test's own: the doorbells NS:joins and NS:ready are channels, which store nothing)."""
+    ps = client.pubsub(ignore_subscribe_messages=True)
+    ps.subscribe(channel)
+    try:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            m = ps.get_message(timeout=max(0.0, min(0.2, end - time.monotonic())))
+            if m and m.get("type") == "message":
+                data = m["data"].decode() if isinstance(m["data"], bytes) else m["data"]
+                if data == message:
+                    return True
+        return False
+    finally:
+        ps.close()

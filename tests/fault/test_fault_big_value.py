@@ -37,7 +37,7 @@ def test_a_50_mb_decision_settles_in_error_naming_its_strategy(cluster, redis_se
         while not stop.is_set():
             raw.set("t:lease:strategy:Z", lease, px=2000)
             if not raw.sismember("t:strategies", "Z"):
-                raw.sadd("t:joins", "Z")
+                raw.publish("t:joins", "Z")
             stop.wait(0.1)
     holder = threading.Thread(target=z, daemon=True)
     holder.start()

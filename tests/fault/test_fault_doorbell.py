@@ -1,8 +1,8 @@
 """The doorbell cannot be gamed silently (issue 21, item 6).
 
-The doorbell (``NS:count:<E>`` counted up by each submission, ``NS:ready:<E>`` rung when the count
-reaches the registry's size) only tells the trader when to look.  Anybody with a strategy's
-credentials may INCR the count or RPUSH the list: counting ahead made the ring never come, and every
+The doorbell (``NS:count:<slot>`` counted up by each submission, the epoch's number published on the
+``NS:ready`` channel when the count reaches the registry's size) only tells the trader when to look.
+Anybody with a strategy's credentials may INCR the count or PUBLISH a ring: counting ahead made the ring never come, and every
 median came at the trader's blocking step (~500 ms at a 1 s period) instead of within a few ms, with
 nothing said.  Here a forger does both, at every epoch, for a 1 s period with 3 strategies: the
 medians stay exact and are published within 100 ms of the boundary at p50, and every such epoch is
@@ -36,8 +36,7 @@ def _forge(r, stop: threading.Event, kind: str) -> None:
                 pipe.incrby(K.count(e), 5)       # five ahead: the count never equals the registry's size
                 pipe.pexpire(K.count(e), 5000)
             else:
-                pipe.rpush(K.ready(e), "forged")    # rings before anybody submitted
-                pipe.pexpire(K.ready(e), 5000)
+                pipe.publish(K.ready_channel, str(e))    # rings before anybody submitted
         pipe.execute()
         stop.wait(0.05)
 
