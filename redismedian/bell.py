@@ -169,7 +169,7 @@ class Subscription:
         end = self.monotonic() + max(0.0, timeout_s)
         for _ in range(DRAIN_MAX):
             left = end - self.monotonic()
-            got = self._read(max(0.0, left))
+            self._read(max(0.0, left))
             if self.inbox.rung(epoch):
                 return True
             if self.pubsub is None or left <= 0:
