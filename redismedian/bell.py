@@ -110,7 +110,9 @@ class Subscription:
             return False
         self._next_try = now + RESUBSCRIBE_S
         try:
-            ps = self.client.pubsub(ignore_subscribe_messages=True)
+            # Confirmations are read as messages too (and skipped): hidden, a drain would take one
+            # for "nothing waiting" and stop before the requests behind it.
+            ps = self.client.pubsub()
             ps.subscribe(self.keys.ready_channel, self.keys.joins_channel)
         except (redis.exceptions.RedisError, OSError) as e:
             self._lose(f"could not subscribe: {describe_error(e)}")
@@ -142,7 +144,8 @@ class Subscription:
         self.lost = why
 
     def _read(self, timeout: float) -> bool:
-        """One message (waiting up to ``timeout`` s): False when none came or the subscription is down."""
+        """One message (waiting up to ``timeout`` s): False when none came or the subscription is down.
+        A subscription confirmation counts as one (it is read, and skipped)."""
         try:
             m = self.pubsub.get_message(timeout=timeout)
         except (redis.exceptions.RedisError, OSError, ValueError, AttributeError) as e:

@@ -31,7 +31,7 @@ import redis
 
 from redismedian.common import parse_number
 from redismedian.connection import RedisSettings, make_client
-from redismedian.keys import Keys
+from redismedian.keys import DOORBELL_SLOTS, Keys
 from redismedian.scripts import parse_report
 from tests import plugins
 from tests.support import Cluster, Proc, wait_until
@@ -424,9 +424,8 @@ def keys_read(epoch: int) -> dict:
     return {
         f"{NS}:meta": "hash", f"{NS}:signal:g1": "hash", f"{NS}:signals:g1": "stream",
         f"{NS}:strategies": "set", f"{NS}:strategies:backup": "set", f"{NS}:deregistered": "hash",
-        f"{NS}:decision:X": "string", f"{NS}:decision:Y": "string", f"{NS}:joins": "set",
-        f"{NS}:count:{epoch}": "string", f"{NS}:count:{epoch + 1}": "string",
-        f"{NS}:ready:{epoch}": "list", f"{NS}:ready:{epoch + 1}": "list",
+        f"{NS}:decision:X": "string", f"{NS}:decision:Y": "string",
+        f"{NS}:count:{epoch % DOORBELL_SLOTS}": "string", f"{NS}:count:{(epoch + 1) % DOORBELL_SLOTS}": "string",
         f"{NS}:trader": "hash", f"{NS}:traders": "hash", f"{NS}:medians": "stream",
         f"{NS}:lease:trader": "string", f"{NS}:lease:generator:g1": "string",
         f"{NS}:lease:strategy:X": "string", f"{NS}:trader:fence": "string",
@@ -488,10 +487,7 @@ WHEN = {"now": 0, "next": 1, "past": -1}
 def apply(c, op, epoch: int) -> None:
     """One garbage write (an op of ``random_garbage_op`` or test_fault_garbage's hypothesis ops)."""
     def key(k: str) -> str:   # keys_read(0) names epoch 0 and 1: map them onto now and next
-        for n, real in ((1, epoch + 1), (0, epoch)):
-            for kind in ("count", "ready"):
-                k = k.replace(f":{kind}:{n}", f":{kind}:{real}")
-        return k
+        return {f"{NS}:count:{n}": f"{NS}:count:{(epoch + n) % DOORBELL_SLOTS}" for n in (0, 1)}.get(k, k)
     try:
         if op[0] == "type":
             write_as(c, key(op[1]), op[2])
@@ -503,7 +499,10 @@ def apply(c, op, epoch: int) -> None:
             c.xadd(f"{NS}:signals:{op[1]}", {"name": op[1], "epoch": str(epoch) if op[2] == "now" else op[2],
                                              "value": op[3], "status": "ok"})
         elif op[0] == "member":
-            c.sadd(op[1], op[2])
+            if op[1] == f"{NS}:joins":      # a channel: a request to join
+                c.publish(op[1], op[2])
+            else:
+                c.sadd(op[1], op[2])
         elif op[0] == "decision":
             # ("decision", now|next|past, strategy, text): a report of that epoch holding garbage
             # instead of a number (for 'past', any number: a stale decision must never count).
@@ -514,9 +513,10 @@ def apply(c, op, epoch: int) -> None:
         elif op[0] == "count":
             # ("count", now|next, text): the doorbell counter of that epoch (garbage, or a number
             # that makes the trader look early or late)
-            c.set(f"{NS}:count:{epoch + WHEN[op[1]]}", op[2])
+            c.set(f"{NS}:count:{(epoch + WHEN[op[1]]) % DOORBELL_SLOTS}", op[2])
         elif op[0] == "ready":
-            c.rpush(f"{NS}:ready:{epoch + WHEN[op[1]]}", op[2])
+            # ("ready", now|next, text): a ring on the doorbell channel (an epoch's number, or junk)
+            c.publish(f"{NS}:ready", op[2] if op[2] != "epoch" else str(epoch + WHEN[op[1]]))
         elif op[0] == "string":
             c.set(op[1], op[2])
     except redis.exceptions.ResponseError:
@@ -565,7 +565,7 @@ def random_garbage_op(rng) -> tuple:
     if kind == "count":
         return ("count", rng.choice(["now", "next"]), rng.choice(COUNTS))
     if kind == "ready":
-        return ("ready", rng.choice(["now", "next"]), random_garbage_text(rng)[:100] or "x")
+        return ("ready", rng.choice(["now", "next"]), rng.choice(["epoch", random_garbage_text(rng)[:100] or "x"]))
     return ("string", rng.choice(LEASE_KEYS), random_garbage_text(rng))
 
 

@@ -1,5 +1,5 @@
 """Garbage in every key the components read: wrong types, NaN and infinities, huge strings,
-missing fields, decision keys and doorbells (``NS:count:<E>``, ``NS:ready:<E>``, ``NS:joins``)
+missing fields, decision keys and doorbells (``NS:count:<slot>``, rings and join requests on ``NS:ready`` and ``NS:joins``)
 holding nonsense.  Nothing crashes, nothing wrong is ever published, and once the garbage is gone
 (the components repair what they own; an operator removes garbage names from the registry, which
 by the rules are registrations) the pipeline publishes again within a few periods.
@@ -105,10 +105,11 @@ def test_publishing_script_is_exact_or_an_error(shared_redis, registered, extra,
     for name, value in extra.items():
         if name not in registered:
             client.set(k.decision(name), f"{epoch}|{fmt_value(value)}")
-            client.sadd(k.joins, name)
+            client.publish(k.joins_channel, name)
     # And the doorbells may hold anything: they only make the trader look early or late.
     client.set(k.count(epoch), garbage[:100])
-    client.rpush(k.ready(epoch), garbage[:100] or "x")
+    client.publish(k.ready_channel, garbage[:100] or "x")
+    client.publish(k.ready_channel, str(epoch))
     trader.step(epoch)
     h = {a.decode(): b.decode() for a, b in client.hgetall(k.trader).items()}
     entries = client.xrange(k.medians)
@@ -173,9 +174,11 @@ def test_garbage_values_and_missing_fields_everywhere(topo):
         c.set(f"{NS}:decision:junk", f"{e + 1}|{value}")
         # the doorbells: a counter that is not one, a doorbell rung early, requests to register
         # names that no live process holds
-        c.set(f"{NS}:count:{e + 1}", value)
-        c.rpush(f"{NS}:ready:{e + 1}", value)
-        c.sadd(f"{NS}:joins", value[:100] or "x" * 100, "junk")
+        c.set(f"{NS}:count:{(e + 1) % 4}", value)
+        c.publish(f"{NS}:ready", value)
+        c.publish(f"{NS}:ready", str(e + 1))
+        c.publish(f"{NS}:joins", value[:100] or "x" * 100)
+        c.publish(f"{NS}:joins", "junk")
         c.hset(f"{NS}:trader", mapping={"published": value, "fence": value, "median": value})
         c.hset(f"{NS}:meta", mapping={"registry": value, "recreated": value, "created": value})
         c.hset(f"{NS}:traders", "junk", value)
@@ -219,7 +222,7 @@ def garbage_ops():
                   st.floats(allow_nan=False, allow_infinity=False).map(repr)),
         st.tuples(st.just("report"), now_next, st.sampled_from(["X", "Y"]), garbage_text),
         st.tuples(st.just("count"), now_next, st.one_of(garbage_text, st.integers(-5, 10).map(str))),
-        st.tuples(st.just("ready"), now_next, garbage_text.map(lambda t: t[:100] or "x")),
+        st.tuples(st.just("ready"), now_next, st.one_of(st.just("epoch"), garbage_text.map(lambda t: t[:100] or "x"))),
         st.tuples(st.just("string"), st.sampled_from([f"{NS}:lease:trader", f"{NS}:lease:generator:g1",
                                                       f"{NS}:lease:strategy:X", f"{NS}:trader:fence"]),
                   garbage_text),

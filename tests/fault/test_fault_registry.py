@@ -49,6 +49,9 @@ class Deployment:
             time.sleep((HOUR_MS - now % HOUR_MS) / 1000 + 0.05)
         self.epoch = time_reply_ms(self.client.time()) // HOUR_MS
         self.strategies: dict[str, Strategy] = {}
+        # What the strategies ask on the NS:joins channel, heard on a subscription of the test's own
+        self.listener = self.client.pubsub()
+        self.listener.subscribe(K.joins_channel)
         self.trader = self.new_trader()
         # The trader runs first and creates the deployment record: strategies started later are
         # younger than it (one older than the record means that Redis lost its data under it).
@@ -58,7 +61,17 @@ class Deployment:
         return Settings(RedisSettings(self.url), namespace="r", period_ms=HOUR_MS)
 
     def new_trader(self) -> Trader:
-        return self._synced(Trader(self.settings(), decision_timeout_ms=1))
+        t = self._synced(Trader(self.settings(), decision_timeout_ms=1))
+        t.bell.ensure()         # a running trader listens (its start-up subscribes)
+        return t
+
+    def asked(self) -> set:
+        """The names published on NS:joins since the last call (each a request to be registered)."""
+        heard = set()
+        while (m := self.listener.get_message(timeout=0.05)) is not None:
+            if m["type"] == "message":
+                heard.add(m["data"].decode())
+        return heard
 
     @staticmethod
     def _synced(c):
@@ -93,7 +106,7 @@ def dep(redis_server):
 def test_a_strategy_is_registered_only_by_the_trader_and_only_while_it_runs(dep):
     dep.start("A", "B")
     assert names(dep.client, K.strategies) == set()          # a strategy never writes the registry
-    assert names(dep.client, K.joins) == {"A", "B"}          # it asks
+    assert dep.asked() == {"A", "B"}                           # it asks
     assert dep.strategies["A"].registered is False
     dep.strategies["B"].shutdown()                             # B stops before the trader looks
     h = dep.run_trader()
@@ -144,7 +157,7 @@ def test_srem_of_one_name_is_a_deregistration(dep, caplog):
     dep.run_trader()
     dep.client.srem(K.strategies, "B")
     dep.submit("A", "B", "C")                             # B reports before the trader noticed: it asks back
-    assert "B" in names(dep.client, K.joins)
+    assert "B" in dep.asked()
     h = dep.run_trader()                                  # records the SREM before it looks at the requests
     assert h["state"] == "ok" and h["count"] == "2"
     assert names(dep.client, K.strategies) == {"A", "C"} == names(dep.client, K.registry_backup)
@@ -227,9 +240,10 @@ def test_data_loss_restores_what_the_trader_knew_and_names_the_dead(dep):
     dep.start("A", "B", "C")
     dep.submit("A", "B", "C")
     assert dep.run_trader()["state"] == "ok"
+    dep.asked()                                           # (what they asked at their start)
     dep.client.flushall()                                 # Redis lost everything; B is dead meanwhile
     dep.submit("A", "C")                                  # the live ones re-create the record and ask back
-    assert names(dep.client, K.joins) == {"A", "C"}
+    assert dep.asked() == {"A", "C"}
     h = dep.run_trader()
     assert names(dep.client, K.strategies) == {"A", "B", "C"}
     assert h["state"] == "error" and h["reason"].startswith("1 of 3 strategies missing: B:")
