@@ -32,7 +32,7 @@ from .harness import BenchClock, RedisServer
 from .loadgen import LoadGenerator, strategy_names
 from .trader_cost import calibrate, choose_period_ms, commandstats
 
-TRADER_COMMANDS = ("evalsha", "mget", "getrange", "blpop", "get", "hget", "scard", "hset")
+TRADER_COMMANDS = ("evalsha", "mget", "getrange", "get", "hget", "scard", "hset")
 
 
 class Pinger:

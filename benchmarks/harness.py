@@ -199,7 +199,7 @@ class CountingProxy:
     commands they send.
 
     A round trip is a batch of commands that a client sends before it waits for their replies: one
-    command, or a pipeline (the trader's ``BLPOP`` + ``MGET`` is one round trip with two commands).
+    command, or a pipeline (the trader's read, ``GET``, ``HGET``, ``SCARD`` and ``MGET``, is one round trip with four commands).
     The proxy parses both directions: a batch starts when a client sends a command while none of its
     earlier commands is still unanswered.  Before the proxy forwards the reply that completes a batch,
     it first takes in whatever the client has already sent: the client cannot have read a reply that

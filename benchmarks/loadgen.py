@@ -12,7 +12,7 @@ by hiredis, with two pipelines in flight (the next one is built while Redis runs
 so that one Python process can stand in for 100k strategy processes and Redis, not this process,
 sets the pace.
 
-Registration: a strategy process asks the trader to admit it (``SADD NS:joins`` from its report),
+Registration: a strategy process asks the trader to admit it (``PUBLISH NS:joins`` from its report),
 and the trader admits at most ``keys.JOINS_PER_TICK`` (1000) names per period at its boundary
 tick.  For large N that takes N / 1000 periods, so :meth:`LoadGenerator.preregister` writes the
 names straight into the registry and its backup (``SADD NS:strategies`` and
@@ -129,7 +129,7 @@ class LoadGenerator:
         k, pack = self.keys, hiredis.pack_command
         heads = self._lease_heads
         meta_head = pack(("TIME",)) + pack(("HMGET", k.meta, "period_ms", "instance"))
-        count, ready, strategies = k.count(epoch), k.ready(epoch), k.strategies
+        count, ready, strategies = k.count(epoch), k.ready_channel, k.strategies
         dttl, rttl, ttl = self.decision_ttl_ms, self.ready_ttl_ms, meta.lease_ttl_ms
 
         def packed(name: str, value: str, state: str, reason: str, check: bool) -> bytes:
@@ -139,8 +139,8 @@ class LoadGenerator:
                 head = heads[name] = pack(("GET", lease)) + pack(("PEXPIRE", lease, ttl, "XX"))
             return b"".join((meta_head if check else b"", head,
                              pack(("SET", k.decision(name), report_text(epoch, value, state, reason), "PX", dttl)),
-                             pack(("EVALSHA", STRATEGY_DOORBELL_SHA, 3, strategies, count, ready, name,
-                                   "1" if value else "0", rttl))))
+                             pack(("EVALSHA", STRATEGY_DOORBELL_SHA, 2, strategies, count, name,
+                                   "1" if value else "0", rttl, ready, epoch))))
         return packed
 
     # -- start-up ------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def markdown(results: dict) -> str:
                 "the step; *incomplete read*: one read while no decision of the epoch is in, as after a blocking "
                 "wait that ends without the doorbell ringing: the read pipeline + `tally` judging each of N "
                 "stale decisions):", "",
-                "| N | TRADER_TICK | read: BLPOP, HGET, SCARD, MGET pipeline | of which MGET inside Redis | packing MGET (redis-py) | "
+                "| N | TRADER_TICK | read: GET, HGET, SCARD, MGET pipeline | of which MGET inside Redis | packing MGET (redis-py) | "
                 "parsing the reply (hiredis) | tally (check, float, sort) | TRADER_SETTLE | floor's MGET inside Redis "
                 "| incomplete read |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in cost["sizes"]:

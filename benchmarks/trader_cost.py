@@ -5,9 +5,9 @@ For each N, N simulated strategies (:mod:`benchmarks.loadgen`) are registered (w
 registry directly, as the trader's admission would) and then, at each period boundary, submit
 their decisions with the real STRATEGY_REPORT script.  Once the last one is in, the real
 :class:`redismedian.trader.Trader` runs its per-period step for that epoch, timed from the
-benchmark: TRADER_TICK, one read (the pipeline of ``Trader.read_decisions``: ``BLPOP`` on the
-epoch's doorbell, which the last report rang, so it returns at once; the registry's version and
-size; ``MGET`` of every registered strategy's decision key), ``trader.tally`` (fast path: check,
+benchmark: TRADER_TICK, one read (the pipeline of ``Trader.read_decisions``: the epoch's doorbell
+count, the registry's version and size, ``MGET`` of every registered strategy's decision key; the
+last report rang the doorbell before the step, so the trader reads at once), ``trader.tally`` (fast path: check,
 parse, sort), TRADER_SETTLE.  The first period is a warm-up (the trader takes the lead); the next
 ``reps`` are measured.
 
@@ -20,8 +20,8 @@ Also measured in the same periods:
   ``MGET`` (``INFO commandstats``), and, outside the timed step, what redis-py takes to pack the
   ``MGET`` of N keys and hiredis to parse its reply;
 * an incomplete read: what one read costs while the decisions are not all in, as when the
-  trader's blocking wait on the doorbell ends without it ringing (every ``block_ms``, at most 1 s,
-  while strategies are missing): the read pipeline without ``BLPOP``, then ``tally`` of N decisions
+  trader's wait on the doorbell ends without it ringing (every ``block_ms``, at most 1 s, while
+  strategies are missing): the read pipeline, then ``tally`` of N decisions
   that are all for the previous epoch, the slow path that judges each one.  Measured at the
   boundary, before the load generator writes;
 * Redis time per strategy report: ``usec`` / ``calls`` of ``EVALSHA`` in ``INFO commandstats``
@@ -214,7 +214,7 @@ def measure(url: str, admin, clock: BenchClock, n: int, reps: int, rate: float, 
             reader.gets()
             parse = (time.perf_counter() - t0) * 1000
             rows["trader_ms"].append(dt)
-            rows["trader_server_ms"].append(sum(_delta(s2, s1, c, "usec") for c in ("evalsha", "mget", "blpop"))
+            rows["trader_server_ms"].append(sum(_delta(s2, s1, c, "usec") for c in ("evalsha", "mget"))
                                             / 1000)
             rows["floor_ms"].append(floor)
             rows["floor_server_ms"].append(_delta(s3, s2, "mget", "usec") / 1000)

@@ -55,7 +55,8 @@ def test_cluster_keys_share_one_hash_tag_and_namespaces_spread():
     assert Keys.for_url("t", "redis://h:1/0").meta == "t:meta", "a single server keeps the plain form"
     every = [k.meta, k.strategies, k.registry_backup, k.deregistered, k.traders, k.trader, k.medians, k.events,
              k.settled, k.acted, k.trader_fence, k.signal("g"), k.signal_feed("g"), k.decision("X"), k.count(7),
-             k.ready(7), k.joins, k.lease("trader"), k.lease("generator", "g")]
+             k.lease("trader"), k.lease("generator", "g")]
+    assert k.ready_channel == "{t}:ready" and k.joins_channel == "{t}:joins"   # channels: broadcast, no slot
     assert {redis.crc.key_slot(key.encode()) for key in every} == {slot_of("t")}
     # Different namespaces land in different slots, so over the masters of a cluster.
     assert len({slot_of(f"desk{i}") * 3 // 16384 for i in range(12)}) == 3

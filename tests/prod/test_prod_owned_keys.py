@@ -37,10 +37,10 @@ SIGNAL_OF = {"g1": plugins.sig_a, "g2": plugins.sig_b, "g3": plugins.sig_c}
 PERIOD = 0.5
 
 # What a role may still write outside its own keys: (command, key prefix).  Doorbells only: they can
-# make the trader look early or late, never change what it publishes (docs/guarantees.md).
+# make the trader look early or late, never change what it publishes (docs/guarantees.md).  (The
+# other doorbells, NS:ready and NS:joins, are channels: no key.)
 DOORBELLS = {
-    "strategy": {("incr", f"{K.prefix}:count:"), ("pexpire", f"{K.prefix}:count:"), ("rpush", f"{K.prefix}:ready:"),
-                 ("pexpire", f"{K.prefix}:ready:"), ("sadd", K.joins)},
+    "strategy": {("incr", f"{K.prefix}:count:"), ("pexpire", f"{K.prefix}:count:")},
     "generator": set(),
 }
 
@@ -151,12 +151,13 @@ def _attack_surface(admin, epoch: int) -> list[str]:
     """Every key of the namespace now, plus the key names of the next epochs and of everybody."""
     keys = set(admin.scan_iter(match=f"{NS}:*", count=1000))
     for e in range(epoch, epoch + 4):
-        keys |= {K.count(e), K.ready(e)}
+        keys |= {K.count(e), f"{NS}:ready:{e % 4}"}        # (the doorbell list this replaced)
     for s in [*STRATEGIES, "FAKE"]:
         keys |= {K.decision(s), K.lease("strategy", s)}
     for g in GENERATORS:
         keys |= {K.signal(g), K.signal_feed(g), K.lease("generator", g)}
-    keys |= {K.meta, K.strategies, K.registry_backup, K.deregistered, K.joins, K.trader, K.medians, K.events,
+    keys |= {K.meta, K.strategies, K.registry_backup, K.deregistered, K.joins_channel, K.ready_channel,
+             K.trader, K.medians, K.events,
              K.lease("trader"), K.trader_fence, K.settled, K.acted, K.traders, K.acks}
     return sorted(keys)
 
@@ -202,6 +203,11 @@ def test_every_role_can_write_only_its_own_keys_and_the_doorbells(world):
                             allowed.add((cmd, key))
             # Direct EVAL is not even a command these users have.
             assert _attempt(attacker, "eval", ("return redis.call('DEL', KEYS[1])", 1, key))[0] == "denied"
+        # The doorbell channels: a strategy may publish on exactly those two; a generator on none.
+        for channel in (K.ready_channel, K.joins_channel, f"{NS}:medians", f"{NS}:other", "elsewhere"):
+            verdict, _reply = _attempt(attacker, "publish", (channel, "1"))
+            ok = role == "strategy" and channel in (K.ready_channel, K.joins_channel)
+            assert verdict == ("allowed" if ok else "denied"), (user, channel, verdict)
         bells = {(cmd, key) for cmd, key in allowed
                  if any(cmd == c_ and key.startswith(p) for c_, p in DOORBELLS[role])}
         assert allowed == bells, f"{user} could write {sorted(allowed - bells)[:10]}"
@@ -232,7 +238,7 @@ def test_every_role_can_write_only_its_own_keys_and_the_doorbells(world):
                                 outcome="ok", text="1000", count=3, members="X,Y,Z", medians_maxlen=10,
                                 state_ttl_ms=1500),
         lambda: S.trader_tick(run_as_x, K, meta, S.TraderArgs("", "", 0, 0, 0, -1, ""), epoch=epoch + 1,
-                              heartbeat_ttl_ms=1000, joins_per_tick=10, state_ttl_ms=1500),
+                              heartbeat_ttl_ms=1000, state_ttl_ms=1500),
         lambda: S.trader_acted(run_as_x, K, lease_value="attacker|1", epoch=epoch + 1, error="", state_ttl_ms=1500),
         lambda: S.trader_acked(run_as_x, K, lease_value="attacker|1", token="1", epoch=epoch + 1, replicas=9,
                                reason="", maxlen=10, state_ttl_ms=1500),
@@ -282,9 +288,10 @@ def test_doorbells_rung_by_a_hostile_strategy_change_no_median(world):
         for ep in range(e, e + 3):
             for _ in range(3):
                 pipe.execute_command("INCR", K.count(ep))
-            pipe.rpush(K.ready(ep), "X", "Y", "Z")
+            pipe.publish(K.ready_channel, str(ep))
             pipe.pexpire(K.count(ep + 1), 1)
-        pipe.sadd(K.joins, "FAKE", "Y", "Z", "X")
+        for name in ("FAKE", "Y", "Z", "X"):
+            pipe.publish(K.joins_channel, name)
         pipe.execute()
 
     def server_s():
