@@ -376,11 +376,20 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
             return f"{_redis_problem(redis_url, e)} (retrying)", None, None
         text = to_json(data) if as_json else render(data, redact_url(redis_url))
         return text, data["server_time_ms"], data["period_ms"]
+    _ctrl_c_stops()
     try:
         watch_loop(frame, lambda text: click.echo(text), interval=interval, count=count,
                    clear=sys.stdout.isatty() and not as_json)
     except KeyboardInterrupt:
         click.echo("")
+
+
+def _ctrl_c_stops() -> None:
+    """SIGINT (Ctrl-C, kill -INT) ends the loop, even in a process started with SIGINT ignored (a
+    background job of a shell script: Python then installs no KeyboardInterrupt of its own, and
+    `follow &` or `status --watch &` could only be killed harder)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _check_client(redis_url: str, namespace: str, wait_s: float | None) -> redis.Redis:
@@ -465,6 +474,7 @@ def follow_cmd(as_json: bool, since: str | None, redis_url: str, namespace: str)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
     stop = threading.Event()
+    _ctrl_c_stops()
     try:
         for item in follow(redis_url, namespace, since, client=client, stop=stop):
             if as_json:

@@ -12,7 +12,7 @@ from redismedian.keys import DECISION_TTL_PERIODS, Keys, ttl_ms
 from redismedian.ops import (CLEAR, check_component, check_deployment, history, history_csv, parse_since, watch,
                              watch_delay)
 from redismedian.status import gather, render, to_json
-from tests.support import wait_until
+from tests.support import ROOT, wait_until
 
 K = Keys("t")
 PERIOD_MS = 3_600_000   # an hour: a test never straddles two boundaries
@@ -293,3 +293,28 @@ def test_watch_stops_cleanly_on_ctrl_c(cluster):
     p.signal(signal.SIGINT)
     assert p.wait(10) == 0
     assert "Traceback" not in p.output()
+
+
+@pytest.mark.parametrize("args", [("status", "--watch"), ("follow",)])
+def test_ctrl_c_stops_watch_and_follow_even_when_started_with_sigint_ignored(cluster, redis_server, args):
+    """A background job of a shell script starts with SIGINT ignored, and Python then has no
+    KeyboardInterrupt: `status --watch` and `follow` install their own, so kill -INT still stops them
+    (a CI run in the background once saw four such processes never exit)."""
+    import signal
+    import subprocess
+    import sys
+    admin = redis_server.client()
+    before = admin.info("clients")["connected_clients"]
+    p = subprocess.Popen([sys.executable, "-m", "redismedian", *args], env=cluster.env(), cwd=str(ROOT),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        # Connected: its loop is running (the handler is installed before the first read).
+        wait_until(lambda: admin.info("clients")["connected_clients"] > before, 15, what=f"{args[0]} connected")
+        assert p.poll() is None
+        p.send_signal(signal.SIGINT)
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(5)
