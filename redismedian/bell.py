@@ -32,6 +32,7 @@ DRAIN_MAX = 10_000        # messages read at most per drain (a flood is read in 
 DRAIN_MAX_BYTES = 8 << 20  # and bytes: the rest of a flood waits in Redis, which closes the subscription
                            # past its output buffer limit (the trader then polls and subscribes again)
 EPOCH_MAX_LEN = 20        # a ring's text: an epoch's number, nothing longer
+SAY_AGAIN_S = 60.0        # reconnections in a row are said once (again after this long without one)
 
 
 def _text(x: Any) -> str:
@@ -96,6 +97,7 @@ class Subscription:
         self.losses = 0             # subscriptions lost since the start (a metric)
         self.since = 0.0            # when it subscribed (trader clock, s): rings before were not heard
         self._next_try = 0.0
+        self._said_reconnect = -SAY_AGAIN_S    # (real time) when a reconnection was last said
 
     @property
     def up(self) -> bool:
@@ -122,11 +124,27 @@ class Subscription:
             return False
         self.pubsub = ps
         self.since = self.monotonic()
+        # redis-py reconnects a subscription by itself (and subscribes again) when Redis closed it:
+        # what was published meanwhile was never heard.  Know it, to read at once instead of waiting.
+        conn = getattr(ps, "connection", None)
+        if conn is not None and hasattr(conn, "register_connect_callback"):
+            conn.register_connect_callback(self._reconnected)
         if self.lost:
             self.log.info("subscribed to the doorbells %s and %s again", self.keys.ready_channel,
                           self.keys.joins_channel)
             self.lost = ""
         return True
+
+    def _reconnected(self, _connection: Any) -> None:
+        self.since = self.monotonic()
+        self.losses += 1
+        now = time.monotonic()
+        if now - self._said_reconnect >= SAY_AGAIN_S:
+            self.log.warning("the doorbell subscription (%s, %s) was closed and taken again (Redis closes a "
+                             "subscriber that falls behind a flood of messages: client-output-buffer-limit pubsub; "
+                             "or it restarted or failed over): a ring sent meanwhile was not heard, so the "
+                             "decisions are read at once", self.keys.ready_channel, self.keys.joins_channel)
+        self._said_reconnect = now
 
     def _lose(self, why: str) -> None:
         if self.pubsub is not None:
@@ -170,13 +188,14 @@ class Subscription:
         if not self.ensure():
             return False
         end = self.monotonic() + max(0.0, timeout_s)
+        since = self.since
         for _ in range(DRAIN_MAX):
             left = end - self.monotonic()
             self._read(max(0.0, left))
             if self.inbox.rung(epoch):
                 return True
-            if self.pubsub is None or left <= 0:
-                return False
+            if self.pubsub is None or left <= 0 or self.since != since:
+                return False        # (subscribed again meanwhile: the caller reads at once)
             # not got, time left: fakeredis answers None at once while it consumes subscription
             # confirmations; a real connection waited (and the clock moved)
         return self.inbox.rung(epoch)

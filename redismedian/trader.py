@@ -524,8 +524,11 @@ class Trader(Component):
     def wait_for_ring(self, epoch: int, wait_ms: int) -> bool:
         """Wait up to ``wait_ms`` for the epoch's doorbell (NS:ready): True when it rang.  While the
         subscription is down, wait as long as a poll (the reads then find the decisions by polling)."""
+        since = self.bell.since
         if self.bell.wait(epoch, wait_ms / 1000.0):
             return True
+        if self.bell.since != since:
+            return False        # subscribed again: a ring sent meanwhile was lost, read now
         if not self.bell.up:
             self.clock.wait(self.stop, min(wait_ms, self.poll_ms()) / 1000.0)
         return False

@@ -87,3 +87,45 @@ def _run(c, redis_server, kind: str):
 @pytest.mark.parametrize("kind", ["overcount", "early"])
 def test_a_spoiled_doorbell_costs_no_latency_and_is_shown(slow_cluster, redis_server, kind):
     _run(slow_cluster, redis_server, kind)
+
+
+def test_a_lost_subscription_is_said_polled_around_and_taken_again(slow_cluster, redis_server):
+    """Redis closes the trader's subscription (what it does past client-output-buffer-limit pubsub,
+    under a flood of messages; here CLIENT KILL TYPE pubsub, again and again): the trader says so once,
+    reads the decisions by polling meanwhile, subscribes again by itself, and every median stays exact
+    and close to its boundary."""
+    c = slow_cluster
+    for g, sig in GENERATORS.items():
+        c.generator(g, f"tests.plugins:{sig}")
+    trader = c.trader()
+    for s, gs in STRATEGIES.items():
+        c.strategy(s, ",".join(gs))
+    r = redis_server.client(decode_responses=True)
+    e0 = wait_registered(r, STRATEGIES, PERIOD, timeout=40)
+    admin = redis_server.client()
+    stop = threading.Event()
+    kills = [0]
+
+    def kill_subscribers():
+        while not stop.is_set():
+            kills[0] += admin.client_kill_filter(_type="pubsub")
+            stop.wait(0.3)
+    killer = threading.Thread(target=kill_subscribers, daemon=True)
+    killer.start()
+    try:
+        start = e0 + 2
+        entries = wait_until(lambda: (lambda m: m if len(m) >= 6 else None)(
+            [e for e in medians(r) if e["epoch"] >= start]), 30, what="6 medians while the subscription is killed")
+    finally:
+        stop.set()
+        killer.join(5)
+    assert kills[0] >= 3, kills
+    assert_exact(entries, STRATEGIES, GENERATORS)
+    epochs = [e["epoch"] for e in entries]
+    assert epochs == list(range(epochs[0], epochs[0] + len(epochs))), epochs   # none missed
+    late = [int(e["ts"]) - e["epoch"] * int(PERIOD * 1000) for e in entries]
+    assert statistics.median(late) <= 100, f"ms from the boundary to each median: {late}"
+    out = trader.output()
+    assert 1 <= out.count("the doorbell subscription") <= 2, out[-3000:]    # said once per episode
+    # and it listens: a subscriber is connected once the killing stops
+    wait_until(lambda: any(c.get("sub", 0) for c in admin.client_list(_type="pubsub")), 5, what="a subscriber")
