@@ -173,7 +173,7 @@ def check_deployment(data: dict[str, Any], missed_window: int = DEFAULT_MISSED_W
     for s in registered:
         found += problems("strategy", s, epoch, deployment=True)
     # A live strategy the trader has not admitted within JOIN_GRACE_PERIODS of its start: something
-    # keeps it out (no trader, a flooded NS:joins, a deregistration it does not know of).
+    # keeps it out (no trader, a flood on the NS:joins channel, a deregistration it does not know of).
     now, period = data.get("server_time_ms") or 0, data["period_ms"]
     for s in data.get("strategies", []):
         since, gone = s.get("joining_since_ms"), s.get("deregistered_ms")

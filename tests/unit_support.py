@@ -4,9 +4,10 @@
 * :func:`patch_fakeredis_time` makes fakeredis read the time from a :class:`FakeClock`:
   the server ``TIME`` seen by the Lua scripts, key expiry (PX/PEXPIRE) and stream ids all
   follow the clock the components were given.  Moving the clock moves the whole world.
-* :class:`ClockedRedis` never blocks for real: ``BLPOP``/``XREAD BLOCK`` answer at once
-  when there is data, and otherwise advance the clock by the block time and return
-  nothing, as a real server would after the timeout.
+* :class:`ClockedRedis` never blocks for real: ``XREAD BLOCK`` and a subscription's
+  ``get_message`` (the trader's doorbells) answer at once when there is data, and otherwise
+  advance the clock by the block time and return nothing, as a real server would after the
+  timeout.  (Its ``blpop`` is no longer used: the doorbell was a list before it was a channel.)
 * :class:`Env` builds components against one fake server with a long period, so a test
   chooses exactly where in which epoch it stands.
 """
@@ -147,8 +148,8 @@ class _ClockedPubSub:
 
 class _ClockedPipeline:
     """A pipeline of a ClockedRedis: the commands run one after the other through the client itself,
-    so that a BLPOP in a pipeline advances the fake clock too (and a test's patch of a client method
-    sees pipelined calls)."""
+    so that a test's patch of a client method sees pipelined calls (and a blocking command in a
+    pipeline would advance the fake clock too)."""
 
     def __init__(self, client: ClockedRedis):
         self._client = client

@@ -49,9 +49,9 @@ def test_junk_in_the_join_set_costs_nothing_and_a_flood_is_cleared(cluster, redi
                what="medians of X and Y after the big junk")
     assert rss_mb(trader.proc.pid) < rss0 + 15, (rss0, rss_mb(trader.proc.pid))
 
-    # X deregistered and started again while a flood of junk names goes on: the trader clears the set
-    # whenever it is flooded; check and status show X waiting to join; once the flood stops X is
-    # admitted within a few periods.
+    # X deregistered and started again while a flood of junk names goes on: the trader says the flood
+    # (log, NS:events) and admits at most 1,000 valid names a period; check and status show X waiting
+    # to join; once the flood stops X is admitted within a few periods.
     assert cluster.cli("deregister", "X").returncode == 0
     assert x.wait(10) == 0
     stop = threading.Event()
