@@ -64,7 +64,7 @@ def _delta(after: dict, before: dict, command: str, field: str) -> int:
 
 
 # Commands that the reports run only inside the doorbell script, whose EVALSHA's usec includes them.
-DOORBELL_INSIDE = ("sismember", "incr", "scard", "rpush")
+DOORBELL_INSIDE = ("sismember", "incr", "scard", "publish")
 
 
 def report_usec(after: dict, before: dict) -> int:

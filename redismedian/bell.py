@@ -18,6 +18,7 @@ has subscribed again, and says so.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any, Callable
 
@@ -47,7 +48,13 @@ class Inbox:
         self.joins_channel = keys.joins_channel.encode()
         self.joins_cap = joins_cap
         self.rang: set[int] = set()       # epochs rung (only the recent ones are kept)
-        self.joins: dict[str, None] = {}  # valid names asking to join, in order, at most joins_cap
+        # Valid names asking to join, at most joins_cap: a uniform sample of those heard (reservoir
+        # sampling), so that a flood of made-up names cannot keep a real one out for good: it is in
+        # with probability joins_cap / (names heard) at each of its requests, one per period.
+        self.joins: list[str] = []
+        self._joined: set[str] = set()
+        self._valid = 0
+        self._rng = random.Random()
         self.asked = 0                    # messages on NS:joins since the last take_joins
         self.junk = 0                     # messages that were no ring or name
         self.bytes = 0                    # bytes of the messages taken (a drain stops after DRAIN_MAX_BYTES)
@@ -69,8 +76,15 @@ class Inbox:
             self.asked += 1
             name = _text(raw[:65])
             if len(raw) <= 64 and NAME_RE.fullmatch(name):
-                if name not in self.joins and len(self.joins) < self.joins_cap:
-                    self.joins[name] = None
+                if name not in self._joined:
+                    self._valid += 1
+                    if len(self.joins) < self.joins_cap:
+                        self.joins.append(name)
+                        self._joined.add(name)
+                    elif (i := self._rng.randrange(self._valid)) < self.joins_cap:
+                        self._joined.discard(self.joins[i])
+                        self.joins[i] = name
+                        self._joined.add(name)
             else:
                 self.junk += 1
 
@@ -79,8 +93,8 @@ class Inbox:
 
     def take_joins(self) -> tuple[list[str], int]:
         """The valid names asking to join (at most ``joins_cap``), and how many messages asked."""
-        names, asked = list(self.joins), self.asked
-        self.joins, self.asked = {}, 0
+        names, asked = self.joins, self.asked
+        self.joins, self._joined, self._valid, self.asked = [], set(), 0, 0
         return names, asked
 
 

@@ -7,7 +7,7 @@
 * :class:`ClockedRedis` never blocks for real: ``XREAD BLOCK`` and a subscription's
   ``get_message`` (the trader's doorbells) answer at once when there is data, and otherwise
   advance the clock by the block time and return nothing, as a real server would after the
-  timeout.  (Its ``blpop`` is no longer used: the doorbell was a list before it was a channel.)
+  timeout.
 * :class:`Env` builds components against one fake server with a long period, so a test
   chooses exactly where in which epoch it stands.
 """
@@ -94,18 +94,6 @@ class ClockedRedis(fakeredis.FakeRedis):
         super().__init__(*args, **kwargs)
         self.fake_clock = clock
         self.blocked: list[tuple[str, float]] = []   # (command, seconds) of every wait that timed out
-
-    def blpop(self, keys, timeout=0):
-        if isinstance(keys, (str, bytes)):
-            keys = [keys]
-        for k in keys:
-            v = self.lpop(k)
-            if v is not None:
-                return [k.encode() if isinstance(k, str) else k, v]
-        assert timeout, "BLPOP without a timeout would block forever"
-        self.blocked.append(("blpop", float(timeout)))
-        self.fake_clock.advance(float(timeout))
-        return None
 
     def pipeline(self, transaction=True, shard_hint=None):
         return _ClockedPipeline(self)

@@ -75,3 +75,24 @@ def test_a_subscription_reconnected_under_us_ends_the_wait_and_is_said(caplog):
     assert len(said) == 1, said
     sub.close()
     assert not sub.up
+
+
+def test_a_flood_of_made_up_names_cannot_keep_a_real_one_out_for_good():
+    """The requests taken per period are a uniform sample of the valid names heard: X, asking once a
+    period among 10 times as many made-up names as are taken, gets in within a few periods."""
+    box = Inbox(K, joins_cap=100)
+    periods = []
+    for trial in range(20):
+        for period in range(1, 200):
+            for i in range(500):
+                box.take(b"t:joins", f"junk{i}".encode())
+            box.take(b"t:joins", b"X")
+            for i in range(500, 1000):
+                box.take(b"t:joins", f"junk{i}".encode())
+            names, asked = box.take_joins()
+            assert len(names) == 100 and len(set(names)) == 100 and asked == 1001
+            if "X" in names:
+                periods.append(period)
+                break
+    assert len(periods) == 20, "X got in in every trial"
+    assert sorted(periods)[10] <= 20, periods       # about 1 in 10 per period: median ~7
