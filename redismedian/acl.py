@@ -105,10 +105,17 @@ def strategy_user(k: Keys, s: str) -> str:
                  f"({_keys(k.signal('*'), k.signal_feed('*'), read_only=True)} +hmget +xread)")
 
 
-def trader_user(k: Keys) -> str:
+# `trader --wait-aof`: WAITAOF exists on Redis 7.2+ and Valkey only, and Redis 7.0 refuses an ACL
+# file that names a command it does not know (the whole file), so it is granted only when asked
+# (`redismedian acl --wait-aof`); the shipped deploy/redis/users.acl loads on Redis 7.0.
+WAITAOF = "+waitaof"
+
+
+def trader_user(k: Keys, wait_aof: bool = False) -> str:
     own = [k.trader, k.medians, k.events, k.lease("trader"), k.trader_fence, k.settled, k.acted, k.traders, k.acks]
     # SUBSCRIBE: the doorbell channels (redismedian.bell); only the leader listens.
-    return _line(user_name("trader"), scripts("trader"), "+multi +exec +wait +subscribe +unsubscribe", _channels(k),
+    return _line(user_name("trader"), scripts("trader"),
+                 "+multi +exec +wait +subscribe +unsubscribe" + (f" {WAITAOF}" if wait_aof else ""), _channels(k),
                  _keys(k.meta, k.strategies, k.registry_backup, k.deregistered, k.count("*"),
                        k.lease("strategy", "*"), *own),
                  f"({_keys(k.meta)} {META})",
@@ -138,12 +145,14 @@ def operator_user(k: Keys) -> str:
                  f"({_keys(k.deregistered)} {DEREGISTERED})")
 
 
-def render_acl(namespace: str, generators: list[str], strategies: list[str], cluster: bool = False) -> str:
+def render_acl(namespace: str, generators: list[str], strategies: list[str], cluster: bool = False,
+               wait_aof: bool = False) -> str:
     """The ACL file (without passwords) for one namespace and topology; with ``cluster``, for a Redis
     Cluster: the ``{NS}:...`` key form, and every role may ask where the namespace's slot is.  Load
-    the same file on every node of the cluster."""
+    the same file on every node of the cluster.  ``wait_aof``: the trader may send WAITAOF
+    (Redis 7.2+ and Valkey only)."""
     k = Keys(namespace, cluster=cluster)
-    roles = [operator_user(k), trader_user(k)]
+    roles = [operator_user(k), trader_user(k, wait_aof)]
     roles += [generator_user(k, g) for g in generators]
     roles += [strategy_user(k, s) for s in strategies]
     if cluster:

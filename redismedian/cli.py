@@ -275,6 +275,13 @@ def strategy_cmd(name: str, signals: list[str], decide_fn: Callable[[Mapping[str
                    "puts the trader in error naming the replicas (check exits 1). A trader taking the lead "
                    "right after another does not publish that epoch. 0: no WAIT. Run every trader of a "
                    "deployment with the same value.")
+@click.option("--wait-aof", is_flag=True, envvar="REDISMEDIAN_WAIT_AOF", show_envvar=True,
+              help="Send WAITAOF 1 N instead of WAIT N: a median counts as published only once it is on disk "
+                   "(fsynced) in the master's append-only file and, with --min-replicas N, in N replicas' "
+                   "files too; otherwise as --min-replicas says. Needs Redis 7.2 or later, or Valkey (the "
+                   "trader refuses to start on a server without WAITAOF), appendonly yes on the master and on "
+                   "the replicas counted, and under the ACL a trader user rendered with `redismedian acl "
+                   "--wait-aof`.")
 @click.option("--record-inputs/--no-record-inputs", default=True, show_default=True,
               envvar="REDISMEDIAN_RECORD_INPUTS", show_envvar=True,
               help="Record in each NS:medians entry the decisions it was computed from (field inputs), so that "
@@ -282,14 +289,15 @@ def strategy_cmd(name: str, signals: list[str], decide_fn: Callable[[Mapping[str
                    "docs/guarantees.md); not recorded past 512 KiB an epoch.")
 @component_options
 def trader_cmd(decision_timeout: float | None, medians_maxlen: int,
-               on_median: Callable[[int, float, int], object] | None, min_replicas: int, record_inputs: bool,
-               redis_url: str, namespace: str, period: int, socket_timeout: float, log_level: str) -> None:
+               on_median: Callable[[int, float, int], object] | None, min_replicas: int, wait_aof: bool,
+               record_inputs: bool, redis_url: str, namespace: str, period: int, socket_timeout: float,
+               log_level: str) -> None:
     """Check every period that all registered strategies submitted, and publish their median."""
     from .trader import Trader
     _run(Trader(_settings(redis_url, namespace, period, socket_timeout),
                 decision_timeout_ms=_timeout_ms(decision_timeout, period, "--decision-timeout"),
                 medians_maxlen=medians_maxlen, on_median=on_median, min_replicas=min_replicas,
-                record_inputs=record_inputs), log_level)
+                wait_aof=wait_aof, record_inputs=record_inputs), log_level)
 
 
 def _redis_problem(redis_url: str, e: BaseException) -> str:
@@ -752,14 +760,16 @@ def signals_cmd(as_csv: bool, since: int | None, generators: list[str] | None, n
               show_envvar=True, callback=_namespace, help="The deployment's key prefix.")
 @click.option("--cluster", is_flag=True, help="Rules for a Redis Cluster (redis+cluster:// URLs): keys in the "
               "{NAMESPACE}:... form, and CLUSTER SLOTS for every user. Load the file on every node.")
-def acl_cmd(generators: list[str], strategies: list[str], namespace: str, cluster: bool) -> None:
+@click.option("--wait-aof", is_flag=True, help="The trader user may also send WAITAOF (for `trader --wait-aof`). "
+              "Only for Redis 7.2 or later, or Valkey: Redis 7.0 refuses the whole file with it.")
+def acl_cmd(generators: list[str], strategies: list[str], namespace: str, cluster: bool, wait_aof: bool) -> None:
     """Print a Redis ACL file (no passwords) with one user per role and instance: generator.NAME,
     strategy.NAME, trader, operator, admin; the default user is disabled.
 
     deploy/redis/render-acl.sh adds each user's password hash from a secrets folder. See
     docs/operations.md for what each user may do."""
     from .acl import render_acl
-    click.echo(render_acl(namespace, generators, strategies, cluster=cluster), nl=False)
+    click.echo(render_acl(namespace, generators, strategies, cluster=cluster, wait_aof=wait_aof), nl=False)
 
 
 @cli.command("demo", context_settings=CONTEXT)

@@ -266,6 +266,24 @@ def describe_error(exc: BaseException) -> str:
     return shown(text.splitlines()[0])
 
 
+def server_version(client: redis.Redis) -> str:
+    """``Redis 7.0.15`` or ``Valkey 9.1.2``: the server's name and version from ``HELLO`` (any
+    Redis user may send it, whatever its ACL), escaped and bounded like any text from Redis;
+    ``the server (version unknown)`` when it does not say."""
+    try:
+        raw = client.execute_command("HELLO")
+    except redis.exceptions.ResponseError:
+        return "the server (version unknown)"
+    if isinstance(raw, (list, tuple)):
+        raw = dict(zip(raw[::2], raw[1::2]))
+    info = {(k.decode() if isinstance(k, bytes) else str(k)): v for k, v in dict(raw or {}).items()}
+    name, version = info.get("server"), info.get("version")
+    if not name or not version:
+        return "the server (version unknown)"
+    name, version = (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in (name, version))
+    return shown(f"{name[:1].upper()}{name[1:]} {version}", 80)
+
+
 class ErrorKind(enum.Enum):
     """What an error met talking to Redis means for the caller (:func:`classify`)."""
 

@@ -142,8 +142,10 @@ class Keys:
     @property
     def acks(self) -> str:
         """Stream: one entry per median that ``--min-replicas`` replicas acknowledged (``epoch``,
-        ``replicas``, ``fence``, ``ts``).  Written only by a trader run with ``--min-replicas`` N > 0;
-        then only the medians listed here count as published downstream (--on-median, check)."""
+        ``replicas``, ``fence``, ``ts``; with ``--wait-aof`` also ``aof`` 1: the master's append-only
+        file holds it on disk, and ``replicas`` counts the replicas whose file does).  Written only by
+        a trader run with ``--min-replicas`` N > 0 or ``--wait-aof``; then only the medians listed
+        here count as published downstream (--on-median, check)."""
         return f"{self.prefix}:acks"
 
     @property

@@ -908,17 +908,24 @@ def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: in
 
 
 # KEYS: lease, trader, events, acks   ARGV: owner|token, fence token, epoch, replicas that acknowledged,
-#       reason ('' = enough of them), stream maxlen, NS:trader ttl
-# After WAIT (--min-replicas N): record whether the epoch's median counts as published downstream.
-# Acknowledged: an NS:acks entry, and the state ok again when the median of this very epoch is what
-# NS:trader shows.  Not acknowledged: an ``unacknowledged`` gap in NS:events, and state error.
+#       reason ('' = enough of them), stream maxlen, NS:trader ttl, the master's AOF fsync ('' = WAIT;
+#       under WAITAOF, --wait-aof: 1 or 0)
+# After WAIT (--min-replicas N) or WAITAOF (--wait-aof): record whether the epoch's median counts as
+# published downstream.  Acknowledged: an NS:acks entry (with ``aof`` under WAITAOF), and the state ok
+# again when the median of this very epoch is what NS:trader shows.  Not acknowledged: an
+# ``unacknowledged`` gap in NS:events, and state error.
 TRADER_ACKED = PRELUDE + r"""
 if lease_get(KEYS[1]) ~= ARGV[1] then return 0 end
 local now = now_ms()
 if ARGV[5] == '' then
   if wrongtype(KEYS[4], 'stream') then redis.call('DEL', KEYS[4]) end
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'epoch', ARGV[3], 'replicas', ARGV[4],
-             'fence', ARGV[2], 'ts', now)
+  local entry = {'XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'epoch', ARGV[3], 'replicas', ARGV[4]}
+  if ARGV[8] ~= '' then
+    entry[#entry + 1] = 'aof'
+    entry[#entry + 1] = ARGV[8]
+  end
+  for _, v in ipairs({'fence', ARGV[2], 'ts', now}) do entry[#entry + 1] = v end
+  redis.call(unpack(entry))
   if redis.call('TYPE', KEYS[2])['ok'] == 'hash' and redis.call('HGET', KEYS[2], 'published') == ARGV[3] then
     redis.call('HSET', KEYS[2], 'state', 'ok', 'reason', '', 'acked', ARGV[3])
     redis.call('PEXPIRE', KEYS[2], ARGV[7])
@@ -936,11 +943,13 @@ return 1
 
 
 def trader_acked(run: Runner, k: Keys, *, lease_value: str, token: str, epoch: int, replicas: int, reason: str,
-                 maxlen: int, state_ttl_ms: int) -> bool:
-    """Record the replicas' verdict on ``epoch``'s median (``reason`` '' = acknowledged); False when
-    the lead is no longer ours (nothing written)."""
+                 maxlen: int, state_ttl_ms: int, aof: int | None = None) -> bool:
+    """Record the replicas' verdict on ``epoch``'s median (``reason`` '' = acknowledged; ``aof``: None
+    under WAIT, else whether the master's append-only file holds it, WAITAOF); False when the lead is
+    no longer ours (nothing written)."""
     raw = run(TRADER_ACKED, [k.lease("trader"), k.trader, k.events, k.acks],
-              [lease_value, token, epoch, replicas, shown(reason, LONG), maxlen, state_ttl_ms])
+              [lease_value, token, epoch, replicas, shown(reason, LONG), maxlen, state_ttl_ms,
+               "" if aof is None else aof])
     return bool(int(raw or 0))
 
 

@@ -28,7 +28,7 @@ from .clock import boundary_ms
 from .common import NUMBER_RULE, FatalError, Settings, as_str, check_name, parse_int, parse_number, plugin_error
 from .bell import Subscription
 from .component import Component
-from .connection import ErrorKind, classify, describe_error
+from .connection import ErrorKind, classify, describe_error, server_version
 from .following import Median, parse_median
 from . import health as H
 from .replies import xrange
@@ -52,9 +52,11 @@ MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the
 # reads: on a loaded machine a read of 3 keys can take 50 ms, and the polls would slow down with it.
 POLL_MIN_MS = 20
 POLL_US_PER_STRATEGY = 4
-# --min-replicas: the epoch in which a trader takes the lead is not published (docs/guarantees.md).
+# --min-replicas / --wait-aof: the epoch in which a trader takes the lead is not published (docs/guarantees.md).
 TAKEOVER_REASON = ("took the lead in this epoch: the previous leader may have published it on a master that failed "
                    "over; one median per epoch, so this one is not published (--min-replicas)")
+# --wait-aof: the servers that have WAITAOF (what the refusal at start names).
+WAITAOF_SERVERS = "Redis 7.2 or later, or Valkey"
 
 
 class Doorbell(NamedTuple):
@@ -211,15 +213,32 @@ def inputs_text(raw: Sequence[bytes | str | None], epoch: int | None = None) -> 
     return b",".join(out).decode("ascii", "replace")
 
 
-def replicas_verdict(epoch: int, acked: int, needed: int, waited_ms: int, error: str = "") -> str:
+def replicas_verdict(epoch: int, acked: int, needed: int, waited_ms: int, error: str = "",
+                     local: int | None = None) -> str:
     """Whether ``epoch``'s median counts as published (pure): '' when ``needed`` replicas acknowledged
-    it, else the reason (the trader's state reason and the epoch's gap in NS:events)."""
-    if acked >= needed and not error:
-        return ""
-    why = (f"{acked} of {H.plural(needed, 'replica', 'replicas')} acknowledged the median of epoch {epoch} "
-           f"within {waited_ms} ms; --min-replicas {needed} needs {needed}")
+    it, else the reason (the trader's state reason and the epoch's gap in NS:events).  ``local``:
+    None under WAIT (--min-replicas); under WAITAOF (--wait-aof) whether the master's append-only
+    file holds it on disk (1) or not (0), ``acked`` then counts the replicas whose AOF holds it."""
+    if local is None:
+        if acked >= needed and not error:
+            return ""
+        why = (f"{acked} of {H.plural(needed, 'replica', 'replicas')} acknowledged the median of epoch {epoch} "
+               f"within {waited_ms} ms; --min-replicas {needed} needs {needed}")
+        command = "WAIT"
+    else:
+        if local >= 1 and acked >= needed and not error:
+            return ""
+        where = "the master" if local >= 1 else "not the master"
+        if needed:
+            why = (f"the median of epoch {epoch} on disk (WAITAOF) within {waited_ms} ms: {where}, {acked} of "
+                   f"{H.plural(needed, 'replica', 'replicas')}; --wait-aof --min-replicas {needed} needs the master "
+                   f"and {needed}")
+        else:
+            why = (f"the median of epoch {epoch} on disk (WAITAOF) within {waited_ms} ms: {where}; --wait-aof "
+                   "needs the master")
+        command = "WAITAOF"
     if error:
-        why += f" (WAIT failed: {error})"
+        why += f" ({command} failed: {error})"
     return why + "; not acted on"
 
 
@@ -292,9 +311,10 @@ class Trader(Component):
     def __init__(self, settings: Settings, decision_timeout_ms: int | None = None,
                  medians_maxlen: int = K.DEFAULT_MEDIANS_MAXLEN,
                  on_median: Callable[[int, float, int], object] | None = None, min_replicas: int = 0,
-                 record_inputs: bool = True, **kw: Any) -> None:
+                 record_inputs: bool = True, wait_aof: bool = False, **kw: Any) -> None:
         super().__init__(settings, name=None, **kw)
         self.min_replicas = min_replicas     # --min-replicas: WAIT for this many after each median (0: never)
+        self.wait_aof = wait_aof             # --wait-aof: WAITAOF 1 N instead (the master's AOF on disk too)
         self.record_inputs = record_inputs   # --record-inputs: each median keeps its members' decisions
         self._inputs_history_warned = False  # said once: the inputs history outgrows INPUTS_HISTORY_WARN_BYTES
         self.replicas_reason = ""            # while medians are not acknowledged: why (the state reason)
@@ -327,8 +347,15 @@ class Trader(Component):
         # The doorbells (NS:ready, NS:joins): pub/sub, on a connection of its own, on the trader's clock.
         self.bell = Subscription(self.client, self.keys, self.log, monotonic=lambda: self.clock.now_ms() / 1000.0)
 
+    @property
+    def acknowledging(self) -> bool:
+        """Whether a median counts only once acknowledged (--min-replicas above 0, or --wait-aof)."""
+        return bool(self.min_replicas or self.wait_aof)
+
     def startup(self) -> None:
         self.check_period_first()
+        if self.wait_aof:
+            self.check_wait_aof()
         self.bell.ensure()       # from now on, join requests and rings wait for us in the subscription
         self.log.info("trader started (period %gs, decision timeout %gs)", self.settings.period,
                       self.decision_timeout_ms / 1000)
@@ -362,7 +389,7 @@ class Trader(Component):
             self.lead(t)
             self.account(epoch, t, was_leading)
             self.take_joins(epoch)
-            if t.status == "lead" and t.took and self.min_replicas and t.prev is not None and t.prev >= epoch - 1:
+            if t.status == "lead" and t.took and self.acknowledging and t.prev is not None and t.prev >= epoch - 1:
                 # A leader settled the epoch before: it may have published this very epoch too, on a
                 # master that failed over since (its publication and its lease lost with it).  One
                 # median per epoch: not again.
@@ -494,7 +521,7 @@ class Trader(Component):
             if settled != "registry":
                 if settled == "published":
                     self.doorbell_verdict(epoch, bell, len(names))
-                    if self.min_replicas:
+                    if self.acknowledging:
                         self.await_replicas(epoch)
                 return
             checks += 1
@@ -719,24 +746,55 @@ class Trader(Component):
         I/O boundary: unit tests replace it)."""
         return int(self.client.execute_command("WAIT", n, timeout_ms))
 
+    def wait_fsynced(self, n: int, timeout_ms: int) -> tuple[int, int]:
+        """WAITAOF 1 n: (1 when the master's append-only file holds every write of this connection
+        on disk, else 0; how many replicas' do).  The thin I/O boundary, as ``wait_replicas``."""
+        local, replicas = self.client.execute_command("WAITAOF", 1, n, timeout_ms)
+        return int(local), int(replicas)
+
+    def check_wait_aof(self) -> None:
+        """--wait-aof, at start: refuse in one line (FatalError) a server without WAITAOF (naming its
+        version), a Redis user that may not send it, and a master without its append-only file.
+        ``WAITAOF 1 0 1`` waits at most 1 ms and writes nothing."""
+        try:
+            self.client.execute_command("WAITAOF", 1, 0, 1)
+        except redis.exceptions.ResponseError as e:
+            text = str(e)
+            if classify(e) is ErrorKind.PERMISSION:
+                raise FatalError("--wait-aof: this trader's Redis user may not send WAITAOF; give it +waitaof "
+                                 "(`redismedian acl --wait-aof` renders the trader user with it), or run without "
+                                 "--wait-aof") from None
+            if "unknown command" in text.lower():
+                raise FatalError(f"--wait-aof needs WAITAOF, which {server_version(self.client)} does not have: "
+                                 f"use {WAITAOF_SERVERS}, or run without --wait-aof") from None
+            if "appendonly" in text.lower():
+                raise FatalError("--wait-aof needs the append-only file on the master (appendonly yes): "
+                                 f"WAITAOF refused: {shown(text, SHORT)}") from None
+            raise
+
     def await_replicas(self, epoch: int) -> None:
-        """After publishing ``epoch``: WAIT for --min-replicas replicas, at most until the period ends
-        (and within the socket timeout), and record the verdict (NS:acks, or a gap in NS:events and
-        the state error naming the replicas)."""
+        """After publishing ``epoch``: WAIT for --min-replicas replicas (WAITAOF for the master's
+        append-only file and theirs, with --wait-aof), at most until the period ends (and within the
+        socket timeout), and record the verdict (NS:acks, or a gap in NS:events and the state error
+        naming the replicas)."""
         start = self.clock.now_ms()
         left = boundary_ms(epoch + 1, self.period_ms) - start
         timeout = max(1, min(left, int(self.settings.socket_timeout * 1000) - 100))
         error = ""
         acked = 0
+        local: int | None = 0 if self.wait_aof else None
         try:
-            acked = self.wait_replicas(self.min_replicas, timeout)
+            if self.wait_aof:
+                local, acked = self.wait_fsynced(self.min_replicas, timeout)
+            else:
+                acked = self.wait_replicas(self.min_replicas, timeout)
         except redis.exceptions.ResponseError as e:
             error = describe_error(e)
         waited = max(0, self.clock.now_ms() - start)
-        reason = replicas_verdict(epoch, acked, self.min_replicas, waited, error)
+        reason = replicas_verdict(epoch, acked, self.min_replicas, waited, error, local)
         leading = trader_acked(self.run_script, self.keys, lease_value=f"{self.settings.owner}|{self.token}",
                                token=self.token, epoch=epoch, replicas=acked, reason=reason,
-                               maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms)
+                               maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms, aof=local)
         if not leading:
             self.log.warning("lost the lead before recording the replicas of epoch %d; standing by", epoch)
             self.token = ""
@@ -760,7 +818,7 @@ class Trader(Component):
         r = trader_settle(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
                           outcome=outcome, text=text, count=count, members=members,
                           medians_maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms, missed=self.missed,
-                          replicas_reason=self.replicas_reason if self.min_replicas else "", inputs=inputs)
+                          replicas_reason=self.replicas_reason if self.acknowledging else "", inputs=inputs)
         if r.note:
             self.log.warning("registry repaired: %s", r.note)
         if r.status in ("published", "error", "starting", "idle"):
@@ -769,7 +827,7 @@ class Trader(Component):
         if r.status == "published":
             self.last_published = epoch
             self.log.info("median: %s", text)
-            if not (self.min_replicas and self.replicas_reason):   # else: ok once the replicas acknowledge
+            if not (self.acknowledging and self.replicas_reason):   # else: ok once the replicas acknowledge
                 self.state = "ok"
                 self.metrics.state("ok")
             self.metrics.median(float(text))
@@ -851,7 +909,7 @@ class Trader(Component):
             m = parse_median(entry_id, fields)
             if m is not None and m.epoch > acted:
                 out.append(m)
-        if self.min_replicas and out:
+        if self.acknowledging and out:
             # Only the medians that --min-replicas replicas acknowledged count as published.
             acked = set()
             for _id, fields in xrange(self.client, self.keys.acks, min=f"{start}-0", count=K.ACTION_BACKLOG):

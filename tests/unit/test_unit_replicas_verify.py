@@ -2,9 +2,13 @@
 recomputed from the inputs recorded with it), on fakeredis: WAIT is replaced at its one I/O boundary
 (Trader.wait_replicas), the decision around it is the trader's own."""
 import pytest
+import redis
 from click.testing import CliRunner
 
 from redismedian import cli as cli_mod
+from redismedian.acl import render_acl
+from redismedian.common import FatalError
+from redismedian.connection import server_version
 from redismedian.following import parse_event
 from redismedian.trader import inputs_text, replicas_verdict
 from redismedian.verifying import check_entry, verify
@@ -133,6 +137,123 @@ def test_without_min_replicas_no_wait_is_sent(monkeypatch):
     t.wait_replicas = lambda n, timeout_ms: pytest.fail("WAIT sent with --min-replicas 0")
     run_epoch(env, t, env.E, A=1.0, B=2.0)
     assert env.medians()[0]["median"] == "1.5" and not env.r.exists(env.k.acks)
+
+
+# -- --wait-aof (WAITAOF 1 N instead of WAIT N) ------------------------------------------------------
+def test_replicas_verdict_under_waitaof_names_the_master_and_the_replicas():
+    assert replicas_verdict(7, 1, 1, 3, local=1) == ""
+    assert replicas_verdict(7, 0, 0, 3, local=1) == "", "--wait-aof alone: the master's file is enough"
+    assert replicas_verdict(7, 0, 1, 120, local=1) == (
+        "the median of epoch 7 on disk (WAITAOF) within 120 ms: the master, 0 of 1 replica; "
+        "--wait-aof --min-replicas 1 needs the master and 1; not acted on")
+    assert replicas_verdict(7, 2, 2, 900, local=0) == (
+        "the median of epoch 7 on disk (WAITAOF) within 900 ms: not the master, 2 of 2 replicas; "
+        "--wait-aof --min-replicas 2 needs the master and 2; not acted on")
+    assert replicas_verdict(7, 0, 0, 900, local=0) == (
+        "the median of epoch 7 on disk (WAITAOF) within 900 ms: not the master; --wait-aof needs the master; "
+        "not acted on")
+    assert "(WAITAOF failed: ERR WAITAOF cannot be used" in replicas_verdict(
+        7, 0, 0, 1, "ERR WAITAOF cannot be used when numlocal is set but appendonly is disabled.", local=0)
+
+
+@pytest.mark.parametrize("min_replicas", [0, 2])
+def test_wait_aof_acts_only_on_medians_on_disk(monkeypatch, min_replicas):
+    env = Env(monkeypatch)
+    acted = []
+    calls = []
+    disk = {"local": 1, "replicas": min_replicas}
+    t = env.trader(on_median=lambda e, m, f: acted.append(e), min_replicas=min_replicas, wait_aof=True)
+    t.wait_replicas = lambda n, timeout_ms: pytest.fail("WAIT sent under --wait-aof")
+
+    def fsynced(n, timeout_ms):
+        calls.append((n, timeout_ms))
+        return disk["local"], disk["replicas"]
+    t.wait_fsynced = fsynced
+    E = env.E
+    run_epoch(env, t, E, A=1.0)
+    assert acted == [E] and calls[0][0] == min_replicas and 0 < calls[0][1] <= env.period_ms
+    (a,) = acks(env)
+    assert (a["epoch"], a["aof"], a["replicas"]) == (str(E), "1", str(min_replicas)), "the ack says: on disk"
+    disk["local"] = 0                    # the master's fsync is late (or its disk is stuck)
+    run_epoch(env, t, E + 1, A=1.0)
+    assert acted == [E], "a median not on the master's disk is never acted on"
+    h = env.hash(env.k.trader)
+    assert h["state"] == "error" and f"the median of epoch {E + 1} on disk (WAITAOF)" in h["reason"]
+    assert "not the master" in h["reason"]
+    assert [g["epoch"] for g in events(env) if g["status"] == "unacknowledged"] == [str(E + 1)]
+    disk["local"] = 1
+    run_epoch(env, t, E + 2, A=1.0)
+    assert acted == [E, E + 2] and env.hash(env.k.trader)["state"] == "ok"
+
+
+def test_without_wait_aof_the_ack_has_no_aof_field(monkeypatch):
+    env = Env(monkeypatch)
+    t = env.trader(min_replicas=1)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    t.wait_fsynced = lambda n, timeout_ms: pytest.fail("WAITAOF sent without --wait-aof")
+    run_epoch(env, t, env.E, A=1.0)
+    (a,) = acks(env)
+    assert "aof" not in a and a["replicas"] == "1"
+
+
+class _Refusing:
+    """A client whose WAITAOF fails with ``error`` and whose HELLO names ``server`` ``version``."""
+
+    def __init__(self, error, server=b"redis", version=b"7.0.15"):
+        self.error, self.hello = error, [b"server", server, b"version", version, b"proto", 2]
+
+    def execute_command(self, *args):
+        if args[0] == "HELLO":
+            return self.hello
+        assert args == ("WAITAOF", 1, 0, 1), "the probe waits 1 ms at most"
+        if self.error:
+            raise self.error
+        return [1, 0]
+
+
+@pytest.mark.parametrize("error, says", [
+    (redis.exceptions.ResponseError("unknown command 'WAITAOF', with args beginning with: '1' '0' '1'"),
+     "--wait-aof needs WAITAOF, which Redis 7.0.15 does not have: use Redis 7.2 or later, or Valkey, or run "
+     "without --wait-aof"),
+    (redis.exceptions.NoPermissionError("this user has no permissions to run the 'waitaof' command"),
+     "--wait-aof: this trader's Redis user may not send WAITAOF; give it +waitaof (`redismedian acl --wait-aof` "
+     "renders the trader user with it), or run without --wait-aof"),
+    (redis.exceptions.ResponseError("WAITAOF cannot be used when numlocal is set but appendonly is disabled."),
+     "--wait-aof needs the append-only file on the master (appendonly yes): WAITAOF refused: WAITAOF cannot be "
+     "used when numlocal is set but appendonly is disabled."),
+])
+def test_wait_aof_is_refused_at_start_in_one_line(monkeypatch, error, says):
+    env = Env(monkeypatch)
+    t = env.trader(wait_aof=True)
+    t.client = _Refusing(error)
+    with pytest.raises(FatalError) as e:
+        t.check_wait_aof()
+    assert str(e.value) == says
+    t.client = _Refusing(None)
+    t.check_wait_aof()                   # a server with WAITAOF and an AOF: nothing to say
+
+
+def test_server_version_names_valkey_and_survives_odd_replies():
+    assert server_version(_Refusing(None, b"valkey", b"9.1.2")) == "Valkey 9.1.2"
+    assert server_version(_Refusing(None, b"redis", b"7.0.15")) == "Redis 7.0.15"
+    odd = _Refusing(None)
+    odd.hello = {b"server": b"redis\x1b[31m", b"version": b"7"}
+    assert "\x1b" not in server_version(odd)
+    odd.hello = [b"proto", 2]
+    assert server_version(odd) == "the server (version unknown)"
+
+
+def test_acl_wait_aof_grants_waitaof_to_the_trader_only():
+    plain = render_acl("t", ["g1"], ["X"])
+    with_aof = render_acl("t", ["g1"], ["X"], wait_aof=True)
+    assert "waitaof" not in plain, "the shipped file loads on Redis 7.0, which knows no WAITAOF"
+    changed = [(a, b) for a, b in zip(plain.splitlines(), with_aof.splitlines()) if a != b]
+    assert len(changed) == 1 and changed[0][0].startswith("user trader ")
+    assert changed[0][1].split() == changed[0][0].split()[:changed[0][0].split().index("+wait") + 1] + [
+        "+waitaof"] + changed[0][0].split()[changed[0][0].split().index("+wait") + 1:]
+    r = CliRunner().invoke(cli_mod.cli, ["acl", "--generators", "g1", "--strategies", "X", "--namespace", "t",
+                                         "--wait-aof"])
+    assert r.exit_code == 0 and r.output == with_aof
 
 
 # -- inputs and verify -------------------------------------------------------------------------------
