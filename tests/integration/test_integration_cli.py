@@ -3,8 +3,10 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.integ_support import run_cli, wait_registered
-from tests.support import ROOT
+from tests.support import ROOT, Cluster, RedisServer, has_waitaof, server_version, waitaof_binary
 
 NAME_RULE = "1 to 64 characters: letters, digits, '_', '-' or '.'"
 
@@ -80,6 +82,39 @@ def test_period_mismatch_is_refused(cluster, redis_server):
         assert not re.search(r"INFO .*\bstarted\b", p.output()), p.output()
     assert r.hget("t:meta", "period_ms") == "500" and r.smembers("t:strategies") == set()
     assert g1.alive()
+
+
+def _refused_in_one_line(p, says: str) -> None:
+    assert p.wait(30) == 1, p.output()
+    out = p.output()
+    assert says in out, out
+    assert "Traceback" not in out and not re.search(r"INFO .*\bstarted\b", out), out
+    assert len([line for line in out.splitlines() if "ERROR" in line]) == 1, out
+
+
+def test_wait_aof_is_refused_on_a_server_without_waitaof(cluster):
+    # Redis 7.0 (what these tests run by default) has no WAITAOF: `trader --wait-aof` says so at once,
+    # naming the server's version, and never starts.
+    if has_waitaof():
+        pytest.skip(f"{server_version()} has WAITAOF (the refusal is for Redis before 7.2)")
+    p = cluster.trader("--wait-aof")
+    _refused_in_one_line(p, f"--wait-aof needs WAITAOF, which {server_version()} does not have: use Redis 7.2 or "
+                            "later, or Valkey, or run without --wait-aof")
+
+
+def test_wait_aof_is_refused_on_a_master_without_its_append_only_file(tmp_path):
+    binary, why = waitaof_binary()
+    if not binary:
+        pytest.skip(why)
+    server = RedisServer(tmp_path / "valkey", binary=binary).start()      # appendonly no
+    c = Cluster(server.url, tmp_path, period=0.5)
+    try:
+        _refused_in_one_line(c.trader("--wait-aof"), "--wait-aof needs the append-only file on the master "
+                                                     "(appendonly yes): WAITAOF refused: ")
+        assert not server.client().exists("t:medians")
+    finally:
+        c.stop_all()
+        server.kill()
 
 
 def test_deregister_and_status_need_a_reachable_redis(tmp_path):

@@ -19,7 +19,7 @@ from redismedian import scripts as S
 from redismedian.keys import Keys
 from tests import plugins
 from tests.prod_support import ACL_TEMPLATE, ConfRedis, acl_server, make_secrets, render_acl as run_render
-from tests.support import ROOT, Cluster, harness_client, wait_until
+from tests.support import ROOT, Cluster, harness_client, waitaof_binary, wait_until
 
 NS = "redismedian"
 NO_RETRY = Retry(NoBackoff(), 0)   # a refused login fails at once (redis-py retries with backoff by default)
@@ -405,3 +405,46 @@ def test_the_trader_user_can_explain_a_missed_epoch(acl):
     assert admin.acl_log() == []
     assert got["X"] != got["Y"], got          # judged again knowing X is alive and Y is not
     assert "not running" in got["Y"] or "down" in got["Y"] or "no live" in got["Y"], got
+
+
+def test_trader_wait_aof_under_the_acl(tmp_path):
+    """`trader --wait-aof` under the per-role users, on a server with WAITAOF: the shipped file (which
+    must load on Redis 7.0, so it names no WAITAOF) makes the trader refuse at start, saying to give
+    its user +waitaof; the file from `redismedian acl --wait-aof` lets it run: every ack says the
+    master's append-only file held the median, and Redis denied nothing."""
+    binary, why = waitaof_binary()
+    if not binary:
+        pytest.skip(why)
+    server, pw = acl_server(tmp_path, binary=binary, extra=["--appendonly", "yes", "--appendfsync", "always"])
+    secrets = tmp_path / "secrets"
+    c = Cluster(server.url_for(), tmp_path, period=0.5, namespace=NS)
+
+    def with_file(user):
+        return c.env(REDISMEDIAN_REDIS_URL=server.url_for(user), REDISMEDIAN_PASSWORD_FILE=str(secrets / user))
+    try:
+        refused = c.trader("--wait-aof", env=with_file("trader"))
+        assert refused.wait(30) == 1, refused.output()
+        assert "this trader's Redis user may not send WAITAOF; give it +waitaof" in refused.output()
+        assert "Traceback" not in refused.output()
+
+        template = tmp_path / "users-wait-aof.acl"
+        out = subprocess.run([sys.executable, "-m", "redismedian", "acl", "--generators", "g1,g2,g3",
+                              "--strategies", "X,Y", "--wait-aof"], capture_output=True, text=True, cwd=str(ROOT),
+                             timeout=30)
+        assert out.returncode == 0, out.stderr
+        template.write_text(out.stdout)
+        assert run_render(template, secrets, tmp_path / "users.acl").returncode == 0   # the server's --aclfile
+        admin = server.client(decode_responses=True)
+        admin.execute_command("ACL", "LOAD")
+        admin.acl_log_reset()
+        c.trader("--wait-aof", env=with_file("trader"))
+        wait_until(lambda: admin.exists(f"{NS}:meta"), 15, what="the trader creating the deployment record")
+        c.generator("g1", "tests.plugins:sig_a", env=with_file("generator.g1"))
+        c.strategy("X", "g1", env=with_file("strategy.X"))
+        acks = wait_until(lambda: (lambda a: a if len(a) >= 3 else None)(admin.xrange(f"{NS}:acks")), 30,
+                          what="3 medians on the master's disk")
+        assert [f.get("aof") for _id, f in acks] == ["1"] * len(acks), acks
+        assert admin.acl_log() == [], "the trader was denied a command"
+    finally:
+        c.stop_all()
+        server.kill()
