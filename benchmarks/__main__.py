@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results"
-SECTIONS = ("cost", "latency", "roundtrips", "capacity", "web", "replay")
+SECTIONS = ("cost", "latency", "roundtrips", "capacity", "web", "replay", "replicas")
 
 
 def _ints(text: str) -> list[int]:
@@ -64,8 +64,8 @@ def parser() -> argparse.ArgumentParser:
                     "strategies (with the MGET floor), Redis time per strategy report and memory per strategy, "
                     "end-to-end latency (with a one-hop floor), round trips per component, idle CPU and memory, "
                     "capacity at a 1 s period, the page server's Redis cost per period (with a floor), replaying a year of minute epochs (with a "
-                    "floor). Prints a markdown table and writes results.json, results.md and "
-                    "cost.png.")
+                    "floor), the latency of trader --min-replicas 1 (with --min-replicas 0 and a one-hop floor). Prints a "
+                    "markdown table and writes results.json, results.md and cost.png.")
     p.add_argument("--smoke", action="store_true",
                    help="a few seconds' run with small N and a few short periods (what CI runs); "
                         "writes into a temporary folder unless --out is given")
@@ -102,6 +102,11 @@ def parser() -> argparse.ArgumentParser:
                         "[default: 525600, a year of minute epochs]")
     p.add_argument("--replay-reps", type=_positive, default=None,
                    help="replay: runs, each in fresh processes (the table gives their medians) [default: 3]")
+    p.add_argument("--replicas-periods", type=_positive, default=None,
+                   help="replicas (trader --min-replicas 1 against 0, a master and a replica): periods measured per "
+                        "part, at the --period [default: 20]")
+    p.add_argument("--replicas-runs", type=_positive, default=None,
+                   help="replicas: runs of the two parts; the table gives the median over the runs [default: 3]")
     p.add_argument("--no-readme", action="store_true",
                    help="do not rewrite the results section of benchmarks/README.md")
     p.add_argument("--keep-logs", action="store_true", help="keep the Redis and component logs")
@@ -110,10 +115,11 @@ def parser() -> argparse.ArgumentParser:
 
 FULL = dict(sizes=[1000, 10_000, 100_000], reps=5, period=1.0, latency_periods=60, many=50,
             rt_sizes=[10, 10_000], rt_periods=5, capacity_sizes=[20_000, 50_000], capacity_periods=20,
-            web_size=10_000, web_periods=10, web_browsers=20, replay_epochs=525_600, replay_reps=3)
+            web_size=10_000, web_periods=10, web_browsers=20, replay_epochs=525_600, replay_reps=3,
+            replicas_periods=20, replicas_runs=3)
 SMOKE = dict(sizes=[10, 200], reps=2, period=0.3, latency_periods=3, many=3, rt_sizes=[10, 50], rt_periods=4,
              capacity_sizes=[200], capacity_periods=3, web_size=200, web_periods=3, web_browsers=3,
-             replay_epochs=2_000, replay_reps=3)
+             replay_epochs=2_000, replay_reps=3, replicas_periods=3, replicas_runs=1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                 admin.flushall()
                 results["round_trips"].append(roundtrips.run(server.url, admin, server.port, n, args.rt_periods,
                                                              rate, work / "logs", min_period_s=args.period, log=log))
+        if "replicas" in args.only:
+            from . import replicas_cost
+            section("replicas", f"8. trader --min-replicas 1 against 0: boundary -> acknowledged median, "
+                                f"{args.replicas_runs} run(s) of {args.replicas_periods} periods")
+            results["replicas"] = replicas_cost.run_section(args.replicas_periods, args.period, args.replicas_runs,
+                                                            work / "replicas", log=log)
         if "latency" in args.only:
             section("latency", "2. end-to-end latency, with the one-hop floor (and 4. idle cost)")
             results["latency"] = []

@@ -86,6 +86,13 @@ def targets(results: dict) -> list[tuple[str, str, bool | None]]:
                      cpu < TARGETS["idle_cpu_pct"]))
         rows.append((f"resident memory < {TARGETS['rss_mb']:.0f} MB per component", f"max {mem:.1f} MB",
                      mem < TARGETS["rss_mb"]))
+    rc = results.get("replicas")
+    if rc:
+        s = rc["summary"]
+        rows.append(("--min-replicas 1: boundary -> acknowledged median at most one hop (the floor) after the "
+                     "median with --min-replicas 0, at p50",
+                     f"{_f(s['acked']['p50'])} ms against {_f(s['median_n0']['p50'])} ms: {_f(s['extra_p50_ms'])} ms "
+                     f"more, floor {_f(s['floor']['p50'])} ms (median of {rc['runs']} run(s))", s["within_one_hop"]))
     rp = results.get("replay")
     if rp:
         rows.append((f"replay: a year of minute epochs (525,600) x {rp['generators']} generators x {rp['strategies']} "
@@ -248,6 +255,26 @@ def markdown(results: dict) -> str:
                 f"{r['epochs_per_s']:,.0f} ({r['epochs_per_cpu_s']:,.0f}) | {rp['cpu_us_per_epoch']:.1f} | "
                 f"{rp['ratio_to_floor']:.0f}x | {r['rss_mb']:.1f} | {sm['rss_mb']:.1f} ({sm['epochs']:,} epochs) |",
                 ""]
+    rc = results.get("replicas")
+    if rc:
+        s = rc["summary"]
+        out += [f"**8. `trader --min-replicas 1`**: a master and one replica, the original topology run with "
+                f"`--min-replicas 0`, then 1, beside the one-hop floor, {rc['periods']} periods of {rc['period_s']:g} s "
+                f"each, {rc['runs']} run(s); period boundary → median in `NS:medians`, and with 1 → its `NS:acks` "
+                "entry (written after `WAIT` returned); median over the runs of each part's p50 and p99 "
+                "(each run's p50 in brackets)", "",
+                "| series | p50 ms | p99 ms | p50 by run |", "|---|---:|---:|---|"]
+        labels = {"median_n0": "`--min-replicas 0`: median", "median_n1": "`--min-replicas 1`: median",
+                  "acked": "`--min-replicas 1`: acknowledged median", "floor": "one-hop floor (every part)"}
+        for key, label in labels.items():
+            d = s[key]
+            out.append(f"| {label} | {_f(d['p50'])} | {_f(d['p99'])} | "
+                       + " / ".join(_f(x) for x in d["p50_by_run"]) + " |")
+        out += ["", f"Published {s['published'][0]}/{s['periods'][0]} periods with 0, {s['published'][1]}/"
+                f"{s['periods'][1]} with 1, of which {s['acknowledged']} acknowledged; the acknowledgement adds "
+                f"{_f(s['extra_p50_ms'])} ms at p50 (one hop: {_f(s['floor']['p50'])} ms). Load average at the start "
+                "of each part: " + "; ".join(f"{p['run']}/{p['min_replicas']} {p['load_average'][0]}"
+                                             for p in rc["parts"]) + ".", ""]
     rows = targets(results)
     if rows:
         out += ["**Targets**", "", "| target | measured | met |", "|---|---|---|"]

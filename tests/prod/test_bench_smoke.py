@@ -19,7 +19,7 @@ def finite(x) -> bool:
 def test_benchmark_smoke_run_writes_complete_results(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)], cwd=str(ROOT),
-                          capture_output=True, text=True, timeout=110)
+                          capture_output=True, text=True, timeout=150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     table = (out / "results.md").read_text()
@@ -112,8 +112,26 @@ def test_benchmark_smoke_run_writes_complete_results(tmp_path):
     assert finite(rp["year_cpu_s"]) and finite(rp["rss_growth_mb"])
     assert "**7. Replay**" in table
 
+    # 8. trader --min-replicas 1 against 0 (a master and a replica), beside the one-hop floor, in each run
+    rc = results["replicas"]
+    assert (rc["runs"], rc["periods"]) == (results["settings"]["replicas_runs"], results["settings"]["replicas_periods"])
+    assert [(p["run"], p["min_replicas"]) for p in rc["parts"]] == [(i + 1, n) for i in range(rc["runs"]) for n in (0, 1)]
+    for p in rc["parts"]:
+        assert 1 <= p["published"] <= p["periods"] and len(p["load_average"]) == 3
+        assert 0 <= p["floor_ms"]["p50"] <= p["floor_ms"]["p99"] <= rc["period_s"] * 1000
+        assert 0 <= p["median_ms"]["p50"] <= rc["period_s"] * 1000
+        if p["min_replicas"]:
+            assert 1 <= p["acknowledged"] <= p["published"]
+            assert p["acks_after_medians"] and 0 <= p["acked_ms"]["p50"] <= rc["period_s"] * 1000
+        else:
+            assert p["acknowledged"] == 0, "no WAIT, no NS:acks with --min-replicas 0"
+    s = rc["summary"]
+    assert all(finite(s[k]["p50"]) for k in ("median_n0", "median_n1", "acked", "floor"))
+    assert isinstance(s["within_one_hop"], bool) and "**8. `trader --min-replicas 1`**" in table
+
     # the load average is part of the results; targets are reported (met or not), never enforced
-    assert set(results["load_average_by_section"]) == {"cost", "latency", "roundtrips", "capacity", "web", "replay"}
+    assert set(results["load_average_by_section"]) == {"cost", "latency", "roundtrips", "capacity", "web", "replay",
+                                                       "replicas"}
     assert len(results["load_average_at_end"]) == 3 and "Load average" in table
     assert {t["target"].split(":")[0] for t in results["targets"]} >= {"generator", "strategy", "trader", "capacity"}
     assert all(isinstance(t["met"], bool) for t in results["targets"])
