@@ -86,6 +86,12 @@ def test_min_replicas_acts_only_on_acknowledged_medians(command, tmp_path):
         assert r.returncode == 1 and "replica" in r.stdout + r.stderr, r.stdout + r.stderr
         acted_while_stopped = [e for e in acted() if e in gaps()]
         assert acted_while_stopped == [], f"acted on unacknowledged epochs {acted_while_stopped}"
+        # follow prints the written median, then says it was not published, with the reason
+        first_gap = gaps()[0]
+        follower = cluster.start("follow", "--since", str(first_gap), name="follow")
+        follower.wait_for_output(rf"epoch {first_gap}: median written but not published \(replicas\): "
+                                 + ("the median of epoch" if aof else "0 of 1 replica acknowledged"), 15)
+        follower.stop()
 
         replica.resume()
         resumed_at = time.time()
