@@ -1,12 +1,12 @@
 """The failover torture run of issue 18 (part 4), for Sentinel: a master with two replicas and three
-sentinels on loopback, the pipeline (g1, g2, X, Y and two traders with ``--min-replicas 1`` and an
+sentinels on loopback, the pipeline (g1, g2, X, Y and two traders with ``--min-replicas 1`` (or 2) and an
 ``--on-median`` that appends every call to a file), and N forced failovers: kill -9 of the current
 master at a random offset within the period, the sentinels promote a replica, the killed node is
 restarted (with what it has on disk: nothing, or the RDB of its last full sync as a replica) and the
 sentinels make it a replica of the new master; the next kill waits until two replicas are in sync
 again and every sentinel agrees on the master with no failover in progress (one failover at a time).
 
-    python -m tests.failover_torture --failovers 50 --seed 1
+    python -m tests.failover_torture --failovers 50 --seed 1 [--min-replicas 2] [--cluster]
 
 It prints, from the final master's history and the action file: acted epochs missing from the final
 history (goal 0), epochs acted on with two different medians (0), epochs published twice (0), and the
@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--failovers", type=int, default=50, help="forced failovers (kill -9 of the master)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the kill offsets")
     ap.add_argument("--period", type=float, default=0.5, help="the pipeline's period, seconds")
+    ap.add_argument("--min-replicas", type=int, default=1, choices=(1, 2),
+                    help="the traders' --min-replicas: 1, or 2 (every replica must hold an acted median, so "
+                         "whichever is promoted holds it)")
     ap.add_argument("--cluster", action="store_true",
                     help="a Redis Cluster (3 masters, 2 replicas each) instead of Sentinel")
     args = ap.parse_args(argv)
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     done = 0
     try:
         d.start()
-        env = cluster.env(REDISMEDIAN_TEST_ACTED=str(log), REDISMEDIAN_MIN_REPLICAS="1")
+        env = cluster.env(REDISMEDIAN_TEST_ACTED=str(log), REDISMEDIAN_MIN_REPLICAS=str(args.min_replicas))
         cluster.generator("g1", "tests.plugins:sig_a")
         cluster.generator("g2", "tests.plugins:sig_b")
         cluster.strategy("X", "g1")
@@ -224,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     twice = sorted({e for e in epochs if epochs.count(e) > 1})
     first, last = (min(epochs), max(epochs)) if epochs else (0, -1)
     unpublished = (last - first + 1) - len(set(epochs))
-    print(f"{done} failovers in {elapsed:.0f}s (period {args.period}s): {len(acted)} epochs acted on; acted epochs "
+    print(f"{done} failovers in {elapsed:.0f}s (period {args.period}s, --min-replicas {args.min_replicas}): "
+          f"{len(acted)} epochs acted on; acted epochs "
           f"missing from the final history {len(missing)} {missing[:10]}; acted on with two medians {len(two)} "
           f"{two[:10]}; published twice {len(twice)} {twice[:10]}; epochs without a median {unpublished} of "
           f"{last - first + 1} ({unpublished / max(1, done):.1f} per failover)")
