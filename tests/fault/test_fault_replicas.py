@@ -7,6 +7,7 @@ inputs recorded with it).  And a Sentinel failover under --min-replicas 1."""
 from __future__ import annotations
 
 import os
+import re
 import time
 
 import pytest
@@ -155,20 +156,34 @@ def test_sentinel_failover_with_min_replicas_keeps_every_acted_median(sentinel_d
                 return "", ""
             return h.get("state", ""), h.get("reason", "")
 
-        wait_until(lambda: len(acted()) >= 3, 30, what="medians acted on through Sentinel")
+        # Deadlines in periods where the pipeline sets the pace, in seconds where Sentinel does.
+        wait_until(lambda: len(acted()) >= 3, 60 * PERIOD, what="medians acted on through Sentinel")
         before = len(acted())
         kill_ms = time.time() * 1000
         d.master.kill()
         wait_until(lambda: d.master_port() == d.replica.port, 30, interval=0.05, what="the sentinels' failover")
         promoted_ms = time.time() * 1000
-        reason = wait_until(lambda: (lambda s: s[1] if s[0] == "error" and "replica" in s[1] else None)(
-            state(d.replica)), 15, what="the trader in error: no replica left")
-        assert "0 of 1 replica acknowledged" in reason
+        promoted_epoch = int(promoted_ms // (PERIOD * 1000))    # the servers' clock is this host's
+
+        def error_after_promotion() -> str | None:
+            # Judged on an epoch after the promotion: NS:trader on the promoted replica may still hold an
+            # error replicated from before the kill (a WAIT that timed out on a loaded machine), which says
+            # nothing about the trader finding no replica left.
+            s, why = state(d.replica)
+            m = re.search(r"median of epoch (\d+)", why)
+            return why if s == "error" and m and int(m.group(1)) >= promoted_epoch else None
+        reason = wait_until(error_after_promotion, 60 * PERIOD, what="the trader in error: no replica left")
+        assert reason.startswith("0 of 1 replica acknowledged"), reason
         n_error = len(acted())
+        # The old master comes back only once the failover is over (every sentinel names the new master,
+        # none is still in its failover), as an operator would: restarted while a sentinel is still in it,
+        # a node can be made master again with what it had (failover_torture saw a sentinel ending its
+        # failover by timeout do that), which is Sentinel's overlap, not what this test is about.
+        wait_until(d.settled, 30, interval=0.1, what="every sentinel naming the new master, no failover in progress")
         d.master.start()                     # back empty; the sentinels make it a replica of the new master
-        wait_until(lambda: state(d.replica)[0] == "ok", 60, interval=0.1, what="ok again with the old master as replica")
+        wait_until(lambda: state(d.replica)[0] == "ok", 90, interval=0.1, what="ok again with the old master as replica")
         back_ms = time.time() * 1000
-        wait_until(lambda: len(acted()) >= n_error + 3, 15, what="acting again")
+        wait_until(lambda: len(acted()) >= n_error + 3, 60 * PERIOD, what="acting again")
         for t in traders:
             t.stop()
 

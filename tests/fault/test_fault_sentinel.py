@@ -142,6 +142,19 @@ class SentinelDeployment:
         except (redis.exceptions.RedisError, KeyError):
             return None
 
+    def settled(self) -> bool:
+        """Every sentinel names the same master, sees it up, and has no failover in progress."""
+        ports = set()
+        for i in range(3):
+            try:
+                m = self.sentinel(i).sentinel_masters()[SERVICE]
+            except (redis.exceptions.RedisError, KeyError):
+                return False
+            if m.get("flags") != "master":      # s_down, o_down, failover_in_progress, ...
+                return False
+            ports.add(int(m["port"]))
+        return len(ports) == 1
+
     def url(self, password: str = MASTER_PW) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
         return f"redis+sentinel://:{password}@{hosts}/{SERVICE}/0"
