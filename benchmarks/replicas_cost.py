@@ -91,9 +91,10 @@ def summarize(parts: list[dict]) -> dict:
     extra = out["acked"]["p50"] - out["median_n0"]["p50"]
     out["extra_p50_ms"] = extra
     out["within_one_hop"] = bool(extra <= out["floor"]["p50"])
-    out["published"] = {n: sum(p["published"] for p in parts if p["min_replicas"] == n) for n in (0, 1)}
+    # keyed by --min-replicas as text: the figures go through JSON (results.json) and back
+    out["published"] = {str(n): sum(p["published"] for p in parts if p["min_replicas"] == n) for n in (0, 1)}
     out["acknowledged"] = sum(p["acknowledged"] for p in parts if p["min_replicas"] == 1)
-    out["periods"] = {n: sum(p["periods"] for p in parts if p["min_replicas"] == n) for n in (0, 1)}
+    out["periods"] = {str(n): sum(p["periods"] for p in parts if p["min_replicas"] == n) for n in (0, 1)}
     return out
 
 

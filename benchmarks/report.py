@@ -270,11 +270,11 @@ def markdown(results: dict) -> str:
             d = s[key]
             out.append(f"| {label} | {_f(d['p50'])} | {_f(d['p99'])} | "
                        + " / ".join(_f(x) for x in d["p50_by_run"]) + " |")
-        out += ["", f"Published {s['published'][0]}/{s['periods'][0]} periods with 0, {s['published'][1]}/"
-                f"{s['periods'][1]} with 1, of which {s['acknowledged']} acknowledged; the acknowledgement adds "
+        out += ["", f"Published {s['published']['0']}/{s['periods']['0']} periods with 0, {s['published']['1']}/"
+                f"{s['periods']['1']} with 1, of which {s['acknowledged']} acknowledged; the acknowledgement adds "
                 f"{_f(s['extra_p50_ms'])} ms at p50 (one hop: {_f(s['floor']['p50'])} ms). Load average at the start "
-                "of each part: " + "; ".join(f"{p['run']}/{p['min_replicas']} {p['load_average'][0]}"
-                                             for p in rc["parts"]) + ".", ""]
+                "of each part (run, --min-replicas): " + "; ".join(
+                    f"{p['run']} with {p['min_replicas']}: {p['load_average'][0]}" for p in rc["parts"]) + ".", ""]
     rows = targets(results)
     if rows:
         out += ["**Targets**", "", "| target | measured | met |", "|---|---|---|"]

@@ -128,6 +128,7 @@ def test_benchmark_smoke_run_writes_complete_results(tmp_path):
     s = rc["summary"]
     assert all(finite(s[k]["p50"]) for k in ("median_n0", "median_n1", "acked", "floor"))
     assert isinstance(s["within_one_hop"], bool) and "**8. `trader --min-replicas 1`**" in table
+    assert s["published"]["1"] == sum(p["published"] for p in rc["parts"] if p["min_replicas"] == 1)
 
     # the load average is part of the results; targets are reported (met or not), never enforced
     assert set(results["load_average_by_section"]) == {"cost", "latency", "roundtrips", "capacity", "web", "replay",
