@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(acted)} epochs acted on; acted epochs "
           f"missing from the final history {len(missing)} {missing[:10]}; acted on with two medians {len(two)} "
           f"{two[:10]}; published twice {len(twice)} {twice[:10]}; epochs without a median {unpublished} of "
-          f"{last - first + 1} ({unpublished / max(1, done):.1f} per failover)")
+          f"{last - first + 1} ({unpublished / max(1, done):.1f} per failover); epochs not acted on "
+          f"{last - first + 1 - len(acted)} ({(last - first + 1 - len(acted)) / max(1, done):.1f} per failover)")
     return 1 if missing or two or twice or done < args.failovers else 0
 
 
