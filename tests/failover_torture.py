@@ -29,7 +29,7 @@ import redis
 
 from redismedian.keys import Keys
 from tests.cluster_support import RedisClusterNodes
-from tests.fault.test_fault_sentinel import MASTER_PW, SENTINEL_PW, SERVICE, PasswordRedisServer
+from tests.fault.test_fault_sentinel import MASTER_PW, SENTINEL_PW, SERVICE, PasswordRedisServer, sentinels_settled
 from tests.support import REDIS_SERVER, Cluster, RedisServer, free_port, harness_client, wait_until
 
 NS = "t"
@@ -98,16 +98,8 @@ class Deployment:
         promotion, while the sentinel that led it was still reconfiguring replicas: ending its
         failover by timeout, that sentinel made the restarted old node, with its stale data, master
         again and the node holding the acknowledged medians its replica; 171 acted epochs lost)."""
-        seen = set()
-        for port in self.sentinel_ports:
-            try:
-                m = harness_client(port, password=SENTINEL_PW, socket_timeout=2).sentinel_masters()[SERVICE]
-            except (redis.exceptions.RedisError, KeyError):
-                return False
-            if m.get("flags") != "master":      # s_down, o_down, failover_in_progress, ...
-                return False
-            seen.add(int(m["port"]))
-        return len(seen) == 1
+        return sentinels_settled(harness_client(port, password=SENTINEL_PW, socket_timeout=2)
+                                 for port in self.sentinel_ports)
 
     def stop(self) -> None:
         for p in self.sentinels:

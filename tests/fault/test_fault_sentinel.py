@@ -81,6 +81,21 @@ def test_cli_refuses_a_bad_sentinel_url(tmp_path):
 
 # -- a real Sentinel deployment on loopback -----------------------------------------------------
 
+def sentinels_settled(sentinels) -> bool:
+    """Every sentinel (clients) names the same master of SERVICE, sees it up, and has no failover in
+    progress (a kill before that overlaps the previous failover)."""
+    ports = set()
+    for sentinel in sentinels:
+        try:
+            m = sentinel.sentinel_masters()[SERVICE]
+        except (redis.exceptions.RedisError, KeyError):
+            return False
+        if m.get("flags") != "master":      # s_down, o_down, failover_in_progress, ...
+            return False
+        ports.add(int(m["port"]))
+    return len(ports) == 1
+
+
 class PasswordRedisServer(RedisServer):
     def client(self, **kw) -> redis.Redis:
         return harness_client(self.port, password=MASTER_PW, **kw)
@@ -144,16 +159,7 @@ class SentinelDeployment:
 
     def settled(self) -> bool:
         """Every sentinel names the same master, sees it up, and has no failover in progress."""
-        ports = set()
-        for i in range(3):
-            try:
-                m = self.sentinel(i).sentinel_masters()[SERVICE]
-            except (redis.exceptions.RedisError, KeyError):
-                return False
-            if m.get("flags") != "master":      # s_down, o_down, failover_in_progress, ...
-                return False
-            ports.add(int(m["port"]))
-        return len(ports) == 1
+        return sentinels_settled(self.sentinel(i) for i in range(3))
 
     def url(self, password: str = MASTER_PW) -> str:
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
