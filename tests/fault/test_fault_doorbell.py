@@ -49,28 +49,41 @@ def slow_cluster(redis_server, tmp_path):
     c.stop_all()
 
 
-def _run(c, redis_server, kind: str):
+def _start(c, redis_server):
+    """The topology at a 1 s period, every strategy registered: (trader, client, first epoch)."""
     for g, sig in GENERATORS.items():
         c.generator(g, f"tests.plugins:{sig}")
     trader = c.trader()
     for s, gs in STRATEGIES.items():
         c.strategy(s, ",".join(gs))
     r = redis_server.client(decode_responses=True)
-    e0 = wait_registered(r, STRATEGIES, PERIOD, timeout=40)
+    return trader, r, wait_registered(r, STRATEGIES, PERIOD, timeout=40)
+
+
+def _six_medians(r, start: int, what: str) -> list:
+    return wait_until(lambda: (lambda m: m if len(m) >= 6 else None)(
+        [e for e in medians(r) if e["epoch"] >= start]), 30, what=f"6 medians {what}")
+
+
+def _assert_close_to_the_boundary(entries) -> list:
+    late = [int(e["ts"]) - e["epoch"] * int(PERIOD * 1000) for e in entries]
+    assert statistics.median(late) <= 100, f"ms from the boundary to each median: {late}"
+    return late
+
+
+def _run(c, redis_server, kind: str):
+    trader, r, e0 = _start(c, redis_server)
     stop = threading.Event()
     forger = threading.Thread(target=_forge, args=(redis_server.client(decode_responses=True), stop, kind),
                               daemon=True)
     forger.start()
     try:
-        start = e0 + 2
-        entries = wait_until(lambda: (lambda m: m if len(m) >= 6 else None)(
-            [e for e in medians(r) if e["epoch"] >= start]), 30, what="6 medians under the forged doorbell")
+        entries = _six_medians(r, e0 + 2, "under the forged doorbell")
     finally:
         stop.set()
         forger.join(5)
     assert_exact(entries, STRATEGIES, GENERATORS)
-    late = [int(e["ts"]) - e["epoch"] * int(PERIOD * 1000) for e in entries]
-    assert statistics.median(late) <= 100, f"ms from the boundary to each median: {late}"
+    late = _assert_close_to_the_boundary(entries)
     t = r.hgetall("t:trader")
     # An over-count is seen at every epoch; a forged ring only when it comes before the decisions are in
     # (one popped after they all are is no different from the real one, and costs nothing).
@@ -94,14 +107,7 @@ def test_a_lost_subscription_is_said_polled_around_and_taken_again(slow_cluster,
     under a flood of messages; here CLIENT KILL TYPE pubsub, again and again): the trader says so once,
     reads the decisions by polling meanwhile, subscribes again by itself, and every median stays exact
     and close to its boundary."""
-    c = slow_cluster
-    for g, sig in GENERATORS.items():
-        c.generator(g, f"tests.plugins:{sig}")
-    trader = c.trader()
-    for s, gs in STRATEGIES.items():
-        c.strategy(s, ",".join(gs))
-    r = redis_server.client(decode_responses=True)
-    e0 = wait_registered(r, STRATEGIES, PERIOD, timeout=40)
+    trader, r, e0 = _start(slow_cluster, redis_server)
     admin = redis_server.client()
     stop = threading.Event()
     kills = [0]
@@ -113,9 +119,7 @@ def test_a_lost_subscription_is_said_polled_around_and_taken_again(slow_cluster,
     killer = threading.Thread(target=kill_subscribers, daemon=True)
     killer.start()
     try:
-        start = e0 + 2
-        entries = wait_until(lambda: (lambda m: m if len(m) >= 6 else None)(
-            [e for e in medians(r) if e["epoch"] >= start]), 30, what="6 medians while the subscription is killed")
+        entries = _six_medians(r, e0 + 2, "while the subscription is killed")
     finally:
         stop.set()
         killer.join(5)
@@ -123,8 +127,7 @@ def test_a_lost_subscription_is_said_polled_around_and_taken_again(slow_cluster,
     assert_exact(entries, STRATEGIES, GENERATORS)
     epochs = [e["epoch"] for e in entries]
     assert epochs == list(range(epochs[0], epochs[0] + len(epochs))), epochs   # none missed
-    late = [int(e["ts"]) - e["epoch"] * int(PERIOD * 1000) for e in entries]
-    assert statistics.median(late) <= 100, f"ms from the boundary to each median: {late}"
+    _assert_close_to_the_boundary(entries)
     out = trader.output()
     assert 1 <= out.count("the doorbell subscription") <= 2, out[-3000:]    # said once per episode
     # and it listens: a subscriber is connected once the killing stops
