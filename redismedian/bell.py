@@ -162,11 +162,7 @@ class Subscription:
 
     def _lose(self, why: str) -> None:
         if self.pubsub is not None:
-            try:
-                self.pubsub.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection: nothing more to do
-                pass
-            self.pubsub = None
+            self.close()
             self.losses += 1
         if not self.lost:
             self.log.warning("the doorbell subscription (%s, %s) is down: %s; reading the decisions by "
@@ -227,6 +223,6 @@ class Subscription:
         if self.pubsub is not None:
             try:
                 self.pubsub.close()
-            except Exception:  # noqa: BLE001 - closing at exit
+            except Exception:  # noqa: BLE001 - closing a broken connection, or at exit: nothing more to do
                 pass
             self.pubsub = None
