@@ -341,9 +341,9 @@ class Trader(Component):
         self.accounted: int | None = None  # the last epoch we settled or recorded as missed
         self.missed = MissedRecord()
         self.doorbell = Doorbell()
-        self._flooded_at = -2      # the last epoch whose tick found NS:joins flooded
+        # (kind -> the last epoch it was seen in): what is said once per episode (epochs in a row)
+        self._episodes: dict[str, int] = {}
         self._junk_seen = 0        # junk messages on the doorbell channels already said
-        self._junk_at = -2         # the last epoch whose tick found junk on them
         # The doorbells (NS:ready, NS:joins): pub/sub, on a connection of its own, on the trader's clock.
         self.bell = Subscription(self.client, self.keys, self.log, monotonic=lambda: self.clock.now_ms() / 1000.0)
 
@@ -921,6 +921,12 @@ class Trader(Component):
         return sorted(out, key=lambda m: m.epoch)
 
     # -- registrations ----------------------------------------------------------------------------
+    def _new_episode(self, kind: str, epoch: int) -> bool:
+        """``kind`` is seen in ``epoch``: True when it was not in the epoch before (a new episode, to say)."""
+        last = self._episodes.get(kind)
+        self._episodes[kind] = epoch
+        return last != epoch - 1
+
     def take_joins(self, epoch: int) -> None:
         """Read the subscription (without waiting) and admit the names that asked to join: at most
         JOINS_PER_TICK valid names a period; the others ask again at their next report."""
@@ -932,11 +938,10 @@ class Trader(Component):
         junk, self._junk_seen = self.bell.inbox.junk - self._junk_seen, self.bell.inbox.junk
         if junk:
             self.metrics.error("doorbell_junk")
-            if self._junk_at != epoch - 1:       # once per episode (periods in a row)
+            if self._new_episode("junk", epoch):
                 self.log.warning("%d messages on %s or %s since the last period were no ring and no name "
                                  "(a strategy's credentials publish junk): ignored", junk,
                                  self.keys.ready_channel, self.keys.joins_channel)
-            self._junk_at = epoch
         if names:
             self.admit(names)
 
@@ -947,8 +952,7 @@ class Trader(Component):
                f"with (a strategy's credentials flooded it): at most {K.JOINS_PER_TICK} valid names are admitted a "
                "period; strategies waiting to join ask again at their next report")
         self.metrics.error("joins_flooded")
-        episode, self._flooded_at = self._flooded_at != epoch - 1, epoch
-        if not episode:         # once per episode: the log, and NS:events
+        if not self._new_episode("joins_flooded", epoch):   # once per episode: the log, and NS:events
             return
         self.log.warning("%s", why)
         try:
