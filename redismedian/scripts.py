@@ -701,7 +701,11 @@ end
 local lease = lease_get(KEYS[6])
 local token = ARGV[7]
 local took = 0
-if not lease then
+if not lease and token ~= '' and redis.pcall('GET', KEYS[7]) == token then
+  -- Our lease ran out (a stall) and nobody took it since: the fence counter still holds our token
+  -- (a new leader increments it), so we lead on with the same token.
+  redis.call('SET', KEYS[6], owner .. '|' .. token, 'PX', ARGV[5])
+elseif not lease then
   if wrongtype(KEYS[7], 'string') then redis.call('DEL', KEYS[7]) end
   local f = redis.call('GET', KEYS[7])
   -- A counter is what INCR takes and what a trader writes: digits, no sign, no leading zero
@@ -792,7 +796,7 @@ def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int,
 
 
 # KEYS: meta, registry, backup, deregistered, trader, medians, lease, count(epoch), events, settled,
-#       then the other slots' doorbell counters (cleared)
+#       fence, then the other slots' doorbell counters (cleared)
 # ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 outcome (ok/error/idle), 15 median or reason,
 #       16 count, 17 members, 18 medians maxlen, 19 NS:trader ttl, 20 missed count, 21 last missed
 #       epoch, 22 its reason, 23 replicas reason ('' = none: a median makes the state ok; else the
@@ -811,7 +815,14 @@ local token, owner = ARGV[7], ARGV[4]
 if ver ~= tonumber(ARGV[9]) or nb ~= tonumber(ARGV[10]) or redis.call('SCARD', KEYS[2]) ~= nb then
   return {'registry', now, inst, note}
 end
-if lease_get(KEYS[7]) ~= owner .. '|' .. token then return {'standby', now, inst, note} end
+local held = lease_get(KEYS[7])
+if held ~= owner .. '|' .. token then
+  -- Our lease ran out while we read (a stall: a huge value, a paused process) and nobody took it:
+  -- the fence counter still holds our token (every new leader increments it), so nobody led
+  -- meanwhile, and we take it back with the same token instead of giving up the epoch.
+  if held or token == '' or redis.pcall('GET', KEYS[11]) ~= token then return {'standby', now, inst, note} end
+  redis.call('SET', KEYS[7], owner .. '|' .. token, 'PX', ARGV[5])
+end
 if epoch_of(now, period) ~= epoch then return {'expired', now, inst, note} end
 if wrongtype(KEYS[5], 'hash') then redis.call('DEL', KEYS[5]) end
 if published_already(KEYS[5], epoch, ARGV[12]) then return {'done', now, inst, note} end
@@ -855,7 +866,7 @@ end
 redis.call('PEXPIRE', KEYS[5], ARGV[19])
 redis.call('SET', KEYS[10], epoch)
 -- The doorbells of the other slots (keys.other_doorbells): whatever anybody wrote there is gone.
-for i = 11, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 12, #KEYS do redis.call('DEL', KEYS[i]) end
 return {status, now, inst, note, text}
 """
 
@@ -899,7 +910,8 @@ def trader_settle(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: in
         text = shown(text, LONG)
     ranges = [x for r in missed.pending for x in (r.first, r.last, shown(r.reason, 500))]
     raw = run(TRADER_SETTLE, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader, k.medians,
-                              k.lease("trader"), k.count(epoch), k.events, k.settled, *k.other_doorbells(epoch)],
+                              k.lease("trader"), k.count(epoch), k.events, k.settled, k.trader_fence,
+                              *k.other_doorbells(epoch)],
               [*m, epoch, *t, outcome, text, count, members, medians_maxlen, state_ttl_ms,
                missed.total, missed.last, shown(missed.reason, 500), shown(replicas_reason, LONG), inputs,
                *ranges])

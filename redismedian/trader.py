@@ -51,6 +51,9 @@ MAX_REGISTRY_CHECKS = 20  # registry re-reads within one epoch before giving the
 # that came early it waits as long before the next read.  From the registry's size, not from timing
 # reads: on a loaded machine a read of 3 keys can take 50 ms, and the polls would slow down with it.
 POLL_MIN_MS = 20
+# A trouble seen again within this many epochs of its last sighting is the same episode (said once): an
+# early ring forged every period is an anomaly only in the epochs where it beats the decisions.
+EPISODE_QUIET_EPOCHS = 10
 POLL_US_PER_STRATEGY = 4
 # --min-replicas / --wait-aof: the epoch in which a trader takes the lead is not published (docs/guarantees.md).
 TAKEOVER_REASON = ("took the lead in this epoch: the previous leader may have published it on a master that failed "
@@ -631,7 +634,7 @@ class Trader(Component):
                       f"{self.keys.ready_channel} rang for this epoch before every decision was in (a strategy's "
                       "credentials published it): the trader paced its reads")
             d = self.doorbell
-            if d.last != epoch - 1:
+            if self._new_episode("doorbell", epoch):
                 self.log.warning("the doorbell did not ring as it should in epoch %d: %s", epoch, detail)
             self.doorbell = Doorbell(d.total + 1, epoch, bell.kind, detail)
             self.metrics.error(f"doorbell_{bell.kind}")
@@ -641,8 +644,8 @@ class Trader(Component):
                     "doorbell_kind": bell.kind, "doorbell_detail": detail})
             except redis.exceptions.RedisError as e:
                 self.log.debug("could not record the doorbell anomaly: %s", describe_error(e))
-        elif self.doorbell.last == epoch - 1:
-            self.log.info("the doorbell rang as it should again in epoch %d", epoch)
+        elif self.doorbell.last == epoch - 1 - EPISODE_QUIET_EPOCHS:
+            self.log.info("the doorbell rang as it should in the %d epochs to %d", EPISODE_QUIET_EPOCHS, epoch)
 
     def _send(self, commands: list[tuple[Any, ...]], keys: list[str], epoch: int) -> tuple[list[Any], "Tally | None"]:
         """One round trip: ``commands``, then ``MGET`` of ``keys`` in parts, whose encoding is kept
@@ -922,10 +925,11 @@ class Trader(Component):
 
     # -- registrations ----------------------------------------------------------------------------
     def _new_episode(self, kind: str, epoch: int) -> bool:
-        """``kind`` is seen in ``epoch``: True when it was not in the epoch before (a new episode, to say)."""
+        """``kind`` is seen in ``epoch``: True when it was not seen in the EPISODE_QUIET_EPOCHS epochs
+        before (a new episode, to say)."""
         last = self._episodes.get(kind)
         self._episodes[kind] = epoch
-        return last != epoch - 1
+        return last is None or not 0 <= epoch - last <= EPISODE_QUIET_EPOCHS
 
     def take_joins(self, epoch: int) -> None:
         """Read the subscription (without waiting) and admit the names that asked to join: at most

@@ -332,6 +332,51 @@ def test_same_owner_with_an_old_token_is_fenced_off(env):
     assert env.medians() == [] and t.token == ""
 
 
+def test_a_lease_that_ran_out_during_the_read_is_taken_back_when_nobody_led_meanwhile(env, caplog):
+    """A one-off stall (a 50 MB value read once, a paused process) outlasting the lease, with no
+    other trader taking it: the fence counter still holds our token, so the trader settles the epoch
+    and leads on with the same token, instead of losing the epoch and taking the lead anew."""
+    submit(env, env.E, X=1.0)
+    t = env.trader()
+    orig = env.r.mget
+
+    def mget(*a, **kw):
+        env.r.delete(env.k.lease("trader"))       # the lease ran out while the reply was read
+        return orig(*a, **kw)
+    env.r.mget = mget
+    with caplog.at_level(logging.INFO):
+        t.step(env.E)
+    assert [m["epoch"] for m in env.medians()] == [str(env.E)] and t.token == "1"
+    assert env.r.get(env.k.lease("trader")) == f"{t.settings.owner}|1".encode()
+    assert env.r.pttl(env.k.lease("trader")) > 0
+    env.r.mget = orig
+    # ...and at the next tick too (the lease gone between two ticks): the same token, no takeover.
+    env.r.delete(env.k.lease("trader"))
+    env.at(env.E + 1)
+    submit(env, env.E + 1, X=2.0)
+    with caplog.at_level(logging.INFO):
+        t.step(env.E + 1)
+    assert [m["fence"] for m in env.medians()] == ["1", "1"] and env.r.get(env.k.trader_fence) == b"1"
+    assert not any("took the lead" in m or "lost the lead" in m for m in messages(caplog)[1:])
+
+
+def test_a_lease_that_ran_out_is_not_taken_back_once_another_trader_led(env):
+    """Somebody took the lead while we stalled and then let it go (the fence moved on): our token is
+    old, so the settle stands by, even though the lease key is free."""
+    submit(env, env.E, X=1.0)
+    t = env.trader()
+    orig = env.r.mget
+
+    def mget(*a, **kw):
+        env.r.delete(env.k.lease("trader"))
+        env.r.incr(env.k.trader_fence)            # another trader led with token 2, then vanished
+        return orig(*a, **kw)
+    env.r.mget = mget
+    t.step(env.E)
+    assert env.medians() == [] and t.token == ""
+    assert env.r.get(env.k.lease("trader")) is None
+
+
 def test_a_standby_trader_takes_over_when_the_leader_dies(env, caplog):
     submit(env, env.E, X=1.0)
     leader, standby = env.trader(), env.trader()
@@ -738,3 +783,16 @@ def test_reading_the_registry_tells_an_outage_from_garbage(env, exc, raised):
             t.read_registry()
     else:
         assert t.read_registry() is None
+
+
+def test_a_trouble_seen_again_within_the_quiet_epochs_is_the_same_episode(env):
+    """Said once per episode: an early ring forged every period beats the decisions only in some
+    epochs, and must not be one WARNING every other period."""
+    from redismedian.trader import EPISODE_QUIET_EPOCHS as Q
+    t = env.trader()
+    e = env.E
+    assert t._new_episode("doorbell", e)
+    assert not t._new_episode("doorbell", e + 2)            # skipped an epoch: the same episode
+    assert not t._new_episode("doorbell", e + 2 + Q)        # Q quiet epochs: still the same one
+    assert t._new_episode("doorbell", e + 3 + 2 * Q)        # more than Q quiet epochs: a new one
+    assert t._new_episode("junk", e + 3 + 2 * Q)            # each kind on its own
