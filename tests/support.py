@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import random
 import re
 import shutil
 import signal
@@ -128,15 +129,34 @@ def free_ports(n: int) -> list[int]:
     the other can repeat (the kernel may hand the one just closed out again), and a cluster node whose
     bus port is another node's port cannot start (CI saw it once)."""
     socks = []
+    worker, workers = _xdist_worker()
     try:
-        for _ in range(n):
+        while len(socks) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            if workers <= 1:
+                s.bind(("127.0.0.1", 0))
+            else:
+                # Under pytest-xdist each worker takes ports of its own residue (port % workers), below
+                # the kernel's ephemeral range: a port one worker just chose and closed is never handed to
+                # another (bus ports, port + 10000, keep the residue: 10000 is a multiple of 2 and 4).
+                port = random.randrange(20000 + worker, 30000, workers)
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    s.close()
+                    continue
             socks.append(s)
-            s.bind(("127.0.0.1", 0))
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+def _xdist_worker() -> tuple[int, int]:
+    """(this worker's index, the number of workers) under pytest-xdist, else (0, 1)."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    return (int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0), max(1, count)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02, what: str = "condition"):
