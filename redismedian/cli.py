@@ -5,6 +5,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TypeVar
 from urllib.parse import urlsplit
 
@@ -362,17 +363,27 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
                namespace: str) -> None:
     """Show every generator, strategy and the trader: state, last value, epoch, age, and why a part
     is in error. With --watch, a live view."""
+    if watch:
+        with _ctrl_c_stops(lambda: click.echo("")):
+            _status_watch(as_json, interval, count, redis_url, namespace)
+        return
     from .status import gather, render, to_json
     client = _operator_client(redis_url, namespace)
     keys = K.Keys.for_url(namespace, redis_url)
-    if not watch:
-        if interval is not None or count is not None:
-            raise click.UsageError("--interval and --count only go with --watch")
-        with _redis_errors(redis_url):
-            data = gather(client, keys)
-        click.echo(to_json(data) if as_json else render(data, redact_url(redis_url)))
-        return
+    if interval is not None or count is not None:
+        raise click.UsageError("--interval and --count only go with --watch")
+    with _redis_errors(redis_url):
+        data = gather(client, keys)
+    click.echo(to_json(data) if as_json else render(data, redact_url(redis_url)))
+
+
+def _status_watch(as_json: bool, interval: float | None, count: int | None, redis_url: str,
+                  namespace: str) -> None:
+    """``status --watch``: a frame just after every period boundary (or every ``interval`` s)."""
     from .ops import watch as watch_loop
+    from .status import gather, render, to_json
+    client = _operator_client(redis_url, namespace)
+    keys = K.Keys.for_url(namespace, redis_url)
 
     def frame() -> tuple[str, int | None, int | None]:
         try:
@@ -384,20 +395,22 @@ def status_cmd(as_json: bool, watch: bool, interval: float | None, count: int | 
             return f"{_redis_problem(redis_url, e)} (retrying)", None, None
         text = to_json(data) if as_json else render(data, redact_url(redis_url))
         return text, data["server_time_ms"], data["period_ms"]
-    _ctrl_c_stops()
-    try:
-        watch_loop(frame, lambda text: click.echo(text), interval=interval, count=count,
-                   clear=sys.stdout.isatty() and not as_json)
-    except KeyboardInterrupt:
-        click.echo("")
+    watch_loop(frame, lambda text: click.echo(text), interval=interval, count=count,
+               clear=sys.stdout.isatty() and not as_json)
 
 
-def _ctrl_c_stops() -> None:
-    """SIGINT (Ctrl-C, kill -INT) ends the loop, even in a process started with SIGINT ignored (a
-    background job of a shell script: Python then installs no KeyboardInterrupt of its own, and
-    `follow &` or `status --watch &` could only be killed harder)."""
+@contextlib.contextmanager
+def _ctrl_c_stops(on_stop: Callable[[], object] = lambda: None) -> Iterator[None]:
+    """SIGINT (Ctrl-C, kill -INT) anywhere inside (connecting, or the loop) ends the command quietly
+    with exit 0, even in a process started with SIGINT ignored (a background job of a shell script:
+    Python then installs no KeyboardInterrupt of its own, and `follow &` or `status --watch &` could
+    only be killed harder).  Entered first thing, before the command connects."""
     import signal
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        on_stop()
 
 
 def _check_client(redis_url: str, namespace: str, wait_s: float | None) -> redis.Redis:
@@ -468,12 +481,18 @@ def check_cmd(kind: str | None, name: str | None, missed_window: int, wait_s: fl
 def follow_cmd(as_json: bool, since: str | None, redis_url: str, namespace: str) -> None:
     """Print every median as it is published (one line per epoch), and report, as they happen, the
     epochs the trader did not publish (error, missed) on stderr. Rides out Redis outages. Ctrl-C ends it."""
-    import json
     import logging as _logging
-    import threading
+
+    _logging.basicConfig(level=_logging.WARNING, format="%(levelname)-7s %(name)s: %(message)s")
+    stop = threading.Event()
+    with _ctrl_c_stops(stop.set):
+        _follow(as_json, since, redis_url, namespace, stop)
+
+
+def _follow(as_json: bool, since: str | None, redis_url: str, namespace: str, stop: threading.Event) -> None:
+    import json
 
     from .following import Median, follow, start_id
-    _logging.basicConfig(level=_logging.WARNING, format="%(levelname)-7s %(name)s: %(message)s")
     client = _operator_client(redis_url, namespace)
     try:
         with _redis_errors(redis_url):
@@ -481,8 +500,6 @@ def follow_cmd(as_json: bool, since: str | None, redis_url: str, namespace: str)
             start_id(client, K.Keys.for_url(namespace, redis_url), since)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
-    stop = threading.Event()
-    _ctrl_c_stops()
     try:
         for item in follow(redis_url, namespace, since, client=client, stop=stop):
             if as_json:
@@ -498,8 +515,6 @@ def follow_cmd(as_json: bool, since: str | None, redis_url: str, namespace: str)
             else:
                 which = f"epoch {item.epoch}" if item.last == item.epoch else f"epochs {item.epoch} to {item.last}"
                 click.echo(f"{which}: missed: {item.reason}", err=True)
-    except KeyboardInterrupt:
-        stop.set()
     except redis.exceptions.RedisError as e:
         raise click.ClickException(_redis_problem(redis_url, e)) from None
 
