@@ -69,7 +69,10 @@ def test_benchmark_smoke_run_writes_complete_results(tmp_path):
         assert r["periods"] == results["settings"]["rt_periods"]
         kinds = r["per_kind"]
         assert set(kinds) == {"generator", "strategy", "trader"}
-        assert kinds["generator"]["max"] >= 1 and kinds["trader"]["max"] >= 3 and kinds["strategy"]["max"] >= 2
+        # (Once, in a fresh-clone CI run with two CPU hogs, every generator showed 0 round trips in every
+        # window: the per-process figures below say next time whether their commands were counted.)
+        assert kinds["generator"]["max"] >= 1 and kinds["trader"]["max"] >= 3 and kinds["strategy"]["max"] >= 2, \
+            json.dumps(r["per_process"], sort_keys=True, default=str)[:4000]
         assert kinds["trader"]["commands_mean"] > kinds["trader"]["mean"]
         for p in r["per_process"].values():
             assert len(p["per_period"]) == r["periods"] and p["commands_per_period"].get("EVALSHA", 0) >= 1
