@@ -254,15 +254,22 @@ class CountingProxy:
     def _loop(self) -> None:
         while not self.stop_flag.is_set():
             for key, _mask in self.sel.select(timeout=1.0):
-                what, data = key.data
-                if what == "wake":
-                    key.fileobj.recv(4096)
-                elif what == "accept":
-                    self._accept(key.fileobj, data)
-                elif what == "client":
-                    self._from_client(data)
-                else:
-                    self._from_server(data)
+                self._dispatch(key.fileobj, key.data)
+
+    def _dispatch(self, sock: socket.socket, data: tuple) -> None:
+        """One readiness event.  It may be stale: a reply earlier in the same select batch may already
+        have taken in what a client sent (see _from_server), so no read here ever blocks, or every
+        proxied process would stall until that client sent again (a smoke run under load once saw the
+        whole pipeline stop for two periods)."""
+        what, arg = data
+        if what == "wake":
+            sock.recv(4096)
+        elif what == "accept":
+            self._accept(sock, arg)
+        elif what == "client":
+            self._from_client(arg)
+        else:
+            self._from_server(arg)
 
     def _accept(self, lst: socket.socket, label: str) -> None:
         try:
@@ -302,9 +309,10 @@ class CountingProxy:
         link.outstanding += len(names)
         link.upstream.sendall(chunk)
 
-    def _from_client(self, link: _Link, flags: int = 0) -> bool:
+    def _from_client(self, link: _Link) -> bool:
+        """Take in what the client sent, if anything (never waits); False when there was nothing."""
         try:
-            chunk = link.client.recv(1 << 16, flags)
+            chunk = link.client.recv(1 << 16, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
@@ -321,7 +329,9 @@ class CountingProxy:
 
     def _from_server(self, link: _Link) -> None:
         try:
-            chunk = link.upstream.recv(1 << 16)
+            chunk = link.upstream.recv(1 << 16, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
         except OSError:
             chunk = b""
         if not chunk:
@@ -334,7 +344,7 @@ class CountingProxy:
         if done and done >= link.outstanding:
             # This chunk completes the batch: take in what the client sent meanwhile first (it has not
             # seen these replies yet, so it is still the same batch).
-            while link.client.fileno() >= 0 and self._from_client(link, socket.MSG_DONTWAIT):
+            while link.client.fileno() >= 0 and self._from_client(link):
                 pass
         link.outstanding = max(0, link.outstanding - done)
         try:
