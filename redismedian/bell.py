@@ -221,6 +221,15 @@ class Subscription:
 
     def close(self) -> None:
         if self.pubsub is not None:
+            # The connection goes back to the client's pool: take our callback off it first, or the
+            # next plain command that reconnects it (the lease release at a stop, a standby's next
+            # read) is taken for a lost subscription: a false warning, and a loss counted.
+            conn = getattr(self.pubsub, "connection", None)
+            if conn is not None and hasattr(conn, "deregister_connect_callback"):
+                try:
+                    conn.deregister_connect_callback(self._reconnected)
+                except (ValueError, AttributeError):
+                    pass
             try:
                 self.pubsub.close()
             except Exception:  # noqa: BLE001 - closing a broken connection, or at exit: nothing more to do

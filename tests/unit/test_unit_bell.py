@@ -96,3 +96,21 @@ def test_a_flood_of_made_up_names_cannot_keep_a_real_one_out_for_good():
                 break
     assert len(periods) == 20, "X got in in every trial"
     assert sorted(periods)[10] <= 20, periods       # about 1 in 10 per period: median ~7
+
+
+def test_a_closed_subscription_leaves_no_callback_on_the_pooled_connection(caplog):
+    """Closing hands the connection back to the client's pool: the next plain command that
+    connects it again (the lease release at a stop, a standby's next read) is no lost subscription.
+    (Every demo stop logged "the doorbell subscription ... was closed and taken again".)"""
+    r = fakeredis.FakeRedis(single_connection_client=False)
+    sub = Subscription(r, K, logging.getLogger("t"))
+    assert sub.ensure()
+    conn = sub.pubsub.connection
+    with caplog.at_level(logging.WARNING):
+        sub.close()
+        pooled = r.connection_pool.get_connection()
+        assert pooled is conn, "the subscription's connection is the one the pool hands out next"
+        pooled.connect()                     # connects it again: runs its connect callbacks
+        r.connection_pool.release(pooled)
+        assert r.ping()
+    assert sub.losses == 0 and not [m for m in caplog.messages if "taken again" in m], caplog.messages
