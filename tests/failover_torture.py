@@ -36,7 +36,8 @@ NS = "t"
 
 
 class Deployment:
-    def __init__(self, work: Path):
+    def __init__(self, work: Path, down_after_ms: int = 1000):
+        self.down_after_ms = down_after_ms
         auth = ["--requirepass", MASTER_PW, "--masterauth", MASTER_PW, "--repl-diskless-sync-delay", "0"]
         self.nodes = [PasswordRedisServer(work / f"node{i}", extra=list(auth)) for i in range(3)]
         self.sentinel_ports = [free_port() for _ in range(3)]
@@ -55,8 +56,8 @@ class Deployment:
             conf.write_text("\n".join([
                 f"port {port}", "bind 127.0.0.1", f"dir {d}", f"logfile {d / 'sentinel.log'}",
                 f"requirepass {SENTINEL_PW}", f"sentinel monitor {SERVICE} 127.0.0.1 {self.nodes[0].port} 2",
-                f"sentinel auth-pass {SERVICE} {MASTER_PW}", f"sentinel down-after-milliseconds {SERVICE} 1000",
-                f"sentinel failover-timeout {SERVICE} 4000", f"sentinel parallel-syncs {SERVICE} 2", ""]))
+                f"sentinel auth-pass {SERVICE} {MASTER_PW}", f"sentinel down-after-milliseconds {SERVICE} {self.down_after_ms}",
+                f"sentinel failover-timeout {SERVICE} {max(4000, 4 * self.down_after_ms)}", f"sentinel parallel-syncs {SERVICE} 2", ""]))
             self.sentinels.append(subprocess.Popen([REDIS_SERVER, str(conf), "--sentinel"], stdout=subprocess.DEVNULL,
                                                    stderr=subprocess.DEVNULL, start_new_session=True))
         wait_until(lambda: self.in_sync() == 2, 60, interval=0.2, what="two replicas in sync")
@@ -160,10 +161,14 @@ def main(argv: list[str] | None = None) -> int:
                          "whichever is promoted holds it)")
     ap.add_argument("--cluster", action="store_true",
                     help="a Redis Cluster (3 masters, 2 replicas each) instead of Sentinel")
+    ap.add_argument("--down-after-ms", type=int, default=1000,
+                    help="Sentinel's down-after-milliseconds (failover-timeout: 4 times it, at least 4000). At 1000 "
+                         "a sentinel can see a master it has just switched to down (its first PING answered more "
+                         "than 1000 ms after the switch) and fail it over again")
     args = ap.parse_args(argv)
     rnd = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="redismedian-torture-"))
-    d: Deployment | ClusterDeployment = ClusterDeployment(work) if args.cluster else Deployment(work)
+    d: Deployment | ClusterDeployment = ClusterDeployment(work) if args.cluster else Deployment(work, args.down_after_ms)
     os.environ["REDISMEDIAN_SENTINEL_PASSWORD"] = SENTINEL_PW
     cluster = Cluster(d.url(), work, period=args.period, namespace=NS)
     log = work / "acted.log"
