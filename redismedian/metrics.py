@@ -43,6 +43,8 @@ ERROR_KINDS = (
     "joins_flooded",       # trader: far more messages on NS:joins in a period than any deployment asks with
     "doorbell_junk",       # trader: messages on NS:ready or NS:joins that were no ring and no name
     "replicas",            # trader: fewer than --min-replicas replicas acknowledged a median in time
+    "restored",            # trader: a master lacked acknowledged medians after a failover; written back
+    "conflict",            # trader: a master holds another median for an epoch acknowledged with this one
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SCRIPT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)

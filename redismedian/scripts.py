@@ -17,6 +17,8 @@ STRATEGY_DOORBELL      no                              no: the fast path reads t
 TRADER_TICK            yes, creates it when missing    the trader lead: taken or renewed
 TRADER_SETTLE          yes                             the lead checked (owner|token), not renewed
 TRADER_ACTED           no                              the lead checked
+TRADER_RESTORE         no                              none (it writes back what the
+                                                       caller published and saw acknowledged)
 REGISTRY_ADMIT         yes                             none (it reads the strategies' leases)
 REGISTRY_RESTORE       yes, creates it when missing    none
 DEREGISTER             no                              none (the operator's command)
@@ -667,8 +669,9 @@ class TraderArgs(NamedTuple):
     restored_instance: str  # deployment instance into which it restored every registration it knew
 
 
-# KEYS: meta, registry, backup, deregistered, trader, lease, fence, traders, settled
-# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 NS:trader ttl
+# KEYS: meta, registry, backup, deregistered, trader, lease, fence, traders, settled, acks
+# ARGV: MetaArgs..., 6 epoch, TraderArgs 7..13, 14 heartbeat ttl, 15 NS:trader ttl, 16 the last epoch
+#       whose median this trader saw acknowledged ('' = none), 17 the stream ID to look for it from
 # (Registration requests come on the NS:joins channel, not through this script: Trader.admit.)
 TRADER_TICK = PRELUDE + r"""
 local now = now_ms()
@@ -679,8 +682,23 @@ local ver, nb, note = registry_guard(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now)
 local epoch = tonumber(ARGV[6])
 local owner = ARGV[4]
 local prev = ''     -- the last epoch a trader settled (NS:trader:settled)
+-- Does this master still hold the acknowledgement of the last median this trader saw acknowledged?
+-- ('held'; 'lost': a failover promoted a replica without it, TRADER_RESTORE; '' not asked.)  Replication
+-- keeps a master's writes in order, so a node holding that one holds every one before it.
+local held_acked = ''
+if ARGV[16] ~= '' then
+  held_acked = 'lost'
+  if redis.call('TYPE', KEYS[10])['ok'] == 'stream' then
+    for _, row in ipairs(redis.call('XRANGE', KEYS[10], ARGV[17], '+', 'COUNT', 100)) do
+      local f = row[2]
+      for i = 1, #f, 2 do
+        if f[i] == 'epoch' and f[i + 1] == ARGV[16] then held_acked = 'held' end
+      end
+    end
+  end
+end
 local function reply(status, token, took, detail)
-  return {status, now, inst, token or '', took or 0, detail or '', ver, nb, note, prev}
+  return {status, now, inst, token or '', took or 0, detail or '', ver, nb, note, prev, held_acked}
 end
 
 -- Never lead or publish over a registry that changed since this trader last looked at it: it
@@ -782,17 +800,22 @@ class TraderTicked(NamedTuple):
     backup_size: int
     note: str
     prev: int | None     # the last epoch a trader settled (NS:trader:settled), None when there is none
+    # The acknowledgement of the median ``acked`` (trader_tick's argument) is missing on this master:
+    # a failover promoted a replica that did not hold it (the trader writes it back, trader_restore).
+    lost_acked: bool = False
 
 
 def trader_tick(run: Runner, k: Keys, m: MetaArgs, t: TraderArgs, *, epoch: int, heartbeat_ttl_ms: int,
-                state_ttl_ms: int) -> TraderTicked:
+                state_ttl_ms: int, acked: tuple[int, int] | None = None) -> TraderTicked:
+    """``acked``: (the last epoch whose median this trader saw acknowledged, the stream ID ms from which
+    its NS:acks entry can be), to learn whether this master still holds it."""
     from .common import parse_int
     raw = run(TRADER_TICK, [k.meta, k.strategies, k.registry_backup, k.deregistered, k.trader,
-                            k.lease("trader"), k.trader_fence, k.traders, k.settled],
-              [*m, epoch, *t, heartbeat_ttl_ms, state_ttl_ms])
-    s, now, inst, token, took, detail, ver, nb, note, prev = _fields(raw, 10, 0)
+                            k.lease("trader"), k.trader_fence, k.traders, k.settled, k.acks],
+              [*m, epoch, *t, heartbeat_ttl_ms, state_ttl_ms, *(acked if acked else ("", ""))])
+    s, now, inst, token, took, detail, ver, nb, note, prev, held = _fields(raw, 11, 0)
     return TraderTicked(s, int(now), inst, str(token), bool(int(took)), str(detail), int(ver), int(nb), str(note),
-                        parse_int(prev))
+                        parse_int(prev), str(held) == "lost")
 
 
 # KEYS: meta, registry, backup, deregistered, trader, medians, lease, count(epoch), events, settled,
@@ -950,19 +973,113 @@ else
   redis.call('HSET', KEYS[2], 'state', 'error', 'reason', ARGV[5], 'epoch', ARGV[3], 'ts', now)
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
-return 1
+return now
 """
 
 
 def trader_acked(run: Runner, k: Keys, *, lease_value: str, token: str, epoch: int, replicas: int, reason: str,
-                 maxlen: int, state_ttl_ms: int, aof: int | None = None) -> bool:
+                 maxlen: int, state_ttl_ms: int, aof: int | None = None) -> int:
     """Record the replicas' verdict on ``epoch``'s median (``reason`` '' = acknowledged; ``aof``: None
-    under WAIT, else whether the master's append-only file holds it, WAITAOF); False when the lead is
-    no longer ours (nothing written)."""
+    under WAIT, else whether the master's append-only file holds it, WAITAOF): the server time of the
+    record (the ``ts`` of the NS:acks entry), or 0 when the lead is no longer ours (nothing written)."""
     raw = run(TRADER_ACKED, [k.lease("trader"), k.trader, k.events, k.acks],
               [lease_value, token, epoch, replicas, shown(reason, LONG), maxlen, state_ttl_ms,
                "" if aof is None else aof])
-    return bool(int(raw or 0))
+    return int(raw or 0)
+
+
+# KEYS: medians, acks, events, acted, settled
+# ARGV: 1 streams' maxlen, 2 the last epoch this trader acted on ('' = none), 3 the stream ID from which
+#       to look for the epochs, then per epoch (oldest first): epoch, n, the n fields of its NS:medians
+#       entry as the trader wrote it, m, the m fields of its NS:acks entry
+# A failover promoted a replica that did not hold the last medians this trader published and saw
+# acknowledged (--min-replicas below the number of replicas, a second failover to a stale node): write
+# each one back, as it was written, where this master lacks it (``restored`` = now), and the
+# acknowledgement with it; record it in NS:events; NS:acted and NS:trader:settled not below them (so
+# that no leader acts on one again or counts it as missed).  An epoch this master holds with another
+# median is left as it is and recorded as a ``conflict``: never two medians for one epoch in the
+# history.  Not fenced by the lead: it writes only what was published and acknowledged, and never over
+# anything.
+TRADER_RESTORE = PRELUDE + r"""
+local now = now_ms()
+for i = 1, 3 do
+  if wrongtype(KEYS[i], 'stream') then redis.call('DEL', KEYS[i]) end
+end
+local function field(f, name)
+  for i = 1, #f, 2 do
+    if f[i] == name then return f[i + 1] end
+  end
+end
+local function held(key)
+  local seen = {}
+  for _, row in ipairs(redis.call('XRANGE', key, ARGV[3], '+', 'COUNT', 10000)) do
+    local e = field(row[2], 'epoch')
+    if e and not seen[e] then seen[e] = field(row[2], 'median') or '' end
+  end
+  return seen
+end
+local medians, acks = held(KEYS[1]), held(KEYS[2])
+local restored, conflicts = {}, {}
+local i = 4
+while i <= #ARGV do
+  local epoch, nm = ARGV[i], tonumber(ARGV[i + 1])
+  local mf = {unpack(ARGV, i + 2, i + 1 + nm)}
+  local j = i + 2 + nm
+  local na = tonumber(ARGV[j])
+  local af = {unpack(ARGV, j + 1, j + na)}
+  i = j + 1 + na
+  local mine, there = field(mf, 'median'), medians[epoch]
+  if there and there ~= mine then
+    conflicts[#conflicts + 1] = epoch
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'status', 'conflict', 'epoch', epoch,
+               'reason', 'acted on with median ' .. mine .. ' (fence ' .. (field(mf, 'fence') or '?') ..
+               '), and this master holds median ' .. there .. ' for it', 'ts', now)
+  else
+    local wrote = false
+    if not there then
+      mf[#mf + 1] = 'restored'; mf[#mf + 1] = now
+      redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(mf))
+      wrote = true
+    end
+    if not acks[epoch] then
+      af[#af + 1] = 'restored'; af[#af + 1] = now
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(af))
+      wrote = true
+    end
+    if wrote then restored[#restored + 1] = epoch end
+  end
+end
+if #restored > 0 then
+  local last = restored[#restored]
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'status', 'restored', 'epoch', restored[1], 'last', last,
+             'reason', 'missing on this master after a failover; written back by the trader that published ' ..
+             'them (' .. #restored .. ' acknowledged)', 'ts', now)
+  for _, kv in ipairs({{KEYS[4], ARGV[2]}, {KEYS[5], last}}) do
+    if wrongtype(kv[1], 'string') then redis.call('DEL', kv[1]) end
+    local cur = int(redis.call('GET', kv[1]) or '')
+    local want = int(kv[2])
+    if want and (not cur or cur < want) then redis.call('SET', kv[1], want) end
+  end
+end
+return {restored, conflicts}
+"""
+
+
+class TraderRestored(NamedTuple):
+    restored: list[int]     # epochs written back (median, acknowledgement or both)
+    conflicts: list[int]    # epochs this master holds with another median (left as they are)
+
+
+def trader_restore(run: Runner, k: Keys, *, entries: Sequence[tuple[int, Sequence[Any], Sequence[Any]]],
+                   acted: int | None, from_ms: int, maxlen: int) -> TraderRestored:
+    """Write back, where this master lacks them, the ``entries`` (epoch, NS:medians fields, NS:acks
+    fields) this trader published and saw acknowledged."""
+    args: list[Any] = [maxlen, "" if acted is None else acted, f"{from_ms}-0"]
+    for epoch, median_fields, ack_fields in entries:
+        args += [epoch, len(median_fields), *median_fields, len(ack_fields), *ack_fields]
+    raw = run(TRADER_RESTORE, [k.medians, k.acks, k.events, k.acted, k.settled], args)
+    restored, conflicts = _fields(raw, 2, [])
+    return TraderRestored([int(x) for x in restored or []], [int(x) for x in conflicts or []])
 
 
 # KEYS: lease, acted, trader   ARGV: owner|token, epoch acted on ('' = only check the lead),
@@ -1148,7 +1265,7 @@ ROLE_SCRIPTS: dict[str, tuple[str, ...]] = {
     "generator": (LEASE_ACQUIRE, LEASE_RELEASE, GENERATOR_PUBLISH),
     "strategy": (LEASE_ACQUIRE, LEASE_RELEASE, STRATEGY_REPORT, STRATEGY_DOORBELL),
     "trader": (LEASE_ACQUIRE, LEASE_RELEASE, META_CREATE, TRADER_TICK, TRADER_SETTLE, TRADER_ACTED,
-               TRADER_ACKED, REGISTRY_ADMIT, REGISTRY_RESTORE),
+               TRADER_ACKED, TRADER_RESTORE, REGISTRY_ADMIT, REGISTRY_RESTORE),
     "operator": (DEREGISTER,),
 }
 # The roles that may load scripts (the ACL grants them SCRIPT LOAD; the others wait for them).

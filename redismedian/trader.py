@@ -35,7 +35,8 @@ from .replies import xrange
 from .text import LONG, SHORT, quoted, shown
 from .scripts import (DECISION_MAX_BYTES, JOINS_FLOOD, Missed, MissedRecord, RegistryChanged, Report, TraderArgs,
                       TraderTicked, parse_report,
-                      registry_admit, registry_restore, trader_acked, trader_acted, trader_settle, trader_tick)
+                      registry_admit, registry_restore, trader_acked, trader_acted, trader_restore, trader_settle,
+                      trader_tick)
 
 REASONS_LIMIT = 20   # name at most this many missing strategies in the reason
 # The decision keys are read with one MGET per part of this many keys (from N / 8, at least
@@ -58,6 +59,11 @@ POLL_US_PER_STRATEGY = 4
 # --min-replicas / --wait-aof: the epoch in which a trader takes the lead is not published (docs/guarantees.md).
 TAKEOVER_REASON = ("took the lead in this epoch: the previous leader may have published it on a master that failed "
                    "over; one median per epoch, so this one is not published (--min-replicas)")
+# --min-replicas / --wait-aof: the medians this trader published and saw acknowledged that it keeps in
+# memory, to write them back on a master that lacks them after a failover (Trader.restore_acked): the
+# last RESTORE_EPOCHS, and no more than RESTORE_MAX_BYTES of fields (the newest is always kept).
+RESTORE_EPOCHS = 32
+RESTORE_MAX_BYTES = 8 * 2**20
 # --wait-aof: the servers that have WAITAOF (what the refusal at start names).
 WAITAOF_SERVERS = "Redis 7.2 or later, or Valkey"
 
@@ -299,6 +305,19 @@ def default_decision_timeout_ms(period_ms: int) -> int:
     return period_ms * 4 // 5
 
 
+class Acked(NamedTuple):
+    """A median this trader published and saw acknowledged, as written: what it writes back on a master
+    that lacks it (Trader.restore_acked)."""
+
+    epoch: int
+    median: tuple[str, ...]     # the fields of its NS:medians entry
+    ack: tuple[str, ...]        # the fields of its NS:acks entry
+
+    @property
+    def size(self) -> int:
+        return sum(len(x) for x in self.median) + sum(len(x) for x in self.ack)
+
+
 @dataclass
 class RegistryMemory:
     """The registry as this trader last saw it: what it restores when Redis loses names."""
@@ -321,6 +340,9 @@ class Trader(Component):
         self.record_inputs = record_inputs   # --record-inputs: each median keeps its members' decisions
         self._inputs_history_warned = False  # said once: the inputs history outgrows INPUTS_HISTORY_WARN_BYTES
         self.replicas_reason = ""            # while medians are not acknowledged: why (the state reason)
+        self.acked_memory: list[Acked] = []  # the last medians published and acknowledged (restore_acked)
+        self._published_fields: tuple[int, tuple[str, ...]] | None = None   # the last NS:medians entry written
+        self.acted_last: int | None = None   # the last epoch this trader acted on (--on-median)
         self._inputs_warned = False
         self.decision_timeout_ms = (decision_timeout_ms if decision_timeout_ms is not None
                                     else default_decision_timeout_ms(self.period_ms))
@@ -374,6 +396,8 @@ class Trader(Component):
         checks = 0
         while not self.stop.is_set():
             t = self.tick(epoch)
+            if t.lost_acked:
+                self.restore_acked()
             if t.status == "registry":
                 checks += 1
                 if checks > MAX_REGISTRY_CHECKS:
@@ -426,9 +450,11 @@ class Trader(Component):
         return K.ttl_ms(self.period_ms, K.TRADER_STATE_TTL_PERIODS)
 
     def tick(self, epoch: int) -> TraderTicked:
+        last = self.acked_memory[-1].epoch if self.acked_memory else None
         t = trader_tick(self.run_script, self.keys, self.meta_args(), self.trader_args(), epoch=epoch,
                         heartbeat_ttl_ms=K.ttl_ms(self.period_ms, K.TRADER_HEARTBEAT_PERIODS),
-                        state_ttl_ms=self.state_ttl_ms)
+                        state_ttl_ms=self.state_ttl_ms,
+                        acked=None if last is None else (last, boundary_ms(last, self.period_ms)))
         if t.note:
             self.log.warning("registry repaired: %s", t.note)
         return t
@@ -798,6 +824,8 @@ class Trader(Component):
         leading = trader_acked(self.run_script, self.keys, lease_value=f"{self.settings.owner}|{self.token}",
                                token=self.token, epoch=epoch, replicas=acked, reason=reason,
                                maxlen=self.medians_maxlen, state_ttl_ms=self.state_ttl_ms, aof=local)
+        if leading and not reason:
+            self.remember_acked(epoch, acked, local, leading)
         if not leading:
             self.log.warning("lost the lead before recording the replicas of epoch %d; standing by", epoch)
             self.token = ""
@@ -814,6 +842,40 @@ class Trader(Component):
             self.state = "ok"
             self.metrics.state("ok")
 
+    # -- acknowledged medians a failover lost: written back ---------------------------------------------
+    def remember_acked(self, epoch: int, replicas: int, aof: int | None, ts: int) -> None:
+        """``epoch``'s median is acknowledged: keep it, as written, to write it back on a master that lacks
+        it (the last RESTORE_EPOCHS, within RESTORE_MAX_BYTES)."""
+        published, self._published_fields = self._published_fields, None
+        if published is None or published[0] != epoch:
+            return
+        ack = ["epoch", epoch, "replicas", replicas] + ([] if aof is None else ["aof", aof]) + \
+              ["fence", self.token, "ts", ts]
+        memory = [*self.acked_memory, Acked(epoch, published[1], tuple(str(x) for x in ack))][-RESTORE_EPOCHS:]
+        while len(memory) > 1 and sum(a.size for a in memory) > RESTORE_MAX_BYTES:
+            memory.pop(0)
+        self.acked_memory = memory
+
+    def restore_acked(self) -> None:
+        """The master no longer holds the acknowledgement of the last median this trader saw
+        acknowledged: a failover promoted a replica that did not have it (with --min-replicas below the
+        number of replicas, or a second failover to a node that was behind).  Write back every median
+        remembered that this master lacks, with its acknowledgement; what was acted on stays acted on."""
+        memory = self.acked_memory
+        r = trader_restore(self.run_script, self.keys, entries=[(a.epoch, a.median, a.ack) for a in memory],
+                           acted=self.acted_last, from_ms=boundary_ms(memory[0].epoch, self.period_ms),
+                           maxlen=self.medians_maxlen)
+        if r.restored:
+            first, last = r.restored[0], r.restored[-1]
+            which = f"epoch {first}" if first == last else f"epochs {first} to {last} ({len(r.restored)})"
+            self.log.warning("the master lacked the acknowledged median of %s (a failover to a replica that did "
+                             "not hold it): written back", which)
+            self.metrics.error("restored")
+        for e in r.conflicts:
+            self.log.error("epoch %d was acknowledged with another median than the one this master holds for it: "
+                           "left as it is, recorded in the events (conflict)", e)
+            self.metrics.error("conflict")
+
     def settle(self, epoch: int, outcome: str, text: str, count: int = 0, members: str = "",
                inputs: str = "") -> str:
         if outcome != "ok":
@@ -829,6 +891,10 @@ class Trader(Component):
             self.missed = self.missed._replace(pending=())   # written to NS:events
         if r.status == "published":
             self.last_published = epoch
+            if self.acknowledging:   # kept until the replicas' verdict (remember_acked)
+                fields = ["epoch", epoch, "median", text, "count", count, "members", members, "fence", self.token,
+                          "ts", r.now] + (["inputs", inputs] if inputs else [])
+                self._published_fields = (epoch, tuple(str(x) for x in fields))
             self.log.info("median: %s", text)
             if not (self.acknowledging and self.replicas_reason):   # else: ok once the replicas acknowledge
                 self.state = "ok"
@@ -899,6 +965,7 @@ class Trader(Component):
                 return
             done = trader_acted(self.run_script, self.keys, lease_value=lease_value, epoch=entry.epoch, error="",
                                 state_ttl_ms=self.state_ttl_ms)
+            self.acted_last = max(entry.epoch, self.acted_last if self.acted_last is not None else entry.epoch)
             if not done.leading:
                 self.log.warning("lost the lead after acting on epoch %d; the new leader goes on", entry.epoch)
                 return

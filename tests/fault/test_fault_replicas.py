@@ -210,3 +210,71 @@ def test_sentinel_failover_with_min_replicas_keeps_every_acted_median(sentinel_d
     finally:
         os.environ.pop("REDISMEDIAN_SENTINEL_PASSWORD", None)
         cluster.stop_all()
+
+
+def test_a_master_back_without_acknowledged_medians_gets_them_back(tmp_path):
+    """The failure --min-replicas below the number of replicas leaves open: the node that ends up master
+    lacks medians that a replica acknowledged and that were acted on.  Made real here: the master saves
+    its RDB, medians go on being acknowledged and acted on, then it is killed (kill -9) and restarted from
+    that older RDB, as master, and its replica resyncs from it (losing them too).  The trader, still
+    running, writes back every acknowledged median the master lacks: every epoch acted on is in the
+    final history with the median acted on, none is acted on twice, verify holds, and NS:events says what
+    was written back."""
+    master = RedisServer(tmp_path / "master").start()
+    replica = RedisServer(tmp_path / "replica", extra=["--replicaof", "127.0.0.1", str(master.port)]).start()
+    cluster = Cluster(master.url, tmp_path, period=PERIOD, namespace=NS)
+    try:
+        admin = lambda: master.client(decode_responses=True, socket_timeout=2)  # noqa: E731 - a fresh one each time
+        wait_until(lambda: replica.client().info("replication").get("master_link_status") == "up", 20,
+                   what="the replica in sync")
+        log = tmp_path / "acted.log"
+        env = _start_acting_pipeline(cluster, log)
+        trader = cluster.start("trader", "--on-median", "tests.plugins:record_median", name="trader", env=env)
+
+        def acted() -> list[tuple[int, str]]:
+            return [(int(a), m) for a, m, _f in (line.split() for line in log.read_text().splitlines())] \
+                if log.exists() else []
+
+        wait_until(lambda: len(acted()) >= 2, 60 * PERIOD, what="medians acted on with a replica")
+        admin().save()                                   # the older dataset the master comes back with
+        saved = {int(f["epoch"]) for f in _entries(admin(), f"{NS}:medians")}
+        wait_until(lambda: len([e for e, _m in acted() if e not in saved]) >= 3, 60 * PERIOD,
+                   what="three more medians acted on after the save")
+        master.kill()
+        lost = sorted({e for e, _m in acted() if e not in saved})
+        master.start()
+        held = lambda: {int(f["epoch"]) for f in _entries(admin(), f"{NS}:medians")}  # noqa: E731
+        assert not set(lost) <= held(), "the restarted master has the older dataset"
+
+        def restored() -> list[dict]:
+            try:
+                return [e for e in _entries(admin(), f"{NS}:events") if e.get("status") == "restored"]
+            except redis.exceptions.RedisError:
+                return []
+        wait_until(restored, 60 * PERIOD, what="the trader writing back what the master lost")
+        wait_until(lambda: {e for e, _m in acted()} <= held(), 30 * PERIOD, what="every epoch acted on held")
+        n = len(acted())
+        wait_until(lambda: len(acted()) >= n + 2, 60 * PERIOD, what="acting on new medians")
+        trader.stop()
+
+        history = [(int(f["epoch"]), f["median"]) for f in _entries(admin(), f"{NS}:medians")]
+        epochs = [e for e, _m in history]
+        assert sorted({e for e in epochs if epochs.count(e) > 1}) == [], "no epoch published twice"
+        median_of = dict(history)
+        by_epoch: dict[int, list[str]] = {}
+        for e, m in acted():
+            by_epoch.setdefault(e, []).append(m)
+        assert [e for e, ms in by_epoch.items() if len(ms) > 1] == [], "no epoch acted on twice"
+        assert [e for e, ms in by_epoch.items() if ms != [repr(float(median_of[e]))]] == []
+        acks = {int(a["epoch"]) for a in _entries(admin(), f"{NS}:acks")}
+        assert set(by_epoch) <= acks, "every epoch acted on acknowledged in the final history"
+        (ev,) = restored()
+        assert int(ev["epoch"]) <= lost[0] and int(ev["last"]) >= lost[-1], (ev, lost)
+        v = cluster.cli("verify")
+        assert v.returncode == 0 and "all hold" in v.stdout, v.stdout + v.stderr
+        print(f"\nmaster back from an older RDB: {len(lost)} acted epochs it lacked ({lost[0]} to {lost[-1]}), "
+              f"written back as epochs {ev['epoch']} to {ev['last']}")
+    finally:
+        cluster.stop_all()
+        replica.kill()
+        master.kill()

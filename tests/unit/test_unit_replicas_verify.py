@@ -315,3 +315,115 @@ def test_a_forged_median_or_input_does_not_hold(monkeypatch, field, value, why):
     assert "1 of 2 medians do not hold" in r.output and f"epoch {env.E}:" not in r.output
     r = runner.invoke(cli_mod.cli, ["verify", "--namespace", "t", "--since", str(env.E + 2)])
     assert (r.exit_code, r.output.strip()) == (0, "0 medians checked: all hold")
+
+
+# -- acknowledged medians a failover lost: written back ----------------------------------------------
+def _entries(env, key):
+    return [(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in env.r.xrange(key)]
+
+
+def _lose_after(env, epoch):
+    """What a failover to a replica that was behind leaves: the streams, NS:acted and NS:trader:settled
+    as they were after ``epoch`` (the later medians and acknowledgements were never replicated to it)."""
+    for key in (env.k.medians, env.k.acks):
+        for entry_id, f in _entries(env, key):
+            if int(f["epoch"]) > epoch:
+                env.r.xdel(key, entry_id)
+    env.r.set(env.k.acted, epoch)
+    env.r.set(env.k.settled, epoch)
+
+
+def test_acknowledged_medians_a_failover_lost_are_written_back_and_not_acted_on_again(monkeypatch, caplog):
+    env = Env(monkeypatch)
+    acted = []
+    t = env.trader(on_median=lambda e, m, f: acted.append((e, m)), min_replicas=1)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    E = env.E
+    for i, (a, b) in enumerate([(1.0, 3.0), (2.0, 5.0), (4.0, 4.5)]):
+        run_epoch(env, t, E + i, A=a, B=b)
+    before = {f["epoch"]: f for _id, f in _entries(env, env.k.medians)}
+    acks_before = {f["epoch"]: f for _id, f in _entries(env, env.k.acks)}
+    assert acted == [(E, 2.0), (E + 1, 3.5), (E + 2, 4.25)]
+    _lose_after(env, E)
+    assert [f["epoch"] for _i, f in _entries(env, env.k.medians)] == [str(E)]
+
+    run_epoch(env, t, E + 3, A=1.0, B=1.0)
+    medians = [f for _id, f in _entries(env, env.k.medians)]
+    assert [m["epoch"] for m in medians] == [str(E + i) for i in range(4)], "written back before the next one"
+    for m in medians[1:3]:
+        restored = m.pop("restored")
+        assert int(restored) >= int(m["ts"]) and m == before[m["epoch"]], "as it was written, and marked"
+    assert "restored" not in medians[0] and "restored" not in medians[3]
+    acks_now = {f["epoch"]: f for _id, f in _entries(env, env.k.acks)}
+    assert sorted(acks_now) == [str(E + i) for i in range(4)]
+    assert {k: v for k, v in acks_now[str(E + 1)].items() if k != "restored"} == acks_before[str(E + 1)]
+    assert acted == [(E, 2.0), (E + 1, 3.5), (E + 2, 4.25), (E + 3, 1.0)], "nothing acted on twice"
+    assert verify(env.r, env.k) == (4, []), "the history proves itself again"
+    (ev,) = [e for e in events(env) if e["status"] == "restored"]
+    assert (ev["epoch"], ev["last"]) == (str(E + 1), str(E + 2)) and "written back" in ev["reason"]
+    said = [m for m in messages(caplog) if "lacked the acknowledged median" in m]
+    assert len(said) == 1 and f"epochs {E + 1} to {E + 2} (2)" in said[0], said
+    assert not [e for e in events(env) if e["status"] == "missed"], "written back: not counted as missed"
+
+    # Nothing lost: nothing written back (each tick asks the master, once).
+    run_epoch(env, t, E + 4, A=1.0, B=1.0)
+    assert len([e for e in events(env) if e["status"] == "restored"]) == 1
+    assert [f["epoch"] for _i, f in _entries(env, env.k.medians)] == [str(E + i) for i in range(5)]
+
+
+def test_a_standby_writes_back_what_it_published_when_it_led(monkeypatch):
+    """The failover also lost the lead (another trader leads on the new master): the trader that
+    published the medians still writes them back, after the new leader's own, never over them."""
+    env = Env(monkeypatch)
+    t = env.trader(min_replicas=1)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    E = env.E
+    run_epoch(env, t, E, A=1.0)
+    run_epoch(env, t, E + 1, A=2.0)
+    _lose_after(env, E)
+    env.r.delete(env.k.lease("trader"))
+    other = env.trader(min_replicas=1)
+    other.wait_replicas = lambda n, timeout_ms: 1
+    run_epoch(env, other, E + 2, A=3.0)   # the failed-over master's last settled epoch is E: E + 1 missed
+    run_epoch(env, t, E + 2, A=3.0)       # t stands by, and writes back E + 1, after the new leader's E + 2
+    assert not t.token
+    assert [f["epoch"] for _i, f in _entries(env, env.k.medians)] == [str(E), str(E + 2), str(E + 1)]
+    assert sorted(int(f["epoch"]) for _i, f in _entries(env, env.k.acks)) == [E, E + 1, E + 2]
+    assert verify(env.r, env.k) == (3, [])
+    kinds = [(e["status"], e["epoch"]) for e in events(env)]
+    assert kinds == [("missed", str(E + 1)), ("restored", str(E + 1))], "the later record says it was not lost"
+
+
+def test_an_epoch_held_with_another_median_is_a_conflict_never_a_second_median(monkeypatch, caplog):
+    env = Env(monkeypatch)
+    t = env.trader(min_replicas=1)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    E = env.E
+    run_epoch(env, t, E, A=1.0)
+    run_epoch(env, t, E + 1, A=2.0)
+    _lose_after(env, E)
+    env.r.xadd(env.k.medians, {"epoch": E + 1, "median": "9.0", "count": 1, "members": "A", "inputs": "9.0"})
+    run_epoch(env, t, E + 2, A=3.0)
+    assert [(f["epoch"], f["median"]) for _i, f in _entries(env, env.k.medians)] == [
+        (str(E), "1.0"), (str(E + 1), "9.0"), (str(E + 2), "3.0")]
+    (c,) = [e for e in events(env) if e["status"] == "conflict"]
+    assert c["epoch"] == str(E + 1) and "acted on with median 2.0" in c["reason"] and "median 9.0" in c["reason"]
+    assert any(f"epoch {E + 1} was acknowledged with another median" in m for m in messages(caplog))
+    assert str(E + 1) not in [f["epoch"] for _i, f in _entries(env, env.k.acks)]
+
+
+def test_the_memory_of_acknowledged_medians_is_bounded(monkeypatch):
+    from redismedian import trader as T
+    monkeypatch.setattr(T, "RESTORE_EPOCHS", 3)
+    env = Env(monkeypatch)
+    t = env.trader(min_replicas=1)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    for i in range(5):
+        run_epoch(env, t, env.E + i, A=float(i))
+    assert [a.epoch for a in t.acked_memory] == [env.E + 2, env.E + 3, env.E + 4]
+    monkeypatch.setattr(T, "RESTORE_MAX_BYTES", 1)
+    run_epoch(env, t, env.E + 5, A=1.0)
+    assert [a.epoch for a in t.acked_memory] == [env.E + 5], "the newest is always kept"
+    t.wait_replicas = lambda n, timeout_ms: 0
+    run_epoch(env, t, env.E + 6, A=1.0)
+    assert [a.epoch for a in t.acked_memory] == [env.E + 5], "an unacknowledged median is not remembered"
