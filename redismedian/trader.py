@@ -61,8 +61,9 @@ TAKEOVER_REASON = ("took the lead in this epoch: the previous leader may have pu
                    "over; one median per epoch, so this one is not published (--min-replicas)")
 # --min-replicas / --wait-aof: the medians this trader published and saw acknowledged that it keeps in
 # memory, to write them back on a master that lacks them after a failover (Trader.restore_acked): the
-# last RESTORE_EPOCHS, and no more than RESTORE_MAX_BYTES of fields (the newest is always kept).
-RESTORE_EPOCHS = 32
+# last RESTORE_EPOCHS, and no more than RESTORE_MAX_BYTES of fields (the newest is always kept): about
+# 1000 epochs of a small deployment (16 hours at a 1-minute period), 5 or more at 100,000 strategies.
+RESTORE_EPOCHS = 1000
 RESTORE_MAX_BYTES = 8 * 2**20
 # --wait-aof: the servers that have WAITAOF (what the refusal at start names).
 WAITAOF_SERVERS = "Redis 7.2 or later, or Valkey"
@@ -851,7 +852,9 @@ class Trader(Component):
             return
         ack = ["epoch", epoch, "replicas", replicas] + ([] if aof is None else ["aof", aof]) + \
               ["fence", self.token, "ts", ts]
-        memory = [*self.acked_memory, Acked(epoch, published[1], tuple(str(x) for x in ack))][-RESTORE_EPOCHS:]
+        # No more than the streams keep (--medians-maxlen): an older one is not lost but trimmed.
+        keep = max(1, min(RESTORE_EPOCHS, self.medians_maxlen))
+        memory = [*self.acked_memory, Acked(epoch, published[1], tuple(str(x) for x in ack))][-keep:]
         while len(memory) > 1 and sum(a.size for a in memory) > RESTORE_MAX_BYTES:
             memory.pop(0)
         self.acked_memory = memory

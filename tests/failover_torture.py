@@ -9,7 +9,8 @@ again and every sentinel agrees on the master with no failover in progress (one 
     python -m tests.failover_torture --failovers 50 --seed 1 [--min-replicas 2] [--cluster]
 
 It prints, from the final master's history and the action file: acted epochs missing from the final
-history (goal 0), epochs acted on with two different medians (0), epochs published twice (0), and the
+history (goal 0), epochs acted on with two different medians (0), epochs published twice (0), the
+epochs the traders wrote back after a failover had lost them (with the conflicts found: 0), and the
 availability cost: epochs without a median over the run, per failover.  Exit 1 when a goal is missed.
 ``--cluster``: the same against a Redis Cluster (3 masters with 2 replicas each; the master serving
 the namespace's slot is the one killed; the restarted node rejoins as a replica by its nodes.conf).
@@ -212,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         final_master = d.master()
         assert final_master is not None
         final = final_master.client(decode_responses=True)
-        history = [(int(f["epoch"]), f["median"]) for _id, f in final.xrange(Keys.for_url(NS, d.url()).medians)]
+        keys = Keys.for_url(NS, d.url())
+        history = [(int(f["epoch"]), f["median"]) for _id, f in final.xrange(keys.medians)]
+        events = [f for _id, f in final.xrange(keys.events)]
     finally:
         d.stop()
     acted: dict[int, set[str]] = {}
@@ -226,13 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     twice = sorted({e for e in epochs if epochs.count(e) > 1})
     first, last = (min(epochs), max(epochs)) if epochs else (0, -1)
     unpublished = (last - first + 1) - len(set(epochs))
+    # What the traders wrote back (acknowledged medians a failover lost) and the conflicts they found.
+    restored = [(int(f["epoch"]), int(f.get("last", f["epoch"]))) for f in events if f.get("status") == "restored"]
+    conflicts = [int(f["epoch"]) for f in events if f.get("status") == "conflict"]
     print(f"{done} failovers in {elapsed:.0f}s (period {args.period}s, --min-replicas {args.min_replicas}): "
           f"{len(acted)} epochs acted on; acted epochs "
           f"missing from the final history {len(missing)} {missing[:10]}; acted on with two medians {len(two)} "
           f"{two[:10]}; published twice {len(twice)} {twice[:10]}; epochs without a median {unpublished} of "
           f"{last - first + 1} ({unpublished / max(1, done):.1f} per failover); epochs not acted on "
-          f"{last - first + 1 - len(acted)} ({(last - first + 1 - len(acted)) / max(1, done):.1f} per failover)")
-    return 1 if missing or two or twice or done < args.failovers else 0
+          f"{last - first + 1 - len(acted)} ({(last - first + 1 - len(acted)) / max(1, done):.1f} per failover); "
+          f"written back after a failover {sum(b - a + 1 for a, b in restored)} epochs in {len(restored)} failovers "
+          f"{restored[:10]}; conflicts {len(conflicts)} {conflicts[:10]}")
+    return 1 if missing or two or twice or conflicts or done < args.failovers else 0
 
 
 if __name__ == "__main__":

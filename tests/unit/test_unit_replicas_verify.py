@@ -427,3 +427,11 @@ def test_the_memory_of_acknowledged_medians_is_bounded(monkeypatch):
     t.wait_replicas = lambda n, timeout_ms: 0
     run_epoch(env, t, env.E + 6, A=1.0)
     assert [a.epoch for a in t.acked_memory] == [env.E + 5], "an unacknowledged median is not remembered"
+
+    # Never more than the streams keep: an epoch trimmed from NS:medians (--medians-maxlen) is not lost.
+    monkeypatch.setattr(T, "RESTORE_MAX_BYTES", 2**20)
+    t = env.trader(min_replicas=1, medians_maxlen=2)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    for i in range(7, 11):
+        run_epoch(env, t, env.E + i, A=1.0)
+    assert [a.epoch for a in t.acked_memory] == [env.E + 9, env.E + 10]
