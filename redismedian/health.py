@@ -328,7 +328,9 @@ def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int 
                 "age_s": None, "leader": leader, "fence": None,
                 "published_epoch": None, "missed": None, "last_missed": None, "last_missed_reason": "",
                 "acted": None, "action_error": "", "doorbell_anomalies": None, "doorbell_last": None,
-                "doorbell_kind": "", "doorbell_detail": ""}
+                "doorbell_kind": "", "doorbell_detail": "", "restored_first": None, "restored_last": None,
+                "restored_seen": None,
+                "conflict_epoch": None, "conflict_reason": "", "conflict_seen": None}
     e = parse_int(trader.get("epoch"))
     own = trader.get("state", "")
     row: dict[str, Any] = {
@@ -344,6 +346,13 @@ def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int 
         "doorbell_last": parse_int(trader.get("doorbell_last")),
         "doorbell_kind": shown(trader.get("doorbell_kind", ""), 40),
         "doorbell_detail": shown(trader.get("doorbell_detail", ""), LONG),
+        # acknowledged medians a failover lost, written back (trader.restore_acked), and a conflict found
+        "restored_first": parse_int(trader.get("restored_first")),
+        "restored_last": parse_int(trader.get("restored_last")),
+        "restored_seen": parse_int(trader.get("restored_seen")),
+        "conflict_epoch": parse_int(trader.get("conflict_epoch")),
+        "conflict_reason": shown(trader.get("conflict_reason", ""), LONG),
+        "conflict_seen": parse_int(trader.get("conflict_seen")),
     }
     if holder is None:
         if not trader:
@@ -390,6 +399,26 @@ def missed_text(row: dict[str, Any], epoch: int | None) -> str:
     return text + (f"; {since}" if since else "")
 
 
+def restored_text(row: dict[str, Any], epoch: int | None) -> str:
+    """``acknowledged medians a failover lost, written back: epochs E to F (3 periods ago)``."""
+    first, last = row.get("restored_first"), row.get("restored_last")
+    which = f"epoch {last}" if first in (None, last) else f"epochs {first} to {last}"
+    return f"acknowledged medians a failover lost, written back: {which} ({ago(row.get('restored_seen'), epoch)})"
+
+
+def conflict_text(row: dict[str, Any], epoch: int | None) -> str:
+    """``epoch E has two medians (found 2 periods ago): ...``: two histories met (two masters at once)."""
+    seen = row.get("conflict_seen")
+    return (f"epoch {row.get('conflict_epoch')} has two medians (found {ago(seen, epoch)}; two masters at once): "
+            f"{_quote(row.get('conflict_reason') or '?')}; compare NS:medians with what was acted on")
+
+
+def conflict_recently(row: dict[str, Any], epoch: int | None, window: int = DEFAULT_MISSED_WINDOW) -> bool:
+    """Whether a conflict was found within the last ``window`` periods (as missed epochs; 0: never)."""
+    seen = row.get("conflict_seen")
+    return bool(window) and seen is not None and epoch is not None and epoch - seen < window
+
+
 def problems(kind: str, row: dict[str, Any], epoch: int | None, *, missed_window: int = DEFAULT_MISSED_WINDOW,
              deployment: bool = False) -> list[str]:
     """What ``check`` says is wrong with one part's view (empty: healthy).  ``deployment``: as
@@ -400,6 +429,8 @@ def problems(kind: str, row: dict[str, Any], epoch: int | None, *, missed_window
             f"trader: {row.get('state')}: {row.get('reason') or '?'}"]
         if missed_recently(row, epoch, missed_window):
             out.append(f"trader: {missed_text(row, epoch)}")
+        if conflict_recently(row, epoch, missed_window) and row.get("state") not in ("down", "absent"):
+            out.append(f"trader: {conflict_text(row, epoch)}")
         if row.get("action_error") and row.get("state") not in ("down", "absent"):
             out.append(f"trader: --on-median action failed (retried every period): {_quote(row['action_error'])}")
         return out

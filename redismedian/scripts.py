@@ -988,18 +988,21 @@ def trader_acked(run: Runner, k: Keys, *, lease_value: str, token: str, epoch: i
     return int(raw or 0)
 
 
-# KEYS: medians, acks, events, acted, settled
+# KEYS: medians, acks, events, acted, settled, trader
 # ARGV: 1 streams' maxlen, 2 the last epoch this trader acted on ('' = none), 3 the stream ID from which
-#       to look for the epochs, then per epoch (oldest first): epoch, n, the n fields of its NS:medians
-#       entry as the trader wrote it, m, the m fields of its NS:acks entry
+#       to look for the epochs, 4 the trader's current epoch (when it found them missing), then per
+#       epoch (oldest first): epoch, n, the n fields of its NS:medians entry as the trader wrote it, m,
+#       the m fields of its NS:acks entry
 # A failover promoted a replica that did not hold the last medians this trader published and saw
 # acknowledged (--min-replicas below the number of replicas, a second failover to a stale node): write
 # each one back, as it was written, where this master lacks it (``restored`` = now), and the
 # acknowledgement with it; record it in NS:events; NS:acted and NS:trader:settled not below them (so
 # that no leader acts on one again or counts it as missed).  An epoch this master holds with another
 # median is left as it is and recorded as a ``conflict``: never two medians for one epoch in the
-# history.  Not fenced by the lead: it writes only what was published and acknowledged, and never over
-# anything.
+# history.  Both are noted in NS:trader too, when it exists (``restored_first``/``restored_last``/
+# ``restored_seen``, ``conflict_epoch``/``conflict_reason``/``conflict_seen``, the ``_seen`` ones the
+# epoch in which it was found: what ``status`` shows and ``check`` judges).  Not fenced by the lead:
+# it writes only what was published and acknowledged, and never over anything.
 TRADER_RESTORE = PRELUDE + r"""
 local now = now_ms()
 for i = 1, 3 do
@@ -1020,7 +1023,7 @@ local function held(key)
 end
 local medians, acks = held(KEYS[1]), held(KEYS[2])
 local restored, conflicts = {}, {}
-local i = 4
+local i = 5
 while i <= #ARGV do
   local epoch, nm = ARGV[i], tonumber(ARGV[i + 1])
   local mf = {unpack(ARGV, i + 2, i + 1 + nm)}
@@ -1031,9 +1034,13 @@ while i <= #ARGV do
   local mine, there = field(mf, 'median'), medians[epoch]
   if there and there ~= mine then
     conflicts[#conflicts + 1] = epoch
+    local why = 'acknowledged (and acted on) with median ' .. mine .. ' (fence ' .. (field(mf, 'fence') or '?') ..
+                '), and this master holds median ' .. there .. ' for it'
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'status', 'conflict', 'epoch', epoch,
-               'reason', 'acted on with median ' .. mine .. ' (fence ' .. (field(mf, 'fence') or '?') ..
-               '), and this master holds median ' .. there .. ' for it', 'ts', now)
+               'reason', why, 'ts', now)
+    if redis.call('TYPE', KEYS[6])['ok'] == 'hash' then
+      redis.call('HSET', KEYS[6], 'conflict_epoch', epoch, 'conflict_reason', why, 'conflict_seen', ARGV[4])
+    end
   else
     local wrote = false
     if not there then
@@ -1054,6 +1061,9 @@ if #restored > 0 then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'status', 'restored', 'epoch', restored[1], 'last', last,
              'reason', 'missing on this master after a failover; written back by the trader that published ' ..
              'them (' .. #restored .. ' acknowledged)', 'ts', now)
+  if redis.call('TYPE', KEYS[6])['ok'] == 'hash' then
+    redis.call('HSET', KEYS[6], 'restored_first', restored[1], 'restored_last', last, 'restored_seen', ARGV[4])
+  end
   for _, kv in ipairs({{KEYS[4], ARGV[2]}, {KEYS[5], last}}) do
     if wrongtype(kv[1], 'string') then redis.call('DEL', kv[1]) end
     local cur = int(redis.call('GET', kv[1]) or '')
@@ -1071,13 +1081,13 @@ class TraderRestored(NamedTuple):
 
 
 def trader_restore(run: Runner, k: Keys, *, entries: Sequence[tuple[int, Sequence[Any], Sequence[Any]]],
-                   acted: int | None, from_ms: int, maxlen: int) -> TraderRestored:
+                   acted: int | None, from_ms: int, maxlen: int, epoch: int) -> TraderRestored:
     """Write back, where this master lacks them, the ``entries`` (epoch, NS:medians fields, NS:acks
-    fields) this trader published and saw acknowledged."""
-    args: list[Any] = [maxlen, "" if acted is None else acted, f"{from_ms}-0"]
+    fields) this trader published and saw acknowledged; ``epoch``: the trader's current one."""
+    args: list[Any] = [maxlen, "" if acted is None else acted, f"{from_ms}-0", epoch]
     for epoch, median_fields, ack_fields in entries:
         args += [epoch, len(median_fields), *median_fields, len(ack_fields), *ack_fields]
-    raw = run(TRADER_RESTORE, [k.medians, k.acks, k.events, k.acted, k.settled], args)
+    raw = run(TRADER_RESTORE, [k.medians, k.acks, k.events, k.acted, k.settled, k.trader], args)
     restored, conflicts = _fields(raw, 2, [])
     return TraderRestored([int(x) for x in restored or []], [int(x) for x in conflicts or []])
 

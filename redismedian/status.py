@@ -286,6 +286,12 @@ def render(data: dict[str, Any], url: str) -> str:
                         if H.missed_recently(t, data["epoch"]) else ""))
     if t.get("action_error"):
         lines.append(f"            --on-median action failed (retried every period): {t['action_error']}")
+    if t.get("restored_last") is not None:
+        lines.append(f"            {H.restored_text(t, data['epoch'])}")
+    if t.get("conflict_epoch") is not None:
+        lines.append(f"            CONFLICT: {H.conflict_text(t, data['epoch'])}"
+                     + (f"  (within the last {H.DEFAULT_MISSED_WINDOW} periods: `check` fails)"
+                        if H.conflict_recently(t, data["epoch"]) else ""))
     if t.get("doorbell_anomalies"):
         lines.append(f"            doorbell: {t['doorbell_anomalies']} epoch(s) did not ring as they should; last "
                      f"epoch {_v(t.get('doorbell_last'))} ({t.get('doorbell_kind') or '?'}): "

@@ -398,7 +398,7 @@ class Trader(Component):
         while not self.stop.is_set():
             t = self.tick(epoch)
             if t.lost_acked:
-                self.restore_acked()
+                self.restore_acked(epoch)
             if t.status == "registry":
                 checks += 1
                 if checks > MAX_REGISTRY_CHECKS:
@@ -859,7 +859,7 @@ class Trader(Component):
             memory.pop(0)
         self.acked_memory = memory
 
-    def restore_acked(self) -> None:
+    def restore_acked(self, epoch: int) -> None:
         """The master no longer holds the acknowledgement of the last median this trader saw
         acknowledged: a failover promoted a replica that did not have it (with --min-replicas below the
         number of replicas, or a second failover to a node that was behind).  Write back every median
@@ -867,7 +867,7 @@ class Trader(Component):
         memory = self.acked_memory
         r = trader_restore(self.run_script, self.keys, entries=[(a.epoch, a.median, a.ack) for a in memory],
                            acted=self.acted_last, from_ms=boundary_ms(memory[0].epoch, self.period_ms),
-                           maxlen=self.medians_maxlen)
+                           maxlen=self.medians_maxlen, epoch=epoch)
         if r.restored:
             first, last = r.restored[0], r.restored[-1]
             which = f"epoch {first}" if first == last else f"epochs {first} to {last} ({len(r.restored)})"

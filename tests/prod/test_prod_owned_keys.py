@@ -244,7 +244,7 @@ def test_every_role_can_write_only_its_own_keys_and_the_doorbells(world):
                                reason="", maxlen=10, state_ttl_ms=1500),
         lambda: S.trader_restore(run_as_x, K, entries=[(epoch + 1, ("epoch", str(epoch + 1), "median", "7"),
                                                           ("epoch", str(epoch + 1)))], acted=None, from_ms=0,
-                                 maxlen=10),
+                                 maxlen=10, epoch=epoch + 1),
         lambda: S.generator_publish(run_as_x, K, meta, name="g1", epoch=epoch + 1, value="1000", status="ok",
                                     error="", signal_ttl_ms=1000, feed_maxlen=10),
         lambda: S.lease_acquire(run_as_x, K.lease("strategy", "Y"), owner="attacker|0", ttl_ms=100_000),

@@ -10,6 +10,8 @@ from redismedian.acl import render_acl
 from redismedian.common import FatalError
 from redismedian.connection import server_version
 from redismedian.following import parse_event
+from redismedian.ops import check_deployment
+from redismedian.status import gather, render
 from redismedian.trader import inputs_text, replicas_verdict
 from redismedian.verifying import check_entry, verify
 from tests.unit.test_unit_trader import submit
@@ -364,6 +366,11 @@ def test_acknowledged_medians_a_failover_lost_are_written_back_and_not_acted_on_
     said = [m for m in messages(caplog) if "lacked the acknowledged median" in m]
     assert len(said) == 1 and f"epochs {E + 1} to {E + 2} (2)" in said[0], said
     assert not [e for e in events(env) if e["status"] == "missed"], "written back: not counted as missed"
+    # The operator sees it in status; check stays healthy (nothing was lost).
+    data = gather(env.r, env.k)
+    assert check_deployment(data).healthy, check_deployment(data).problems
+    said = render(data, "redis://x")
+    assert f"acknowledged medians a failover lost, written back: epochs {E + 1} to {E + 2} (this period)" in said
 
     # Nothing lost: nothing written back (each tick asks the master, once).
     run_epoch(env, t, E + 4, A=1.0, B=1.0)
@@ -407,9 +414,20 @@ def test_an_epoch_held_with_another_median_is_a_conflict_never_a_second_median(m
     assert [(f["epoch"], f["median"]) for _i, f in _entries(env, env.k.medians)] == [
         (str(E), "1.0"), (str(E + 1), "9.0"), (str(E + 2), "3.0")]
     (c,) = [e for e in events(env) if e["status"] == "conflict"]
-    assert c["epoch"] == str(E + 1) and "acted on with median 2.0" in c["reason"] and "median 9.0" in c["reason"]
+    assert c["epoch"] == str(E + 1) and "acted on) with median 2.0" in c["reason"] and "median 9.0" in c["reason"]
     assert any(f"epoch {E + 1} was acknowledged with another median" in m for m in messages(caplog))
     assert str(E + 1) not in [f["epoch"] for _i, f in _entries(env, env.k.acks)]
+    # An operator is told: check fails for --missed-window periods after it was found, status says it.
+    health = check_deployment(gather(env.r, env.k))
+    (p,) = [p for p in health.problems if "two medians" in p]
+    assert p.startswith(f"trader: epoch {E + 1} has two medians (found this period; two masters at once): ") and \
+        "median 9.0" in p, p
+    assert "CONFLICT: " in render(gather(env.r, env.k), "redis://x")
+    for i in range(3, 13):
+        run_epoch(env, t, E + i, A=3.0)
+    health = check_deployment(gather(env.r, env.k))
+    assert health.healthy, health.problems
+    assert "CONFLICT: " in render(gather(env.r, env.k), "redis://x"), "still shown, no longer failing check"
 
 
 def test_the_memory_of_acknowledged_medians_is_bounded(monkeypatch):
