@@ -109,6 +109,19 @@ local function wrongtype(key, want)
   return nil
 end
 
+-- The value of field `name` in a flat field list (a stream entry's fields), else nil.
+local function field(f, name)
+  for i = 1, #f, 2 do
+    if f[i] == name then return f[i + 1] end
+  end
+end
+
+-- Set the integer at `key` to `text` (an integer's text) unless it already holds as much: never lower.
+local function raise_to(key, text)
+  local cur, n = int(redis.call('GET', key) or ''), int(text)
+  if n and (not cur or cur < n) then redis.call('SET', key, text) end
+end
+
 -- Check (and, when `create`, create) the deployment record.
 -- Returns instance, changed | nil, code, detail.  Codes: wrongtype, baddata, period, nometa.
 local function meta_check(key, period, known, fresh, now, create)
@@ -690,10 +703,7 @@ if ARGV[16] ~= '' then
   held_acked = 'lost'
   if redis.call('TYPE', KEYS[10])['ok'] == 'stream' then
     for _, row in ipairs(redis.call('XRANGE', KEYS[10], ARGV[17], '+', 'COUNT', 100)) do
-      local f = row[2]
-      for i = 1, #f, 2 do
-        if f[i] == 'epoch' and f[i + 1] == ARGV[16] then held_acked = 'held' end
-      end
+      if field(row[2], 'epoch') == ARGV[16] then held_acked = 'held' end
     end
   end
 end
@@ -1008,11 +1018,6 @@ local now = now_ms()
 for i = 1, 3 do
   if wrongtype(KEYS[i], 'stream') then redis.call('DEL', KEYS[i]) end
 end
-local function field(f, name)
-  for i = 1, #f, 2 do
-    if f[i] == name then return f[i + 1] end
-  end
-end
 local function held(key)
   local seen = {}
   for _, row in ipairs(redis.call('XRANGE', key, ARGV[3], '+', 'COUNT', 10000)) do
@@ -1066,9 +1071,7 @@ if #restored > 0 then
   end
   for _, kv in ipairs({{KEYS[4], ARGV[2]}, {KEYS[5], last}}) do
     if wrongtype(kv[1], 'string') then redis.call('DEL', kv[1]) end
-    local cur = int(redis.call('GET', kv[1]) or '')
-    local want = int(kv[2])
-    if want and (not cur or cur < want) then redis.call('SET', kv[1], want) end
+    raise_to(kv[1], kv[2])
   end
 end
 return {restored, conflicts}
@@ -1097,10 +1100,7 @@ def trader_restore(run: Runner, k: Keys, *, entries: Sequence[tuple[int, Sequenc
 # The --on-median bookkeeping, fenced: only the leader records (and only forward).
 TRADER_ACTED = PRELUDE + r"""
 if lease_get(KEYS[1]) ~= ARGV[1] then return {0, ''} end
-if ARGV[2] ~= '' then
-  local cur = int(redis.call('GET', KEYS[2]) or '')
-  if not cur or cur < tonumber(ARGV[2]) then redis.call('SET', KEYS[2], ARGV[2]) end
-end
+if ARGV[2] ~= '' then raise_to(KEYS[2], ARGV[2]) end
 if redis.call('TYPE', KEYS[3])['ok'] == 'hash' then
   redis.call('HSET', KEYS[3], 'action_error', ARGV[3])
   if ARGV[2] ~= '' then redis.call('HSET', KEYS[3], 'acted', ARGV[2]) end
