@@ -225,10 +225,10 @@ class Subscription:
             # next plain command that reconnects it (the lease release at a stop, a standby's next
             # read) is taken for a lost subscription: a false warning, and a loss counted.
             conn = getattr(self.pubsub, "connection", None)
-            if conn is not None and hasattr(conn, "deregister_connect_callback"):
+            if conn is not None:
                 try:
                     conn.deregister_connect_callback(self._reconnected)
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError):   # not registered; a connection without callbacks
                     pass
             try:
                 self.pubsub.close()

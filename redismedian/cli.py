@@ -17,7 +17,7 @@ from .common import (DEFAULT_PERIOD_S, EXIT_FAILURE, NAME_RULE, FatalError, Sett
                      load_callable, parse_int, parse_name_list, parse_period_ms, period_to_ms)
 from .connection import (DEFAULT_REDIS_URL, PASSWORD_ENV, RedisSettings, ErrorKind, check_url, classify, make_client,
                          redact_url, redis_problem, redis_settings)
-from .health import DEFAULT_MISSED_WINDOW
+from .health import DEFAULT_MISSED_WINDOW, epochs_text
 
 if TYPE_CHECKING:
     from .component import Component
@@ -513,8 +513,7 @@ def _follow(as_json: bool, since: str | None, redis_url: str, namespace: str, st
                 click.echo(f"epoch {item.epoch}: median written but not published (replicas): {item.reason}",
                            err=True)
             else:
-                which = f"epoch {item.epoch}" if item.last == item.epoch else f"epochs {item.epoch} to {item.last}"
-                click.echo(f"{which}: missed: {item.reason}", err=True)
+                click.echo(f"{epochs_text(item.epoch, item.last)}: missed: {item.reason}", err=True)
     except redis.exceptions.RedisError as e:
         raise click.ClickException(_redis_problem(redis_url, e)) from None
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import redis
 
@@ -72,6 +72,13 @@ def age_s(now_ms: int, ts: Any) -> float | None:
 
 def plural(n: int, word: str, words: str | None = None) -> str:
     return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def epochs_text(first: int | None, last: int | None, count: int | None = None) -> str:
+    """``epoch 7``, or ``epochs 5 to 7`` (with ``count``: ``epochs 5 to 7 (3)``)."""
+    if first is None or first == last:
+        return f"epoch {last}"
+    return f"epochs {first} to {last}" + (f" ({count})" if count is not None else "")
 
 
 # -- leases ----------------------------------------------------------------------------------------
@@ -313,29 +320,11 @@ def generator_view(keys: Keys, name: str, signal: dict[str, str] | str, holder: 
     return {**row, "state": state, "reason": shown(reason, LONG)}   # escaped: it quotes data
 
 
-def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int | None, now_ms: int,
-                deployed: bool = True) -> dict[str, Any]:
-    """The leading trader's state and reason (pure), from ``NS:trader`` (text; ``{}`` when
-    missing, or a string saying why it cannot be read) and the trader lease's holder.
-
-    States: the trader's own (``ok``, ``error``, ``idle``, ``starting``) while a trader holds the
-    lead and its evaluation is current; ``stale`` when it is not; ``down`` when no trader holds the
-    lead (``NS:trader`` carries a TTL: it may be gone too); ``absent`` when nothing ever ran here.
-    The median is shown only in state ``ok``: never the last median of a trader that is gone."""
-    leader = shown(holder.value) if holder else None     # what a lease holds is data
-    if isinstance(trader, str):
-        return {"state": "unreadable", "reason": shown(trader, LONG), "epoch": None, "median": None, "count": None,
-                "age_s": None, "leader": leader, "fence": None,
-                "published_epoch": None, "missed": None, "last_missed": None, "last_missed_reason": "",
-                "acted": None, "action_error": "", "doorbell_anomalies": None, "doorbell_last": None,
-                "doorbell_kind": "", "doorbell_detail": "", "restored_first": None, "restored_last": None,
-                "restored_seen": None,
-                "conflict_epoch": None, "conflict_reason": "", "conflict_seen": None}
-    e = parse_int(trader.get("epoch"))
-    own = trader.get("state", "")
-    row: dict[str, Any] = {
-        "epoch": e, "median": None, "count": None, "age_s": age_s(now_ms, trader.get("ts")),
-        "leader": leader, "fence": parse_int(trader.get("fence")),
+def _trader_fields(trader: Mapping[str, str], leader: str | None, now_ms: int) -> dict[str, Any]:
+    """The fields of the trader's view read from ``NS:trader`` (``trader_view``), before its state."""
+    return {
+        "epoch": parse_int(trader.get("epoch")), "median": None, "count": None,
+        "age_s": age_s(now_ms, trader.get("ts")), "leader": leader, "fence": parse_int(trader.get("fence")),
         "published_epoch": parse_int(trader.get("published")),
         "missed": parse_int(trader.get("missed")), "last_missed": parse_int(trader.get("last_missed")),
         # NS:trader is the trader's, which writes these escaped; read back as data all the same.
@@ -354,6 +343,24 @@ def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int 
         "conflict_reason": shown(trader.get("conflict_reason", ""), LONG),
         "conflict_seen": parse_int(trader.get("conflict_seen")),
     }
+
+
+def trader_view(trader: dict[str, str] | str, holder: Holder | None, epoch: int | None, now_ms: int,
+                deployed: bool = True) -> dict[str, Any]:
+    """The leading trader's state and reason (pure), from ``NS:trader`` (text; ``{}`` when
+    missing, or a string saying why it cannot be read) and the trader lease's holder.
+
+    States: the trader's own (``ok``, ``error``, ``idle``, ``starting``) while a trader holds the
+    lead and its evaluation is current; ``stale`` when it is not; ``down`` when no trader holds the
+    lead (``NS:trader`` carries a TTL: it may be gone too); ``absent`` when nothing ever ran here.
+    The median is shown only in state ``ok``: never the last median of a trader that is gone."""
+    leader = shown(holder.value) if holder else None     # what a lease holds is data
+    if isinstance(trader, str):
+        # Every field as a missing NS:trader gives it (None, or '' for a text).
+        return {"state": "unreadable", "reason": shown(trader, LONG), **_trader_fields({}, leader, now_ms)}
+    row = _trader_fields(trader, leader, now_ms)
+    e = row["epoch"]
+    own = trader.get("state", "")
     if holder is None:
         if not trader:
             state, reason = ("down", "no trader running (no trader holds the lead)") if deployed else \
@@ -401,8 +408,7 @@ def missed_text(row: dict[str, Any], epoch: int | None) -> str:
 
 def restored_text(row: dict[str, Any], epoch: int | None) -> str:
     """``acknowledged medians a failover lost, written back: epochs E to F (3 periods ago)``."""
-    first, last = row.get("restored_first"), row.get("restored_last")
-    which = f"epoch {last}" if first in (None, last) else f"epochs {first} to {last}"
+    which = epochs_text(row.get("restored_first"), row.get("restored_last"))
     return f"acknowledged medians a failover lost, written back: {which} ({ago(row.get('restored_seen'), epoch)})"
 
 

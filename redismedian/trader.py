@@ -313,10 +313,7 @@ class Acked(NamedTuple):
     epoch: int
     median: tuple[str, ...]     # the fields of its NS:medians entry
     ack: tuple[str, ...]        # the fields of its NS:acks entry
-
-    @property
-    def size(self) -> int:
-        return sum(len(x) for x in self.median) + sum(len(x) for x in self.ack)
+    size: int                   # their characters, counted once (against RESTORE_MAX_BYTES)
 
 
 @dataclass
@@ -486,8 +483,7 @@ class Trader(Component):
 
     def miss(self, first: int, last: int, reason: str) -> None:
         n = last - first + 1
-        which = f"epoch {first}" if n == 1 else f"epochs {first} to {last} ({n})"
-        self.log.warning("missed %s: %s", which, reason)
+        self.log.warning("missed %s: %s", H.epochs_text(first, last, n), reason)
         self.metrics.missed(n)
         m = self.missed
         self.missed = MissedRecord(m.total + n, last, reason, (m.pending + (Missed(first, last, reason),))[-20:])
@@ -850,11 +846,13 @@ class Trader(Component):
         published, self._published_fields = self._published_fields, None
         if published is None or published[0] != epoch:
             return
-        ack = ["epoch", epoch, "replicas", replicas] + ([] if aof is None else ["aof", aof]) + \
-              ["fence", self.token, "ts", ts]
+        ack = tuple(str(x) for x in ["epoch", epoch, "replicas", replicas] + ([] if aof is None else ["aof", aof])
+                    + ["fence", self.token, "ts", ts])
+        fields = published[1]
+        entry = Acked(epoch, fields, ack, sum(map(len, fields)) + sum(map(len, ack)))
         # No more than the streams keep (--medians-maxlen): an older one is not lost but trimmed.
         keep = max(1, min(RESTORE_EPOCHS, self.medians_maxlen))
-        memory = [*self.acked_memory, Acked(epoch, published[1], tuple(str(x) for x in ack))][-keep:]
+        memory = [*self.acked_memory, entry][-keep:]
         while len(memory) > 1 and sum(a.size for a in memory) > RESTORE_MAX_BYTES:
             memory.pop(0)
         self.acked_memory = memory
@@ -869,10 +867,9 @@ class Trader(Component):
                            acted=self.acted_last, from_ms=boundary_ms(memory[0].epoch, self.period_ms),
                            maxlen=self.medians_maxlen, epoch=epoch)
         if r.restored:
-            first, last = r.restored[0], r.restored[-1]
-            which = f"epoch {first}" if first == last else f"epochs {first} to {last} ({len(r.restored)})"
             self.log.warning("the master lacked the acknowledged median of %s (a failover to a replica that did "
-                             "not hold it): written back", which)
+                             "not hold it): written back", H.epochs_text(r.restored[0], r.restored[-1],
+                                                                         len(r.restored)))
             self.metrics.error("restored")
         for e in r.conflicts:
             self.log.error("epoch %d was acknowledged with another median than the one this master holds for it: "
