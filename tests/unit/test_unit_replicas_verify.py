@@ -52,6 +52,13 @@ def run_epoch(env, t, epoch, **values):
     t.step(epoch)
 
 
+def acked_trader(env, **kw):
+    """A trader with --min-replicas 1 whose WAIT always finds the replica (its one I/O boundary)."""
+    t = env.trader(min_replicas=1, **kw)
+    t.wait_replicas = lambda n, timeout_ms: 1
+    return t
+
+
 def test_the_takeover_epoch_is_not_published(monkeypatch):
     # A leader published E-1, then lost its lease (as at a failover that lost its last writes): a trader
     # with --min-replicas taking the lead in E does not publish E (the old leader may have), but E+1.
@@ -59,8 +66,7 @@ def test_the_takeover_epoch_is_not_published(monkeypatch):
     old = env.trader()
     run_epoch(env, old, env.E - 1, A=1.0)
     env.r.delete(env.k.lease("trader"))
-    t = env.trader(min_replicas=1)
-    t.wait_replicas = lambda n, timeout_ms: 1
+    t = acked_trader(env)
     run_epoch(env, t, env.E, A=1.0)
     assert t.token and "took the lead in this epoch" in t.missed.reason
     assert [m["epoch"] for m in env.medians()] == [str(env.E - 1)]
@@ -190,8 +196,7 @@ def test_wait_aof_acts_only_on_medians_on_disk(monkeypatch, min_replicas):
 
 def test_without_wait_aof_the_ack_has_no_aof_field(monkeypatch):
     env = Env(monkeypatch)
-    t = env.trader(min_replicas=1)
-    t.wait_replicas = lambda n, timeout_ms: 1
+    t = acked_trader(env)
     t.wait_fsynced = lambda n, timeout_ms: pytest.fail("WAITAOF sent without --wait-aof")
     run_epoch(env, t, env.E, A=1.0)
     (a,) = acks(env)
@@ -335,11 +340,19 @@ def _lose_after(env, epoch):
     env.r.set(env.k.settled, epoch)
 
 
+def _published_then_lost(env):
+    """A trader that published and saw acknowledged E and E + 1, then a failover that kept only E."""
+    t = acked_trader(env)
+    run_epoch(env, t, env.E, A=1.0)
+    run_epoch(env, t, env.E + 1, A=2.0)
+    _lose_after(env, env.E)
+    return t, env.E
+
+
 def test_acknowledged_medians_a_failover_lost_are_written_back_and_not_acted_on_again(monkeypatch, caplog):
     env = Env(monkeypatch)
     acted = []
-    t = env.trader(on_median=lambda e, m, f: acted.append((e, m)), min_replicas=1)
-    t.wait_replicas = lambda n, timeout_ms: 1
+    t = acked_trader(env, on_median=lambda e, m, f: acted.append((e, m)))
     E = env.E
     for i, (a, b) in enumerate([(1.0, 3.0), (2.0, 5.0), (4.0, 4.5)]):
         run_epoch(env, t, E + i, A=a, B=b)
@@ -382,15 +395,9 @@ def test_a_standby_writes_back_what_it_published_when_it_led(monkeypatch):
     """The failover also lost the lead (another trader leads on the new master): the trader that
     published the medians still writes them back, after the new leader's own, never over them."""
     env = Env(monkeypatch)
-    t = env.trader(min_replicas=1)
-    t.wait_replicas = lambda n, timeout_ms: 1
-    E = env.E
-    run_epoch(env, t, E, A=1.0)
-    run_epoch(env, t, E + 1, A=2.0)
-    _lose_after(env, E)
+    t, E = _published_then_lost(env)
     env.r.delete(env.k.lease("trader"))
-    other = env.trader(min_replicas=1)
-    other.wait_replicas = lambda n, timeout_ms: 1
+    other = acked_trader(env)
     run_epoch(env, other, E + 2, A=3.0)   # the failed-over master's last settled epoch is E: E + 1 missed
     run_epoch(env, t, E + 2, A=3.0)       # t stands by, and writes back E + 1, after the new leader's E + 2
     assert not t.token
@@ -403,12 +410,7 @@ def test_a_standby_writes_back_what_it_published_when_it_led(monkeypatch):
 
 def test_an_epoch_held_with_another_median_is_a_conflict_never_a_second_median(monkeypatch, caplog):
     env = Env(monkeypatch)
-    t = env.trader(min_replicas=1)
-    t.wait_replicas = lambda n, timeout_ms: 1
-    E = env.E
-    run_epoch(env, t, E, A=1.0)
-    run_epoch(env, t, E + 1, A=2.0)
-    _lose_after(env, E)
+    t, E = _published_then_lost(env)
     env.r.xadd(env.k.medians, {"epoch": E + 1, "median": "9.0", "count": 1, "members": "A", "inputs": "9.0"})
     run_epoch(env, t, E + 2, A=3.0)
     assert [(f["epoch"], f["median"]) for _i, f in _entries(env, env.k.medians)] == [
@@ -434,8 +436,7 @@ def test_the_memory_of_acknowledged_medians_is_bounded(monkeypatch):
     from redismedian import trader as T
     monkeypatch.setattr(T, "RESTORE_EPOCHS", 3)
     env = Env(monkeypatch)
-    t = env.trader(min_replicas=1)
-    t.wait_replicas = lambda n, timeout_ms: 1
+    t = acked_trader(env)
     for i in range(5):
         run_epoch(env, t, env.E + i, A=float(i))
     assert [a.epoch for a in t.acked_memory] == [env.E + 2, env.E + 3, env.E + 4]
@@ -448,8 +449,7 @@ def test_the_memory_of_acknowledged_medians_is_bounded(monkeypatch):
 
     # Never more than the streams keep: an epoch trimmed from NS:medians (--medians-maxlen) is not lost.
     monkeypatch.setattr(T, "RESTORE_MAX_BYTES", 2**20)
-    t = env.trader(min_replicas=1, medians_maxlen=2)
-    t.wait_replicas = lambda n, timeout_ms: 1
+    t = acked_trader(env, medians_maxlen=2)
     for i in range(7, 11):
         run_epoch(env, t, env.E + i, A=1.0)
     assert [a.epoch for a in t.acked_memory] == [env.E + 9, env.E + 10]
